@@ -1,0 +1,63 @@
+"""tiegraph: the truth about weight tying in PyTorch models.
+
+Build the parameter-sharing graph of any ``nn.Module``, wrapped or not, and ask it which modules really
+share memory with the input embedding, which slots form tie groups, and how the declared ties compare.
+
+>>> import torch, tiegraph
+>>> m = torch.nn.Module()
+>>> m.embed = torch.nn.Embedding(8, 4)
+>>> m.head = torch.nn.Linear(4, 8, bias=False)
+>>> m.head.weight = m.embed.weight
+>>> tiegraph.tied_to_input_embedding(m, input_embedding="embed")
+['head']
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from . import naming
+from .build import InputEmbedding, build_graph
+from .errors import CycleError, NoInputEmbeddingError, PathNotFoundError, TiegraphError
+from .graph import TieGraph
+from .naming import register_wrapper
+
+__all__ = [
+    "CycleError",
+    "NoInputEmbeddingError",
+    "PathNotFoundError",
+    "TieGraph",
+    "TiegraphError",
+    "build_graph",
+    "naming",
+    "register_wrapper",
+    "tied_to_input_embedding",
+]
+
+__version__ = "0.1.0"
+
+
+def tied_to_input_embedding(model: nn.Module, *, input_embedding: InputEmbedding = None) -> list[str]:
+    """Canonical paths of the modules that really share memory with the input embedding.
+
+    A drop-in for PEFT's ``_get_module_names_tied_with_embedding``, answering from what is shared, not
+    from ``_tied_weights_keys`` or ``config.tie_word_embeddings``.
+
+    Parameters
+    ----------
+    model
+        Any ``nn.Module``, wrapped or not (PEFT, ``torch.compile``, DDP, FSDP, your own wrapper).
+    input_embedding
+        The input embedding if the model's own ``get_input_embeddings()`` should not be asked.
+
+    Returns
+    -------
+    list of str
+        Sorted canonical module paths (``["lm_head"]`` for a tied Llama, ``[]`` when untied).
+
+    Raises
+    ------
+    NoInputEmbeddingError
+        If the input embedding cannot be found; pass ``input_embedding=``.
+    """
+    return build_graph(model, input_embedding=input_embedding).tied_to_input_embedding()

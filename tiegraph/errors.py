@@ -1,0 +1,30 @@
+"""Exceptions raised by tiegraph.
+
+Every error raised for bad input is a :class:`TiegraphError` (or a ``TypeError`` for an argument that is not
+an ``nn.Module``), and its message names the offending path or value and says what to do next.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CycleError",
+    "NoInputEmbeddingError",
+    "PathNotFoundError",
+    "TiegraphError",
+]
+
+
+class TiegraphError(Exception):
+    """Base class of every error tiegraph raises on purpose."""
+
+
+class PathNotFoundError(TiegraphError, LookupError):
+    """A module or slot path given by the caller names nothing in the model."""
+
+
+class CycleError(TiegraphError):
+    """The module tree contains a cycle (a module registered under one of its own descendants)."""
+
+
+class NoInputEmbeddingError(TiegraphError):
+    """The input embedding could not be found; pass ``input_embedding=`` to name it."""

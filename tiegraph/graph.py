@@ -1,0 +1,415 @@
+"""The parameter-sharing graph: node and edge kinds, :class:`TieGraph`, and its invariants.
+
+Nodes (ids are strings: ``m:<module path>``, ``s:<slot name>``, ``t:<storage number>``):
+
+- ``module``: ``path`` (full), ``canonical``, ``belongs`` (canonical path of the model module it belongs
+  to: adapters belong to their tuner layer), ``cls``, ``object`` (modules registered at several paths share
+  it).
+- ``slot``: ``name`` (full), ``canonical``, ``owner`` (full module path), ``attr``, ``tensor``
+  (``parameter`` or ``buffer``), ``dtype``, ``shape``, ``device``, ``requires_grad``, ``object``.
+- ``storage``: ``storage_id``, ``device``, ``nbytes``.
+
+Edges (a :class:`networkx.MultiDiGraph`; the edge key is its kind):
+
+- ``child`` module -> submodule (``name``), ``owns`` module -> slot (``attr``), ``reads`` slot -> storage
+  (``offset``, ``nbytes``: the byte extent), ``shares`` slot -> slot (``how``: ``same``, ``view``,
+  ``overlap``), ``declares`` target slot -> source slot (``declared_by``, ``status``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import networkx as nx
+
+from ._index import Index
+from .errors import NoInputEmbeddingError, PathNotFoundError
+from .queries import format_groups
+
+
+__all__ = ["EDGE_KINDS", "NODE_KINDS", "TieGraph", "lint"]
+
+NODE_KINDS = ("module", "slot", "storage")
+EDGE_KINDS = ("child", "owns", "reads", "shares", "declares")
+SHARE_HOWS = ("same", "view", "overlap")
+DECLARED_STATUSES = ("tied", "not-tied", "unresolved", "gated-off")
+
+
+class TieGraph:
+    """What a model really shares, and the questions you ask of it.
+
+    Build one with :func:`tiegraph.build_graph`. Names are canonical by default (as the model's own code
+    and its checkpoints name them, wrapper segments removed); pass ``full_paths=True`` for the names of
+    the (possibly wrapped) object you gave.
+
+    Examples
+    --------
+    >>> import torch, tiegraph
+    >>> class Tiny(torch.nn.Module):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.embed = torch.nn.Embedding(10, 4)
+    ...         self.head = torch.nn.Linear(4, 10, bias=False)
+    ...         self.head.weight = self.embed.weight
+    ...     def get_input_embeddings(self):
+    ...         return self.embed
+    >>> tg = tiegraph.build_graph(torch.compile(Tiny()))
+    >>> tg.input_embedding(), tg.input_embedding(full_paths=True)
+    ('embed', '_orig_mod.embed')
+    >>> tg.tied_to_input_embedding(), tg.tied_to_input_embedding(full_paths=True)
+    (['head'], ['_orig_mod.head'])
+    >>> tg.component("head.weight")
+    ['embed.weight', 'head.weight']
+    """
+
+    def __init__(self, index: Index) -> None:
+        self._index = index
+        self._graph: nx.MultiDiGraph | None = None
+        self._members: dict[int, list[int]] | None = None
+
+    # ------------------------------------------------------------------ the graph
+    @property
+    def graph(self) -> nx.MultiDiGraph:
+        """The networkx graph, built from the index on first use and cached."""
+        if self._graph is None:
+            self._graph = to_networkx(self._index)
+        return self._graph
+
+    @classmethod
+    def from_graph(cls, G: nx.MultiDiGraph) -> TieGraph:
+        """A TieGraph from a graph made by :attr:`graph` (e.g. reloaded from JSON)."""
+        tg = cls(from_networkx(G))
+        tg._graph = G
+        return tg
+
+    # ------------------------------------------------------------------ queries
+    def _groups(self) -> dict[int, list[int]]:
+        """Slots per share component (only components with two or more slots)."""
+        if self._members is None:
+            idx = self._index
+            members: dict[int, list[int]] = {}
+            t_root = idx.t_root
+            for s, t in enumerate(idx.s_tensor):
+                members.setdefault(t_root[t], []).append(s)
+            self._members = {root: slots for root, slots in members.items() if len(slots) > 1}
+        return self._members
+
+    def input_embedding(self, *, full_paths: bool = False) -> str | None:
+        """Path of the input embedding (canonical by default), or None when none was found.
+
+        For a model whose ``get_input_embeddings()`` returns a tensor, this is that tensor's slot name.
+        """
+        idx = self._index
+        if idx.ie_module >= 0:
+            return idx.m_path[idx.ie_module] if full_paths else idx.m_belongs[idx.ie_module]
+        if idx.ie_slots:
+            s = idx.ie_slots[0]
+            return idx.s_name[s] if full_paths else idx.s_canon[s]
+        return None
+
+    def tied_to_input_embedding(self, *, full_paths: bool = False) -> list[str]:
+        """Module paths tied to the input embedding, sorted (canonical by default).
+
+        Every module path (aliases included) owning a slot that shares memory, directly or through its tie
+        group, with a slot inside the input embedding; the embedding's own path and paths under it excluded.
+
+        Raises
+        ------
+        NoInputEmbeddingError
+            If no input embedding was found; pass ``input_embedding=`` to :func:`build_graph`.
+        """
+        idx = self._index
+        if not idx.ie_slots:
+            raise NoInputEmbeddingError(idx.ie_note or "the model has no input embedding; pass input_embedding=")
+        inside = set(idx.ie_slots)
+        groups = self._groups()
+        owners: set[int] = set()
+        seen: set[int] = set()
+        for s in idx.ie_slots:
+            root = idx.t_root[idx.s_tensor[s]]
+            if root in seen or root not in groups:
+                continue
+            seen.add(root)
+            owners.update(idx.s_owner[m] for m in groups[root] if m not in inside)
+        if idx.ie_module < 0:
+            owners.discard(idx.s_owner[idx.ie_slots[0]])
+        if full_paths:
+            return sorted({idx.m_path[o] for o in owners})
+        own = self.input_embedding()
+        return sorted({idx.m_belongs[o] for o in owners} - {own})
+
+    def tie_groups(self, *, full_paths: bool = False) -> list[list[str]]:
+        """Every group of two or more slots that share memory: slot names, each group sorted, groups sorted.
+
+        In canonical form, slots that name the same place (a shared module seen through two wrapper
+        paths) count once, and a group left with one name is dropped.
+        """
+        idx = self._index
+        names, canon = idx.s_name, idx.s_canon
+        return format_groups(
+            ([(names[s], canon[s]) for s in slots] for slots in self._groups().values()), full_paths
+        )
+
+    def component(self, name: str, *, full_paths: bool = False) -> list[str]:
+        """The slots sharing memory with a slot, or with any slot of a module (those slots included).
+
+        ``name`` is a full or canonical slot name or module path.
+
+        Raises
+        ------
+        PathNotFoundError
+            If ``name`` names no slot or module; the message lists the nearest names.
+        """
+        idx = self._index
+        roots = {idx.t_root[idx.s_tensor[s]] for s in self._resolve_slots(name)}
+        key = idx.s_name if full_paths else idx.s_canon
+        return sorted({key[s] for s, t in enumerate(idx.s_tensor) if idx.t_root[t] in roots})
+
+    def _resolve_slots(self, name: str) -> list[int]:
+        idx = self._index
+        if not isinstance(name, str):
+            raise TypeError(f"expected a slot or module name (str), got {type(name).__name__}")
+        for names in (idx.s_name, idx.s_canon):
+            found = [s for s, n in enumerate(names) if n == name]
+            if found:
+                return found
+        modules = [
+            i
+            for i in range(len(idx.m_path))
+            if idx.m_path[i] == name or idx.m_canon[i] == name or idx.m_belongs[i] == name
+        ]
+        if not modules:
+            from .build import _not_found
+
+            raise PathNotFoundError(
+                _not_found(f"{name!r} names no slot or module of the model", name, idx.s_name, idx.m_path)
+            )
+        prefixes = tuple(idx.m_path[i] + "." for i in modules if idx.m_path[i])
+        owned = set(modules)
+        if any(not idx.m_path[i] for i in modules):
+            return list(range(len(idx.s_name)))
+        return [
+            s
+            for s, owner in enumerate(idx.s_owner)
+            if owner in owned or idx.m_path[owner].startswith(prefixes)
+        ]
+
+    # ------------------------------------------------------------------ summaries
+    @property
+    def num_slots(self) -> int:
+        """How many slots (named parameters and buffers, aliases included) the model has."""
+        return len(self._index.s_name)
+
+    @property
+    def num_modules(self) -> int:
+        """How many module paths (aliases included) the model has."""
+        return len(self._index.m_path)
+
+    def __repr__(self) -> str:
+        groups = len(self._groups())
+        embedding = self.input_embedding()
+        return (
+            f"<TieGraph: {self.num_modules} module paths, {self.num_slots} slots, {groups} tie group"
+            f"{'' if groups == 1 else 's'}, input embedding {embedding!r}>"
+        )
+
+
+def _module_node(path: str) -> str:
+    return "m:" + path
+
+
+def _slot_node(name: str) -> str:
+    return "s:" + name
+
+
+def to_networkx(idx: Index) -> nx.MultiDiGraph:
+    """Build the public networkx graph from the index alone (no walk over the model)."""
+    G = nx.MultiDiGraph()
+    m_nodes = [_module_node(p) for p in idx.m_path]
+    s_nodes = [_slot_node(n) for n in idx.s_name]
+    for i, node in enumerate(m_nodes):
+        G.add_node(
+            node,
+            kind="module",
+            path=idx.m_path[i],
+            canonical=idx.m_canon[i],
+            belongs=idx.m_belongs[i],
+            cls=idx.m_cls[i],
+            object=idx.m_object[i],
+        )
+    for i, node in enumerate(idx.st_id):
+        G.add_node(f"t:{i}", kind="storage", storage_id=node, device=idx.st_device[i], nbytes=idx.st_nbytes[i])
+    for s, node in enumerate(s_nodes):
+        t = idx.s_tensor[s]
+        G.add_node(
+            node,
+            kind="slot",
+            name=idx.s_name[s],
+            canonical=idx.s_canon[s],
+            owner=idx.m_path[idx.s_owner[s]],
+            attr=idx.s_attr[s],
+            tensor="parameter" if idx.s_param[s] else "buffer",
+            dtype=idx.t_dtype[t],
+            shape=idx.t_shape[t],
+            device=idx.t_device[t],
+            requires_grad=idx.t_grad[t],
+            object=t,
+        )
+    for i, parent in enumerate(idx.m_parent):
+        if parent >= 0:
+            G.add_edge(m_nodes[parent], m_nodes[i], key="child", kind="child", name=idx.m_name[i])
+    for s, owner in enumerate(idx.s_owner):
+        G.add_edge(m_nodes[owner], s_nodes[s], key="owns", kind="owns", attr=idx.s_attr[s])
+        t = idx.s_tensor[s]
+        storage = idx.t_storage[t]
+        if storage >= 0:
+            start, stop = idx.t_start[t], idx.t_stop[t]
+            G.add_edge(s_nodes[s], f"t:{storage}", key="reads", kind="reads", offset=start, nbytes=stop - start)
+    for a, b, how in idx.shares:
+        G.add_edge(s_nodes[a], s_nodes[b], key="shares", kind="shares", how=how)
+    for declared in idx.declared:
+        target, source = declared.get("target_slot", -1), declared.get("source_slot", -1)
+        if target >= 0 and source >= 0:
+            attrs = {k: v for k, v in declared.items() if k not in ("target_slot", "source_slot")}
+            G.add_edge(s_nodes[target], s_nodes[source], key="declares", kind="declares", **attrs)
+    if idx.ie_module >= 0:
+        G.graph["input_embedding"] = idx.m_path[idx.ie_module]
+        G.graph["input_embedding_node"] = m_nodes[idx.ie_module]
+    elif idx.ie_slots:
+        G.graph["input_embedding"] = idx.s_name[idx.ie_slots[0]]
+        G.graph["input_embedding_node"] = s_nodes[idx.ie_slots[0]]
+    else:
+        G.graph["input_embedding"] = None
+    G.graph["input_embedding_slots"] = [s_nodes[s] for s in idx.ie_slots]
+    G.graph["input_embedding_note"] = idx.ie_note
+    G.graph["declared"] = [dict(d) for d in idx.declared]
+    G.graph.update(idx.extra)
+    return G
+
+
+def from_networkx(G: nx.MultiDiGraph) -> Index:
+    """Rebuild the compact index from a graph made by :func:`to_networkx` (e.g. reloaded from JSON)."""
+    lint(G)
+    idx = Index()
+    module_number: dict[str, int] = {}
+    slot_number: dict[str, int] = {}
+    storage_number: dict[str, int] = {}
+    for node, data in G.nodes(data=True):
+        kind = data["kind"]
+        if kind == "module":
+            module_number[node] = len(idx.m_path)
+            idx.m_path.append(data["path"])
+            idx.m_canon.append(data["canonical"])
+            idx.m_belongs.append(data["belongs"])
+            idx.m_cls.append(data["cls"])
+            idx.m_object.append(int(data["object"]))
+            idx.m_parent.append(-1)
+            idx.m_name.append("")
+        elif kind == "storage":
+            storage_number[node] = len(idx.st_id)
+            idx.st_id.append(data["storage_id"])
+            idx.st_device.append(data["device"])
+            idx.st_nbytes.append(int(data["nbytes"]))
+    objects: dict[int, int] = {}
+    for node, data in G.nodes(data=True):
+        if data["kind"] != "slot":
+            continue
+        slot_number[node] = len(idx.s_name)
+        idx.s_name.append(data["name"])
+        idx.s_canon.append(data["canonical"])
+        idx.s_owner.append(module_number[_module_node(data["owner"])])
+        idx.s_attr.append(data["attr"])
+        idx.s_param.append(data["tensor"] == "parameter")
+        obj = int(data["object"])
+        t = objects.get(obj)
+        if t is None:
+            t = objects[obj] = len(idx.t_dtype)
+            idx.t_dtype.append(data["dtype"])
+            idx.t_shape.append(tuple(data["shape"]))
+            idx.t_device.append(data["device"])
+            idx.t_grad.append(bool(data["requires_grad"]))
+            idx.t_storage.append(-1)
+            idx.t_start.append(0)
+            idx.t_stop.append(0)
+        idx.s_tensor.append(t)
+    parent = list(range(len(idx.t_dtype)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for u, v, kind, data in G.edges(keys=True, data=True):
+        if kind == "child":
+            idx.m_parent[module_number[v]] = module_number[u]
+            idx.m_name[module_number[v]] = data["name"]
+        elif kind == "reads":
+            t = idx.s_tensor[slot_number[u]]
+            idx.t_storage[t] = storage_number[v]
+            idx.t_start[t] = int(data["offset"])
+            idx.t_stop[t] = int(data["offset"]) + int(data["nbytes"])
+        elif kind == "shares":
+            a, b = slot_number[u], slot_number[v]
+            idx.shares.append((a, b, data["how"]))
+            ra, rb = find(idx.s_tensor[a]), find(idx.s_tensor[b])
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+    idx.t_root = [find(i) for i in range(len(parent))]
+    idx.declared = [dict(d) for d in G.graph.get("declared", [])]
+    node = G.graph.get("input_embedding_node")
+    if G.graph.get("input_embedding") is not None and node is not None:
+        if node in module_number:
+            idx.ie_module = module_number[node]
+        idx.ie_slots = [slot_number[s] for s in G.graph.get("input_embedding_slots", [])]
+    idx.ie_note = G.graph.get("input_embedding_note", "")
+    reserved = {"input_embedding", "input_embedding_node", "input_embedding_slots", "input_embedding_note", "declared"}
+    idx.extra = {k: v for k, v in G.graph.items() if k not in reserved}
+    return idx
+
+
+def lint(G: nx.MultiDiGraph) -> None:
+    """Check the graph's invariants; raise ``ValueError`` naming the first node or edge that breaks one.
+
+    Every node has a known kind; every edge's key is its kind and joins the right node kinds; every slot
+    has exactly one owner and reads at most one storage; every module but the root has one parent.
+    """
+    ends = {
+        "child": ("module", "module"),
+        "owns": ("module", "slot"),
+        "reads": ("slot", "storage"),
+        "shares": ("slot", "slot"),
+        "declares": ("slot", "slot"),
+    }
+    for node, kind in G.nodes(data="kind"):
+        if kind not in NODE_KINDS:
+            raise ValueError(f"node {node!r} has kind {kind!r}; expected one of {NODE_KINDS}")
+    for u, v, key, data in G.edges(keys=True, data=True):
+        want = ends.get(key)
+        if want is None or data.get("kind") != key:
+            raise ValueError(f"edge {u!r} -> {v!r} has key {key!r} and kind {data.get('kind')!r}")
+        got = (G.nodes[u]["kind"], G.nodes[v]["kind"])
+        if got != want:
+            raise ValueError(f"{key} edge {u!r} -> {v!r} joins {got}, expected {want}")
+        if key == "shares" and data.get("how") not in SHARE_HOWS:
+            raise ValueError(f"shares edge {u!r} -> {v!r} has how={data.get('how')!r}")
+        if key == "declares" and data.get("status") not in DECLARED_STATUSES:
+            raise ValueError(f"declares edge {u!r} -> {v!r} has status={data.get('status')!r}")
+    roots = 0
+    for node, data in G.nodes(data=True):
+        incoming = [k for _, _, k in G.in_edges(node, keys=True)]
+        if data["kind"] == "slot":
+            if incoming.count("owns") != 1:
+                raise ValueError(f"slot {node!r} has {incoming.count('owns')} owners; expected exactly one")
+            reads = sum(1 for _, _, k in G.out_edges(node, keys=True) if k == "reads")
+            if reads > 1:
+                raise ValueError(f"slot {node!r} reads {reads} storages; expected at most one")
+        elif data["kind"] == "module":
+            parents = incoming.count("child")
+            roots += parents == 0
+            if parents > 1:
+                raise ValueError(f"module path {node!r} has {parents} parents; expected one")
+    if G.number_of_nodes() and roots != 1:
+        raise ValueError(f"the graph has {roots} root modules; expected one")
+
+

@@ -1,0 +1,196 @@
+"""Wrapper rules: which path segments are removed to name a place as the model's own code names it.
+
+Rules match a module by its *type* (never by ``hasattr``: ``PeftModel`` and ``OptimizedModule`` forward
+unknown attributes to the model inside them), so a user's submodule that happens to be called ``module`` or
+``model`` keeps its name. Classes are looked up lazily in ``sys.modules``: a package that was never imported
+cannot have produced a module of its type, so tiegraph never imports peft, accelerate or torch.distributed
+just to check.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import Literal
+
+from torch import nn
+
+__all__ = ["WrapperRule", "register_wrapper", "wrapper_rules"]
+
+Action = Literal["drop", "drop-next", "adapter"]
+
+
+@dataclass(frozen=True)
+class WrapperRule:
+    """How a wrapper class names the module it wraps.
+
+    Parameters
+    ----------
+    cls
+        The wrapper class, or ``"package.module:QualName"`` resolved lazily (only if already imported).
+    drop
+        Child names removed from canonical paths (the child *is* the wrapped module).
+    drop_next
+        Child names removed together with the one segment below them (``modules_to_save.<adapter>``).
+    adapters
+        If true, every other child of the wrapper belongs to it: its canonical path keeps its segments,
+        but the model module it belongs to is the wrapper's (``lm_head.lora_A.default`` -> ``lm_head``).
+    """
+
+    cls: type[nn.Module] | str
+    drop: tuple[str, ...] = ()
+    drop_next: tuple[str, ...] = ()
+    adapters: bool = False
+
+    def resolve(self) -> type[nn.Module] | None:
+        """The wrapper class, or None when its package has not been imported."""
+        if not isinstance(self.cls, str):
+            return self.cls
+        module_name, _, qualname = self.cls.partition(":")
+        module = sys.modules.get(module_name)
+        obj: object = module
+        for part in qualname.split("."):
+            obj = getattr(obj, part, None)
+        return obj if isinstance(obj, type) else None
+
+
+_RULES: list[WrapperRule] = [
+    WrapperRule("torch._dynamo.eval_frame:OptimizedModule", drop=("_orig_mod",)),
+    WrapperRule("torch.nn.parallel.distributed:DistributedDataParallel", drop=("module",)),
+    WrapperRule("torch.nn.parallel.data_parallel:DataParallel", drop=("module",)),
+    WrapperRule(
+        "torch.distributed.fsdp.fully_sharded_data_parallel:FullyShardedDataParallel",
+        drop=("_fsdp_wrapped_module",),
+    ),
+    WrapperRule(
+        "torch.distributed.algorithms._checkpoint.checkpoint_wrapper:ActivationWrapper",
+        drop=("_checkpoint_wrapped_module",),
+    ),
+    WrapperRule("peft.peft_model:PeftModel", drop=("base_model",)),
+    WrapperRule("peft.mixed_model:PeftMixedModel", drop=("base_model",)),
+    WrapperRule("peft.tuners.tuners_utils:BaseTuner", drop=("model",)),
+    WrapperRule("peft.tuners.tuners_utils:BaseTunerLayer", drop=("base_layer",), adapters=True),
+    WrapperRule(
+        "peft.utils.other:ModulesToSaveWrapper", drop=("original_module",), drop_next=("modules_to_save",)
+    ),
+    WrapperRule("peft.utils.other:TrainableTokensWrapper", drop=("token_adapter", "base_layer")),
+]
+
+
+def register_wrapper(
+    cls: type[nn.Module] | str,
+    *,
+    drop: tuple[str, ...] = (),
+    drop_next: tuple[str, ...] = (),
+    adapters: bool = False,
+) -> WrapperRule:
+    """Teach tiegraph a wrapper class of your own, so canonical names drop its segments.
+
+    Parameters
+    ----------
+    cls
+        The wrapper class, or ``"package.module:QualName"``.
+    drop, drop_next, adapters
+        See :class:`WrapperRule`.
+
+    Returns
+    -------
+    WrapperRule
+        The registered rule (rules registered later take precedence for the same child name).
+
+    Examples
+    --------
+    >>> import torch
+    >>> import tiegraph
+    >>> class Shell(torch.nn.Module):
+    ...     def __init__(self, inner):
+    ...         super().__init__()
+    ...         self.inner = inner
+    >>> rule = tiegraph.register_wrapper(Shell, drop=("inner",))
+    >>> tg = tiegraph.build_graph(Shell(torch.nn.Linear(2, 2)))
+    >>> [tg.graph.nodes[n]["canonical"] for n in ("s:inner.weight", "s:inner.bias")]
+    ['weight', 'bias']
+    >>> tiegraph.naming.unregister_wrapper(rule)
+    """
+    if isinstance(cls, str):
+        if ":" not in cls:
+            raise ValueError(f"wrapper class {cls!r} must be written 'package.module:QualName'")
+    elif not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise TypeError(f"register_wrapper expects an nn.Module subclass, got {cls!r}")
+    rule = WrapperRule(cls, tuple(drop), tuple(drop_next), adapters)
+    _RULES.append(rule)
+    return rule
+
+
+def unregister_wrapper(rule: WrapperRule) -> None:
+    """Remove a rule added by :func:`register_wrapper`."""
+    _RULES.remove(rule)
+
+
+def wrapper_rules() -> tuple[WrapperRule, ...]:
+    """All rules in force, built-in ones first."""
+    return tuple(_RULES)
+
+
+@dataclass(frozen=True)
+class TypeRule:
+    """The merged rules for one concrete module type (cached per build)."""
+
+    is_wrapper: bool
+    actions: dict[str, Action]
+    adapters: bool
+
+
+_PLAIN = TypeRule(False, {}, False)
+
+
+class Resolver:
+    """Answers "what does this module's type do to its children's names", cached per type."""
+
+    def __init__(self) -> None:
+        self._classes: list[tuple[type, WrapperRule]] = []
+        for rule in _RULES:
+            klass = rule.resolve()
+            if klass is not None:
+                self._classes.append((klass, rule))
+        self._cache: dict[type, TypeRule] = {}
+
+    def rule_for(self, kind: type) -> TypeRule:
+        """Merged rule for a module type (``_PLAIN`` when no wrapper rule applies)."""
+        found = self._cache.get(kind)
+        if found is not None:
+            return found
+        actions: dict[str, Action] = {}
+        adapters = False
+        matched = False
+        for klass, rule in self._classes:
+            if issubclass(kind, klass):
+                matched = True
+                for name in rule.drop:
+                    actions[name] = "drop"
+                for name in rule.drop_next:
+                    actions[name] = "drop-next"
+                adapters = adapters or rule.adapters
+        found = TypeRule(True, actions, adapters) if matched else _PLAIN
+        self._cache[kind] = found
+        return found
+
+
+def join(prefix: str, name: str) -> str:
+    """Join two dotted path parts, either of which may be empty."""
+    if not prefix:
+        return name
+    if not name:
+        return prefix
+    return f"{prefix}.{name}"
+
+
+def is_model_root_type(kind: type) -> bool:
+    """True for types that define a model's own namespace (transformers models and anything with
+    ``get_input_embeddings`` on its class)."""
+    modeling_utils = sys.modules.get("transformers.modeling_utils")
+    if modeling_utils is not None:
+        pretrained = getattr(modeling_utils, "PreTrainedModel", None)
+        if isinstance(pretrained, type) and issubclass(kind, pretrained):
+            return True
+    return callable(getattr(kind, "get_input_embeddings", None))

@@ -1,0 +1,131 @@
+"""Free functions over the networkx graph: the reference answers.
+
+:class:`tiegraph.TieGraph` answers the same questions from its compact index (faster); the test suite checks
+that both agree on every graph it builds. Each function takes the graph ``G`` from :attr:`TieGraph.graph`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import networkx as nx
+
+from .errors import NoInputEmbeddingError, PathNotFoundError
+
+__all__ = ["component", "input_embedding", "tie_groups", "tied_to_input_embedding"]
+
+
+def _shares_components(G: nx.MultiDiGraph) -> dict[str, int]:
+    """Component number of every slot node under the ``shares`` relation."""
+    slots = [n for n, kind in G.nodes(data="kind") if kind == "slot"]
+    H = nx.Graph()
+    H.add_nodes_from(slots)
+    H.add_edges_from((u, v) for u, v, kind in G.edges(keys=True) if kind == "shares")
+    number: dict[str, int] = {}
+    for i, members in enumerate(nx.connected_components(H)):
+        for node in members:
+            number[node] = i
+    return number
+
+
+def format_groups(groups: Iterable[list[tuple[str, str]]], full_paths: bool) -> list[list[str]]:
+    """Turn groups of (full, canonical) slot names into the sorted public answer."""
+    out: set[tuple[str, ...]] = set()
+    for members in groups:
+        names = sorted({full if full_paths else canon for full, canon in members})
+        if len(names) >= 2:
+            out.add(tuple(names))
+    return [list(group) for group in sorted(out)]
+
+
+def tie_groups(G: nx.MultiDiGraph, *, full_paths: bool = False) -> list[list[str]]:
+    """Groups of two or more slots that share memory, computed from the ``shares`` edges.
+
+    Examples
+    --------
+    >>> import torch, tiegraph
+    >>> m = torch.nn.Module()
+    >>> m.a = torch.nn.Linear(2, 2)
+    >>> m.b = torch.nn.Linear(2, 2)
+    >>> m.b.weight = m.a.weight
+    >>> tie_groups(tiegraph.build_graph(m).graph)
+    [['a.weight', 'b.weight']]
+    """
+    groups: dict[int, list[tuple[str, str]]] = {}
+    for node, number in _shares_components(G).items():
+        data = G.nodes[node]
+        groups.setdefault(number, []).append((data["name"], data["canonical"]))
+    return format_groups(groups.values(), full_paths)
+
+
+def input_embedding(G: nx.MultiDiGraph, *, full_paths: bool = False) -> str | None:
+    """Full or canonical path of the input embedding, or None when the model has none."""
+    path = G.graph.get("input_embedding")
+    if path is None:
+        return None
+    node = G.nodes[G.graph["input_embedding_node"]]
+    if full_paths:
+        return str(path)
+    return str(node["belongs"] if node["kind"] == "module" else node["canonical"])
+
+
+def _inside(G: nx.MultiDiGraph) -> tuple[set[str], str]:
+    """Slot nodes inside the input embedding and the primary path."""
+    if G.graph.get("input_embedding") is None:
+        raise NoInputEmbeddingError(G.graph.get("input_embedding_note") or "no input embedding")
+    return set(G.graph["input_embedding_slots"]), G.graph["input_embedding_node"]
+
+
+def tied_to_input_embedding(G: nx.MultiDiGraph, *, full_paths: bool = False) -> list[str]:
+    """Module paths that own a slot in the component of the input embedding, other than the embedding."""
+    inside, primary = _inside(G)
+    number = _shares_components(G)
+    wanted = {number[s] for s in inside}
+    owners: set[str] = set()
+    for node, n in number.items():
+        if n in wanted and node not in inside:
+            owners.update(u for u, _, kind in G.in_edges(node, keys=True) if kind == "owns")
+    if G.nodes[primary]["kind"] == "slot":
+        owners.discard(next(u for u, _, kind in G.in_edges(primary, keys=True) if kind == "owns"))
+    if full_paths:
+        return sorted(G.nodes[o]["path"] for o in owners)
+    own = input_embedding(G)
+    return sorted({G.nodes[o]["belongs"] for o in owners} - {own})
+
+
+def resolve_slots(G: nx.MultiDiGraph, name: str) -> list[str]:
+    """Slot nodes named by a full or canonical slot name, or under a full or canonical module path."""
+    node = "s:" + name
+    if node in G and G.nodes[node]["kind"] == "slot":
+        return [node]
+    slots = [n for n, d in G.nodes(data=True) if d["kind"] == "slot" and d["canonical"] == name]
+    if slots:
+        return slots
+    modules = [
+        n
+        for n, d in G.nodes(data=True)
+        if d["kind"] == "module" and (d["path"] == name or d["canonical"] == name or d["belongs"] == name)
+    ]
+    if not modules:
+        from .build import _not_found
+
+        pool = [d.get("name") or d.get("path") or "" for _, d in G.nodes(data=True) if d["kind"] != "storage"]
+        raise PathNotFoundError(_not_found(f"{name!r} names no slot or module of the model", name, pool))
+    found: list[str] = []
+    for module in modules:
+        for _, slot, kind in G.out_edges(module, keys=True):
+            if kind == "owns":
+                found.append(slot)
+        prefix = G.nodes[module]["path"]
+        for n, d in G.nodes(data=True):
+            if d["kind"] == "slot" and prefix and d["owner"].startswith(prefix + "."):
+                found.append(n)
+    return found
+
+
+def component(G: nx.MultiDiGraph, name: str, *, full_paths: bool = False) -> list[str]:
+    """The slots that share with a slot, or with any slot of a module, including those slots themselves."""
+    number = _shares_components(G)
+    wanted = {number[s] for s in resolve_slots(G, name)}
+    key = "name" if full_paths else "canonical"
+    return sorted({G.nodes[n][key] for n, i in number.items() if i in wanted})

@@ -1,0 +1,295 @@
+"""The share relation: storage ids, exact byte extents and the overlap sweep.
+
+Two tensors share when some byte of storage belongs to both. A tensor's bytes are
+``(storage_offset + sum(i_k * stride_k)) * itemsize + [0, itemsize)`` over its index box. Dense tensors
+(contiguous, transposed, any permutation without gaps) cover their whole extent, so two dense tensors on one
+storage share exactly when their extents overlap. Otherwise an exact bounded integer search decides (the same
+problem ``numpy.shares_memory`` solves). Only tensor metadata is read, never data.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import NamedTuple
+
+import torch
+
+__all__ = ["Extent", "StorageInfo", "share_components", "shares", "tensor_storage"]
+
+Share = tuple[int, int, str]
+
+
+class Extent(NamedTuple):
+    """The bytes a tensor reads, relative to the start of its storage."""
+
+    start: int
+    stop: int
+    dense: bool
+    offset: int  # storage offset in bytes
+    sizes: tuple[int, ...]
+    strides: tuple[int, ...]  # in elements
+    itemsize: int
+
+
+class StorageInfo(NamedTuple):
+    """Which storage a tensor reads and where in it."""
+
+    key: object  # hashable storage identity, only meaningful while the tensors live
+    device: str
+    nbytes: int  # storage size in bytes, -1 when unknown
+    extent: Extent | None  # None: empty tensor, or no storage (compared by object identity only)
+
+
+def _dense(sizes: Sequence[int], strides: Sequence[int]) -> bool:
+    """True when the elements tile ``[0, numel)`` with no gap and no repeat, in some dimension order."""
+    expected = 1
+    for stride, size in sorted((st, sz) for sz, st in zip(sizes, strides) if sz != 1):
+        if stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+_DEVICE_NAMES: dict[torch.device, str] = {}
+
+
+def _device_name(device: torch.device) -> str:
+    name = _DEVICE_NAMES.get(device)
+    if name is None:
+        name = _DEVICE_NAMES[device] = str(device)
+    return name
+
+
+def _local(tensor: torch.Tensor) -> torch.Tensor:
+    """The tensor that owns memory: a DTensor's local shard, else the tensor itself."""
+    local = getattr(tensor, "_local_tensor", None)
+    return local if isinstance(local, torch.Tensor) else tensor
+
+
+def tensor_storage(tensor: torch.Tensor) -> StorageInfo:
+    """Storage identity and byte extent of a tensor, from metadata only.
+
+    Real tensors are identified by (device, storage data pointer); meta tensors, whose data pointers are all
+    0, by their storage object (views, ``.t()``, ``detach()`` and ``nn.Parameter(t)`` keep it). Tensor
+    subclasses without storage fall back to object identity.
+
+    Examples
+    --------
+    >>> import torch
+    >>> w = torch.zeros(4, 3)
+    >>> a, b = tensor_storage(w), tensor_storage(w.t())
+    >>> a.key == b.key, a.extent.start, a.extent.stop, b.extent.dense
+    (True, 0, 48, True)
+    >>> tensor_storage(w[1:, ::2]).extent[:3]
+    (12, 48, False)
+    """
+    local = _local(tensor)
+    try:
+        storage = local.untyped_storage()
+        nbytes = storage.nbytes()
+        pointer = storage.data_ptr()
+    except (RuntimeError, NotImplementedError, TypeError, AttributeError):
+        return StorageInfo(("object", id(tensor)), _device_name(tensor.device), -1, None)
+    device = local.device
+    if device.type == "meta" or pointer == 0:
+        key: object = ("storage", storage._cdata)
+    else:
+        key = (device, pointer)
+    numel = local.numel()
+    if numel == 0:
+        return StorageInfo(key, _device_name(device), nbytes, None)
+    itemsize = local.element_size()
+    offset = local.storage_offset() * itemsize
+    if local.is_contiguous():
+        extent = Extent(offset, offset + numel * itemsize, True, offset, (), (), itemsize)
+    else:
+        sizes = tuple(local.shape)
+        strides = local.stride()
+        span = sum((size - 1) * stride for size, stride in zip(sizes, strides))
+        extent = Extent(
+            offset, offset + (span + 1) * itemsize, _dense(sizes, strides), offset, sizes, strides, itemsize
+        )
+    return StorageInfo(key, _device_name(device), nbytes, extent)
+
+
+class _Undecided(Exception):
+    pass
+
+
+_BUDGET = 200_000
+
+
+def _terms(extent: Extent) -> list[tuple[int, int]]:
+    """(byte coefficient, count) per dimension of a strided extent; a dense one is one flat run."""
+    if extent.dense:
+        count = (extent.stop - extent.start) // extent.itemsize
+        return [(extent.itemsize, count)] if count > 1 else []
+    return [
+        (stride * extent.itemsize, size)
+        for size, stride in zip(extent.sizes, extent.strides)
+        if size > 1 and stride != 0
+    ]
+
+
+def _merge(terms: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Fold terms whose sums cover a contiguous run of multiples: (c, n) + (m*c, k) with m <= n."""
+    terms = sorted(terms)
+    changed = True
+    while changed:
+        changed = False
+        for i in range(len(terms)):
+            c1, n1 = terms[i]
+            for j in range(i + 1, len(terms)):
+                c2, n2 = terms[j]
+                if c2 % c1 == 0 and c2 // c1 <= n1:
+                    terms[i] = (c1, n1 + (c2 // c1) * (n2 - 1))
+                    del terms[j]
+                    terms.sort()
+                    changed = True
+                    break
+            if changed:
+                break
+    return terms
+
+
+def _reachable(terms: list[tuple[int, int]], low: int, high: int) -> bool:
+    """Is there x_t in [0, n_t) with low <= sum(c_t * x_t) <= high? Exact, with a work budget."""
+    terms = sorted(terms, reverse=True)
+    rest = [0] * (len(terms) + 1)
+    for i in range(len(terms) - 1, -1, -1):
+        rest[i] = rest[i + 1] + terms[i][0] * (terms[i][1] - 1)
+    budget = [_BUDGET]
+
+    def search(i: int, lo: int, hi: int) -> bool:
+        if hi < 0 or lo > rest[i]:
+            return False
+        if i == len(terms):
+            return lo <= 0 <= hi
+        c, n = terms[i]
+        first = max(0, -((rest[i + 1] - lo) // c))  # ceil((lo - rest[i+1]) / c)
+        last = min(n - 1, hi // c)
+        if i == len(terms) - 1:
+            return first <= last
+        for x in range(first, last + 1):
+            budget[0] -= 1
+            if budget[0] < 0:
+                raise _Undecided
+            if search(i + 1, lo - c * x, hi - c * x):
+                return True
+        return False
+
+    return search(0, low, high)
+
+
+def shares(a: Extent, b: Extent) -> bool:
+    """Exact: do two extents on one storage have a byte in common?
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.zeros(10)
+    >>> ext = lambda t: tensor_storage(t).extent
+    >>> shares(ext(x[0::2]), ext(x[1::2])), shares(ext(x[:4]), ext(x[4:])), shares(ext(x), ext(x[3:5]))
+    (False, False, True)
+    """
+    if a.stop <= b.start or b.stop <= a.start:
+        return False
+    if a.dense and b.dense:
+        return True
+    # a_byte - b_byte in [-(a.itemsize - 1), b.itemsize - 1], with a_byte = a.offset + sum(ca * i), ...
+    terms = _terms(a)
+    shift = 0
+    for c, n in _terms(b):
+        terms.append((c, n))
+        shift += c * (n - 1)
+    low = -(a.itemsize - 1) - (a.offset - b.offset) + shift
+    high = (b.itemsize - 1) - (a.offset - b.offset) + shift
+    try:
+        return _reachable(_merge(terms), low, high)
+    except _Undecided:
+        warnings.warn(
+            "tiegraph could not decide exactly whether two strided views overlap within its work budget; "
+            "counting them as shared",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return True
+
+
+def _how(a: Extent, b: Extent) -> str:
+    """``view`` when one tensor's bytes contain the other's, else ``overlap``."""
+    if a.dense and b.dense:
+        inside = (a.start <= b.start and b.stop <= a.stop) or (b.start <= a.start and a.stop <= b.stop)
+        return "view" if inside else "overlap"
+    if a.start == b.start and a.stop == b.stop and _terms(a) == _terms(b):
+        return "view"
+    if (a.dense and a.start <= b.start and b.stop <= a.stop) or (
+        b.dense and b.start <= a.start and a.stop <= b.stop
+    ):
+        return "view"
+    return "overlap"
+
+
+def share_components(infos: Sequence[StorageInfo]) -> tuple[list[int], list[Share]]:
+    """Connected components of the share relation over distinct tensors.
+
+    Parameters
+    ----------
+    infos
+        One :class:`StorageInfo` per distinct tensor object.
+
+    Returns
+    -------
+    roots, edges
+        ``roots[i]`` is a representative tensor index of tensor ``i``'s component; ``edges`` lists the
+        sharing pairs found ``(i, j, how)`` with ``how`` in ``view``/``overlap`` (enough to connect
+        every component).
+
+    Notes
+    -----
+    Tensors are bucketed by storage; within a storage an interval sweep keeps every still-open extent
+    (not just the last one, which is safetensors' bug), so ``A``, ``A[10:20]``, ``A[50:60]`` form one
+    component. Cost is O(n log n) plus the pairs whose extents overlap.
+    """
+    parent = list(range(len(infos)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    buckets: dict[object, list[int]] = {}
+    for i, info in enumerate(infos):
+        if info.extent is not None:
+            bucket = buckets.get(info.key)
+            if bucket is None:
+                buckets[info.key] = [i]
+            else:
+                bucket.append(i)
+    edges: list[Share] = []
+    for members in buckets.values():
+        if len(members) < 2:
+            continue
+        for i, j, how in _sweep(members, infos):
+            edges.append((i, j, how))
+            ri, rj = find(i), find(j)
+            if ri != rj:
+                parent[max(ri, rj)] = min(ri, rj)
+    return [find(i) for i in range(len(infos))], edges
+
+
+def _sweep(members: Iterable[int], infos: Sequence[StorageInfo]) -> Iterable[Share]:
+    ordered = sorted(members, key=lambda i: infos[i].extent.start)  # type: ignore[union-attr]
+    active: list[int] = []
+    for j in ordered:
+        b = infos[j].extent
+        assert b is not None
+        active = [i for i in active if infos[i].extent.stop > b.start]  # type: ignore[union-attr]
+        for i in active:
+            a = infos[i].extent
+            assert a is not None
+            if shares(a, b):
+                yield (min(i, j), max(i, j), _how(a, b))
+        active.append(j)
