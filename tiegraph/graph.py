@@ -18,13 +18,17 @@ Edges (a :class:`networkx.MultiDiGraph`; the edge key is its kind):
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
 from ._index import Index
 from .errors import NoInputEmbeddingError, PathNotFoundError
 from .queries import format_groups
+
+if TYPE_CHECKING:
+    from .audit import Finding
+    from .declared import DeclaredTie
 
 
 __all__ = ["EDGE_KINDS", "NODE_KINDS", "TieGraph", "lint"]
@@ -193,6 +197,78 @@ class TieGraph:
             for s, owner in enumerate(idx.s_owner)
             if owner in owned or idx.m_path[owner].startswith(prefixes)
         ]
+
+    # ------------------------------------------------------------------ declared ties and audit
+    # (implemented in declared.py / audit.py; these methods only delegate)
+    def declared_ties(self) -> list[DeclaredTie]:
+        """Every declared tie found in the model, with its status (``tied``, ``not-tied``, ...)."""
+        from .declared import declared_ties
+
+        return declared_ties(self)
+
+    def audit(self) -> list[Finding]:
+        """Findings where the declarations, the config and the memory disagree."""
+        from .audit import audit
+
+        return audit(self)
+
+    def report(self) -> str:
+        """A compact human-readable table of tie groups, declarations and findings."""
+        from .audit import report
+
+        return report(self)
+
+    def __str__(self) -> str:
+        return self.report()
+
+    # ------------------------------------------------------------------ exports
+    # (implemented in export.py; these methods only delegate)
+    def to_pydot(self, **options: Any) -> Any:
+        """The picture as a ``pydot.Dot`` (see :func:`tiegraph.export.to_pydot` for options)."""
+        from .export import to_pydot
+
+        return to_pydot(self, **options)
+
+    def to_dot(self, **options: Any) -> str:
+        """The picture as DOT source."""
+        from .export import to_dot
+
+        return to_dot(self, **options)
+
+    def to_svg(self, **options: Any) -> str:
+        """The picture rendered to SVG by pygraphviz."""
+        from .export import to_svg
+
+        return to_svg(self, **options)
+
+    def to_json(self) -> dict[str, Any]:
+        """networkx node-link data plus tiegraph's attributes; reload with :meth:`from_json`."""
+        from .export import to_json
+
+        return to_json(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TieGraph:
+        """A TieGraph from :meth:`to_json` output."""
+        from .export import from_json
+
+        return from_json(data)
+
+    def write(self, path: Any, **options: Any) -> None:
+        """Write ``.dot``, ``.svg``, ``.png``, ``.pdf`` or ``.json``, chosen by the suffix."""
+        from .export import write
+
+        write(self, path, **options)
+
+    def _repr_svg_(self) -> str | None:
+        from .export import repr_svg
+
+        return repr_svg(self)
+
+    def _repr_html_(self) -> str:
+        from .export import repr_html
+
+        return repr_html(self)
 
     # ------------------------------------------------------------------ summaries
     @property
