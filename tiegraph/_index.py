@@ -1,53 +1,122 @@
 """The compact index the builder records: plain lists, one entry per module path, slot, tensor, storage.
 
 Everything public is derived from it: the networkx graph (:mod:`tiegraph.graph`) and the fast queries of
-:class:`tiegraph.TieGraph`. It holds no reference to the model, so a graph never keeps a model alive.
+:class:`tiegraph.TieGraph`. It holds no reference to the model's modules or tensors (only their classes),
+so a graph never keeps a model alive.
+
+Canonical names are computed on demand: :meth:`Index.belongs_of` and :meth:`Index.slot_canon_of` name one
+place (memoised), and the list attributes ``m_canon``, ``m_belongs`` and ``s_canon`` name every place on
+first access. A query that needs three canonical names pays for three, not for the whole model.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 
 
-@dataclass
 class Index:
     """Parallel lists; indices into them are the identities used everywhere else."""
 
-    # module paths (one entry per path, aliases included), in named_modules(remove_duplicate=False) order
-    m_path: list[str] = field(default_factory=list)
-    m_canon: list[str] = field(default_factory=list)
-    m_belongs: list[str] = field(default_factory=list)
-    m_cls: list[str] = field(default_factory=list)
-    m_parent: list[int] = field(default_factory=list)  # -1 for the root
-    m_name: list[str] = field(default_factory=list)  # segment under the parent
-    m_object: list[int] = field(default_factory=list)  # distinct module object number (aliases share it)
-    # slots, in named_parameters then named_buffers order per module
-    s_name: list[str] = field(default_factory=list)
-    s_canon: list[str] = field(default_factory=list)
-    s_owner: list[int] = field(default_factory=list)
-    s_attr: list[str] = field(default_factory=list)
-    s_param: list[bool] = field(default_factory=list)
-    s_tensor: list[int] = field(default_factory=list)
-    # distinct tensor objects
-    t_storage: list[int] = field(default_factory=list)  # -1: no storage (identity only)
-    t_start: list[int] = field(default_factory=list)  # byte extent in its storage; start == stop: empty
-    t_stop: list[int] = field(default_factory=list)
-    t_dtype: list[str] = field(default_factory=list)
-    t_shape: list[tuple[int, ...]] = field(default_factory=list)
-    t_device: list[str] = field(default_factory=list)
-    t_grad: list[bool] = field(default_factory=list)
-    t_root: list[int] = field(default_factory=list)  # component representative
-    # storages
-    st_id: list[str] = field(default_factory=list)
-    st_device: list[str] = field(default_factory=list)
-    st_nbytes: list[int] = field(default_factory=list)
-    # sharing pairs between slots: (slot, slot, how)
-    shares: list[tuple[int, int, str]] = field(default_factory=list)
-    # input embedding
-    ie_module: int = -1  # primary module path index, -1 when none or when it is a tensor
-    ie_slots: list[int] = field(default_factory=list)  # slots inside the input embedding
-    ie_note: str = ""  # why there is none, when there is none
-    # declared ties and other extras (issue 3 and later); plain data only
-    declared: list[dict[str, Any]] = field(default_factory=list)
-    extra: dict[str, Any] = field(default_factory=dict)
+    def __init__(self) -> None:
+        # module paths (one entry per path, aliases included), in named_modules(remove_duplicate=False) order
+        self.m_path: list[str] = []
+        self.m_parent: list[int] = []  # -1 for the root
+        self.m_name: list[str] = []  # segment under the parent
+        self.m_object: list[int] = []  # distinct module object number (aliases share it)
+        self.m_cls: list[str] = []
+        self.m_end: list[int] = []  # module paths [i, m_end[i]) are i and everything under it (pre-order)
+        self.m_slot0: list[int] = []  # first slot owned by module path i or a later one
+        # slots, in named_parameters then named_buffers order per module
+        self.s_name: list[str] = []
+        self.s_owner: list[int] = []
+        self.s_attr: list[str] = []
+        self.s_param: list[bool] = []
+        self.s_tensor: list[int] = []
+        # distinct tensor objects
+        self.t_storage: list[int] = []  # -1: no storage (compared by identity only)
+        self.t_start: list[int] = []  # byte extent in its storage; start == stop: empty
+        self.t_stop: list[int] = []
+        self.t_dtype: list[str] = []
+        self.t_shape: list[tuple[int, ...]] = []
+        self.t_device: list[str] = []
+        self.t_grad: list[bool] = []
+        self.t_root: list[int] = []  # share-component representative
+        # storages
+        self.st_id: list[str] = []
+        self.st_device: list[str] = []
+        self.st_nbytes: list[int] = []
+        # sharing pairs between slots: (slot, slot, how)
+        self.shares: list[tuple[int, int, str]] = []
+        # input embedding
+        self.ie_module = -1  # primary module path index; -1 when none or when it is a tensor
+        self.ie_slots: list[int] = []  # slots inside the input embedding
+        self.ie_note = ""  # why there is none, when there is none
+        # declared ties and other extras; plain JSON-able data only
+        self.declared: list[dict[str, Any]] = []
+        self.extra: dict[str, Any] = {}
+        # canonical names: either given whole (from a graph) or computed on demand by a namer
+        self._m_canon: list[str | None] = []
+        self._m_belongs: list[str | None] = []
+        self._s_canon: list[str | None] = []
+        self.namer: Callable[[Index, int], tuple[str, str]] | None = None
+        self.slot_namer: Callable[[Index, int], str] | None = None
+
+    # ------------------------------------------------------------------ canonical names, on demand
+    def _module_names(self, i: int) -> tuple[str, str]:
+        canon = self._m_canon[i]
+        if canon is None:
+            assert self.namer is not None
+            canon, belongs = self.namer(self, i)
+            self._m_canon[i] = canon
+            self._m_belongs[i] = belongs
+        return canon, self._m_belongs[i]  # type: ignore[return-value]
+
+    def canon_of(self, i: int) -> str:
+        """Canonical path of module path ``i``."""
+        return self._module_names(i)[0]
+
+    def belongs_of(self, i: int) -> str:
+        """Canonical path of the model module that module path ``i`` belongs to."""
+        return self._module_names(i)[1]
+
+    def slot_canon_of(self, s: int) -> str:
+        """Canonical name of slot ``s``."""
+        name = self._s_canon[s]
+        if name is None:
+            assert self.slot_namer is not None
+            name = self._s_canon[s] = self.slot_namer(self, s)
+        return name
+
+    @property
+    def m_canon(self) -> list[str]:
+        """Canonical path of every module path."""
+        if self.namer is not None:
+            for i in range(len(self.m_path)):
+                self._module_names(i)
+        return self._m_canon  # type: ignore[return-value]
+
+    @property
+    def m_belongs(self) -> list[str]:
+        """Canonical path of the model module every module path belongs to."""
+        self.m_canon  # noqa: B018 - fills both lists
+        return self._m_belongs  # type: ignore[return-value]
+
+    @property
+    def s_canon(self) -> list[str]:
+        """Canonical name of every slot."""
+        if self.slot_namer is not None:
+            for s in range(len(self.s_name)):
+                self.slot_canon_of(s)
+        return self._s_canon  # type: ignore[return-value]
+
+    def set_canonical(self, m_canon: list[str], m_belongs: list[str], s_canon: list[str]) -> None:
+        """Give every canonical name at once (used when rebuilding from a graph)."""
+        self._m_canon, self._m_belongs, self._s_canon = list(m_canon), list(m_belongs), list(s_canon)
+        self.namer = self.slot_namer = None
+
+    def slots_under(self, i: int) -> range:
+        """Slots owned by module path ``i`` or by any path under it."""
+        end = self.m_end[i]
+        stop = self.m_slot0[end] if end < len(self.m_slot0) else len(self.s_name)
+        return range(self.m_slot0[i], stop)

@@ -8,7 +8,8 @@ or modifies the model.
 from __future__ import annotations
 
 import difflib
-from typing import TYPE_CHECKING
+import sys
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -16,7 +17,7 @@ from torch import nn
 from ._index import Index
 from .errors import CycleError, PathNotFoundError
 from .naming import Resolver, is_model_root_type, join
-from .storage import StorageInfo, share_components, tensor_storage
+from .storage import Extent, _local, share_components, strided_extent
 
 if TYPE_CHECKING:
     from .graph import TieGraph
@@ -78,21 +79,26 @@ def build_graph(model: nn.Module, *, input_embedding: InputEmbedding = None) -> 
     from .graph import TieGraph
 
     if not isinstance(model, nn.Module):
-        raise TypeError(f"build_graph expects a torch.nn.Module, got {type(model).__module__}.{type(model).__qualname__}")
-    index, objects, tensors, root = _walk(model)
+        kind = type(model)
+        raise TypeError(f"build_graph expects a torch.nn.Module, got {kind.__module__}.{kind.__qualname__}")
+    index, objects, object_number, tensors = _walk(model)
+    root = index.m_path.index(index.extra["model_root"]) if index.extra["model_root"] is not None else -1
     _share(index, tensors)
-    _find_input_embedding(index, objects, tensors, root, input_embedding)
+    _find_input_embedding(index, objects, object_number, tensors, root, input_embedding)
     from .declared import read_declarations
 
     read_declarations(index, objects, root)
     return TieGraph(index)
 
 
-def _walk(model: nn.Module) -> tuple[Index, list[nn.Module], list[torch.Tensor], int]:
-    """Visit every module path (aliases included) in ``named_modules(remove_duplicate=False)`` order."""
+def _walk(model: nn.Module) -> tuple[Index, list[nn.Module], dict[int, int], list[torch.Tensor]]:
+    """Visit every module path (aliases included) in ``named_modules(remove_duplicate=False)`` order.
+
+    Records paths, parents, module objects and slots only; canonical names are left to :class:`_Namer`.
+    """
     index = Index()
-    m_path, m_canon, m_belongs, m_cls = index.m_path, index.m_canon, index.m_belongs, index.m_cls
-    m_parent, m_name, m_object = index.m_parent, index.m_name, index.m_object
+    m_path, m_parent, m_name, m_object = index.m_path, index.m_parent, index.m_name, index.m_object
+    m_end, m_slot0 = index.m_end, index.m_slot0
     s_name, s_owner, s_attr, s_param, s_tensor = (
         index.s_name,
         index.s_owner,
@@ -100,206 +106,265 @@ def _walk(model: nn.Module) -> tuple[Index, list[nn.Module], list[torch.Tensor],
         index.s_param,
         index.s_tensor,
     )
+    types: list[type] = []
     objects: list[nn.Module] = []
     object_number: dict[int, int] = {}
     tensors: list[torch.Tensor] = []
     tensor_number: dict[int, int] = {}
-    chained: list[bool] = []  # belongs to an ancestor (adapter/parametrization chain)
-    drop_next: list[bool] = []
-    resolver = Resolver()
-    root_type_cache: dict[type, bool] = {}
-    root = -1
-    root_depth = 1 << 30
     on_path: dict[int, str] = {}
-    parametrization_lists: list[int] = []
-    parametrize_list = _parametrization_list_type()
+    exit_mark = _EXIT
 
-    stack: list[tuple[object, str, int, str]] = [(model, "", -1, "")]
+    stack: list[tuple[Any, str, int, str]] = [(model, "", -1, "")]
+    pop, push = stack.pop, stack.append
     while stack:
-        module, path, parent, name = stack.pop()
-        if module is _EXIT:
-            del on_path[parent]
+        module, path, parent, name = pop()
+        if module is exit_mark:
+            del on_path[id(objects[m_object[parent]])]
+            m_end[parent] = len(m_path)
             continue
-        assert isinstance(module, nn.Module)
         key = id(module)
-        if key in on_path:
-            ancestor = on_path[key]
-            raise CycleError(
-                f"the module tree has a cycle: {path!r} is the same {type(module).__name__} object as its "
-                f"ancestor {ancestor or '<root>'!r}; remove the cycle (torch's own named_modules would "
-                "recurse forever on it)"
-            )
         i = len(m_path)
-        kind = type(module)
-        if parent < 0:
-            canon, belongs, chain, dropn = "", "", False, False
-        else:
-            pcanon, pbelongs = m_canon[parent], m_belongs[parent]
-            prule = resolver.rule_for(type(objects[m_object[parent]]))
-            action = prule.actions.get(name)
-            chain = chained[parent]
-            dropn = False
-            if drop_next[parent] or action == "drop":
-                canon, belongs = pcanon, pbelongs
-            elif action == "drop-next":
-                canon, belongs, dropn = pcanon, pbelongs, True
-            elif chain or prule.adapters or (name == "parametrizations" and isinstance(module, nn.ModuleDict)):
-                canon, belongs, chain = join(pcanon, name), pbelongs, True
-            else:
-                canon = belongs = join(pcanon, name)
         m_path.append(path)
-        m_canon.append(canon)
-        m_belongs.append(belongs)
-        m_cls.append(kind.__name__)
         m_parent.append(parent)
         m_name.append(name)
-        chained.append(chain)
-        drop_next.append(dropn)
+        m_end.append(i + 1)
+        m_slot0.append(len(s_name))
         number = object_number.get(key)
         if number is None:
             number = object_number[key] = len(objects)
             objects.append(module)
+            types.append(type(module))
         m_object.append(number)
-        if parametrize_list is not None and isinstance(module, parametrize_list):
-            parametrization_lists.append(i)
-
-        is_root = root_type_cache.get(kind)
-        if is_root is None:
-            is_root = root_type_cache[kind] = not resolver.rule_for(kind).is_wrapper and is_model_root_type(kind)
-        if is_root:
-            depth = canon.count(".") + 1 if canon else 0
-            if depth < root_depth:
-                root, root_depth = i, depth
-
+        dot = path + "." if path else ""
         for attr, tensor in module._parameters.items():
             if tensor is not None:
-                _add_slot(path, attr, tensor, True, i, s_name, s_owner, s_attr, s_param, s_tensor, tensors, tensor_number)
+                t = tensor_number.get(id(tensor))
+                if t is None:
+                    t = tensor_number[id(tensor)] = len(tensors)
+                    tensors.append(tensor)
+                s_name.append(dot + attr)
+                s_owner.append(i)
+                s_attr.append(attr)
+                s_param.append(True)
+                s_tensor.append(t)
         for attr, tensor in module._buffers.items():
             if tensor is not None:
-                _add_slot(path, attr, tensor, False, i, s_name, s_owner, s_attr, s_param, s_tensor, tensors, tensor_number)
-
+                t = tensor_number.get(id(tensor))
+                if t is None:
+                    t = tensor_number[id(tensor)] = len(tensors)
+                    tensors.append(tensor)
+                s_name.append(dot + attr)
+                s_owner.append(i)
+                s_attr.append(attr)
+                s_param.append(False)
+                s_tensor.append(t)
         children = module._modules
         if children:
+            if key in on_path:
+                raise CycleError(
+                    f"the module tree has a cycle: {path!r} is the same {type(module).__name__} object as "
+                    f"its ancestor {on_path[key] or '<root>'!r}; remove the cycle (torch's own "
+                    "named_modules would recurse forever on it)"
+                )
             on_path[key] = path
-            stack.append((_EXIT, "", key, ""))  # type: ignore[arg-type]
+            push((exit_mark, "", i, ""))
             for child_name, child in reversed(children.items()):
                 if child is not None:
-                    stack.append((child, join(path, child_name) if path else child_name, i, child_name))
-
-    _canonical_names(index, root, parametrization_lists)
-    return index, objects, tensors, root
-
-
-def _add_slot(
-    path: str,
-    attr: str,
-    tensor: torch.Tensor,
-    is_param: bool,
-    owner: int,
-    s_name: list[str],
-    s_owner: list[int],
-    s_attr: list[str],
-    s_param: list[bool],
-    s_tensor: list[int],
-    tensors: list[torch.Tensor],
-    tensor_number: dict[int, int],
-) -> None:
-    key = id(tensor)
-    number = tensor_number.get(key)
-    if number is None:
-        number = tensor_number[key] = len(tensors)
-        tensors.append(tensor)
-    s_name.append(f"{path}.{attr}" if path else attr)
-    s_owner.append(owner)
-    s_attr.append(attr)
-    s_param.append(is_param)
-    s_tensor.append(number)
+                    push((child, dot + child_name, i, child_name))
+    index.m_cls = [types[n].__name__ for n in m_object]
+    _Namer(index, types).attach()
+    return index, objects, object_number, tensors
 
 
-def _parametrization_list_type() -> type | None:
-    import sys
+class _Namer:
+    """Canonical names by wrapper type, computed on demand for the places a query asks about."""
 
-    parametrize = sys.modules.get("torch.nn.utils.parametrize")
-    found = getattr(parametrize, "ParametrizationList", None)
-    return found if isinstance(found, type) else None
+    def __init__(self, index: Index, types: list[type]) -> None:
+        self.index = index
+        self.types = types  # per distinct module object
+        self.resolver = Resolver()
+        n = len(index.m_path)
+        self.raw: list[tuple[str, str, bool, bool] | None] = [None] * n  # canon, belongs, chained, drop-next
+        self.prefix = ""
+        plist = sys.modules.get("torch.nn.utils.parametrize")
+        self.parametrization_list = getattr(plist, "ParametrizationList", None)
 
+    def attach(self) -> None:
+        index = self.index
+        index._m_canon = [None] * len(index.m_path)
+        index._m_belongs = [None] * len(index.m_path)
+        index._s_canon = [None] * len(index.s_name)
+        index.namer = self.module_names
+        index.slot_namer = self.slot_name
+        root = self.model_root()
+        index.extra["model_root"] = index.m_path[root] if root >= 0 else None
+        self.root = root
+        if root >= 0:
+            self.prefix = self.raw_names(root)[0]
 
-def _canonical_names(index: Index, root: int, parametrization_lists: list[int]) -> None:
-    """Drop the prefix above the model root, then name every slot canonically."""
-    if root >= 0 and index.m_canon[root]:
-        prefix = index.m_canon[root]
-        dotted = prefix + "."
-        cut = len(dotted)
-        for names in (index.m_canon, index.m_belongs):
-            for i, name in enumerate(names):
-                if name == prefix:
-                    names[i] = ""
-                elif name.startswith(dotted):
-                    names[i] = name[cut:]
-    m_canon = index.m_canon
-    index.s_canon = [join(m_canon[owner], attr) for owner, attr in zip(index.s_owner, index.s_attr)]
-    if parametrization_lists:
-        # torch.nn.utils.parametrize keeps the real tensor at <module>.parametrizations.<name>.original
-        lists = set(parametrization_lists)
-        for s, owner in enumerate(index.s_owner):
-            if owner in lists and index.s_attr[s] == "original":
-                holder = index.m_parent[index.m_parent[owner]]
-                if holder >= 0:
-                    index.s_canon[s] = join(m_canon[holder], index.m_name[owner])
+    def model_root(self) -> int:
+        """The outermost non-wrapper module that is a transformers model or has ``get_input_embeddings``."""
+        index, rule_for = self.index, self.resolver.rule_for
+        first_path: dict[int, int] = {}
+        for i, number in enumerate(index.m_object):
+            first_path.setdefault(number, i)
+        verdict: dict[type, bool] = {}
+        best, best_depth = -1, 1 << 30
+        for number, kind in enumerate(self.types):
+            ok = verdict.get(kind)
+            if ok is None:
+                ok = verdict[kind] = not rule_for(kind).is_wrapper and is_model_root_type(kind)
+            if ok:
+                i = first_path[number]
+                canon = self.raw_names(i)[0]
+                depth = canon.count(".") + 1 if canon else 0
+                if depth < best_depth or (depth == best_depth and i < best):
+                    best, best_depth = i, depth
+        return best
+
+    def raw_names(self, i: int) -> tuple[str, str, bool, bool]:
+        """Names with wrapper segments removed, before dropping the prefix above the model root."""
+        raw = self.raw
+        found = raw[i]
+        if found is not None:
+            return found
+        index = self.index
+        chain = []
+        j = i
+        while j >= 0 and raw[j] is None:
+            chain.append(j)
+            j = index.m_parent[j]
+        for j in reversed(chain):
+            parent = index.m_parent[j]
+            if parent < 0:
+                raw[j] = ("", "", False, False)
+                continue
+            pcanon, pbelongs, chained, pdrop = raw[parent]  # type: ignore[misc]
+            name = index.m_name[j]
+            rule = self.resolver.rule_for(self.types[index.m_object[parent]])
+            action = rule.actions.get(name)
+            if pdrop or action == "drop":
+                raw[j] = (pcanon, pbelongs, chained, False)
+            elif action == "drop-next":
+                raw[j] = (pcanon, pbelongs, chained, True)
+            elif (
+                chained
+                or rule.adapters
+                or (name == "parametrizations" and issubclass(self.types[index.m_object[j]], nn.ModuleDict))
+            ):
+                raw[j] = (join(pcanon, name), pbelongs, True, False)
+            else:
+                canon = join(pcanon, name)
+                raw[j] = (canon, canon, False, False)
+        return raw[i]  # type: ignore[return-value]
+
+    def strip(self, name: str) -> str:
+        prefix = self.prefix
+        if not prefix:
+            return name
+        if name == prefix:
+            return ""
+        if name.startswith(prefix) and name[len(prefix)] == ".":
+            return name[len(prefix) + 1 :]
+        return name
+
+    def module_names(self, index: Index, i: int) -> tuple[str, str]:
+        canon, belongs, _, _ = self.raw_names(i)
+        return self.strip(canon), self.strip(belongs)
+
+    def slot_name(self, index: Index, s: int) -> str:
+        owner = index.s_owner[s]
+        attr = index.s_attr[s]
+        plist = self.parametrization_list
+        if (
+            attr == "original"
+            and plist is not None
+            and issubclass(self.types[index.m_object[owner]], plist)
+            and index.m_parent[owner] >= 0
+            and index.m_parent[index.m_parent[owner]] >= 0
+        ):
+            # torch.nn.utils.parametrize keeps the real tensor at <module>.parametrizations.<name>.original
+            return join(index.canon_of(index.m_parent[index.m_parent[owner]]), index.m_name[owner])
+        return join(index.canon_of(owner), attr)
 
 
 def _share(index: Index, tensors: list[torch.Tensor]) -> None:
     """Storage ids, byte extents and the share components of every distinct tensor."""
-    infos: list[StorageInfo] = []
     storage_number: dict[object, int] = {}
     dtype_names: dict[torch.dtype, str] = {}
-    for tensor in tensors:
-        info = tensor_storage(tensor)
-        infos.append(info)
-        if info.key[0] == "object":  # type: ignore[index]
-            index.t_storage.append(-1)
-        else:
-            number = storage_number.get(info.key)
-            if number is None:
-                number = storage_number[info.key] = len(index.st_id)
-                index.st_id.append(_storage_label(info.key))
-                index.st_device.append(info.device)
-                index.st_nbytes.append(info.nbytes)
-            index.t_storage.append(number)
-        extent = info.extent
-        index.t_start.append(extent.start if extent is not None else 0)
-        index.t_stop.append(extent.stop if extent is not None else 0)
-        dtype = tensor.dtype
-        name = dtype_names.get(dtype)
+    device_names: dict[torch.device, str] = {}
+    t_storage, t_start, t_stop = index.t_storage, index.t_start, index.t_stop
+    t_dtype, t_shape, t_device, t_grad = index.t_dtype, index.t_shape, index.t_device, index.t_grad
+    st_id, st_device, st_nbytes = index.st_id, index.st_device, index.st_nbytes
+    extents: dict[int, Extent] = {}  # only the strided (non-contiguous) ones
+    buckets: dict[int, list[int]] = {}
+    plain = (torch.Tensor, nn.Parameter)
+    for number, tensor in enumerate(tensors):
+        local = tensor if type(tensor) in plain else _local(tensor)
+        device = local.device
+        name = device_names.get(device)
         if name is None:
-            name = dtype_names[dtype] = str(dtype).removeprefix("torch.")
-        index.t_dtype.append(name)
-        index.t_shape.append(tuple(tensor.shape))
-        index.t_device.append(info.device)
-        index.t_grad.append(bool(tensor.requires_grad))
-    roots, edges = share_components(infos)
+            name = device_names[device] = str(device)
+        t_device.append(name)
+        dtype = local.dtype
+        dname = dtype_names.get(dtype)
+        if dname is None:
+            dname = dtype_names[dtype] = str(dtype).removeprefix("torch.")
+        t_dtype.append(dname)
+        t_shape.append(tensor.shape)
+        t_grad.append(tensor.requires_grad)
+        try:
+            storage = local.untyped_storage()
+        except (RuntimeError, NotImplementedError, TypeError, AttributeError):
+            t_storage.append(-1)
+            t_start.append(0)
+            t_stop.append(0)
+            continue
+        pointer = storage.data_ptr()
+        key: object = (name, pointer) if pointer else storage._cdata
+        st = storage_number.get(key)
+        if st is None:
+            st = storage_number[key] = len(st_id)
+            st_id.append(f"{name}:{pointer:#x}" if pointer else f"{name}:storage-{len(st_id)}")
+            st_device.append(name)
+            st_nbytes.append(storage.nbytes())
+            buckets[st] = [number]
+        else:
+            buckets[st].append(number)
+        t_storage.append(st)
+        numel = int(local.numel())
+        if numel == 0:
+            t_start.append(0)
+            t_stop.append(0)
+            buckets[st].pop()
+            continue
+        itemsize = local.element_size()
+        offset = int(local.storage_offset()) * itemsize
+        t_start.append(offset)
+        if local.is_contiguous():
+            t_stop.append(offset + numel * itemsize)
+        else:
+            extent = strided_extent(local, offset, itemsize)
+            extents[number] = extent
+            t_stop.append(extent.stop)
+    roots, edges = share_components(len(tensors), buckets, t_start, t_stop, extents)
     index.t_root = roots
     first: list[int] = [-1] * len(tensors)
     shares = index.shares
+    empty = [0 in shape for shape in t_shape]
     for s, t in enumerate(index.s_tensor):
         if first[t] < 0:
             first[t] = s
-        else:
+        elif not empty[t]:  # an empty tensor shares with nothing, not even itself under another name
             shares.append((first[t], s, "same"))
     for i, j, how in edges:
         shares.append((first[i], first[j], how))
 
 
-def _storage_label(key: object) -> str:
-    assert isinstance(key, tuple)
-    if key[0] == "storage":
-        return f"meta:{key[1]:#x}"
-    return f"{key[0]}:{key[1]:#x}"
-
-
 def _find_input_embedding(
     index: Index,
     objects: list[nn.Module],
+    object_number: dict[int, int],
     tensors: list[torch.Tensor],
     root: int,
     given: InputEmbedding,
@@ -324,17 +389,17 @@ def _find_input_embedding(
             return
         if found is None:
             index.ie_note = (
-                f"{type(holder).__name__}.get_input_embeddings() returned None; pass input_embedding= to name it"
+                f"{type(holder).__name__}.get_input_embeddings() returned None; "
+                "pass input_embedding= to name it"
             )
             return
     if isinstance(found, str):
         _select_module(index, _module_by_name(index, found))
     elif isinstance(found, nn.Module):
-        target = id(found)
-        for i, number in enumerate(index.m_object):
-            if id(objects[number]) == target:
-                _select_module(index, i)
-                return
+        number = object_number.get(id(found))
+        if number is not None:
+            _select_module(index, index.m_object.index(number))
+            return
         raise PathNotFoundError(
             f"the input embedding {type(found).__name__} is not a submodule of the model; pass a module that "
             "the model holds, or its path"
@@ -354,12 +419,10 @@ def _find_input_embedding(
 
 
 def _select_module(index: Index, module: int) -> None:
+    """Make the module at path ``module`` the input embedding; its primary path is its first path."""
+    module = index.m_object.index(index.m_object[module])
     index.ie_module = module
-    prefix = index.m_path[module]
-    dotted = prefix + "."
-    index.ie_slots = [
-        s for s, owner in enumerate(index.s_owner) if not prefix or (p := index.m_path[owner]) == prefix or p.startswith(dotted)
-    ]
+    index.ie_slots = list(index.slots_under(module))
 
 
 def _module_by_name(index: Index, name: str) -> int:
@@ -368,7 +431,8 @@ def _module_by_name(index: Index, name: str) -> int:
         for i, candidate in enumerate(names):
             if candidate == name:
                 return i
-    raise PathNotFoundError(_not_found(f"input_embedding={name!r} names no module of the model", name, index.m_path, index.m_canon))
+    message = f"input_embedding={name!r} names no module of the model"
+    raise PathNotFoundError(_not_found(message, name, index.m_path, index.m_canon))
 
 
 def _not_found(message: str, name: str, *choices: list[str]) -> str:

@@ -70,6 +70,7 @@ class TieGraph:
         self._index = index
         self._graph: nx.MultiDiGraph | None = None
         self._members: dict[int, list[int]] | None = None
+        self._roots: list[int] | None = None
 
     # ------------------------------------------------------------------ the graph
     @property
@@ -87,14 +88,22 @@ class TieGraph:
         return tg
 
     # ------------------------------------------------------------------ queries
+    def _slot_roots(self) -> list[int]:
+        """Share-component number of every slot; an empty tensor's slots each stand alone."""
+        if self._roots is None:
+            idx = self._index
+            t_root = idx.t_root
+            empty = [0 in shape for shape in idx.t_shape]
+            count = len(t_root)
+            self._roots = [count + s if empty[t] else t_root[t] for s, t in enumerate(idx.s_tensor)]
+        return self._roots
+
     def _groups(self) -> dict[int, list[int]]:
         """Slots per share component (only components with two or more slots)."""
         if self._members is None:
-            idx = self._index
             members: dict[int, list[int]] = {}
-            t_root = idx.t_root
-            for s, t in enumerate(idx.s_tensor):
-                members.setdefault(t_root[t], []).append(s)
+            for s, root in enumerate(self._slot_roots()):
+                members.setdefault(root, []).append(s)
             self._members = {root: slots for root, slots in members.items() if len(slots) > 1}
         return self._members
 
@@ -105,10 +114,10 @@ class TieGraph:
         """
         idx = self._index
         if idx.ie_module >= 0:
-            return idx.m_path[idx.ie_module] if full_paths else idx.m_belongs[idx.ie_module]
+            return idx.m_path[idx.ie_module] if full_paths else idx.belongs_of(idx.ie_module)
         if idx.ie_slots:
             s = idx.ie_slots[0]
-            return idx.s_name[s] if full_paths else idx.s_canon[s]
+            return idx.s_name[s] if full_paths else idx.slot_canon_of(s)
         return None
 
     def tied_to_input_embedding(self, *, full_paths: bool = False) -> list[str]:
@@ -123,14 +132,17 @@ class TieGraph:
             If no input embedding was found; pass ``input_embedding=`` to :func:`build_graph`.
         """
         idx = self._index
-        if not idx.ie_slots:
-            raise NoInputEmbeddingError(idx.ie_note or "the model has no input embedding; pass input_embedding=")
+        if idx.ie_module < 0 and not idx.ie_slots:
+            raise NoInputEmbeddingError(
+                idx.ie_note or "the model has no input embedding; pass input_embedding="
+            )
         inside = set(idx.ie_slots)
         groups = self._groups()
         owners: set[int] = set()
         seen: set[int] = set()
+        slot_roots = self._slot_roots()
         for s in idx.ie_slots:
-            root = idx.t_root[idx.s_tensor[s]]
+            root = slot_roots[s]
             if root in seen or root not in groups:
                 continue
             seen.add(root)
@@ -140,7 +152,7 @@ class TieGraph:
         if full_paths:
             return sorted({idx.m_path[o] for o in owners})
         own = self.input_embedding()
-        return sorted({idx.m_belongs[o] for o in owners} - {own})
+        return sorted({idx.belongs_of(o) for o in owners} - {own})
 
     def tie_groups(self, *, full_paths: bool = False) -> list[list[str]]:
         """Every group of two or more slots that share memory: slot names, each group sorted, groups sorted.
@@ -149,9 +161,9 @@ class TieGraph:
         paths) count once, and a group left with one name is dropped.
         """
         idx = self._index
-        names, canon = idx.s_name, idx.s_canon
+        names, canon = idx.s_name, idx.slot_canon_of
         return format_groups(
-            ([(names[s], canon[s]) for s in slots] for slots in self._groups().values()), full_paths
+            ([(names[s], canon(s)) for s in slots] for slots in self._groups().values()), full_paths
         )
 
     def component(self, name: str, *, full_paths: bool = False) -> list[str]:
@@ -165,9 +177,10 @@ class TieGraph:
             If ``name`` names no slot or module; the message lists the nearest names.
         """
         idx = self._index
-        roots = {idx.t_root[idx.s_tensor[s]] for s in self._resolve_slots(name)}
-        key = idx.s_name if full_paths else idx.s_canon
-        return sorted({key[s] for s, t in enumerate(idx.s_tensor) if idx.t_root[t] in roots})
+        slot_roots = self._slot_roots()
+        roots = {slot_roots[s] for s in self._resolve_slots(name)}
+        key = idx.s_name.__getitem__ if full_paths else idx.slot_canon_of
+        return sorted({key(s) for s, root in enumerate(slot_roots) if root in roots})
 
     def _resolve_slots(self, name: str) -> list[int]:
         idx = self._index
@@ -314,7 +327,9 @@ def to_networkx(idx: Index) -> nx.MultiDiGraph:
             object=idx.m_object[i],
         )
     for i, node in enumerate(idx.st_id):
-        G.add_node(f"t:{i}", kind="storage", storage_id=node, device=idx.st_device[i], nbytes=idx.st_nbytes[i])
+        G.add_node(
+            f"t:{i}", kind="storage", storage_id=node, device=idx.st_device[i], nbytes=idx.st_nbytes[i]
+        )
     for s, node in enumerate(s_nodes):
         t = idx.s_tensor[s]
         G.add_node(
@@ -340,7 +355,9 @@ def to_networkx(idx: Index) -> nx.MultiDiGraph:
         storage = idx.t_storage[t]
         if storage >= 0:
             start, stop = idx.t_start[t], idx.t_stop[t]
-            G.add_edge(s_nodes[s], f"t:{storage}", key="reads", kind="reads", offset=start, nbytes=stop - start)
+            G.add_edge(
+                s_nodes[s], f"t:{storage}", key="reads", kind="reads", offset=start, nbytes=stop - start
+            )
     for a, b, how in idx.shares:
         G.add_edge(s_nodes[a], s_nodes[b], key="shares", kind="shares", how=how)
     for declared in idx.declared:
@@ -370,13 +387,16 @@ def from_networkx(G: nx.MultiDiGraph) -> Index:
     module_number: dict[str, int] = {}
     slot_number: dict[str, int] = {}
     storage_number: dict[str, int] = {}
+    m_canon: list[str] = []
+    m_belongs: list[str] = []
+    s_canon: list[str] = []
     for node, data in G.nodes(data=True):
         kind = data["kind"]
         if kind == "module":
             module_number[node] = len(idx.m_path)
             idx.m_path.append(data["path"])
-            idx.m_canon.append(data["canonical"])
-            idx.m_belongs.append(data["belongs"])
+            m_canon.append(data["canonical"])
+            m_belongs.append(data["belongs"])
             idx.m_cls.append(data["cls"])
             idx.m_object.append(int(data["object"]))
             idx.m_parent.append(-1)
@@ -392,7 +412,7 @@ def from_networkx(G: nx.MultiDiGraph) -> Index:
             continue
         slot_number[node] = len(idx.s_name)
         idx.s_name.append(data["name"])
-        idx.s_canon.append(data["canonical"])
+        s_canon.append(data["canonical"])
         idx.s_owner.append(module_number[_module_node(data["owner"])])
         idx.s_attr.append(data["attr"])
         idx.s_param.append(data["tensor"] == "parameter")
@@ -432,6 +452,8 @@ def from_networkx(G: nx.MultiDiGraph) -> Index:
             if ra != rb:
                 parent[max(ra, rb)] = min(ra, rb)
     idx.t_root = [find(i) for i in range(len(parent))]
+    idx.set_canonical(m_canon, m_belongs, s_canon)
+    _subtree_ranges(idx)
     idx.declared = [dict(d) for d in G.graph.get("declared", [])]
     node = G.graph.get("input_embedding_node")
     if G.graph.get("input_embedding") is not None and node is not None:
@@ -439,7 +461,13 @@ def from_networkx(G: nx.MultiDiGraph) -> Index:
             idx.ie_module = module_number[node]
         idx.ie_slots = [slot_number[s] for s in G.graph.get("input_embedding_slots", [])]
     idx.ie_note = G.graph.get("input_embedding_note", "")
-    reserved = {"input_embedding", "input_embedding_node", "input_embedding_slots", "input_embedding_note", "declared"}
+    reserved = {
+        "input_embedding",
+        "input_embedding_node",
+        "input_embedding_slots",
+        "input_embedding_note",
+        "declared",
+    }
     idx.extra = {k: v for k, v in G.graph.items() if k not in reserved}
     return idx
 
@@ -489,3 +517,18 @@ def lint(G: nx.MultiDiGraph) -> None:
         raise ValueError(f"the graph has {roots} root modules; expected one")
 
 
+def _subtree_ranges(idx: Index) -> None:
+    """Fill ``m_end`` and ``m_slot0`` for an index whose modules are in pre-order (as graphs keep them)."""
+    count = len(idx.m_path)
+    idx.m_end = [i + 1 for i in range(count)]
+    for i in range(count - 1, -1, -1):
+        parent = idx.m_parent[i]
+        if parent >= 0 and idx.m_end[i] > idx.m_end[parent]:
+            idx.m_end[parent] = idx.m_end[i]
+    idx.m_slot0 = [0] * count
+    owners = idx.s_owner
+    s = 0
+    for i in range(count):
+        while s < len(owners) and owners[s] < i:
+            s += 1
+        idx.m_slot0[i] = s

@@ -44,7 +44,7 @@ class StorageInfo(NamedTuple):
 def _dense(sizes: Sequence[int], strides: Sequence[int]) -> bool:
     """True when the elements tile ``[0, numel)`` with no gap and no repeat, in some dimension order."""
     expected = 1
-    for stride, size in sorted((st, sz) for sz, st in zip(sizes, strides) if sz != 1):
+    for stride, size in sorted((st, sz) for sz, st in zip(sizes, strides, strict=True) if sz != 1):
         if stride != expected:
             return False
         expected *= size
@@ -96,20 +96,15 @@ def tensor_storage(tensor: torch.Tensor) -> StorageInfo:
         key: object = ("storage", storage._cdata)
     else:
         key = (device, pointer)
-    numel = local.numel()
+    numel = int(local.numel())
     if numel == 0:
         return StorageInfo(key, _device_name(device), nbytes, None)
     itemsize = local.element_size()
-    offset = local.storage_offset() * itemsize
+    offset = int(local.storage_offset()) * itemsize
     if local.is_contiguous():
         extent = Extent(offset, offset + numel * itemsize, True, offset, (), (), itemsize)
     else:
-        sizes = tuple(local.shape)
-        strides = local.stride()
-        span = sum((size - 1) * stride for size, stride in zip(sizes, strides))
-        extent = Extent(
-            offset, offset + (span + 1) * itemsize, _dense(sizes, strides), offset, sizes, strides, itemsize
-        )
+        extent = strided_extent(local, offset, itemsize)
     return StorageInfo(key, _device_name(device), nbytes, extent)
 
 
@@ -127,7 +122,7 @@ def _terms(extent: Extent) -> list[tuple[int, int]]:
         return [(extent.itemsize, count)] if count > 1 else []
     return [
         (stride * extent.itemsize, size)
-        for size, stride in zip(extent.sizes, extent.strides)
+        for size, stride in zip(extent.sizes, extent.strides, strict=True)
         if size > 1 and stride != 0
     ]
 
@@ -231,28 +226,49 @@ def _how(a: Extent, b: Extent) -> str:
     return "overlap"
 
 
-def share_components(infos: Sequence[StorageInfo]) -> tuple[list[int], list[Share]]:
+def strided_extent(tensor: torch.Tensor, offset: int, itemsize: int) -> Extent:
+    """The extent of a non-contiguous tensor whose storage offset is ``offset`` bytes."""
+    sizes = tuple(tensor.shape)
+    strides = tuple(tensor.stride())
+    span = sum((size - 1) * stride for size, stride in zip(sizes, strides, strict=True))
+    return Extent(
+        offset, offset + (span + 1) * itemsize, _dense(sizes, strides), offset, sizes, strides, itemsize
+    )
+
+
+def share_components(
+    count: int,
+    buckets: dict[int, list[int]],
+    starts: Sequence[int],
+    stops: Sequence[int],
+    strided: dict[int, Extent],
+) -> tuple[list[int], list[Share]]:
     """Connected components of the share relation over distinct tensors.
 
     Parameters
     ----------
-    infos
-        One :class:`StorageInfo` per distinct tensor object.
+    count
+        Number of distinct tensors.
+    buckets
+        Tensor numbers per storage (empty tensors left out).
+    starts, stops
+        Byte extent of every tensor within its storage.
+    strided
+        The full :class:`Extent` of every non-contiguous tensor; the others cover their extent densely.
 
     Returns
     -------
     roots, edges
-        ``roots[i]`` is a representative tensor index of tensor ``i``'s component; ``edges`` lists the
-        sharing pairs found ``(i, j, how)`` with ``how`` in ``view``/``overlap`` (enough to connect
-        every component).
+        ``roots[i]`` is the smallest tensor number in tensor ``i``'s component; ``edges`` lists the sharing
+        pairs found ``(i, j, how)`` with ``how`` in ``view``/``overlap`` (enough to connect every component).
 
     Notes
     -----
-    Tensors are bucketed by storage; within a storage an interval sweep keeps every still-open extent
-    (not just the last one, which is safetensors' bug), so ``A``, ``A[10:20]``, ``A[50:60]`` form one
-    component. Cost is O(n log n) plus the pairs whose extents overlap.
+    Within a storage an interval sweep keeps every still-open extent (not just the last one, which is
+    safetensors' bug), so ``A``, ``A[10:20]``, ``A[50:60]`` form one component. Cost is O(n log n) per
+    storage plus the pairs whose extents overlap; a storage read by one tensor costs nothing.
     """
-    parent = list(range(len(infos)))
+    parent = list(range(count))
 
     def find(i: int) -> int:
         while parent[i] != i:
@@ -260,36 +276,36 @@ def share_components(infos: Sequence[StorageInfo]) -> tuple[list[int], list[Shar
             i = parent[i]
         return i
 
-    buckets: dict[object, list[int]] = {}
-    for i, info in enumerate(infos):
-        if info.extent is not None:
-            bucket = buckets.get(info.key)
-            if bucket is None:
-                buckets[info.key] = [i]
-            else:
-                bucket.append(i)
     edges: list[Share] = []
     for members in buckets.values():
         if len(members) < 2:
             continue
-        for i, j, how in _sweep(members, infos):
+        for i, j, how in _sweep(members, starts, stops, strided):
             edges.append((i, j, how))
             ri, rj = find(i), find(j)
             if ri != rj:
                 parent[max(ri, rj)] = min(ri, rj)
-    return [find(i) for i in range(len(infos))], edges
+    return [find(i) for i in range(count)], edges
 
 
-def _sweep(members: Iterable[int], infos: Sequence[StorageInfo]) -> Iterable[Share]:
-    ordered = sorted(members, key=lambda i: infos[i].extent.start)  # type: ignore[union-attr]
+def _extent(i: int, starts: Sequence[int], stops: Sequence[int], strided: dict[int, Extent]) -> Extent:
+    found = strided.get(i)
+    if found is not None:
+        return found
+    # a dense tensor covers every byte of its extent: model it as one run of 1-byte items
+    return Extent(starts[i], stops[i], True, starts[i], (), (), 1)
+
+
+def _sweep(
+    members: list[int], starts: Sequence[int], stops: Sequence[int], strided: dict[int, Extent]
+) -> Iterable[Share]:
+    ordered = sorted(members, key=starts.__getitem__)
     active: list[int] = []
     for j in ordered:
-        b = infos[j].extent
-        assert b is not None
-        active = [i for i in active if infos[i].extent.stop > b.start]  # type: ignore[union-attr]
+        start = starts[j]
+        active = [i for i in active if stops[i] > start]
         for i in active:
-            a = infos[i].extent
-            assert a is not None
-            if shares(a, b):
+            a, b = _extent(i, starts, stops, strided), _extent(j, starts, stops, strided)
+            if (a.dense and b.dense) or shares(a, b):
                 yield (min(i, j), max(i, j), _how(a, b))
         active.append(j)
