@@ -436,11 +436,13 @@ def _module_by_name(index: Index, name: str) -> int:
 
 
 def _not_found(message: str, name: str, *choices: list[str]) -> str:
+    """The message, followed by the names nearest to ``name`` (always some, when there are names)."""
     pool = sorted({c for names in choices for c in names if c})
-    close = difflib.get_close_matches(name, pool, n=3, cutoff=0.5)
+    close = difflib.get_close_matches(name, pool, n=3, cutoff=0.6)
+    tail = name.rsplit(".", 1)[-1]
+    close += [c for c in pool if c.rsplit(".", 1)[-1] == tail and c not in close][: 3 - len(close)]
     if not close:
-        tail = name.rsplit(".", 1)[-1]
-        close = [c for c in pool if c.rsplit(".", 1)[-1] == tail][:3]
+        close = difflib.get_close_matches(name, pool, n=3, cutoff=0.0)
     if close:
         return f"{message}; nearest: {', '.join(repr(c) for c in close)}"
-    return f"{message}; it has {len(pool)} named modules"
+    return f"{message}; the model has no named modules or slots"
