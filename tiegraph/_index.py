@@ -61,6 +61,7 @@ class Index:
         self._s_canon: list[str | None] = []
         self.namer: Callable[[Index, int], tuple[str, str]] | None = None
         self.slot_namer: Callable[[Index, int], str] | None = None
+        self._m_named = self._s_named = False  # every module / slot named already
 
     # ------------------------------------------------------------------ canonical names, on demand
     def _module_names(self, i: int) -> tuple[str, str]:
@@ -90,10 +91,11 @@ class Index:
 
     @property
     def m_canon(self) -> list[str]:
-        """Canonical path of every module path."""
-        if self.namer is not None:
+        """Canonical path of every module path (named once; later reads are free)."""
+        if self.namer is not None and not self._m_named:
             for i in range(len(self.m_path)):
                 self._module_names(i)
+            self._m_named = True
         return self._m_canon  # type: ignore[return-value]
 
     @property
@@ -104,10 +106,11 @@ class Index:
 
     @property
     def s_canon(self) -> list[str]:
-        """Canonical name of every slot."""
-        if self.slot_namer is not None:
+        """Canonical name of every slot (named once; later reads are free)."""
+        if self.slot_namer is not None and not self._s_named:
             for s in range(len(self.s_name)):
                 self.slot_canon_of(s)
+            self._s_named = True
         return self._s_canon  # type: ignore[return-value]
 
     def set_canonical(self, m_canon: list[str], m_belongs: list[str], s_canon: list[str]) -> None:
