@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import sys
+import warnings
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -17,7 +18,15 @@ from torch import nn
 from ._index import Index
 from .errors import CycleError, PathNotFoundError
 from .naming import Resolver, is_model_root_type, join
-from .storage import Extent, _local, share_components, strided_extent
+from .storage import (
+    _NO_FLAT_VIEWS,
+    Extent,
+    FlatViews,
+    _local,
+    flat_param_views,
+    share_components,
+    strided_extent,
+)
 
 if TYPE_CHECKING:
     from .graph import TieGraph
@@ -83,7 +92,7 @@ def build_graph(model: nn.Module, *, input_embedding: InputEmbedding = None) -> 
         raise TypeError(f"build_graph expects a torch.nn.Module, got {kind.__module__}.{kind.__qualname__}")
     index, objects, object_number, tensors = _walk(model)
     root = index.m_path.index(index.extra["model_root"]) if index.extra["model_root"] is not None else -1
-    _share(index, tensors)
+    _share(index, tensors, flat_param_views(objects))
     _find_input_embedding(index, objects, object_number, tensors, root, input_embedding)
     from .declared import read_declarations
 
@@ -288,8 +297,13 @@ class _Namer:
         return join(index.canon_of(owner), attr)
 
 
-def _share(index: Index, tensors: list[torch.Tensor]) -> None:
-    """Storage ids, byte extents and the share components of every distinct tensor."""
+def _share(index: Index, tensors: list[torch.Tensor], flat: FlatViews = _NO_FLAT_VIEWS) -> None:
+    """Storage ids, byte extents and the share components of every distinct tensor.
+
+    ``flat`` (FSDP1): a parameter viewing into a ``FlatParameter`` keeps its unsharded shape, so its slice
+    being empty on this rank does not make it share nothing; the FlatParameter itself holds every parameter
+    of its unit and is left out of the share relation (it would merge them all into one group).
+    """
     storage_number: dict[object, int] = {}
     dtype_names: dict[torch.dtype, str] = {}
     device_names: dict[torch.device, str] = {}
@@ -347,6 +361,8 @@ def _share(index: Index, tensors: list[torch.Tensor]) -> None:
             extent = strided_extent(local, offset, itemsize)
             extents[number] = extent
             t_stop.append(extent.stop)
+    if flat.shapes or flat.containers:
+        _flat_params(index, tensors, flat, buckets)
     roots, edges = share_components(len(tensors), buckets, t_start, t_stop, extents)
     index.t_root = roots
     first: list[int] = [-1] * len(tensors)
@@ -359,6 +375,30 @@ def _share(index: Index, tensors: list[torch.Tensor]) -> None:
             shares.append((first[t], s, "same"))
     for i, j, how in edges:
         shares.append((first[i], first[j], how))
+
+
+def _flat_params(
+    index: Index, tensors: list[torch.Tensor], flat: FlatViews, buckets: dict[int, list[int]]
+) -> None:
+    """Give FSDP1's sharded views their unsharded shapes; take FlatParameters out of the share relation."""
+    containers = []
+    for number, tensor in enumerate(tensors):
+        key = id(tensor)
+        shape = flat.shapes.get(key)
+        if shape is not None:
+            index.t_shape[number] = torch.Size(shape)
+        if key in flat.containers:
+            members = buckets.get(index.t_storage[number], [])
+            if number in members:
+                members.remove(number)
+            containers.append(index.s_name[index.s_tensor.index(number)])
+    if containers:
+        warnings.warn(
+            f"{', '.join(containers)}: FSDP1 FlatParameter(s), counted as containers of the parameters of "
+            "their units; ties are seen only among parameters registered as their own slots, which FSDP1 "
+            "does with use_orig_params=True (or use FSDP2 fully_shard)",
+            stacklevel=4,
+        )
 
 
 def _find_input_embedding(

@@ -9,13 +9,22 @@ problem ``numpy.shares_memory`` solves). Only tensor metadata is read, never dat
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import torch
 
-__all__ = ["Extent", "StorageInfo", "share_components", "shares", "tensor_storage"]
+__all__ = [
+    "Extent",
+    "FlatViews",
+    "StorageInfo",
+    "flat_param_views",
+    "share_components",
+    "shares",
+    "tensor_storage",
+]
 
 Share = tuple[int, int, str]
 
@@ -65,6 +74,52 @@ def _local(tensor: torch.Tensor) -> torch.Tensor:
     """The tensor that owns memory: a DTensor's local shard, else the tensor itself."""
     local = getattr(tensor, "_local_tensor", None)
     return local if isinstance(local, torch.Tensor) else tensor
+
+
+class FlatViews(NamedTuple):
+    """What FSDP1 (``FullyShardedDataParallel``) hides in its ``FlatParameter`` containers."""
+
+    shapes: dict[int, torch.Size]  # id(original parameter) -> its unsharded shape
+    containers: set[int]  # id(FlatParameter): a container of parameters, never a tie of its own
+
+
+_NO_FLAT_VIEWS = FlatViews({}, set())
+
+
+def flat_param_views(modules: Iterable[object]) -> FlatViews:
+    """The ``FlatParameter`` of every FSDP1 unit among ``modules``, and the shapes of the parameters in it.
+
+    FSDP1 flattens the parameters of a unit into one ``FlatParameter``. With ``use_orig_params=True`` every
+    original parameter is a 1-D view of this rank's slice of it, empty on the ranks that do not hold its
+    bytes; the logical shape lives in the FlatParameter's metadata. Shared (tied) parameters are stored once
+    and stay one object at every name. Only metadata is read; FSDP1 not imported means no FSDP1 module.
+    """
+    fsdp = sys.modules.get("torch.distributed.fsdp.fully_sharded_data_parallel")
+    cls = getattr(fsdp, "FullyShardedDataParallel", None)
+    if not isinstance(cls, type):
+        return _NO_FLAT_VIEWS
+    views = FlatViews({}, set())
+    for module in modules:
+        if not isinstance(module, cls):
+            continue
+        flat = getattr(getattr(module, "_handle", None), "flat_param", None)
+        if not isinstance(flat, torch.Tensor):
+            continue
+        views.containers.add(id(flat))
+        params = getattr(flat, "_params", None) or ()  # None unless use_orig_params=True
+        shapes = list(getattr(flat, "_shapes", ()))
+        infos = list(getattr(flat, "_param_infos", ()))
+        for param, shape in zip(params, shapes, strict=False):
+            views.shapes[id(param)] = shape
+        for param, info in zip(
+            getattr(flat, "_shared_params", None) or (),
+            getattr(flat, "_shared_param_infos", ()),
+            strict=False,
+        ):
+            for (name, owner, _), shape in zip(infos, shapes, strict=False):
+                if owner is info.prim_module and name == info.prim_param_name:
+                    views.shapes.setdefault(id(param), shape)
+    return views
 
 
 def tensor_storage(tensor: torch.Tensor) -> StorageInfo:
