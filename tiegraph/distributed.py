@@ -7,13 +7,17 @@ input embedding) between the ranks and gives every rank the same list of :class:
 
 Examples
 --------
-Without a process group there is nothing to compare against, and the error says what to do:
+What one rank contributes (no process group needed for this part), and how two ranks compare:
 
 >>> import torch, tiegraph.distributed
->>> tiegraph.distributed.check_ranks_agree(torch.nn.Linear(2, 2))
-Traceback (most recent call last):
-...
-tiegraph.errors.TiegraphError: check_ranks_agree needs torch.distributed: call ...init_process_group(...) ...
+>>> m = torch.nn.Module()
+>>> m.embed, m.head = torch.nn.Embedding(8, 4), torch.nn.Linear(4, 8, bias=False)
+>>> m.head.weight = m.embed.weight
+>>> tied = tiegraph.distributed.rank_summary(m, input_embedding="embed")
+>>> tied["tie_groups"]
+[['embed.weight', 'head.weight']]
+>>> [d.kind for d in tiegraph.distributed.compare([dict(tied, rank=0), dict(tied, rank=1)])]
+[]
 """
 
 from __future__ import annotations
