@@ -1,0 +1,483 @@
+"""The ``tiegraph`` command: ``inspect`` a model, ``survey`` the transformers zoo, or take the ``demo`` tour.
+
+A thin layer over the public API (:func:`tiegraph.build_graph` and :class:`tiegraph.TieGraph`); models are
+built by :mod:`tiegraph._zoo` on the meta device, so nothing is downloaded and no weight memory is allocated.
+
+Exit codes: 0 success; 1 with ``--strict`` when the audit found a problem; 2 bad usage or input (one line on
+stderr naming it); 3 tiegraph itself failed (``-v`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from . import __version__
+from ._zoo import TASKS, UsageError
+from .errors import TiegraphError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ._zoo import Built
+    from .graph import TieGraph
+
+__all__ = ["main"]
+
+FORMATS = ("text", "json", "dot", "svg", "png", "pdf")
+SUFFIXES = {
+    ".txt": "text",
+    ".json": "json",
+    ".dot": "dot",
+    ".gv": "dot",
+    ".svg": "svg",
+    ".png": "png",
+    ".pdf": "pdf",
+}
+
+MAIN_EXAMPLES = """\
+examples:
+  tiegraph inspect llama --set tie_word_embeddings=true   which modules share memory with the embedding
+  tiegraph inspect gemma3 --peft lora:lm_head             what LoRA on lm_head does to the tie
+  tiegraph inspect ./my-checkpoint --check-values         is this checkpoint's head tied?
+  tiegraph survey --tasks causal-lm --json survey.json    every causal LM in transformers
+  tiegraph demo --out pictures                            a tour of tiny models, with pictures
+
+Every model is built on the meta device from a config: nothing is downloaded, no weight memory is used.
+exit codes: 0 ok, 1 --strict and the audit found a problem, 2 bad usage or input, 3 internal error.
+"""
+
+INSPECT_EXAMPLES = """\
+SPEC is one of:
+  a transformers model type        llama, t5, gemma3, ... built from its default config on meta
+  a checkpoint directory           holding config.json (+ *.safetensors): built on meta from the config,
+                                   safetensors headers read beside the ties; .bin/.pt files are skipped
+  package.module:callable          returns an nn.Module; runs code, so only with --allow-code
+
+examples:
+  tiegraph inspect llama
+  tiegraph inspect llama --set tie_word_embeddings=true --set num_hidden_layers=80
+  tiegraph inspect llava --set text_config.tie_word_embeddings=true
+  tiegraph inspect t5 --format json -o t5.json
+  tiegraph inspect bert --task masked-lm -o bert.svg
+  tiegraph inspect gemma --peft lora:lm_head,q_proj
+  tiegraph inspect gemma --peft lora-tied:lm_head
+  tiegraph inspect gemma --peft lora:q_proj --peft modules-to-save:lm_head --strict
+  tiegraph inspect ./ckpt --check-values
+  tiegraph inspect mypkg.models:make_model --allow-code --meta
+"""
+
+SURVEY_EXAMPLES = """\
+examples:
+  tiegraph survey                                   every LM-head architecture (about a minute on 2 cores)
+  tiegraph survey --tasks causal-lm,seq2seq-lm --jobs 4
+  tiegraph survey --only llama,t5,gemma3 --json out.json
+  tiegraph survey --limit 20 --no-progress
+  tiegraph survey --markdown docs/survey.md         the table in tiegraph's docs
+"""
+
+DEMO_EXAMPLES = """\
+examples:
+  tiegraph demo
+  tiegraph demo --out pictures
+"""
+
+
+class _UsageExit(Exception):
+    """argparse found bad usage: one line, exit 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise _UsageExit(f"{self.prog}: error: {message} (see {self.prog} --help)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = _Parser(add_help=False)
+    common.add_argument("-v", "--verbose", action="store_true", help="show library warnings and tracebacks")
+
+    parser = _Parser(
+        prog="tiegraph",
+        description="Find real weight tying (shared memory) in PyTorch and transformers models.",
+        epilog=MAIN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        parents=[common],
+    )
+    parser.add_argument("--version", action="version", version=f"tiegraph {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = _command(
+        sub,
+        "inspect",
+        "report the ties of one model type, checkpoint directory or factory",
+        "Build a model on the meta device and report its ties, declarations and audit findings.",
+        INSPECT_EXAMPLES,
+        common,
+    )
+    p.add_argument(
+        "spec", metavar="SPEC", help="model type, checkpoint directory, or package.module:callable"
+    )
+    build = p.add_argument_group("building")
+    build.add_argument(
+        "--class", dest="cls", metavar="NAME", help="transformers class to build (LlamaForCausalLM)"
+    )
+    build.add_argument("--task", choices=list(TASKS), help="pick the head by task (default: the natural one)")
+    build.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field; typed (true, 3, 0.5, null, text); nested keys like text_config.x=1",
+    )
+    build.add_argument("--trust-remote-code", action="store_true", help="let a checkpoint's own code run")
+    build.add_argument("--allow-code", action="store_true", help="allow package.module:callable SPECs")
+    build.add_argument("--meta", action="store_true", help="call a factory under torch.device('meta')")
+    build.add_argument("--input-embedding", metavar="PATH", help="name the input embedding module yourself")
+    wrap = p.add_argument_group("wrapping")
+    wrap.add_argument(
+        "--peft",
+        action="append",
+        default=[],
+        metavar="KIND:MODULES",
+        help="lora:lm_head,q_proj | lora-tied:lm_head (ensure_weight_tying) | modules-to-save:lm_head",
+    )
+    wrap.add_argument("--compile", action="store_true", help="wrap in torch.compile (nothing is compiled)")
+    out = p.add_argument_group("output")
+    out.add_argument("--format", choices=FORMATS, help="output format (default: from -o's suffix, else text)")
+    out.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    out.add_argument("--check-values", action="store_true", help="compare saved copies of tied tensors")
+    out.add_argument("--strict", action="store_true", help="exit 1 when the audit finds a problem")
+    p.set_defaults(func=_inspect)
+
+    s = _command(
+        sub,
+        "survey",
+        "build every architecture of transformers on meta and tabulate its ties",
+        "Build every architecture in transformers' auto mappings from its default config on the "
+        "meta device, in parallel worker processes, and tabulate its ties, declarations and findings.",
+        SURVEY_EXAMPLES,
+        common,
+    )
+    s.add_argument(
+        "--tasks",
+        default=None,
+        metavar="TASK[,TASK...]",
+        help=f"tasks to survey (default: all but base): {', '.join(TASKS)}",
+    )
+    s.add_argument("--only", default=None, metavar="TYPE[,TYPE...]", help="only these model types")
+    s.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N architectures")
+    s.add_argument(
+        "--jobs", "-j", type=int, default=None, metavar="N", help="worker processes (default: cores)"
+    )
+    s.add_argument(
+        "--time-limit", type=float, default=60.0, metavar="S", help="seconds per model (default 60)"
+    )
+    s.add_argument("--json", metavar="FILE", help="write every row as JSON")
+    s.add_argument("--markdown", metavar="FILE", help="write the table as a markdown document")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    s.set_defaults(func=_survey)
+
+    d = _command(
+        sub,
+        "demo",
+        "a tour of tiny models, wrapped and not, with pictures",
+        "Build a few tiny models (tied Llama, PEFT LoRA, modules_to_save, torch.compile, T5, a "
+        "declaration that lies), print a short report for each and write their pictures to a folder.",
+        DEMO_EXAMPLES,
+        common,
+    )
+    d.add_argument("--out", metavar="DIR", help="folder for the pictures (default: a new temporary folder)")
+    d.set_defaults(func=_demo)
+    return parser
+
+
+def _command(
+    sub: Any, name: str, help: str, description: str, epilog: str, common: argparse.ArgumentParser
+) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        parents=[common],
+        help=help,
+        description=description,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``tiegraph`` command and return its exit code.
+
+    Parameters
+    ----------
+    argv
+        Arguments without the program name (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 success; 1 with ``--strict`` when the audit found a problem; 2 bad usage or input; 3 internal error.
+
+    Examples
+    --------
+    >>> main(["--version"])
+    tiegraph 0.1.0
+    0
+    """
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except _UsageExit as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # --help, --version
+        return exc.code if isinstance(exc.code, int) else 0
+    if args.command is None:
+        print(
+            "tiegraph: error: give a command: inspect, survey or demo (see tiegraph --help)", file=sys.stderr
+        )
+        return 2
+    from ._zoo import quiet_libraries
+
+    quiet_libraries(args.verbose)
+    try:
+        return int(args.func(args))
+    except (UsageError, TiegraphError) as exc:
+        print(f"tiegraph {args.command}: error: {_line(exc)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tiegraph: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:
+        if args.verbose:
+            raise
+        print(
+            f"tiegraph {args.command}: internal error: {type(exc).__name__}: {_line(exc)} "
+            "(rerun with -v for the traceback)",
+            file=sys.stderr,
+        )
+        return 3
+
+
+def _line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+# ---------------------------------------------------------------------------------------------- inspect
+def _output_format(fmt: str | None, output: str | None) -> str:
+    if output:
+        by_suffix = SUFFIXES.get(Path(output).suffix.lower())
+        if fmt is None and by_suffix is None:
+            raise UsageError(f"cannot tell the format of {output} from its suffix; pass --format")
+        fmt = fmt or by_suffix
+    fmt = fmt or "text"
+    if fmt in ("png", "pdf") and not output:
+        raise UsageError(f"--format {fmt} is binary: give -o FILE.{fmt}")
+    return fmt
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from . import _zoo
+
+    fmt = _output_format(args.format, args.output)
+    sets = _zoo.parse_sets(args.sets)
+    peft = _zoo.parse_peft(args.peft)
+    if args.check_values and not Path(args.spec).expanduser().is_dir():
+        raise UsageError("--check-values needs a checkpoint directory as SPEC")
+    built = _zoo.build_spec(
+        args.spec,
+        cls_name=args.cls,
+        task=args.task,
+        sets=sets,
+        trust_remote_code=args.trust_remote_code,
+        allow_code=args.allow_code,
+        meta=args.meta,
+    )
+    model, wrappers = _zoo.wrap(built.model, peft, args.compile)
+
+    import tiegraph
+
+    tg = tiegraph.build_graph(model, input_embedding=args.input_embedding)
+    checkpoint_lines: list[str] = []
+    checkpoint_problem = False
+    if built.checkpoint is not None:
+        checkpoint_lines, checkpoint_problem = _zoo.check_checkpoint(
+            tg, built.model, built.checkpoint, check_values=args.check_values
+        )
+    summary = _zoo.summarise(tg)
+    problem = bool(summary["findings"]) or checkpoint_problem
+
+    if fmt == "text":
+        text = _text_report(tg, model, built, wrappers) + "".join(f"\n{line}" for line in checkpoint_lines)
+        _emit(text + "\n", args.output)
+    elif fmt == "json":
+        data = {
+            "tiegraph": tiegraph.__version__,
+            "spec": built.spec,
+            "kind": built.kind,
+            "class": built.cls,
+            "source": built.source,
+            "wrappers": wrappers,
+            "parameters": _zoo.count_parameters(model),
+            **summary,
+            "checkpoint": _checkpoint_json(built, checkpoint_lines, checkpoint_problem),
+            "graph": tg.to_json(),
+        }
+        _emit(json.dumps(data, indent=1, default=str) + "\n", args.output)
+    elif fmt == "dot":
+        _emit(tg.to_dot(), args.output)
+    elif fmt == "svg" and not args.output:
+        with _zoo._stderr_silenced():
+            _emit(tg.to_svg(), None)
+    else:
+        with _zoo._stderr_silenced():
+            _write_picture(tg, args.output, fmt)
+    if args.output:
+        print(f"wrote {args.output}", file=sys.stderr)
+    return 1 if args.strict and problem else 0
+
+
+def _write_picture(tg: TieGraph, output: str, fmt: str) -> None:
+    path = Path(output)
+    if fmt == "svg":
+        path.write_text(tg.to_svg())
+    elif path.suffix.lower() == f".{fmt}":
+        tg.write(path)
+    else:
+        raise UsageError(f"--format {fmt} writes only to a .{fmt} file, not {output}")
+
+
+def _checkpoint_json(built: Built, lines: list[str], problem: bool) -> dict[str, Any] | None:
+    files = built.checkpoint
+    if files is None:
+        return None
+    return {
+        "directory": str(files.directory),
+        "files": files.files,
+        "index": files.index,
+        "skipped": files.skipped,
+        "missing_shards": files.missing_shards,
+        "tensors": len(files.keys),
+        "would_untie": problem,
+        "report": lines,
+    }
+
+
+def _emit(text: str, output: str | None) -> None:
+    if output:
+        Path(output).write_text(text)
+    else:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+
+def _text_report(
+    tg: TieGraph, model: nn.Module, built: Built | None = None, wrappers: Sequence[str] = ()
+) -> str:
+    """The text shown for one model: what was built, the tied targets, then :meth:`TieGraph.report`."""
+    from ._zoo import count_parameters, human_count
+
+    lines = []
+    if built is not None:
+        size = human_count(count_parameters(built.model))
+        lines.append(f"{built.spec}: {built.cls} ({built.source}), {size} parameters")
+    if wrappers:
+        lines.append(f"wrapped: {'; '.join(wrappers)}")
+    lines.append(f"tied to the input embedding: {_tied_line(tg)}")
+    try:
+        report = tg.report()
+    except ImportError:  # tiegraph.audit not installed: the answers the core gives
+        report = _basic_report(tg)
+    lines.append(report.rstrip())
+    return "\n".join(lines)
+
+
+def _tied_line(tg: TieGraph) -> str:
+    from .errors import NoInputEmbeddingError
+
+    try:
+        tied = tg.tied_to_input_embedding()
+    except NoInputEmbeddingError:
+        return "(no input embedding found; name one with --input-embedding)"
+    if not tied:
+        return "nothing"
+    full = tg.tied_to_input_embedding(full_paths=True)
+    return ", ".join(tied) + (f"  [{', '.join(full)}]" if full != tied else "")
+
+
+def _basic_report(tg: TieGraph) -> str:
+    lines = [f"input embedding: {tg.input_embedding() or '(none found)'}"]
+    groups = tg.tie_groups()
+    lines.append(f"tie groups: {len(groups) or 'none'}")
+    lines.extend(f"  {', '.join(g)}" for g in groups)
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- survey
+def _split(text: str | None) -> list[str]:
+    return [t.strip() for t in (text or "").split(",") if t.strip()]
+
+
+def _survey(args: argparse.Namespace) -> int:
+    import os
+
+    from . import _survey, _zoo
+
+    tasks = _split(args.tasks) or list(_survey.DEFAULT_TASKS)
+    bad = [t for t in tasks if t not in TASKS]
+    if bad:
+        raise UsageError(f"unknown task {bad[0]!r}; choose from {', '.join(TASKS)}")
+    only = _split(args.only)
+    if only:
+        known = _zoo.model_types()
+        unknown = [t for t in only if t not in known]
+        if unknown:
+            raise UsageError(f"unknown model type {unknown[0]!r}" + _zoo._close(unknown[0], known, n=5))
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    items = _survey.survey_items(tasks, only, args.limit)
+    if not items:
+        raise UsageError(f"no architecture of {', '.join(only)} has a head for {', '.join(tasks)}")
+    jobs = max(1, min(args.jobs or os.cpu_count() or 1, len(items)))
+    start = time.perf_counter()
+    rows = _survey.run_survey(items, jobs=jobs, time_limit=args.time_limit, progress=not args.no_progress)
+    seconds = time.perf_counter() - start
+    print(_survey.format_table(rows))
+    print()
+    print(_survey.format_summary(rows, seconds, jobs))
+    meta = _versions() | {"tasks": tasks}
+    if args.json:
+        data = {**meta, "seconds": round(seconds, 2), "jobs": jobs, "results": rows}
+        Path(args.json).write_text(json.dumps(data, indent=1, default=str) + "\n")
+        print(f"wrote {args.json}", file=sys.stderr)
+    if args.markdown:
+        Path(args.markdown).write_text(_survey.format_markdown(rows, seconds, jobs, meta))
+        print(f"wrote {args.markdown}", file=sys.stderr)
+    return 0
+
+
+def _versions() -> dict[str, Any]:
+    import torch
+    import transformers
+
+    return {"tiegraph": __version__, "transformers": transformers.__version__, "torch": torch.__version__}
+
+
+# ---------------------------------------------------------------------------------------------- demo
+def _demo(args: argparse.Namespace) -> int:
+    from ._demo import run_demo
+
+    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="tiegraph-demo-"))
+    start = time.perf_counter()
+    run_demo(out, sys.stdout, lambda tg, model: _text_report(tg, model))
+    print(f"done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
+    return 0
