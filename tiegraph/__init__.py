@@ -17,13 +17,17 @@ from __future__ import annotations
 from torch import nn
 
 from . import naming
+from .audit import Finding
 from .build import InputEmbedding, build_graph
+from .declared import DeclaredTie
 from .errors import CycleError, NoInputEmbeddingError, PathNotFoundError, TiegraphError
 from .graph import TieGraph
 from .naming import register_wrapper
 
 __all__ = [
     "CycleError",
+    "DeclaredTie",
+    "Finding",
     "NoInputEmbeddingError",
     "PathNotFoundError",
     "TieGraph",

@@ -1,11 +1,573 @@
-"""Declared ties (``_tied_weights_keys``, ``config.tie_word_embeddings``): placeholder until issue 3."""
+"""Declared ties: every ``_tied_weights_keys`` in the module tree, laid beside what really shares memory.
+
+A declaration is a claim. :func:`read_declarations` runs inside the one walk of :func:`tiegraph.build_graph`
+(after sharing is known) and records each declared pair as a plain dict in ``index.declared``; the
+networkx graph turns each resolved pair into a ``declares`` edge (target slot -> source slot).
+:func:`declared_ties` turns the recorded dicts into :class:`DeclaredTie` objects.
+
+Where declarations come from (every distinct module object of the tree, nested submodels included):
+
+- transformers 5 ``PreTrainedModel`` with a dict: expanded by transformers' own
+  ``PreTrainedModel.get_expanded_tied_weights_keys`` (names, module names, regexes), run over the
+  *canonical* names of the slots under the declaring module taken from the index, so wrapped models
+  (PEFT, ``torch.compile``, DDP) match without a second walk. The declaring module's own
+  ``config.tie_word_embeddings`` gates it exactly as transformers does (missing flag: off); a gated-off
+  declaration is still recorded, with status ``gated-off``.
+- transformers 4 style lists (targets tied to the input embedding) on any module.
+- any other ``nn.Module`` with a ``_tied_weights_keys`` dict (and a ``PreTrainedModel`` that overrides
+  ``get_expanded_tied_weights_keys``): keys are parameter names, module names or regexes relative to that
+  module, resolved by tiegraph (a module or regex key pairs the slots under it
+  with the source's slots of the same remaining name, ``heads.1.weight`` with ``heads.0.weight``).
+
+Attributes are read from the module's own instance ``__dict__`` and class, never through ``getattr`` on
+the instance: ``PeftModel`` and ``OptimizedModule`` forward unknown attributes to the model inside them.
+"""
 
 from __future__ import annotations
+
+import re
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from ._index import Index
+from .naming import join
+
+if TYPE_CHECKING:
+    from .graph import TieGraph
+
+__all__ = ["STATUSES", "DeclaredTie", "declared_ties", "read_declarations"]
+
+#: The status of a declared tie: the pair shares memory, does not, names nothing, or its config gates it off.
+STATUSES = ("tied", "not-tied", "unresolved", "gated-off")
+
+
+@dataclass(frozen=True)
+class DeclaredTie:
+    """One declared pair (target is made to share source's weight), and whether memory agrees.
+
+    Attributes
+    ----------
+    target, source
+        Canonical slot names (as the model's own code and its checkpoints name them). For an
+        ``unresolved`` declaration, the declared key joined to the declaring module's path.
+    declared_by
+        Canonical path of the module whose ``_tied_weights_keys`` holds the declaration (``""``: the root).
+    status
+        ``tied`` (they share memory), ``not-tied`` (they do not), ``unresolved`` (a key names no slot) or
+        ``gated-off`` (the declaring module's ``config.tie_word_embeddings`` is off).
+    target_path, source_path, declared_by_path
+        The same places as the (possibly wrapped) model you gave names them.
+    declared_as
+        The raw ``(target, source)`` entry of ``_tied_weights_keys`` it came from (a regex, a module name,
+        or, for a transformers 4 list, ``(target, "<input embedding>")``).
+    shares
+        Whether target and source share memory (also for ``gated-off`` pairs).
+    flag
+        The declaring module's ``config.tie_word_embeddings`` (None when it has no such flag).
+    listed
+        Whether transformers' ``all_tied_weights_keys`` bookkeeping lists the target (None: not a
+        transformers model). ``False`` for a tied pair means the bookkeeping is stale.
+    target_copy, source_copy
+        For PEFT ``modules_to_save``: ``"original"``, ``"active"`` or ``"inactive"`` when the slot is in
+        a ``ModulesToSaveWrapper`` copy, else ``""``.
+    note
+        Why an ``unresolved`` declaration resolved to nothing.
+
+    Examples
+    --------
+    >>> import torch, tiegraph
+    >>> class Tiny(torch.nn.Module):
+    ...     _tied_weights_keys = {"head.weight": "embed.weight"}
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.embed = torch.nn.Embedding(10, 4)
+    ...         self.head = torch.nn.Linear(4, 10, bias=False)
+    >>> tie = tiegraph.build_graph(Tiny()).declared_ties()[0]
+    >>> tie.target, tie.source, tie.status
+    ('head.weight', 'embed.weight', 'not-tied')
+    """
+
+    target: str
+    source: str
+    declared_by: str
+    status: str
+    target_path: str = ""
+    source_path: str = ""
+    declared_by_path: str = ""
+    declared_as: tuple[str, str] = ("", "")
+    shares: bool = False
+    flag: bool | None = None
+    listed: bool | None = None
+    target_copy: str = ""
+    source_copy: str = ""
+    note: str = ""
+
+
+def declared_ties(tg: TieGraph) -> list[DeclaredTie]:
+    """Every declared tie of the model, in declaration order, each with its status.
+
+    Parameters
+    ----------
+    tg
+        A graph from :func:`tiegraph.build_graph` (or reloaded from JSON: only the index is read).
+
+    Returns
+    -------
+    list of DeclaredTie
+        One per declared (target slot, source slot) pair; a declaration whose names match nothing is one
+        ``unresolved`` entry. A target seen through two wrapper paths (PEFT ``modules_to_save`` keeps an
+        ``original_module`` and a copy) gives one entry per path.
+
+    Examples
+    --------
+    >>> import torch, tiegraph
+    >>> class Tiny(torch.nn.Module):
+    ...     _tied_weights_keys = ["head.weight"]  # transformers 4 style: tied to the input embedding
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.embed = torch.nn.Embedding(10, 4)
+    ...         self.head = torch.nn.Linear(4, 10, bias=False)
+    ...         self.head.weight = self.embed.weight
+    ...     def get_input_embeddings(self):
+    ...         return self.embed
+    >>> [(t.target, t.source, t.status) for t in tiegraph.build_graph(Tiny()).declared_ties()]
+    [('head.weight', 'embed.weight', 'tied')]
+    """
+    return [_from_entry(entry) for entry in tg._index.declared]
+
+
+def _from_entry(entry: dict[str, Any]) -> DeclaredTie:
+    raw = entry.get("declared_as") or ("", "")
+    return DeclaredTie(
+        target=entry["target_canonical"],
+        source=entry["source_canonical"],
+        declared_by=entry["declared_by"],
+        status=entry["status"],
+        target_path=entry.get("target_path", ""),
+        source_path=entry.get("source_path", ""),
+        declared_by_path=entry.get("declared_by_path", ""),
+        declared_as=(str(raw[0]), str(raw[1])),
+        shares=bool(entry.get("shares", False)),
+        flag=entry.get("flag"),
+        listed=entry.get("listed"),
+        target_copy=entry.get("target_copy", ""),
+        source_copy=entry.get("source_copy", ""),
+        note=entry.get("note", ""),
+    )
+
+
+# ---------------------------------------------------------------------------------------------- reading
 
 
 def read_declarations(index: Index, objects: list[nn.Module], root: int) -> None:
-    """Record every declaration in ``index.declared`` (filled by the declared-ties work)."""
+    """Record every declaration in ``index.declared`` and the model's tie flags in ``index.extra``.
+
+    Called by the builder after sharing is computed; reads attributes of the module objects only (no
+    walk over parameters: the names come from the index).
+    """
+    model = objects[index.m_object[root]] if root >= 0 else objects[0]
+    index.extra["tie_config"] = _config_flags(model)
+    copies = _modules_to_save(index, objects)
+    root_keys = _instance_attr(model, "all_tied_weights_keys")
+    root_path = index.m_path[root] if root >= 0 else ""
+    for number, raw in _declaring(objects):
+        i, module = index.m_object.index(number), objects[number]  # its first module path
+        reader = _Reader(index, i, module, copies)
+        if isinstance(raw, dict):
+            if _is_pretrained(module) and type(module).get_expanded_tied_weights_keys is _expander():  # type: ignore[attr-defined]
+                pairs = reader.expand_transformers(raw)
+            else:
+                pairs = reader.expand_plain(raw)
+        else:
+            pairs = reader.expand_list(raw)
+        keys: object = root_keys if _under(index.m_path[i], root_path) else None
+        if not isinstance(keys, dict):
+            keys = _instance_attr(module, "all_tied_weights_keys")
+        reader.record(pairs, keys if isinstance(keys, dict) else None, root_keys is keys)
+
+
+def _under(path: str, prefix: str) -> bool:
+    return not prefix or path == prefix or path.startswith(prefix + ".")
+
+
+def _instance_attr(module: nn.Module, name: str) -> object:
+    return vars(module).get(name)
+
+
+def _declaring(objects: list[nn.Module]) -> list[tuple[int, dict[str, str] | list[str]]]:
+    """``(object number, raw declaration)`` of every module with its own ``_tied_weights_keys``.
+
+    Read from the instance ``__dict__``, else the class (cached per type); never through ``getattr``.
+    """
+    by_type: dict[type, object] = {}
+    out: list[tuple[int, dict[str, str] | list[str]]] = []
+    for number, module in enumerate(objects):
+        own = module.__dict__
+        if "_tied_weights_keys" in own:
+            found = own["_tied_weights_keys"]
+        else:
+            kind = type(module)
+            found = by_type.get(kind, by_type)
+            if found is by_type:
+                found = by_type[kind] = next(
+                    (
+                        k.__dict__["_tied_weights_keys"]
+                        for k in kind.__mro__
+                        if "_tied_weights_keys" in k.__dict__
+                    ),
+                    None,
+                )
+        if found:
+            raw = _plain(found)
+            if raw:
+                out.append((number, raw))
+    return out
+
+
+def _plain(found: object) -> dict[str, str] | list[str] | None:
+    """A declaration as plain strings: a dict target -> source, or a list of targets."""
+    if isinstance(found, dict):
+        return {str(k): str(v) for k, v in found.items()}
+    if isinstance(found, (set, frozenset)):
+        return sorted(str(k) for k in found)
+    if isinstance(found, (list, tuple)):
+        return [str(k) for k in found]
+    return None
+
+
+def _transformers_base() -> type | None:
+    module = sys.modules.get("transformers.modeling_utils")
+    found = getattr(module, "PreTrainedModel", None)
+    return found if isinstance(found, type) else None
+
+
+def _is_pretrained(module: nn.Module) -> bool:
+    base = _transformers_base()
+    return base is not None and isinstance(module, base)
+
+
+def _expander() -> Any:
+    base = _transformers_base()
+    return getattr(base, "get_expanded_tied_weights_keys", None)
+
+
+def _config_flags(model: nn.Module) -> dict[str, Any]:
+    """The root model's ``tie_word_embeddings`` and, for composite models, its text config's."""
+    config = _instance_attr(model, "config")
+    out: dict[str, Any] = {"config": None, "tie_word_embeddings": None, "text_tie_word_embeddings": None}
+    if config is None:
+        return out
+    out["config"] = type(config).__name__
+    out["tie_word_embeddings"] = _flag(config)
+    get_text = getattr(config, "get_text_config", None)
+    if callable(get_text):
+        try:
+            text = get_text()
+        except Exception:  # a config's own code may raise anything
+            text = None
+        if text is not None and text is not config:
+            out["text_tie_word_embeddings"] = _flag(text)
+    return out
+
+
+def _flag(config: object) -> bool | None:
+    value = getattr(config, "tie_word_embeddings", None)
+    return None if value is None else bool(value)
+
+
+def _modules_to_save(index: Index, objects: list[nn.Module]) -> list[tuple[str, str]]:
+    """``(path prefix, copy kind)`` for every PEFT ``ModulesToSaveWrapper`` copy, recorded in ``extra``."""
+    peft_other = sys.modules.get("peft.utils.other")
+    wrapper = getattr(peft_other, "ModulesToSaveWrapper", None)
+    if not isinstance(wrapper, type):
+        return []
+    prefixes: list[tuple[str, str]] = []
+    found: list[dict[str, Any]] = []
+    for number, module in enumerate(objects):
+        if not isinstance(module, wrapper):
+            continue
+        i = index.m_object.index(number)
+        path = index.m_path[i]
+        disabled = bool(getattr(module, "disable_adapters", False))
+        try:
+            active = [] if disabled else [str(a) for a in getattr(module, "active_adapters", ())]
+        except Exception:  # peft internals may change
+            active = []
+        copies = getattr(module, "modules_to_save", None)
+        names = [str(n) for n in copies] if isinstance(copies, nn.ModuleDict) else []
+        prefixes.append((join(path, "original_module") + ".", "active" if not active else "original"))
+        for name in names:
+            prefixes.append(
+                (join(path, f"modules_to_save.{name}") + ".", "active" if name in active else "inactive")
+            )
+        found.append({"path": path, "canonical": index.belongs_of(i), "active": active, "adapters": names})
+    if found:
+        index.extra["modules_to_save"] = found
+    return prefixes
+
+
+class _Names:
+    """Stands in for a ``PreTrainedModel`` in transformers' expansion: names from the index, flag forced on.
+
+    ``get_expanded_tied_weights_keys`` reads only ``_tied_weights_keys``, ``config.tie_word_embeddings`` and
+    the names of ``named_parameters``/``named_buffers``; giving it canonical names makes wrapped models
+    expand as the unwrapped model would, and forcing the flag lets a gated-off declaration be expanded too.
+    """
+
+    def __init__(self, mapping: dict[str, str], names: Callable[[bool], list[str]]) -> None:
+        self._tied_weights_keys = mapping
+        self.config = SimpleNamespace(tie_word_embeddings=True)
+        self._names = names  # names(True): parameters, names(False): buffers; asked only for regexes
+
+    def named_parameters(self, *args: Any, **kwargs: Any) -> Iterator[tuple[str, None]]:
+        return ((name, None) for name in self._names(True))
+
+    def named_buffers(self, *args: Any, **kwargs: Any) -> Iterator[tuple[str, None]]:
+        return ((name, None) for name in self._names(False))
+
+
+# One resolved or unresolved declared pair before it is recorded: target and source slots (-1: none),
+# the raw declaration, and the unresolved names (target, source) with a note.
+_Pair = tuple[int, int, tuple[str, str], tuple[str, str], str]
+
+
+class _Reader:
+    """Resolves one declaring module's declarations against the slots under it."""
+
+    def __init__(self, index: Index, module: int, obj: nn.Module, copies: list[tuple[str, str]]) -> None:
+        self.index = index
+        self.module = module
+        self.path = index.m_path[module]
+        self.canon = index.canon_of(module)
+        self.copies = copies
+        self.is_pretrained = _is_pretrained(obj)
+        self.style = "dict"
+        self.expanded_by = "tiegraph"
+        config = _instance_attr(obj, "config")
+        self.flag = _flag(config) if config is not None else None
+        # transformers: getattr(config, "tie_word_embeddings", False); plain modules: off only when said so
+        self.gated = not self.flag if self.is_pretrained else self.flag is False
+        self._names: dict[str, list[int]] | None = None
+        self._by_full: dict[str, int] | None = None
+
+    # ------------------------------------------------------------------ names under the module
+    @property
+    def names(self) -> dict[str, list[int]]:
+        """Every slot under the module by its canonical name relative to the module (named on first use)."""
+        if self._names is None:
+            index = self.index
+            prefix = self.path + "." if self.path else ""
+            cprefix = self.canon + "." if self.canon else ""
+            names: dict[str, list[int]] = {}
+            for s in index.slots_under(self.module):
+                canon = index.slot_canon_of(s)
+                if not cprefix:
+                    rel = canon
+                elif canon.startswith(cprefix):
+                    rel = canon[len(cprefix) :]
+                else:
+                    rel = index.s_name[s][len(prefix) :]
+                names.setdefault(rel, []).append(s)
+            self._names = names
+        return self._names
+
+    def named(self, rel: str) -> list[int]:
+        """Slots whose canonical name relative to the module is ``rel``.
+
+        Fast path: the slot at the plain full path, when its canonical name is ``rel`` (no wrapper renames
+        it), so a plain declaration costs a few canonical names, not the whole model's.
+        """
+        if self._names is None:
+            if self._by_full is None:
+                index = self.index
+                self._by_full = {index.s_name[s]: s for s in index.slots_under(self.module)}
+            s = self._by_full.get(join(self.path, rel))
+            if s is not None and self.index.slot_canon_of(s) == join(self.canon, rel):
+                return [s]
+        return self.names.get(rel, [])
+
+    def _param_names(self, params: bool) -> list[str]:
+        is_param = self.index.s_param
+        return [rel for rel, slots in self.names.items() if is_param[slots[0]] == params]
+
+    # ------------------------------------------------------------------ expansion
+    def expand_transformers(self, mapping: dict[str, str]) -> list[_Pair]:
+        """transformers' own expansion over the canonical names under the declaring module."""
+        self.expanded_by = "transformers"
+        expand = _expander()
+        origin: dict[str, tuple[str, str]] = {}
+        failed: dict[tuple[str, str], str] = {}
+        parts: dict[str, str] = {}
+        for target, source in mapping.items():
+            try:
+                part = expand(_Names({target: source}, self._param_names), all_submodels=False)
+            except (ValueError, re.error) as error:
+                failed[(target, source)] = str(error).split("\n", 1)[0]
+                continue
+            for key, value in part.items():
+                origin[key] = (target, source)
+                parts[key] = value
+        good = {t: s for t, s in mapping.items() if (t, s) not in failed}
+        try:
+            expanded = expand(_Names(good, self._param_names), all_submodels=False)
+        except (ValueError, re.error):
+            expanded = parts
+        pairs: list[_Pair] = []
+        for (target, source), why in failed.items():
+            pairs.append(
+                (-1, -1, (target, source), (target, source), f"transformers cannot expand it: {why}")
+            )
+        for target, source in expanded.items():
+            raw = origin.get(target, (target, source))
+            pairs.extend(self._pairs_by_name(target, source, raw))
+        return pairs
+
+    def expand_plain(self, mapping: dict[str, str]) -> list[_Pair]:
+        """Names, module names and regexes resolved by tiegraph; pairs matched by the remaining name."""
+        pairs: list[_Pair] = []
+        for target, source in mapping.items():
+            targets, sources = self._match(target), self._match(source)
+            if not targets or not sources:
+                missing = target if not targets else source
+                pairs.append((-1, -1, (target, source), (target, source), self._nothing(missing)))
+                continue
+            by_rest: dict[str, str] = {}
+            for name, rest in sources:
+                by_rest.setdefault(rest, name)
+            for name, rest in targets:
+                match = by_rest.get(rest)
+                if match is None and len(sources) == 1:
+                    match = sources[0][0]
+                if match is None:
+                    note = f"no slot of {source!r} ends like {name!r}"
+                    pairs.append((-1, -1, (target, source), (name, join(source, rest.lstrip("."))), note))
+                else:
+                    pairs.extend(self._pairs_by_name(name, match, (target, source)))
+        return pairs
+
+    def expand_list(self, targets: list[str]) -> list[_Pair]:
+        """transformers 4 lists: each target is tied to the input embedding's slot of the same attribute."""
+        self.style = "list"
+        idx = self.index
+        embedding = idx.ie_slots
+        pairs: list[_Pair] = []
+        for target in targets:
+            raw = (target, "<input embedding>")
+            matches = self._match(target)
+            if not matches:
+                pairs.append((-1, -1, raw, raw, self._nothing(target)))
+                continue
+            if not embedding:
+                why = idx.ie_note or "the model has no input embedding"
+                pairs.append((-1, -1, raw, raw, f"a list declares ties to the input embedding, but {why}"))
+                continue
+            for name, _ in matches:
+                attr = name.rsplit(".", 1)[-1]
+                source = next((s for s in embedding if idx.s_attr[s] == attr), -1)
+                if source < 0 and len(embedding) == 1:
+                    source = embedding[0]
+                if source < 0:
+                    note = f"the input embedding has no {attr!r} to tie {name!r} to"
+                    pairs.append((-1, -1, raw, (name, raw[1]), note))
+                    continue
+                pairs.extend((t, source, raw, ("", ""), "") for t in self.named(name))
+        return pairs
+
+    def _pairs_by_name(self, target: str, source: str, raw: tuple[str, str]) -> list[_Pair]:
+        targets, sources = self.named(target), self.named(source)
+        if not targets or not sources:
+            missing = target if not targets else source
+            return [(-1, -1, raw, (target, source), self._nothing(missing))]
+        return [(t, s, raw, ("", ""), "") for t in targets for s in sources]
+
+    def _match(self, key: str) -> list[tuple[str, str]]:
+        """``(name, rest)`` for the names ``key`` names: exactly, as a module prefix, or as a regex."""
+        if self.named(key):
+            return [(key, "")]
+        dotted = key + "."
+        found = [(name, name[len(key) :]) for name in self.names if name.startswith(dotted)]
+        if found:
+            return found
+        try:
+            pattern = re.compile(key)
+        except re.error:
+            return []
+        out = []
+        for name in self.names:
+            match = pattern.match(name)
+            if match and (match.end() == len(name) or name[match.end()] == "."):
+                out.append((name, name[match.end() :]))
+        return out
+
+    def _nothing(self, key: str) -> str:
+        where = repr(self.canon) if self.canon else "the model"
+        return f"{key!r} names no parameter, buffer or module under {where}"
+
+    # ------------------------------------------------------------------ recording
+    def record(self, pairs: list[_Pair], listed_in: dict[str, Any] | None, root_relative: bool) -> None:
+        idx = self.index
+        t_root, s_tensor = idx.t_root, idx.s_tensor
+        declared_by = idx.belongs_of(self.module)
+        for target, source, raw, unresolved, note in pairs:
+            entry: dict[str, Any] = {
+                "declared_by": declared_by,
+                "declared_by_path": self.path,
+                "declared_by_cls": idx.m_cls[self.module],
+                "declared_as": [raw[0], raw[1]],
+                "style": self.style,
+                "expanded_by": self.expanded_by,
+                "flag": self.flag,
+            }
+            if target < 0 or source < 0:
+                entry.update(
+                    target_slot=-1,
+                    source_slot=-1,
+                    target_canonical=join(self.canon, unresolved[0]),
+                    source_canonical=join(self.canon, unresolved[1]),
+                    target_path=join(self.path, unresolved[0]),
+                    source_path=join(self.path, unresolved[1]),
+                    status="unresolved",
+                    shares=False,
+                    listed=None,
+                    target_copy="",
+                    source_copy="",
+                    note=note,
+                )
+                idx.declared.append(entry)
+                continue
+            shares = t_root[s_tensor[target]] == t_root[s_tensor[source]]
+            status = "gated-off" if self.gated else "tied" if shares else "not-tied"
+            listed: bool | None = None
+            if listed_in is not None:
+                key = idx.slot_canon_of(target)
+                if not root_relative:
+                    key = (
+                        key[len(self.canon) + 1 :] if self.canon and key.startswith(self.canon + ".") else key
+                    )
+                listed = key in listed_in
+            entry.update(
+                target_slot=target,
+                source_slot=source,
+                target_canonical=idx.slot_canon_of(target),
+                source_canonical=idx.slot_canon_of(source),
+                target_path=idx.s_name[target],
+                source_path=idx.s_name[source],
+                status=status,
+                shares=shares,
+                listed=listed,
+                target_copy=self._copy(idx.s_name[target]),
+                source_copy=self._copy(idx.s_name[source]),
+                note="",
+            )
+            idx.declared.append(entry)
+
+    def _copy(self, name: str) -> str:
+        for prefix, kind in self.copies:
+            if name.startswith(prefix):
+                return kind
+        return ""

@@ -1,0 +1,356 @@
+"""The audit: situations where declarations, the config flag and the memory disagree, built locally.
+
+Every graph goes through the ``build`` fixture (``check_invariants``). Each test names the behaviour it
+pins; transformers/peft behaviour that the test relies on is asserted too, so a change upstream shows.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import textwrap
+from pathlib import Path
+from typing import Any, ClassVar
+
+import pytest
+import torch
+from models import HIDDEN, VOCAB, llama, modules_to_save_embed_tokens, modules_to_save_lm_head
+from torch import nn
+
+import tiegraph
+from tiegraph.audit import KINDS, Finding, audit
+from tiegraph.graph import TieGraph
+
+
+def _kinds(tg: tiegraph.TieGraph) -> list[str]:
+    return [f.kind for f in tg.audit()]
+
+
+def _one(tg: tiegraph.TieGraph, kind: str) -> Finding:
+    found = [f for f in tg.audit() if f.kind == kind]
+    assert len(found) == 1, tg.report()
+    return found[0]
+
+
+class Declared(nn.Module):
+    """A plain module declaring ``head.weight -> embed.weight``; the head is built by ``head``."""
+
+    _tied_weights_keys: ClassVar[Any] = {"head.weight": "embed.weight"}
+
+    def __init__(self, head: nn.Linear | None = None, tie: bool = True) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, HIDDEN)
+        self.head = head if head is not None else nn.Linear(HIDDEN, VOCAB, bias=False)
+        if tie:
+            self.head.weight = self.embed.weight
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embed
+
+
+# ------------------------------------------------------------------------------------- agreement
+
+
+@pytest.mark.parametrize("factory", [lambda: llama(True), lambda: llama(False), Declared])
+def test_agreeing_models_have_no_findings(build: Any, factory: Any) -> None:
+    """Tied and declared, or untied and gated off: nothing to report, and the report says so."""
+    tg = build(factory())
+    assert tg.audit() == []
+    assert "Findings: none" in tg.report()
+
+
+def test_every_finding_kind_has_a_one_sentence_template() -> None:
+    """The kinds table holds the issue's kinds, each an actionable sentence ending in a period."""
+    required = {
+        "declared-not-tied",
+        "tied-not-declared",
+        "config-says-tied-but-nothing-is",
+        "tied-although-config-says-not",
+        "unresolved-declaration",
+        "input-embedding-is-declared-target",
+        "modules-to-save-copy-untied",
+        "group-split-across-devices",
+        "group-dtype-or-shape-mismatch",
+    }
+    assert required <= set(KINDS)
+    assert all(text.endswith(".") and not re.search(r"\.\s+[A-Z]", text) for text in KINDS.values())
+
+
+# ------------------------------------------------------------------------------------- transformers
+
+
+def test_reload_checkpoint_with_changed_lm_head(build: Any, tmp_path: Path) -> None:
+    """save_pretrained a tied Llama whose lm_head was replaced, reload it: declared, flag on, not tied.
+
+    transformers 5.23 sees both keys with different values, warns, does not tie, and drops lm_head from
+    ``all_tied_weights_keys`` while ``config.tie_word_embeddings`` stays True.
+    """
+    from transformers import AutoModelForCausalLM
+
+    model = llama(True)
+    model.lm_head.weight = nn.Parameter(model.lm_head.weight.detach().clone() + 1.0)
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert loaded.config.tie_word_embeddings is True
+    assert "lm_head.weight" not in loaded.all_tied_weights_keys
+    tg = build(loaded)
+    (tie,) = tg.declared_ties()
+    assert (tie.status, tie.listed) == ("not-tied", False)
+    assert _kinds(tg) == ["declared-not-tied", "config-says-tied-but-nothing-is"]
+    finding = _one(tg, "declared-not-tied")
+    assert finding.paths == ("lm_head.weight", "model.embed_tokens.weight")
+    assert "model.tie_weights()" in finding.message
+
+
+def test_flag_flipped_off_after_tying(build: Any) -> None:
+    """Tied at construction, then config.tie_word_embeddings=False: tied although the flag says not."""
+    model = llama(True)
+    model.config.tie_word_embeddings = False
+    tg = build(model)
+    finding = _one(tg, "tied-although-config-says-not")
+    assert finding.paths == ("lm_head.weight", "model.embed_tokens.weight")
+    assert "config.tie_word_embeddings is False" in finding.message
+    assert _kinds(tg) == ["tied-although-config-says-not"]
+
+
+def test_flag_flipped_off_round_trip_loses_lm_head(build: Any, tmp_path: Path) -> None:
+    """What the finding warns about: the saved checkpoint drops lm_head and the reload re-initializes it."""
+    from transformers import AutoModelForCausalLM
+
+    model = llama(True)
+    model.config.tie_word_embeddings = False
+    model.save_pretrained(tmp_path)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert not torch.equal(loaded.lm_head.weight, model.lm_head.weight)
+    tg = build(loaded)
+    assert [t.status for t in tg.declared_ties()] == ["gated-off"]
+    assert tg.audit() == []  # now the flag and the memory agree: two different tensors
+
+
+def test_tie_weights_after_flag_flipped_on_leaves_bookkeeping_stale(build: Any) -> None:
+    """Untied Llama, flag set True, tie_weights(): tied, but all_tied_weights_keys is not refreshed.
+
+    transformers 5.23 ``tie_weights()`` recomputes the mapping to tie but never writes it back.
+    """
+    model = llama(False)
+    model.config.tie_word_embeddings = True
+    model.tie_weights()
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    assert model.all_tied_weights_keys == {}
+    tg = build(model)
+    (tie,) = tg.declared_ties()
+    assert (tie.status, tie.listed) == ("tied", False)
+    assert _kinds(tg) == ["stale-tied-weights-keys"]
+
+
+def test_hand_tied_with_flag_off_is_not_undeclared_but_flag_mismatch(build: Any) -> None:
+    """Untied Llama tied by hand: the gated-off declaration covers it; the flag is what disagrees."""
+    model = llama(False)
+    model.lm_head.weight = model.model.embed_tokens.weight
+    assert _kinds(build(model)) == ["tied-although-config-says-not"]
+
+
+def test_bert_bias_tie_broken(build: Any) -> None:
+    """BertForMaskedLM's non-embedding bias tie: replacing the decoder bias is declared-not-tied."""
+    from models import bert_mlm
+
+    model = bert_mlm()
+    decoder = model.cls.predictions.decoder
+    decoder.bias = nn.Parameter(decoder.bias.detach().clone())
+    finding = _one(build(model), "declared-not-tied")
+    assert finding.paths == ("cls.predictions.bias", "cls.predictions.decoder.bias")
+
+
+def test_tie_group_split_across_devices(build: Any) -> None:
+    """A device map moving lm_head alone (meta stands for the second device) splits the tie.
+
+    accelerate's ``set_module_tensor_to_device`` replaces only that module's parameter, as dispatch does.
+    """
+    from accelerate.utils import set_module_tensor_to_device
+
+    model = llama(True)
+    set_module_tensor_to_device(model, "lm_head.weight", "meta")
+    tg = build(model)
+    finding = _one(tg, "group-split-across-devices")
+    assert finding.paths == ("lm_head.weight", "model.embed_tokens.weight")
+    assert "cpu" in finding.message and "meta" in finding.message
+    assert _kinds(tg) == ["group-split-across-devices"]  # the flag is right: no config finding
+
+
+def test_resized_embedding_cannot_be_tied(build: Any) -> None:
+    """An lm_head of another shape than the embedding cannot be its tied weight: dtype-or-shape mismatch."""
+    model = Declared(head=nn.Linear(HIDDEN, VOCAB + 8, bias=False), tie=False)
+    finding = _one(build(model), "group-dtype-or-shape-mismatch")
+    assert f"({VOCAB + 8}, {HIDDEN})" in finding.message
+
+
+def test_tie_group_with_two_dtypes(build: Any) -> None:
+    """A storage viewed as two dtypes is one tie group that cannot be one weight."""
+    m = nn.Module()
+    m.a = nn.Linear(4, 4, bias=False)
+    m.register_buffer("b", m.a.weight.detach().view(torch.int32))
+    finding = _one(build(m), "group-dtype-or-shape-mismatch")
+    assert "float32 and int32" in finding.message
+
+
+# ------------------------------------------------------------------------------------- plain modules
+
+
+def test_tied_but_not_declared(build: Any) -> None:
+    """A real tie that no ``_tied_weights_keys`` declares is reported once per group."""
+    m = nn.Module()
+    m.a, m.b, m.c = nn.Linear(2, 2), nn.Linear(2, 2), nn.Linear(2, 2)
+    m.b.weight = m.a.weight
+    m.c.weight = m.a.weight
+    finding = _one(build(m), "tied-not-declared")
+    assert finding.paths == ("a.weight", "b.weight", "c.weight")
+
+
+def test_partly_declared_group_is_undeclared(build: Any) -> None:
+    """Declaring one pair of a three-slot group leaves the third slot undeclared."""
+    model = Declared()
+    model.extra = nn.Linear(HIDDEN, VOCAB, bias=False)
+    model.extra.weight = model.embed.weight
+    finding = _one(build(model), "tied-not-declared")
+    assert finding.paths == ("embed.weight", "extra.weight", "head.weight")
+
+
+def test_unresolved_declaration(build: Any) -> None:
+    """A key naming nothing under the declaring module is an unresolved-declaration finding."""
+    model = Declared()
+    model._tied_weights_keys = {"head.weight": "embed.weight", "lm_head.weight": "embed.weight"}
+    finding = _one(build(model), "unresolved-declaration")
+    assert "'lm_head.weight' names no parameter" in finding.message
+
+
+def test_input_embedding_is_declared_target(build: Any) -> None:
+    """The input embedding declared as a target: tie_weights() overwrites it with the source."""
+
+    class EncoderFirst(nn.Module):
+        _tied_weights_keys: ClassVar[Any] = {"enc.weight": "shared.weight"}
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.shared = nn.Embedding(VOCAB, HIDDEN)
+            self.enc = nn.Embedding(VOCAB, HIDDEN)
+            self.enc.weight = self.shared.weight
+
+        def get_input_embeddings(self) -> nn.Module:
+            return self.enc
+
+    finding = _one(build(EncoderFirst()), "input-embedding-is-declared-target")
+    assert finding.paths == ("enc.weight", "shared.weight")
+
+
+def test_custom_v4_list_declared_not_tied(build: Any) -> None:
+    """A v4 list whose target is no longer tied to the input embedding is declared-not-tied."""
+
+    class Listed(nn.Module):
+        _tied_weights_keys: ClassVar[Any] = ["head.weight"]
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(VOCAB, HIDDEN)
+            self.head = nn.Linear(HIDDEN, VOCAB, bias=False)
+
+        def get_input_embeddings(self) -> nn.Module:
+            return self.embed
+
+    assert _kinds(build(Listed())) == ["declared-not-tied"]
+
+
+# ------------------------------------------------------------------------------------- PEFT
+
+
+def test_modules_to_save_lm_head_copy_untied(build: Any) -> None:
+    """PEFT modules_to_save=["lm_head"]: the active deepcopy is untied, original_module tied (peft#2777)."""
+    tg = build(modules_to_save_lm_head())
+    assert tg.tied_to_input_embedding() == ["lm_head"]  # through original_module
+    finding = _one(tg, "modules-to-save-copy-untied")
+    assert "base_model.model.lm_head.modules_to_save.default.weight" in finding.message
+    assert _kinds(tg) == ["modules-to-save-copy-untied"]
+    assert "active copy: default" in tg.report()
+
+
+def test_modules_to_save_embed_tokens_copy_untied(build: Any) -> None:
+    """modules_to_save on the input embedding: its active copy is untied from lm_head."""
+    finding = _one(build(modules_to_save_embed_tokens()), "modules-to-save-copy-untied")
+    assert "embed_tokens.modules_to_save.default.weight" in finding.message
+
+
+# ------------------------------------------------------------------------------------- graph only
+
+
+def test_audit_reads_only_the_graph(build: Any) -> None:
+    """A TieGraph rebuilt from its networkx graph audits and reports the same (no model needed)."""
+    model = llama(True)
+    model.config.tie_word_embeddings = False
+    tg = build(model)
+    back = TieGraph.from_graph(tg.graph)
+    assert audit(back) == tg.audit()
+    assert back.report() == tg.report()
+
+
+# ------------------------------------------------------------------------------------- report
+
+
+def test_report_plain_model_golden(build: Any) -> None:
+    """The report: header, groups, declarations with status, findings wrapped under their kind."""
+    model = Declared(tie=False)
+    model.other = nn.Linear(2, 2)
+    model.again = nn.Linear(2, 2)
+    model.again.weight = model.other.weight
+    tg = build(model)
+    assert str(tg) == tg.report()
+    assert tg.report() == textwrap.dedent(
+        """\
+        Declared: 5 module paths, 6 slots, input embedding embed
+
+        Tie groups (1)
+          [1] float32 (2, 2) cpu
+            again.weight
+            other.weight
+
+        Declared ties (1)
+          status    target       source        declared by
+          not-tied  head.weight  embed.weight  Declared
+
+        Findings (2)
+          declared-not-tied: embed.weight, head.weight
+            head.weight is declared tied to embed.weight (by Declared) but they do not share memory, so they
+            train and save as two tensors; call model.tie_weights() to tie them, or declare them untied
+            (config.tie_word_embeddings=False) if the checkpoint really holds two different tensors.
+          tied-not-declared: again.weight, other.weight
+            again.weight and other.weight share memory but no _tied_weights_keys declares it, so loaders and
+            PEFT do not know they are one weight; declare the tie on the model, or untie them by giving one
+            a copy, nn.Parameter(weight.detach().clone())."""
+    )
+
+
+def test_report_wrapped_model_shows_full_paths(build: Any) -> None:
+    """Canonical names first; full paths in brackets where a wrapper renames them."""
+    tg = build(modules_to_save_lm_head())
+    text = tg.report()
+    assert "    lm_head.weight             [base_model.model.lm_head.original_module.weight]" in text
+    assert "[base_model.model.lm_head.modules_to_save.default.weight (active copy) <-" in text
+    assert "config.tie_word_embeddings=True" in text
+    assert max(len(line) for line in text.splitlines()) <= 110
+
+
+def test_report_fits_a_terminal_for_many_groups(build: Any) -> None:
+    """Many tie groups are capped with a pointer to tie_groups()."""
+    m = nn.Module()
+    m.src = nn.ModuleList(nn.Linear(2, 2, bias=False) for _ in range(30))
+    m.dst = nn.ModuleList(nn.Linear(2, 2, bias=False) for _ in range(30))
+    for a, b in zip(m.src, m.dst, strict=True):
+        b.weight = a.weight
+    text = build(m).report()
+    assert "Tie groups (30)" in text
+    assert "... 10 more (all of them: tg.tie_groups())" in text
+
+
+def test_logging_quiet(caplog: pytest.LogCaptureFixture, build: Any) -> None:
+    """Auditing logs nothing (the library warns through findings, not logs)."""
+    with caplog.at_level(logging.DEBUG, logger="tiegraph"):
+        build(Declared(tie=False)).audit()
+    assert caplog.records == []
