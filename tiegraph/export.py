@@ -595,47 +595,29 @@ def to_pydot(
                         ),
                     )
                 )
+
+    def relation(a: str, b: str, color: str, style: str, tooltip: str, **extra: Any) -> None:
+        """A slot-to-slot edge: drawn, but left out of the ranking (labels go in ``xlabel``: Graphviz
+        crashes on labelled edges that do not constrain the layout)."""
+        extra.setdefault("penwidth", "2")
+        attrs = _attrs(color=color, style=style, constraint="false", tooltip=_plain(tooltip), **extra)
+        dot.add_edge(pydot.Edge(view.dot_id[a], view.dot_id[b], **attrs))
+
     for (a, b), how in view.shares.items():
         if a in chosen and b in chosen:
             style, text = _SHARE_STYLE[how]
-            dot.add_edge(
-                pydot.Edge(
-                    view.dot_id[a],
-                    view.dot_id[b],
-                    **_attrs(
-                        color=_SHARE_COLOR,
-                        style=style,
-                        penwidth="2.5",
-                        dir="none",
-                        constraint="false",
-                        tooltip=_plain(f"shares ({text}): {G.nodes[a]['name']} -- {G.nodes[b]['name']}"),
-                    ),
-                )
-            )
+            names = f"{G.nodes[a]['name']} -- {G.nodes[b]['name']}"
+            relation(a, b, _SHARE_COLOR, style, f"shares ({text}): {names}", penwidth="2.5", dir="none")
             used.add(f"shares:{how}")
     for u, v, data in view.declares:
         if u in chosen and v in chosen:
             status = str(data.get("status"))
             color, style, text = _DECLARED_STYLE.get(status, _DECLARED_STYLE["unresolved"])
             by = data.get("declared_by")
-            dot.add_edge(
-                pydot.Edge(
-                    view.dot_id[u],
-                    view.dot_id[v],
-                    **_attrs(
-                        color=color,
-                        fontcolor=color,
-                        style=style,
-                        penwidth="2",
-                        constraint="false",
-                        xlabel=None if status == "tied" else _plain(text),
-                        tooltip=_plain(
-                            f"{text}: {G.nodes[u]['name']} -> {G.nodes[v]['name']}"
-                            + (f" (declared by {by or '(root)'})" if by is not None else "")
-                        ),
-                    ),
-                )
-            )
+            tip = f"{text}: {G.nodes[u]['name']} -> {G.nodes[v]['name']}"
+            tip += f" (declared by {by or '(root)'})" if by is not None else ""
+            xlabel = None if status == "tied" else _plain(text)
+            relation(u, v, color, style, tip, fontcolor=color, xlabel=xlabel)
             used.add(f"declares:{status}")
     by_name: dict[str, list[str]] = {}
     for s in slot_order:
@@ -644,25 +626,10 @@ def to_pydot(
         heads: dict[int, str] = {}
         for s in slots:
             heads.setdefault(view.group[s], s)
-        firsts = list(heads.values())
-        for a, b in itertools.pairwise(firsts):
-            color, style, text = _SAME_NAME
-            dot.add_edge(
-                pydot.Edge(
-                    view.dot_id[a],
-                    view.dot_id[b],
-                    **_attrs(
-                        color=color,
-                        fontcolor=color,
-                        style=style,
-                        penwidth="2",
-                        dir="none",
-                        constraint="false",
-                        xlabel=text,
-                        tooltip=_plain(f"{name}: two copies at different memory"),
-                    ),
-                )
-            )
+        color, style, text = _SAME_NAME
+        for a, b in itertools.pairwise(heads.values()):
+            tip = f"{name}: two copies at different memory"
+            relation(a, b, color, style, tip, fontcolor=color, dir="none", xlabel=text)
             used.add("same-name")
 
     unresolved = [d for d in G.graph.get("declared") or [] if d.get("status") == "unresolved"]
