@@ -60,7 +60,6 @@ def _alarm(signum: int, frame: Any) -> None:
 
 def _init_worker() -> None:
     quiet_libraries(verbose=False)
-    signal.signal(signal.SIGALRM, _alarm)
 
 
 def survey_one(item: Item, time_limit: float = 60.0) -> dict[str, Any]:
@@ -73,7 +72,9 @@ def survey_one(item: Item, time_limit: float = 60.0) -> dict[str, Any]:
     row: dict[str, Any] = {"model_type": model_type, "class": cls_name, "tasks": tasks}
     start = time.perf_counter()
     use_alarm = time_limit > 0 and hasattr(signal, "setitimer")
+    previous: Any = None
     if use_alarm:
+        previous = signal.signal(signal.SIGALRM, _alarm)  # only the main thread may; workers run there
         signal.setitimer(signal.ITIMER_REAL, time_limit)
     stage = "config"
     try:
@@ -103,6 +104,7 @@ def survey_one(item: Item, time_limit: float = 60.0) -> dict[str, Any]:
     finally:
         if use_alarm:
             signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
     row["seconds"] = round(time.perf_counter() - start, 3)
     return row
 
