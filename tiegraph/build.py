@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import sys
 import warnings
+from itertools import compress
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -311,7 +312,7 @@ def _share(index: Index, tensors: list[torch.Tensor], flat: FlatViews = _NO_FLAT
     t_dtype, t_shape, t_device, t_grad = index.t_dtype, index.t_shape, index.t_device, index.t_grad
     st_id, st_device, st_nbytes = index.st_id, index.st_device, index.st_nbytes
     extents: dict[int, Extent] = {}  # only the strided (non-contiguous) ones
-    buckets: dict[int, list[int]] = {}
+    repeated: set[int] = set()  # storages read by two or more tensors
     plain = (torch.Tensor, nn.Parameter)
     for number, tensor in enumerate(tensors):
         local = tensor if type(tensor) in plain else _local(tensor)
@@ -329,38 +330,41 @@ def _share(index: Index, tensors: list[torch.Tensor], flat: FlatViews = _NO_FLAT
         t_grad.append(tensor.requires_grad)
         try:
             storage = local.untyped_storage()
+            pointer = storage.data_ptr()  # wrapper subclasses may have a storage that cannot be read
         except (RuntimeError, NotImplementedError, TypeError, AttributeError):
             t_storage.append(-1)
             t_start.append(0)
             t_stop.append(0)
             continue
-        pointer = storage.data_ptr()
         key: object = (name, pointer) if pointer else storage._cdata
         st = storage_number.get(key)
         if st is None:
             st = storage_number[key] = len(st_id)
-            st_id.append(f"{name}:{pointer:#x}" if pointer else f"{name}:storage-{len(st_id)}")
+            st_id.append(f"{name}:{pointer:#x}" if pointer else f"{name}:storage-{st}")
             st_device.append(name)
             st_nbytes.append(storage.nbytes())
-            buckets[st] = [number]
         else:
-            buckets[st].append(number)
+            repeated.add(st)
         t_storage.append(st)
-        numel = int(local.numel())
-        if numel == 0:
+        nbytes = int(local.nbytes)
+        if not nbytes:  # empty: reads no byte
             t_start.append(0)
             t_stop.append(0)
-            buckets[st].pop()
             continue
         itemsize = local.element_size()
         offset = int(local.storage_offset()) * itemsize
         t_start.append(offset)
         if local.is_contiguous():
-            t_stop.append(offset + numel * itemsize)
+            t_stop.append(offset + nbytes)
         else:
             extent = strided_extent(local, offset, itemsize)
             extents[number] = extent
             t_stop.append(extent.stop)
+    # only storages read by two or more (non-empty) tensors can hold a share; the others cost nothing more
+    buckets: dict[int, list[int]] = {st: [] for st in sorted(repeated)}
+    for number in compress(range(len(tensors)), map(repeated.__contains__, t_storage)):
+        if t_stop[number]:
+            buckets[t_storage[number]].append(number)
     if flat.shapes or flat.containers:
         _flat_params(index, tensors, flat, buckets)
     roots, edges = share_components(len(tensors), buckets, t_start, t_stop, extents)

@@ -340,6 +340,8 @@ def share_components(
             ri, rj = find(i), find(j)
             if ri != rj:
                 parent[max(ri, rj)] = min(ri, rj)
+    if not edges:  # nothing merged: every tensor is its own root (most models: ties are one object)
+        return parent, edges
     return [find(i) for i in range(count)], edges
 
 
