@@ -70,7 +70,7 @@ def survey_one(item: Item, time_limit: float = 60.0) -> dict[str, Any]:
 
     model_type, cls_name, tasks = item
     row: dict[str, Any] = {"model_type": model_type, "class": cls_name, "tasks": tasks}
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     use_alarm = time_limit > 0 and hasattr(signal, "setitimer")
     previous: Any = None
     if use_alarm:
@@ -80,10 +80,12 @@ def survey_one(item: Item, time_limit: float = 60.0) -> dict[str, Any]:
     try:
         config = transformers.AutoConfig.for_model(model_type)
         stage = "class"
-        cls = getattr(transformers, cls_name)
+        getattr(transformers, cls_name)  # the class must exist
+        auto = getattr(transformers, TASKS[tasks[0]][0]) if tasks else None
         stage = "build"
         with on_meta():
-            model = cls._from_config(config)
+            # The task's auto class, as users build it: it hands composite configs' text config on.
+            model = auto.from_config(config) if auto else getattr(transformers, cls_name)._from_config(config)
         stage = "graph"
         tg = tiegraph.build_graph(model)
         row["parameters"] = sum(p.numel() for p in model.parameters())
@@ -106,6 +108,7 @@ def survey_one(item: Item, time_limit: float = 60.0) -> dict[str, Any]:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
     row["seconds"] = round(time.perf_counter() - start, 3)
+    row["cpu_seconds"] = round(time.process_time() - cpu, 3)
     return row
 
 
@@ -220,8 +223,10 @@ def format_summary(rows: Sequence[dict[str, Any]], seconds: float, jobs: int) ->
     status = Counter(r["status"] for r in rows if r["status"] != "ok")
     tied = [r for r in ok if r.get("tied_to_input_embedding")]
     grouped = [r for r in ok if r.get("tie_groups")]
+    cpu = sum(r.get("cpu_seconds", 0.0) for r in rows)
     lines = [
-        f"{len(rows)} architectures in {seconds:.1f} s on {jobs} worker{'s' if jobs != 1 else ''}: "
+        f"{len(rows)} architectures in {seconds:.1f} s on {jobs} worker{'s' if jobs != 1 else ''} "
+        f"({cpu:.0f} s of worker CPU time): "
         f"{len(ok)} built"
         + "".join(f", {n} {s}" for s, n in sorted(status.items()))
         + f"; {len(tied)} tie the input embedding to something, {len(grouped)} have tie groups."
@@ -244,7 +249,7 @@ def _md(text: str) -> str:
 
 def format_markdown(rows: Sequence[dict[str, Any]], seconds: float, jobs: int, meta: dict[str, Any]) -> str:
     """The survey as a markdown document (the table in ``docs/survey.md``)."""
-    versions = ", ".join(f"{k} {v}" for k, v in meta.items())
+    versions = ", ".join(f"{k} {v}" for k, v in meta.items() if k != "tasks")
     out = [
         "# Survey of the transformers zoo",
         "",
@@ -263,6 +268,14 @@ def format_markdown(rows: Sequence[dict[str, Any]], seconds: float, jobs: int, m
         "|" + "---|" * len(HEADER),
     ]
     out.extend("| " + " | ".join(_md(c) for c in _cells(r)) + " |" for r in rows if r["status"] == "ok")
+    flagged = [r for r in rows if r["status"] == "ok" and r.get("findings")]
+    if flagged:
+        out += ["", f"## Findings ({len(flagged)} architectures)", ""]
+        for r in flagged:
+            out.append(f"- **{r['model_type']}** `{r['class']}`:")
+            out.extend(
+                f"  - `{f['kind']}` ({', '.join(f['paths'] or [])}): {f['message']}" for f in r["findings"]
+            )
     failed = [r for r in rows if r["status"] != "ok"]
     if failed:
         out += ["", f"## Not built ({len(failed)})", "", "| architecture | class | reason |", "|---|---|---|"]

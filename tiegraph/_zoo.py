@@ -296,7 +296,7 @@ def _build_meta(cls: type, config: Any, *, trust_remote_code: bool = False, auto
     except UsageError:
         raise
     except Exception as exc:
-        name = getattr(cls, "__name__", auto)
+        name = auto if cls is type(None) else getattr(cls, "__name__", auto)
         raise UsageError(f"{name} could not be built from its config: {_one_line(exc)}") from None
 
 
@@ -328,7 +328,8 @@ def build_model_type(
         raise UsageError(f"the {model_type} config rejects --set {top}: {_one_line(exc)}") from None
     _apply_sets(config, [(p, v) for p, v in sets if len(p) > 1])
     cls, picked = _pick_class(model_type, cls_name, task)
-    model = _build_meta(cls, config)
+    # Through the task's auto class when picked by task: it passes composite configs' text config on.
+    model = _build_meta(cls, config, auto=TASKS[picked][0] if picked else "")
     how = f"task {picked}" if picked else "--class"
     return Built(model, "model-type", model_type, type(model).__name__, f"default {model_type} config, {how}")
 
@@ -422,8 +423,8 @@ def build_checkpoint(
     _apply_sets(config, sets)
     files = read_checkpoint(directory)
     if cls_name or task:
-        cls, _ = _pick_class(config.model_type, cls_name, task)
-        model = _build_meta(cls, config)
+        cls, picked = _pick_class(config.model_type, cls_name, task)
+        model = _build_meta(cls, config, auto=TASKS[picked][0] if picked else "")
     else:
         import transformers
 
@@ -435,8 +436,8 @@ def build_checkpoint(
             auto = next((a for a in config.auto_map if a.startswith("AutoModel")), "AutoModel")
             model = _build_meta(type(None), config, trust_remote_code=True, auto=auto)
         else:
-            cls, _ = _pick_class(config.model_type, None, None)
-            model = _build_meta(cls, config)
+            cls, picked = _pick_class(config.model_type, None, None)
+            model = _build_meta(cls, config, auto=TASKS[picked][0])
     return Built(
         model, "checkpoint", str(directory), type(model).__name__, "its config.json", checkpoint=files
     )
