@@ -192,8 +192,8 @@ FULL: list[tuple[str, Callable[[], nn.Module], int, str]] = [
     ("llama-70b-meta", llama_70b_meta, 200, "meta"),
     ("deepseek-v3-meta", deepseek_v3_meta, 100, "meta"),
     ("t5-cpu", t5_cpu, 200, "cpu"),
-    ("llama-thin-cpu", llama_thin_cpu, 50, "cpu"),
-    ("synthetic-100k-meta", synthetic_meta, 15, "meta"),
+    ("llama-thin-cpu", llama_thin_cpu, 40, "cpu"),
+    ("synthetic-100k-meta", synthetic_meta, 5, "meta"),
     ("peft-lora-llama-cpu", peft_llama, 200, "cpu"),
 ]
 SMOKE: list[tuple[str, Callable[[], nn.Module], int, str]] = [
