@@ -25,7 +25,6 @@ class Index:
         self.m_name: list[str] = []  # segment under the parent
         self.m_object: list[int] = []  # distinct module object number (aliases share it)
         self.m_cls: list[str] = []
-        self.m_end: list[int] = []  # module paths [i, m_end[i]) are i and everything under it (pre-order)
         self.m_slot0: list[int] = []  # first slot owned by module path i or a later one
         # slots, in named_parameters then named_buffers order per module
         self.s_name: list[str] = []
@@ -118,8 +117,24 @@ class Index:
         self._m_canon, self._m_belongs, self._s_canon = list(m_canon), list(m_belongs), list(s_canon)
         self.namer = self.slot_namer = None
 
+    def subtree_end(self, i: int) -> int:
+        """Module paths ``i .. subtree_end(i) - 1`` are ``i`` and everything under it (pre-order)."""
+        parent = self.m_parent
+        count = len(parent)
+        if i == 0:
+            return count
+        end = i + 1
+        while end < count:
+            p = parent[end]
+            while p > i:  # ancestors come before their descendants in pre-order
+                p = parent[p]
+            if p != i:
+                break
+            end += 1
+        return end
+
     def slots_under(self, i: int) -> range:
         """Slots owned by module path ``i`` or by any path under it."""
-        end = self.m_end[i]
+        end = self.subtree_end(i)
         stop = self.m_slot0[end] if end < len(self.m_slot0) else len(self.s_name)
         return range(self.m_slot0[i], stop)

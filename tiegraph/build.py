@@ -36,8 +36,6 @@ __all__ = ["build_graph"]
 
 InputEmbedding = nn.Module | torch.Tensor | str | None
 
-_EXIT = object()
-
 
 def build_graph(model: nn.Module, *, input_embedding: InputEmbedding = None) -> TieGraph:
     """Build the parameter-sharing graph of a model, wrapped or not.
@@ -104,86 +102,86 @@ def build_graph(model: nn.Module, *, input_embedding: InputEmbedding = None) -> 
 def _walk(model: nn.Module) -> tuple[Index, list[nn.Module], dict[int, int], list[torch.Tensor]]:
     """Visit every module path (aliases included) in ``named_modules(remove_duplicate=False)`` order.
 
-    Records paths, parents, module objects and slots only; canonical names are left to :class:`_Namer`.
+    Records paths, parents, module objects and slots only, one tuple each (transposed at the end: one
+    append per module and per slot is what keeps this close to a bare ``named_parameters`` walk);
+    canonical names are left to :class:`_Namer`.
     """
     index = Index()
-    m_path, m_parent, m_name, m_object = index.m_path, index.m_parent, index.m_name, index.m_object
-    m_end, m_slot0 = index.m_end, index.m_slot0
-    s_name, s_owner, s_attr, s_param, s_tensor = (
-        index.s_name,
-        index.s_owner,
-        index.s_attr,
-        index.s_param,
-        index.s_tensor,
-    )
+    module_rows: list[tuple[str, int, str, int, int]] = []  # path, parent, name, object, first slot
+    slot_rows: list[tuple[str, int, str, bool, int]] = []  # name, owner, attr, is parameter, tensor
+    add_module, add_slot = module_rows.append, slot_rows.append
     types: list[type] = []
     objects: list[nn.Module] = []
     object_number: dict[int, int] = {}
     tensors: list[torch.Tensor] = []
     tensor_number: dict[int, int] = {}
-    on_path: dict[int, str] = {}
-    exit_mark = _EXIT
 
-    stack: list[tuple[Any, str, int, str]] = [(model, "", -1, "")]
+    stack: list[tuple[Any, str, int, str, int]] = [(model, "", -1, "", 0)]
     pop, push = stack.pop, stack.append
     while stack:
-        module, path, parent, name = pop()
-        if module is exit_mark:
-            del on_path[id(objects[m_object[parent]])]
-            m_end[parent] = len(m_path)
-            continue
+        module, path, parent, name, depth = pop()
         key = id(module)
-        i = len(m_path)
-        m_path.append(path)
-        m_parent.append(parent)
-        m_name.append(name)
-        m_end.append(i + 1)
-        m_slot0.append(len(s_name))
         number = object_number.get(key)
         if number is None:
             number = object_number[key] = len(objects)
             objects.append(module)
             types.append(type(module))
-        m_object.append(number)
+        i = len(module_rows)
+        add_module((path, parent, name, number, len(slot_rows)))
         dot = path + "." if path else ""
-        for attr, tensor in module._parameters.items():
-            if tensor is not None:
-                t = tensor_number.get(id(tensor))
-                if t is None:
-                    t = tensor_number[id(tensor)] = len(tensors)
-                    tensors.append(tensor)
-                s_name.append(dot + attr)
-                s_owner.append(i)
-                s_attr.append(attr)
-                s_param.append(True)
-                s_tensor.append(t)
-        for attr, tensor in module._buffers.items():
-            if tensor is not None:
-                t = tensor_number.get(id(tensor))
-                if t is None:
-                    t = tensor_number[id(tensor)] = len(tensors)
-                    tensors.append(tensor)
-                s_name.append(dot + attr)
-                s_owner.append(i)
-                s_attr.append(attr)
-                s_param.append(False)
-                s_tensor.append(t)
+        params = module._parameters
+        if params:
+            for attr, tensor in params.items():
+                if tensor is not None:
+                    t = tensor_number.get(id(tensor))
+                    if t is None:
+                        t = tensor_number[id(tensor)] = len(tensors)
+                        tensors.append(tensor)
+                    add_slot((dot + attr, i, attr, True, t))
+        buffers = module._buffers
+        if buffers:
+            for attr, tensor in buffers.items():
+                if tensor is not None:
+                    t = tensor_number.get(id(tensor))
+                    if t is None:
+                        t = tensor_number[id(tensor)] = len(tensors)
+                        tensors.append(tensor)
+                    add_slot((dot + attr, i, attr, False, t))
         children = module._modules
         if children:
-            if key in on_path:
-                raise CycleError(
-                    f"the module tree has a cycle: {path!r} is the same {type(module).__name__} object as "
-                    f"its ancestor {on_path[key] or '<root>'!r}; remove the cycle (torch's own "
-                    "named_modules would recurse forever on it)"
-                )
-            on_path[key] = path
-            push((exit_mark, "", i, ""))
+            # a path longer than the number of distinct modules seen must repeat one: a cycle
+            if depth >= len(objects):
+                _raise_cycle(module_rows, objects, i)
+            depth += 1
             for child_name, child in reversed(children.items()):
                 if child is not None:
-                    push((child, dot + child_name, i, child_name))
-    index.m_cls = [types[n].__name__ for n in m_object]
+                    push((child, dot + child_name, i, child_name, depth))
+    columns = list(zip(*module_rows, strict=True))
+    index.m_path, index.m_parent, index.m_name, index.m_object, index.m_slot0 = map(list, columns)
+    if slot_rows:
+        columns = list(zip(*slot_rows, strict=True))
+        index.s_name, index.s_owner, index.s_attr, index.s_param, index.s_tensor = map(list, columns)
+    index.m_cls = [types[n].__name__ for n in index.m_object]
     _Namer(index, types).attach()
     return index, objects, object_number, tensors
+
+
+def _raise_cycle(rows: list[tuple[str, int, str, int, int]], objects: list[nn.Module], i: int) -> None:
+    """Find the module that is its own ancestor on the path to row ``i`` and name it."""
+    seen: dict[int, str] = {}
+    chain = []
+    while i >= 0:
+        chain.append(i)
+        i = rows[i][1]
+    for row in reversed(chain):  # from the root down: the first repeat is the cycle's entry
+        path, _, _, number, _ = rows[row]
+        if number in seen:
+            raise CycleError(
+                f"the module tree has a cycle: {path!r} is the same {type(objects[number]).__name__} object "
+                f"as its ancestor {seen[number] or '<root>'!r}; remove the cycle (torch's own "
+                "named_modules would recurse forever on it)"
+            )
+        seen[number] = path
 
 
 class _Namer:
@@ -215,9 +213,6 @@ class _Namer:
     def model_root(self) -> int:
         """The outermost non-wrapper module that is a transformers model or has ``get_input_embeddings``."""
         index, rule_for = self.index, self.resolver.rule_for
-        first_path: dict[int, int] = {}
-        for i, number in enumerate(index.m_object):
-            first_path.setdefault(number, i)
         verdict: dict[type, bool] = {}
         best, best_depth = -1, 1 << 30
         for number, kind in enumerate(self.types):
@@ -225,7 +220,7 @@ class _Namer:
             if ok is None:
                 ok = verdict[kind] = not rule_for(kind).is_wrapper and is_model_root_type(kind)
             if ok:
-                i = first_path[number]
+                i = index.m_object.index(number)  # its first path
                 canon = self.raw_names(i)[0]
                 depth = canon.count(".") + 1 if canon else 0
                 if depth < best_depth or (depth == best_depth and i < best):
@@ -306,13 +301,13 @@ def _share(index: Index, tensors: list[torch.Tensor], flat: FlatViews = _NO_FLAT
     of its unit and is left out of the share relation (it would merge them all into one group).
     """
     storage_number: dict[object, int] = {}
-    dtype_names: dict[torch.dtype, str] = {}
+    dtypes: dict[torch.dtype, tuple[str, int]] = {}  # name, itemsize
     device_names: dict[torch.device, str] = {}
-    t_storage, t_start, t_stop = index.t_storage, index.t_start, index.t_stop
-    t_dtype, t_shape, t_device, t_grad = index.t_dtype, index.t_shape, index.t_device, index.t_grad
     st_id, st_device, st_nbytes = index.st_id, index.st_device, index.st_nbytes
     extents: dict[int, Extent] = {}  # only the strided (non-contiguous) ones
     repeated: set[int] = set()  # storages read by two or more tensors
+    rows: list[tuple[str, str, torch.Size, bool, int, int, int]] = []
+    add = rows.append
     plain = (torch.Tensor, nn.Parameter)
     for number, tensor in enumerate(tensors):
         local = tensor if type(tensor) in plain else _local(tensor)
@@ -320,21 +315,16 @@ def _share(index: Index, tensors: list[torch.Tensor], flat: FlatViews = _NO_FLAT
         name = device_names.get(device)
         if name is None:
             name = device_names[device] = str(device)
-        t_device.append(name)
         dtype = local.dtype
-        dname = dtype_names.get(dtype)
-        if dname is None:
-            dname = dtype_names[dtype] = str(dtype).removeprefix("torch.")
-        t_dtype.append(dname)
-        t_shape.append(tensor.shape)
-        t_grad.append(tensor.requires_grad)
+        known = dtypes.get(dtype)
+        if known is None:
+            known = dtypes[dtype] = (str(dtype).removeprefix("torch."), local.element_size())
+        dname, itemsize = known
         try:
             storage = local.untyped_storage()
             pointer = storage.data_ptr()  # wrapper subclasses may have a storage that cannot be read
         except (RuntimeError, NotImplementedError, TypeError, AttributeError):
-            t_storage.append(-1)
-            t_start.append(0)
-            t_stop.append(0)
+            add((name, dname, tensor.shape, tensor.requires_grad, -1, 0, 0))
             continue
         key: object = (name, pointer) if pointer else storage._cdata
         st = storage_number.get(key)
@@ -345,21 +335,21 @@ def _share(index: Index, tensors: list[torch.Tensor], flat: FlatViews = _NO_FLAT
             st_nbytes.append(storage.nbytes())
         else:
             repeated.add(st)
-        t_storage.append(st)
         nbytes = int(local.nbytes)
         if not nbytes:  # empty: reads no byte
-            t_start.append(0)
-            t_stop.append(0)
-            continue
-        itemsize = local.element_size()
-        offset = int(local.storage_offset()) * itemsize
-        t_start.append(offset)
-        if local.is_contiguous():
-            t_stop.append(offset + nbytes)
+            add((name, dname, tensor.shape, tensor.requires_grad, st, 0, 0))
+        elif local.is_contiguous():
+            offset = int(local.storage_offset()) * itemsize
+            add((name, dname, tensor.shape, tensor.requires_grad, st, offset, offset + nbytes))
         else:
-            extent = strided_extent(local, offset, itemsize)
-            extents[number] = extent
-            t_stop.append(extent.stop)
+            offset = int(local.storage_offset()) * itemsize
+            extent = extents[number] = strided_extent(local, offset, itemsize)
+            add((name, dname, tensor.shape, tensor.requires_grad, st, offset, extent.stop))
+    if rows:
+        columns = list(zip(*rows, strict=True))
+        index.t_device, index.t_dtype, index.t_shape, index.t_grad = map(list, columns[:4])
+        index.t_storage, index.t_start, index.t_stop = map(list, columns[4:])
+    t_storage, t_start, t_stop, t_shape = index.t_storage, index.t_start, index.t_stop, index.t_shape
     # only storages read by two or more (non-empty) tensors can hold a share; the others cost nothing more
     buckets: dict[int, list[int]] = {st: [] for st in sorted(repeated)}
     for number in compress(range(len(tensors)), map(repeated.__contains__, t_storage)):

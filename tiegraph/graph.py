@@ -518,13 +518,8 @@ def lint(G: nx.MultiDiGraph) -> None:
 
 
 def _subtree_ranges(idx: Index) -> None:
-    """Fill ``m_end`` and ``m_slot0`` for an index whose modules are in pre-order (as graphs keep them)."""
+    """Fill ``m_slot0`` for an index whose modules are in pre-order (as graphs keep them)."""
     count = len(idx.m_path)
-    idx.m_end = [i + 1 for i in range(count)]
-    for i in range(count - 1, -1, -1):
-        parent = idx.m_parent[i]
-        if parent >= 0 and idx.m_end[i] > idx.m_end[parent]:
-            idx.m_end[parent] = idx.m_end[i]
     idx.m_slot0 = [0] * count
     owners = idx.s_owner
     s = 0
