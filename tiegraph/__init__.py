@@ -20,7 +20,14 @@ from . import naming
 from .audit import Finding
 from .build import InputEmbedding, build_graph
 from .declared import DeclaredTie
-from .errors import CycleError, NoInputEmbeddingError, PathNotFoundError, TiegraphError
+from .errors import (
+    CycleError,
+    GraphFormatError,
+    NoInputEmbeddingError,
+    PathNotFoundError,
+    RenderError,
+    TiegraphError,
+)
 from .graph import TieGraph
 from .naming import register_wrapper
 
@@ -28,8 +35,10 @@ __all__ = [
     "CycleError",
     "DeclaredTie",
     "Finding",
+    "GraphFormatError",
     "NoInputEmbeddingError",
     "PathNotFoundError",
+    "RenderError",
     "TieGraph",
     "TiegraphError",
     "build_graph",

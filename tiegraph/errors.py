@@ -8,8 +8,10 @@ from __future__ import annotations
 
 __all__ = [
     "CycleError",
+    "GraphFormatError",
     "NoInputEmbeddingError",
     "PathNotFoundError",
+    "RenderError",
     "TiegraphError",
 ]
 
@@ -28,3 +30,11 @@ class CycleError(TiegraphError):
 
 class NoInputEmbeddingError(TiegraphError):
     """The input embedding could not be found; pass ``input_embedding=`` to name it."""
+
+
+class RenderError(TiegraphError, RuntimeError):
+    """A picture could not be rendered (pygraphviz missing or Graphviz failed); DOT still works."""
+
+
+class GraphFormatError(TiegraphError, ValueError):
+    """Data given to :meth:`tiegraph.TieGraph.from_json` is not a graph written by ``to_json``."""

@@ -47,7 +47,7 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
-from .errors import NoInputEmbeddingError, TiegraphError
+from .errors import GraphFormatError, NoInputEmbeddingError, RenderError
 
 if TYPE_CHECKING:
     import pydot
@@ -111,14 +111,6 @@ _SLOT_FILL = "#ffffff"
 _BUFFER_FILL = "#eef3fb"
 _STORAGE_FILL = "#e8e8e8"
 _COLLAPSED_FILL = "#f4f4f4"
-
-
-class RenderError(TiegraphError, RuntimeError):
-    """A picture could not be rendered (pygraphviz missing or Graphviz failed); DOT still works."""
-
-
-class GraphFormatError(TiegraphError, ValueError):
-    """Data given to :func:`from_json` is not a graph written by :func:`to_json`."""
 
 
 # ---------------------------------------------------------------------------------------------- helpers
