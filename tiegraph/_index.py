@@ -41,8 +41,10 @@ class Index:
         self.t_device: list[str] = []
         self.t_grad: list[bool] = []
         self.t_root: list[int] = []  # share-component representative
+        self.s_root: list[int] = []  # share component of every slot (an empty tensor's slots stand alone)
         # storages
-        self.st_id: list[str] = []
+        self.st_pointer: list[int] = []  # data pointer; 0 for storages known by identity only (meta)
+        self._st_id: list[str] | None = None
         self.st_device: list[str] = []
         self.st_nbytes: list[int] = []
         # sharing pairs between slots: (slot, slot, how)
@@ -61,6 +63,28 @@ class Index:
         self.namer: Callable[[Index, int], tuple[str, str]] | None = None
         self.slot_namer: Callable[[Index, int], str] | None = None
         self._m_named = self._s_named = False  # every module / slot named already
+
+    @property
+    def st_id(self) -> list[str]:
+        """A label per storage: ``device:0xpointer``, or ``device:storage-N`` when known by identity."""
+        if self._st_id is None:
+            self._st_id = [
+                f"{device}:{pointer:#x}" if pointer else f"{device}:storage-{n}"
+                for n, (device, pointer) in enumerate(zip(self.st_device, self.st_pointer, strict=True))
+            ]
+        return self._st_id
+
+    @st_id.setter
+    def st_id(self, labels: list[str]) -> None:
+        self._st_id = labels
+
+    def fill_slot_roots(self) -> None:
+        """Set ``s_root``: the slot's tensor's component, or a number of its own for an empty tensor."""
+        t_root, t_stop, t_shape = self.t_root, self.t_stop, self.t_shape
+        offset = len(t_root)
+        self.s_root = [
+            t_root[t] if t_stop[t] or 0 not in t_shape[t] else offset + s for s, t in enumerate(self.s_tensor)
+        ]
 
     # ------------------------------------------------------------------ canonical names, on demand
     def _module_names(self, i: int) -> tuple[str, str]:

@@ -70,7 +70,6 @@ class TieGraph:
         self._index = index
         self._graph: nx.MultiDiGraph | None = None
         self._members: dict[int, list[int]] | None = None
-        self._roots: list[int] | None = None
 
     # ------------------------------------------------------------------ the graph
     @property
@@ -90,13 +89,7 @@ class TieGraph:
     # ------------------------------------------------------------------ queries
     def _slot_roots(self) -> list[int]:
         """Share-component number of every slot; an empty tensor's slots each stand alone."""
-        if self._roots is None:
-            idx = self._index
-            t_root = idx.t_root
-            empty = [0 in shape for shape in idx.t_shape]
-            count = len(t_root)
-            self._roots = [count + s if empty[t] else t_root[t] for s, t in enumerate(idx.s_tensor)]
-        return self._roots
+        return self._index.s_root
 
     def _groups(self) -> dict[int, list[int]]:
         """Slots per share component (only components with two or more slots)."""
@@ -137,16 +130,9 @@ class TieGraph:
                 idx.ie_note or "the model has no input embedding; pass input_embedding="
             )
         inside = set(idx.ie_slots)
-        groups = self._groups()
-        owners: set[int] = set()
-        seen: set[int] = set()
         slot_roots = self._slot_roots()
-        for s in idx.ie_slots:
-            root = slot_roots[s]
-            if root in seen or root not in groups:
-                continue
-            seen.add(root)
-            owners.update(idx.s_owner[m] for m in groups[root] if m not in inside)
+        wanted = {slot_roots[s] for s in idx.ie_slots}
+        owners = {idx.s_owner[s] for s, root in enumerate(slot_roots) if root in wanted and s not in inside}
         if idx.ie_module < 0:
             owners.discard(idx.s_owner[idx.ie_slots[0]])
         if full_paths:
@@ -452,6 +438,7 @@ def from_networkx(G: nx.MultiDiGraph) -> Index:
             if ra != rb:
                 parent[max(ra, rb)] = min(ra, rb)
     idx.t_root = [find(i) for i in range(len(parent))]
+    idx.fill_slot_roots()
     idx.set_canonical(m_canon, m_belongs, s_canon)
     _subtree_ranges(idx)
     idx.declared = [dict(d) for d in G.graph.get("declared", [])]
