@@ -72,5 +72,17 @@ def tied_to_input_embedding(model: nn.Module, *, input_embedding: InputEmbedding
     ------
     NoInputEmbeddingError
         If the input embedding cannot be found; pass ``input_embedding=``.
+
+    Examples
+    --------
+    A head tied by a transposed view (no object identity, so accelerate's identity check misses it):
+
+    >>> import torch, tiegraph
+    >>> m = torch.nn.Module()
+    >>> m.embed = torch.nn.Embedding(8, 4)
+    >>> m.proj = torch.nn.Linear(8, 4, bias=False)
+    >>> m.proj.weight = torch.nn.Parameter(m.embed.weight.t())
+    >>> tiegraph.tied_to_input_embedding(m, input_embedding=m.embed)
+    ['proj']
     """
     return build_graph(model, input_embedding=input_embedding).tied_to_input_embedding()
