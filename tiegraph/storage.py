@@ -19,11 +19,11 @@ import torch
 __all__ = [
     "Extent",
     "FlatViews",
-    "StorageInfo",
+    "extent_of",
     "flat_param_views",
     "share_components",
     "shares",
-    "tensor_storage",
+    "strided_extent",
 ]
 
 Share = tuple[int, int, str]
@@ -41,15 +41,6 @@ class Extent(NamedTuple):
     itemsize: int
 
 
-class StorageInfo(NamedTuple):
-    """Which storage a tensor reads and where in it."""
-
-    key: object  # hashable storage identity, only meaningful while the tensors live
-    device: str
-    nbytes: int  # storage size in bytes, -1 when unknown
-    extent: Extent | None  # None: empty tensor, or no storage (compared by object identity only)
-
-
 def _dense(sizes: Sequence[int], strides: Sequence[int]) -> bool:
     """True when the elements tile ``[0, numel)`` with no gap and no repeat, in some dimension order."""
     expected = 1
@@ -58,16 +49,6 @@ def _dense(sizes: Sequence[int], strides: Sequence[int]) -> bool:
             return False
         expected *= size
     return True
-
-
-_DEVICE_NAMES: dict[torch.device, str] = {}
-
-
-def _device_name(device: torch.device) -> str:
-    name = _DEVICE_NAMES.get(device)
-    if name is None:
-        name = _DEVICE_NAMES[device] = str(device)
-    return name
 
 
 def _local(tensor: torch.Tensor) -> torch.Tensor:
@@ -122,45 +103,30 @@ def flat_param_views(modules: Iterable[object]) -> FlatViews:
     return views
 
 
-def tensor_storage(tensor: torch.Tensor) -> StorageInfo:
-    """Storage identity and byte extent of a tensor, from metadata only.
+def extent_of(tensor: torch.Tensor) -> Extent | None:
+    """The bytes a tensor reads within its storage (None when empty), from metadata only.
 
-    Real tensors are identified by (device, storage data pointer); meta tensors, whose data pointers are all
-    0, by their storage object (views, ``.t()``, ``detach()`` and ``nn.Parameter(t)`` keep it). Tensor
-    subclasses without storage fall back to object identity.
+    The builder inlines the contiguous case of this rule in its per-tensor loop and calls
+    :func:`strided_extent` for the rest; storage identity is decided there too (``build._share``).
 
     Examples
     --------
     >>> import torch
     >>> w = torch.zeros(4, 3)
-    >>> a, b = tensor_storage(w), tensor_storage(w.t())
-    >>> a.key == b.key, a.extent.start, a.extent.stop, b.extent.dense
-    (True, 0, 48, True)
-    >>> tensor_storage(w[1:, ::2]).extent[:3]
+    >>> extent_of(w)[:3], extent_of(w.t())[:3]
+    ((0, 48, True), (0, 48, True))
+    >>> extent_of(w[1:, ::2])[:3]
     (12, 48, False)
     """
     local = _local(tensor)
-    try:
-        storage = local.untyped_storage()
-        nbytes = storage.nbytes()
-        pointer = storage.data_ptr()
-    except (RuntimeError, NotImplementedError, TypeError, AttributeError):
-        return StorageInfo(("object", id(tensor)), _device_name(tensor.device), -1, None)
-    device = local.device
-    if device.type == "meta" or pointer == 0:
-        key: object = ("storage", storage._cdata)
-    else:
-        key = (device, pointer)
-    numel = int(local.numel())
-    if numel == 0:
-        return StorageInfo(key, _device_name(device), nbytes, None)
+    nbytes = int(local.nbytes)
+    if not nbytes:
+        return None
     itemsize = local.element_size()
     offset = int(local.storage_offset()) * itemsize
     if local.is_contiguous():
-        extent = Extent(offset, offset + numel * itemsize, True, offset, (), (), itemsize)
-    else:
-        extent = strided_extent(local, offset, itemsize)
-    return StorageInfo(key, _device_name(device), nbytes, extent)
+        return Extent(offset, offset + nbytes, True, offset, (), (), itemsize)
+    return strided_extent(local, offset, itemsize)
 
 
 class _Undecided(Exception):
@@ -239,7 +205,7 @@ def shares(a: Extent, b: Extent) -> bool:
     --------
     >>> import torch
     >>> x = torch.zeros(10)
-    >>> ext = lambda t: tensor_storage(t).extent
+    >>> ext = extent_of
     >>> shares(ext(x[0::2]), ext(x[1::2])), shares(ext(x[:4]), ext(x[4:])), shares(ext(x), ext(x[3:5]))
     (False, False, True)
     """
