@@ -18,6 +18,7 @@ Edges (a :class:`networkx.MultiDiGraph`; the edge key is its kind):
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from typing import TYPE_CHECKING, Any
 
 import networkx as nx
@@ -440,7 +441,7 @@ def from_networkx(G: nx.MultiDiGraph) -> Index:
     idx.t_root = [find(i) for i in range(len(parent))]
     idx.fill_slot_roots()
     idx.set_canonical(m_canon, m_belongs, s_canon)
-    _subtree_ranges(idx)
+    _slot_starts(idx)
     idx.declared = [dict(d) for d in G.graph.get("declared", [])]
     node = G.graph.get("input_embedding_node")
     if G.graph.get("input_embedding") is not None and node is not None:
@@ -504,13 +505,7 @@ def lint(G: nx.MultiDiGraph) -> None:
         raise ValueError(f"the graph has {roots} root modules; expected one")
 
 
-def _subtree_ranges(idx: Index) -> None:
-    """Fill ``m_slot0`` for an index whose modules are in pre-order (as graphs keep them)."""
-    count = len(idx.m_path)
-    idx.m_slot0 = [0] * count
+def _slot_starts(idx: Index) -> None:
+    """Fill ``m_slot0``: slots come in module order (as graphs keep them), so a bisection finds each start."""
     owners = idx.s_owner
-    s = 0
-    for i in range(count):
-        while s < len(owners) and owners[s] < i:
-            s += 1
-        idx.m_slot0[i] = s
+    idx.m_slot0 = [bisect_left(owners, i) for i in range(len(idx.m_path))]
