@@ -120,7 +120,7 @@ def run_demo(out: Path, stream: TextIO, report: Callable[..., str]) -> list[Path
 
     import tiegraph
 
-    from ._zoo import _stderr_silenced
+    from ._quiet import _stderr_silenced
 
     torch.manual_seed(0)
     out.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,9 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ._zoo import TASKS, _one_line, on_meta, quiet_libraries, summarise, task_mapping
+from ._quiet import quiet_libraries
+from ._spec import TASKS, _one_line, on_meta, task_mapping
+from ._summary import summarise
 
 __all__ = ["format_markdown", "format_summary", "format_table", "run_survey", "survey_items", "survey_one"]
 
@@ -38,7 +40,7 @@ def survey_items(tasks: Sequence[str], only: Sequence[str] = (), limit: int | No
     Parameters
     ----------
     tasks
-        Names from :data:`tiegraph._zoo.TASKS`.
+        Names from :data:`tiegraph._spec.TASKS`.
     only
         Keep only these model types (empty: all).
     limit

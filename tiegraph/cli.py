@@ -1,7 +1,8 @@
 """The ``tiegraph`` command: ``inspect`` a model, ``survey`` the transformers zoo, or take the ``demo`` tour.
 
 A thin layer over the public API (:func:`tiegraph.build_graph` and :class:`tiegraph.TieGraph`); models are
-built by :mod:`tiegraph._zoo` on the meta device, so nothing is downloaded and no weight memory is allocated.
+built by :mod:`tiegraph._spec` (checkpoint directories by :mod:`tiegraph._zoo`) on the meta device, so
+nothing is downloaded and no weight memory is allocated.
 
 Exit codes: 0 success; 1 with ``--strict`` when the audit found a problem; 2 bad usage or input (one line on
 stderr naming it); 3 tiegraph itself failed (``-v`` shows the traceback).
@@ -19,13 +20,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
-from ._zoo import TASKS, UsageError
+from ._spec import TASKS, UsageError
 from .errors import TiegraphError
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from ._zoo import Built
+    from ._spec import Built
     from .graph import TieGraph
 
 __all__ = ["main"]
@@ -244,7 +245,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "tiegraph: error: give a command: inspect, survey or demo (see tiegraph --help)", file=sys.stderr
         )
         return 2
-    from ._zoo import quiet_libraries
+    from ._quiet import quiet_libraries
 
     quiet_libraries(args.verbose)
     try:
@@ -286,14 +287,14 @@ def _output_format(fmt: str | None, output: str | None) -> str:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from . import _zoo
+    from . import _quiet, _spec, _summary, _wrap, _zoo
 
     fmt = _output_format(args.format, args.output)
-    sets = _zoo.parse_sets(args.sets)
-    peft = _zoo.parse_peft(args.peft)
+    sets = _spec.parse_sets(args.sets)
+    peft = _wrap.parse_peft(args.peft)
     if args.check_values and not Path(args.spec).expanduser().is_dir():
         raise UsageError("--check-values needs a checkpoint directory as SPEC")
-    built = _zoo.build_spec(
+    built = _spec.build_spec(
         args.spec,
         cls_name=args.cls,
         task=args.task,
@@ -302,7 +303,7 @@ def _inspect(args: argparse.Namespace) -> int:
         allow_code=args.allow_code,
         meta=args.meta,
     )
-    model, wrappers = _zoo.wrap(built.model, peft, args.compile)
+    model, wrappers = _wrap.wrap(built.model, peft, args.compile)
 
     import tiegraph
 
@@ -313,7 +314,7 @@ def _inspect(args: argparse.Namespace) -> int:
         checkpoint_lines, checkpoint_problem = _zoo.check_checkpoint(
             tg, built.model, built.checkpoint, check_values=args.check_values
         )
-    summary = _zoo.summarise(tg)
+    summary = _summary.summarise(tg)
     problem = bool(summary["findings"]) or checkpoint_problem
 
     if fmt == "text":
@@ -327,7 +328,7 @@ def _inspect(args: argparse.Namespace) -> int:
             "class": built.cls,
             "source": built.source,
             "wrappers": wrappers,
-            "parameters": _zoo.count_parameters(model),
+            "parameters": _summary.count_parameters(model),
             **summary,
             "checkpoint": _checkpoint_json(built, checkpoint_lines, checkpoint_problem),
             "graph": tg.to_json(),
@@ -336,10 +337,10 @@ def _inspect(args: argparse.Namespace) -> int:
     elif fmt == "dot":
         _emit(tg.to_dot(), args.output)
     elif fmt == "svg" and not args.output:
-        with _zoo._stderr_silenced():
+        with _quiet._stderr_silenced():
             _emit(tg.to_svg(), None)
     else:
-        with _zoo._stderr_silenced():
+        with _quiet._stderr_silenced():
             _write_picture(tg, args.output, fmt)
     if args.output:
         print(f"wrote {args.output}", file=sys.stderr)
@@ -384,7 +385,7 @@ def _text_report(
     tg: TieGraph, model: nn.Module, built: Built | None = None, wrappers: Sequence[str] = ()
 ) -> str:
     """The text shown for one model: what was built, the tied targets, then :meth:`TieGraph.report`."""
-    from ._zoo import count_parameters, human_count
+    from ._summary import count_parameters, human_count
 
     lines = []
     if built is not None:
@@ -430,7 +431,7 @@ def _split(text: str | None) -> list[str]:
 def _survey(args: argparse.Namespace) -> int:
     import os
 
-    from . import _survey, _zoo
+    from . import _spec, _survey
 
     tasks = _split(args.tasks) or list(_survey.DEFAULT_TASKS)
     bad = [t for t in tasks if t not in TASKS]
@@ -438,10 +439,10 @@ def _survey(args: argparse.Namespace) -> int:
         raise UsageError(f"unknown task {bad[0]!r}; choose from {', '.join(TASKS)}")
     only = _split(args.only)
     if only:
-        known = _zoo.model_types()
+        known = _spec.model_types()
         unknown = [t for t in only if t not in known]
         if unknown:
-            raise UsageError(f"unknown model type {unknown[0]!r}" + _zoo._close(unknown[0], known, n=5))
+            raise UsageError(f"unknown model type {unknown[0]!r}" + _spec._close(unknown[0], known, n=5))
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit must be at least 1")
     items = _survey.survey_items(tasks, only, args.limit)

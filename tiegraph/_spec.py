@@ -1,0 +1,355 @@
+"""Build the model a command-line SPEC names: a transformers model type, or ``package.module:callable``.
+
+Models are built on the meta device from configs (no weights are downloaded, read or allocated); ``--set``
+overrides are parsed and applied here. Checkpoint directories are read by :mod:`tiegraph._zoo`. Bad input
+raises :class:`UsageError` with a one-line message naming the problem.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import importlib
+import json
+import os
+import re
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .errors import TiegraphError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from ._zoo import CheckpointFiles
+
+__all__ = [
+    "TASKS",
+    "TASK_ORDER",
+    "Built",
+    "UsageError",
+    "build_factory",
+    "build_model_type",
+    "build_spec",
+    "model_types",
+    "on_meta",
+    "parse_sets",
+    "task_mapping",
+]
+
+#: ``--task`` name -> (transformers auto class, name of its mapping in ``modeling_auto``).
+TASKS: dict[str, tuple[str, str]] = {
+    "causal-lm": ("AutoModelForCausalLM", "MODEL_FOR_CAUSAL_LM_MAPPING_NAMES"),
+    "seq2seq-lm": ("AutoModelForSeq2SeqLM", "MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES"),
+    "masked-lm": ("AutoModelForMaskedLM", "MODEL_FOR_MASKED_LM_MAPPING_NAMES"),
+    "image-text-to-text": ("AutoModelForImageTextToText", "MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES"),
+    "multimodal-lm": ("AutoModelForMultimodalLM", "MODEL_FOR_MULTIMODAL_LM_MAPPING_NAMES"),
+    "speech-seq2seq": ("AutoModelForSpeechSeq2Seq", "MODEL_FOR_SPEECH_SEQ_2_SEQ_MAPPING_NAMES"),
+    "pretraining": ("AutoModelForPreTraining", "MODEL_FOR_PRETRAINING_MAPPING_NAMES"),
+    "base": ("AutoModel", "MODEL_MAPPING_NAMES"),
+}
+
+#: The head picked for a model type when neither ``--task`` nor ``--class`` is given: the first task whose
+#: mapping knows the type. Encoder-decoders first (Bart is also a causal LM), masked before causal (Bert's
+#: causal head is a standalone-decoder variant), the base model last.
+TASK_ORDER = (
+    "seq2seq-lm",
+    "image-text-to-text",
+    "masked-lm",
+    "causal-lm",
+    "multimodal-lm",
+    "speech-seq2seq",
+    "pretraining",
+    "base",
+)
+
+_KEY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
+_FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+
+
+class UsageError(TiegraphError):
+    """Bad command-line input: the message is one line naming the problem (the CLI exits with 2)."""
+
+
+@dataclass
+class Built:
+    """A model built for the command line, and how it was made."""
+
+    model: nn.Module
+    kind: str  # "model-type", "checkpoint" or "factory"
+    spec: str
+    cls: str
+    source: str  # one phrase: "default llama config", "config.json of DIR", "pkg.mod:make()"
+    checkpoint: CheckpointFiles | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+_INIT_FUNCTIONS = (
+    "uniform_",
+    "normal_",
+    "trunc_normal_",
+    "constant_",
+    "zeros_",
+    "ones_",
+    "eye_",
+    "dirac_",
+    "xavier_uniform_",
+    "xavier_normal_",
+    "kaiming_uniform_",
+    "kaiming_normal_",
+    "orthogonal_",
+    "sparse_",
+)
+
+
+def _unchanged(tensor: Any, *args: Any, **kwargs: Any) -> Any:
+    return tensor
+
+
+@contextlib.contextmanager
+def on_meta() -> Iterator[None]:
+    """Build on the meta device, skipping ``torch.nn.init`` (meta tensors hold no values to initialise).
+
+    ``reset_parameters`` of every ``nn.Linear``/``nn.Embedding`` otherwise runs its init through torch's
+    meta decompositions, about a third of the build time of a large default config.
+    """
+    import torch
+    from torch.nn import init
+
+    saved = {name: getattr(init, name) for name in _INIT_FUNCTIONS if hasattr(init, name)}
+    try:
+        for name in saved:
+            setattr(init, name, _unchanged)
+        with torch.device("meta"):
+            yield
+    finally:
+        for name, fn in saved.items():
+            setattr(init, name, fn)
+
+
+# ---------------------------------------------------------------------------------------------- --set
+def _parse_value(text: str) -> Any:
+    """A ``--set`` value: JSON (``true``, ``3``, ``0.5``, ``null``, ``[1, 2]``, ``"x"``), else the string."""
+    lowered = {"True": "true", "False": "false", "None": "null"}.get(text, text)
+    try:
+        return json.loads(lowered)
+    except ValueError:
+        return text
+
+
+def parse_sets(items: Sequence[str]) -> list[tuple[list[str], Any]]:
+    """Parse ``key=value`` overrides into (key path, typed value) pairs.
+
+    Examples
+    --------
+    >>> parse_sets(["num_hidden_layers=2", "text_config.tie_word_embeddings=true", "act=gelu"])
+    [(['num_hidden_layers'], 2), (['text_config', 'tie_word_embeddings'], True), (['act'], 'gelu')]
+    """
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not _KEY.match(key):
+            raise UsageError(f"bad --set {item!r}: expected key=value, e.g. tie_word_embeddings=true")
+        out.append((key.split("."), _parse_value(value.strip())))
+    return out
+
+
+def _config_keys(config: Any) -> list[str]:
+    keys = set(config.to_dict()) | set(getattr(config, "attribute_map", {}) or {})
+    return sorted(k for k in keys if not k.startswith("_"))
+
+
+def _apply_sets(config: Any, sets: Sequence[tuple[list[str], Any]], *, check_only: bool = False) -> None:
+    """Set overrides on a config (nested keys walk sub-configs); unknown keys are an error with matches.
+
+    With ``check_only``, only check that every key names a field (nothing is set).
+    """
+    for path, value in sets:
+        target = config
+        for i, part in enumerate(path):
+            last = i == len(path) - 1
+            keys = _config_keys(target)
+            if not hasattr(target, part) or (not last and not hasattr(getattr(target, part), "to_dict")):
+                where = ".".join(path[:i]) or type(config).__name__
+                what = "field" if last else "sub-config"
+                raise UsageError(
+                    f"bad --set {'.'.join(path)}: {where} has no {what} {part!r}" + _close(part, keys)
+                )
+            if last and not check_only:
+                try:
+                    setattr(target, part, value)
+                except Exception as exc:  # config validators raise assorted types
+                    raise UsageError(f"bad --set {'.'.join(path)}={value!r}: {_one_line(exc)}") from None
+            elif not last:
+                target = getattr(target, part)
+
+
+def _close(word: str, choices: Sequence[str], n: int = 3) -> str:
+    matches = difflib.get_close_matches(word, list(choices), n=n, cutoff=0.6)
+    return f"; did you mean {', '.join(matches)}?" if matches else ""
+
+
+def _one_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    text = text if text else type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+# ---------------------------------------------------------------------------------------------- model types
+def _modeling_auto() -> Any:
+    from transformers.models.auto import modeling_auto
+
+    return modeling_auto
+
+
+def task_mapping(task: str) -> dict[str, str]:
+    """Model type -> class name for one task of :data:`TASKS` (first class when a type lists several)."""
+    names = getattr(_modeling_auto(), TASKS[task][1], {})
+    return {k: (v[0] if isinstance(v, (list, tuple)) else v) for k, v in names.items()}
+
+
+def model_types() -> list[str]:
+    """Every model type transformers knows a config for."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    return sorted(CONFIG_MAPPING_NAMES)
+
+
+def _transformers_class(name: str) -> type:
+    import transformers
+    from torch import nn
+
+    cls = getattr(transformers, name, None) if name.isidentifier() else None
+    if not isinstance(cls, type) or not issubclass(cls, nn.Module):
+        choices = [n for n in dir(transformers) if n[:1].isupper()]
+        raise UsageError(f"--class {name!r} is not a transformers model class" + _close(name, choices))
+    return cls
+
+
+def _pick_class(model_type: str, cls_name: str | None, task: str | None) -> tuple[type, str]:
+    """The class to build and the task it came from (``""`` for ``--class``)."""
+    if cls_name:
+        return _transformers_class(cls_name), ""
+    tasks = [task] if task else list(TASK_ORDER)
+    for t in tasks:
+        name = task_mapping(t).get(model_type)
+        if name:
+            return _transformers_class(name), t
+    known = [t for t in TASK_ORDER if model_type in task_mapping(t)]
+    hint = f"; it has {', '.join(known)}" if known else ""
+    raise UsageError(f"model type {model_type!r} has no {task} head in transformers{hint}")
+
+
+def _build_meta(cls: type, config: Any, *, trust_remote_code: bool = False, auto: str = "") -> nn.Module:
+    """Instantiate on the meta device (no memory for weights); errors become one-line UsageErrors."""
+    try:
+        with on_meta():
+            if auto:
+                import transformers
+
+                return getattr(transformers, auto).from_config(config, trust_remote_code=trust_remote_code)
+            return cls._from_config(config) if hasattr(cls, "_from_config") else cls(config)
+    except UsageError:
+        raise
+    except Exception as exc:
+        name = auto if cls is type(None) else getattr(cls, "__name__", auto)
+        raise UsageError(f"{name} could not be built from its config: {_one_line(exc)}") from None
+
+
+def build_model_type(
+    model_type: str,
+    *,
+    cls_name: str | None = None,
+    task: str | None = None,
+    sets: Sequence[tuple[list[str], Any]] = (),
+) -> Built:
+    """Build a transformers model type from its default config on the meta device.
+
+    Top-level ``sets`` are passed to the config's constructor (so derived fields follow them); nested keys
+    are set on the sub-config afterwards.
+    """
+    from transformers import AutoConfig
+
+    types = model_types()
+    if model_type not in types:
+        raise UsageError(f"unknown model type {model_type!r}" + _close(model_type, types, n=5))
+    top = {path[0]: value for path, value in sets if len(path) == 1}
+    try:
+        if top:
+            _apply_sets(AutoConfig.for_model(model_type), sets, check_only=True)
+        config = AutoConfig.for_model(model_type, **top)
+    except UsageError:
+        raise
+    except Exception as exc:
+        raise UsageError(f"the {model_type} config rejects --set {top}: {_one_line(exc)}") from None
+    _apply_sets(config, [(p, v) for p, v in sets if len(p) > 1])
+    cls, picked = _pick_class(model_type, cls_name, task)
+    # Through the task's auto class when picked by task: it passes composite configs' text config on.
+    model = _build_meta(cls, config, auto=TASKS[picked][0] if picked else "")
+    how = f"task {picked}" if picked else "--class"
+    return Built(model, "model-type", model_type, type(model).__name__, f"default {model_type} config, {how}")
+
+
+# ---------------------------------------------------------------------------------------------- factories
+def build_factory(spec: str, *, allow_code: bool, meta: bool) -> Built:
+    """Import ``package.module:callable`` and call it (only with ``allow_code``); it must return a module."""
+    from torch import nn
+
+    if not allow_code:
+        raise UsageError(f"{spec} runs code from {spec.split(':')[0]}; pass --allow-code if you trust it")
+    module_name, _, attr = spec.partition(":")
+    if "" not in sys.path and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        obj: Any = importlib.import_module(module_name)
+    except Exception as exc:
+        raise UsageError(f"cannot import {module_name!r}: {_one_line(exc)}") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise UsageError(f"{module_name!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise UsageError(f"{spec} is not callable")
+    try:
+        if meta:
+            with on_meta():
+                model = obj()
+        else:
+            model = obj()
+    except Exception as exc:
+        raise UsageError(f"{spec}() raised {type(exc).__name__}: {_one_line(exc)}") from None
+    if not isinstance(model, nn.Module):
+        raise UsageError(f"{spec}() returned {type(model).__name__}, not a torch.nn.Module")
+    where = ", on meta" if meta else ""
+    return Built(model, "factory", spec, type(model).__name__, f"{spec}(){where}")
+
+
+def build_spec(
+    spec: str,
+    *,
+    cls_name: str | None = None,
+    task: str | None = None,
+    sets: Sequence[tuple[list[str], Any]] = (),
+    trust_remote_code: bool = False,
+    allow_code: bool = False,
+    meta: bool = False,
+) -> Built:
+    """Build what a SPEC names: a checkpoint directory, ``package.module:callable`` or a model type."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        from ._zoo import build_checkpoint
+
+        return build_checkpoint(
+            path, cls_name=cls_name, task=task, sets=sets, trust_remote_code=trust_remote_code
+        )
+    if path.exists():
+        raise UsageError(f"{spec} is a file; give a checkpoint directory (holding config.json)")
+    if _FACTORY.match(spec):
+        return build_factory(spec, allow_code=allow_code, meta=meta)
+    if "/" in spec or os.sep in spec or spec.startswith((".", "~")):
+        raise UsageError(f"no such directory: {spec}")
+    return build_model_type(spec, cls_name=cls_name, task=task, sets=sets)

@@ -1,0 +1,68 @@
+"""Plain-data summaries of one graph, shared by ``tiegraph inspect --format json`` and the survey rows."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .graph import TieGraph
+
+__all__ = ["count_parameters", "human_count", "summarise"]
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of elements in the model's distinct parameters (meta tensors included; no data read)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def human_count(n: int) -> str:
+    """``6738415616`` -> ``'6.74B'``.
+
+    Examples
+    --------
+    >>> human_count(6738415616), human_count(1200), human_count(12)
+    ('6.74B', '1.20K', '12')
+    """
+    for unit, size in (("T", 10**12), ("B", 10**9), ("M", 10**6), ("K", 10**3)):
+        if n >= size:
+            return f"{n / size:.2f}{unit}"
+    return str(n)
+
+
+def summarise(tg: TieGraph) -> dict[str, Any]:
+    """Plain-data answers of one graph: input embedding, tied targets, tie groups, declarations, findings.
+
+    ``declared`` and ``findings`` are None when the installed tiegraph has no audit.
+    """
+    from .errors import NoInputEmbeddingError
+
+    out: dict[str, Any] = {"input_embedding": tg.input_embedding()}
+    try:
+        out["tied_to_input_embedding"] = tg.tied_to_input_embedding()
+    except NoInputEmbeddingError:
+        out["tied_to_input_embedding"] = None
+    out["tie_groups"] = tg.tie_groups()
+    try:
+        declared = tg.declared_ties()
+        findings = tg.audit()
+    except ImportError:  # tiegraph.declared / tiegraph.audit not installed
+        out["declared"] = out["findings"] = None
+        return out
+    out["declared"] = [_plain(d, ("target", "source", "declared_by", "status")) for d in declared]
+    out["findings"] = [_plain(f, ("kind", "paths", "message")) for f in findings]
+    return out
+
+
+def _plain(obj: Any, names: Sequence[str]) -> dict[str, Any]:
+    out = {}
+    for name in names:
+        value = getattr(obj, name, None)
+        if isinstance(value, tuple):
+            value = list(value)
+        out[name] = value
+    if out.get("message") is None and "message" in names:
+        out["message"] = str(obj)
+    return out
