@@ -20,6 +20,7 @@ from . import naming
 from .audit import Finding
 from .build import InputEmbedding, build_graph
 from .declared import DeclaredTie
+from .diff import TieDiff, diff
 from .errors import (
     CycleError,
     GraphFormatError,
@@ -39,9 +40,11 @@ __all__ = [
     "NoInputEmbeddingError",
     "PathNotFoundError",
     "RenderError",
+    "TieDiff",
     "TieGraph",
     "TiegraphError",
     "build_graph",
+    "diff",
     "naming",
     "register_wrapper",
     "tied_to_input_embedding",

@@ -1,0 +1,141 @@
+"""Assertions about ties for your own tests (pytest or unittest): the failure message says what changed.
+
+>>> import torch, tiegraph.testing
+>>> m = torch.nn.Module()
+>>> m.embed, m.head = torch.nn.Embedding(8, 4), torch.nn.Linear(4, 8, bias=False)
+>>> m.head.weight = m.embed.weight
+>>> tiegraph.testing.assert_tied(m, "head", "embed")
+>>> tiegraph.testing.assert_not_tied(m, "head", "embed")
+Traceback (most recent call last):
+...
+AssertionError: head.weight shares memory with embed.weight
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from torch import nn
+
+from .diff import _as_graph, diff, live_slots
+
+if TYPE_CHECKING:
+    from .build import InputEmbedding
+    from .graph import TieGraph
+
+__all__ = ["assert_not_tied", "assert_tied", "assert_ties_unchanged"]
+
+
+def _shared(model: TieGraph | nn.Module, a: str, b: str) -> tuple[list[tuple[str, str]], list[str]]:
+    """Pairs (slot of a, slot of b) that share memory, and a phrase per slot of ``a`` saying what it shares.
+
+    Slots are the ones a forward uses (the active ``modules_to_save`` copy, not the original).
+    """
+    tg = _as_graph(model, "model", None)
+    idx = tg._index
+    live = set(live_slots(tg).values())
+    side_a = [s for s in tg._resolve_slots(a) if s in live]
+    side_b = [s for s in tg._resolve_slots(b) if s in live]
+    only_a = [s for s in side_a if s not in set(side_b)]
+    only_b = [s for s in side_b if s not in set(side_a)]
+    roots = tg._slot_roots()
+    by_root: dict[int, list[int]] = {}
+    for s in only_b:
+        by_root.setdefault(roots[s], []).append(s)
+    canon = idx.slot_canon_of
+    pairs = sorted(
+        {(canon(s), canon(t)) for s in only_a for t in by_root.get(roots[s], ()) if canon(s) != canon(t)}
+    )
+    phrases = []
+    for s in only_a:
+        others = sorted({canon(t) for t in live if roots[t] == roots[s] and canon(t) != canon(s)})
+        phrases.append(f"{canon(s)} shares memory with {', '.join(others) if others else 'nothing'}")
+    return pairs, sorted(set(phrases))
+
+
+def assert_tied(model: TieGraph | nn.Module, a: str, b: str) -> None:
+    """Assert that some slot of ``a`` shares memory with some slot of ``b``.
+
+    Parameters
+    ----------
+    model
+        An ``nn.Module`` (its graph is built on the spot) or a :class:`tiegraph.TieGraph`.
+    a, b
+        Module paths or slot names, canonical (``"lm_head"``) or full (``"base_model.model.lm_head"``).
+
+    Raises
+    ------
+    AssertionError
+        If no slot of ``a`` shares memory with a slot of ``b``; the message says what each slot of ``a``
+        shares memory with.
+    PathNotFoundError
+        If ``a`` or ``b`` names nothing in the model (a typo never passes).
+
+    Examples
+    --------
+    >>> import torch, tiegraph.testing
+    >>> m = torch.nn.Module()
+    >>> m.embed, m.head = torch.nn.Embedding(8, 4), torch.nn.Linear(4, 8, bias=False)
+    >>> tiegraph.testing.assert_tied(m, "head", "embed")
+    Traceback (most recent call last):
+    ...
+    AssertionError: head is not tied to embed: head.weight shares memory with nothing
+    """
+    __tracebackhide__ = True
+    pairs, phrases = _shared(model, a, b)
+    if not pairs:
+        raise AssertionError(f"{a} is not tied to {b}: {'; '.join(phrases) or f'{a} holds no tensor'}")
+
+
+def assert_not_tied(model: TieGraph | nn.Module, a: str, b: str) -> None:
+    """Assert that no slot of ``a`` shares memory with a slot of ``b`` (see :func:`assert_tied`).
+
+    Raises
+    ------
+    AssertionError
+        If some slot of ``a`` shares memory with a slot of ``b``; the message names every such pair.
+    """
+    __tracebackhide__ = True
+    pairs, _ = _shared(model, a, b)
+    if pairs:
+        raise AssertionError("; ".join(f"{x} shares memory with {y}" for x, y in pairs))
+
+
+def assert_ties_unchanged(
+    before: TieGraph | nn.Module, after: TieGraph | nn.Module, *, input_embedding: InputEmbedding = None
+) -> None:
+    """Assert that nothing about the ties changed from ``before`` to ``after`` (see :func:`tiegraph.diff`).
+
+    Parameters
+    ----------
+    before, after
+        TieGraphs (built, or reloaded from JSON) or modules (built on the spot; a step that changes a model
+        in place needs ``before = tiegraph.build_graph(model)`` taken before it).
+    input_embedding
+        Passed to :func:`tiegraph.build_graph` for a side given as a module.
+
+    Raises
+    ------
+    AssertionError
+        If ``tiegraph.diff(before, after)`` is true; the message is the diff.
+
+    Examples
+    --------
+    >>> import torch, tiegraph, tiegraph.testing
+    >>> m = torch.nn.Module()
+    >>> m.embed, m.head = torch.nn.Embedding(8, 4), torch.nn.Linear(4, 8, bias=False)
+    >>> m.head.weight = m.embed.weight
+    >>> before = tiegraph.build_graph(m, input_embedding="embed")
+    >>> tiegraph.testing.assert_ties_unchanged(before, torch.compile(m), input_embedding="embed")
+    >>> m.head.weight = torch.nn.Parameter(m.embed.weight.detach().clone())
+    >>> tiegraph.testing.assert_ties_unchanged(before, m, input_embedding="embed")
+    Traceback (most recent call last):
+    ...
+    AssertionError: head.weight no longer shares memory with embed.weight
+    tied to the input embedding embed: head before, nothing after
+    resolved finding tied-not-declared: embed.weight, head.weight
+    """
+    __tracebackhide__ = True
+    d = diff(before, after, input_embedding=input_embedding)
+    if d:
+        raise AssertionError(str(d))
