@@ -1,7 +1,7 @@
 # ---
 # jupyter:
 #   jupytext:
-#     formats: py:percent
+#     formats: ipynb,py:percent
 #     text_representation:
 #       extension: .py
 #       format_name: percent
@@ -23,8 +23,9 @@
 # nested boxes, the storage as a cylinder, `shares` edges in blue, declared ties in green or red) and the
 # answers to the queries. The models are built from configs with tiny sizes; nothing is downloaded.
 #
-# This file is a [jupytext](https://jupytext.readthedocs.io) "percent" script: open it in Jupyter with
-# jupytext installed, or run `jupytext --to ipynb nested_wrappers.py`. The test suite executes it.
+# This notebook is stored twice: `nested_wrappers.ipynb`, executed, with its pictures and answers, and
+# `nested_wrappers.py`, the [jupytext](https://jupytext.readthedocs.io) "percent" script it is made from
+# (`python3 dev.py notebooks` re-executes the one into the other). The test suite executes it.
 
 # %%
 import warnings

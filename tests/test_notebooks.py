@@ -1,9 +1,12 @@
-"""Every notebook in ``notebooks/`` runs top to bottom without an error, in this venv's Python.
+"""Every notebook in ``notebooks/`` runs top to bottom without an error, and its two files agree.
 
-Notebooks are stored as jupytext percent scripts (``notebooks/*.py``) so that diffs stay readable; the test
-converts each to a notebook in memory and executes it with nbclient. The kernel is started from
+Each notebook is a pair: a jupytext percent script (``notebooks/*.py``, the file to edit and review) and the
+executed ``.ipynb`` with its answers and pictures saved (the file a reader opens on a code host or in plain
+Jupyter), written by ``python3 dev.py notebooks``. One test fails when the pair's cells differ; the other
+converts the script to a notebook in memory and executes it with nbclient. The kernel is started from
 ``sys.executable`` through a kernel spec written to a temporary ``JUPYTER_PATH``, so it runs in the same
-venv as the tests whatever ``python`` means on ``PATH``.
+venv as the tests whatever ``python`` means on ``PATH``; its IPython and Jupyter state stays in the
+temporary directory.
 """
 
 from __future__ import annotations
@@ -17,7 +20,11 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.py"))
+NOTEBOOKS = sorted(
+    path
+    for path in (Path(__file__).resolve().parent.parent / "notebooks").glob("*.py")
+    if path.read_text().startswith("# ---\n# jupyter:")  # a jupytext script, not notebooks/execute.py
+)
 KERNEL = "tiegraph-tests"
 
 
@@ -25,15 +32,55 @@ def test_there_are_notebooks():
     assert NOTEBOOKS, "notebooks/ holds no jupytext scripts"
 
 
+def _cells(nb: nbformat.NotebookNode) -> list[tuple[str, str]]:
+    return [(cell.cell_type, cell.source.strip()) for cell in nb.cells]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_notebook_pair_in_sync(path: Path) -> None:
+    """The saved .ipynb has the script's cells, every code cell executed, answers and pictures kept."""
+    saved_path = path.with_suffix(".ipynb")
+    assert saved_path.exists(), f"{saved_path.name} is missing: run `python3 dev.py notebooks`"
+    saved = nbformat.read(saved_path, as_version=4)
+    nbformat.validate(saved)
+    assert _cells(saved) == _cells(jupytext.read(path)), (
+        f"{saved_path.name} is out of sync with {path.name}: run `python3 dev.py notebooks`"
+    )
+    assert "ipynb" in jupytext.read(path).metadata["jupytext"]["formats"], "pair the script: formats ipynb,py"
+    code = [cell for cell in saved.cells if cell.cell_type == "code"]
+    assert all(cell.execution_count for cell in code), f"{saved_path.name} has cells that never ran"
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1)), "not executed top to bottom"
+    outputs = [out for cell in code for out in cell.outputs]
+    assert not [out for out in outputs if out.output_type == "error"]
+    shown = sum(1 for cell in code if "display(" in cell.source)
+    pictures = [out for out in outputs if {"image/svg+xml", "image/png"} & set(out.get("data", {}))]
+    pictures += [out for out in outputs if "<svg" in str(out.get("data", {}).get("text/html", ""))]
+    assert len(pictures) >= shown, f"{saved_path.name}: a step that shows its graph saved no picture"
+
+
 @pytest.fixture
 def kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A kernel spec running ``sys.executable -m ipykernel_launcher``, found through JUPYTER_PATH."""
     spec = tmp_path / "kernels" / KERNEL
     spec.mkdir(parents=True)
-    argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+    # No IPython history database: the kernel writes nothing outside the temporary directory.
+    argv = [
+        sys.executable,
+        "-m",
+        "ipykernel_launcher",
+        "-f",
+        "{connection_file}",
+        "--HistoryManager.enabled=False",
+    ]
     spec_json = {"argv": argv, "display_name": KERNEL, "language": "python"}
     (spec / "kernel.json").write_text(json.dumps(spec_json))
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
+    for var, sub in [
+        ("IPYTHONDIR", "ipython"),
+        ("JUPYTER_RUNTIME_DIR", "runtime"),
+        ("JUPYTER_DATA_DIR", "data"),
+    ]:
+        monkeypatch.setenv(var, str(tmp_path / sub))  # not ~/.ipython, ~/.local/share/jupyter
     monkeypatch.setenv("PYDEVD_DISABLE_FILE_VALIDATION", "1")
     return KERNEL
 
