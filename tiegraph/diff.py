@@ -12,6 +12,7 @@ only when no copy is active; inactive copies never).
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -242,26 +243,29 @@ def _side(tg: TieGraph) -> _Side:
 
 
 def slot_attribute(tg: TieGraph, s: int, name: str) -> object:
-    """A slot's ``dtype``, ``placement`` or ``quantization``, from the index or the graph's slot node.
+    """A slot's ``dtype``, ``placement`` or ``quantization``, as the graph recorded it.
 
-    Where a graph records no placement, the slot's device is its placement; where it records no
-    quantization, None (a plain tensor).
+    Placement and quantization are answered by :mod:`tiegraph.deployed` where it is installed (it records
+    served tensors, offload and quantization formats); without it a slot's placement is its device and its
+    quantization None (a plain tensor).
     """
     idx = tg._index
-    per_slot = getattr(idx, f"s_{name}", None)
-    if isinstance(per_slot, list) and len(per_slot) == len(idx.s_name):
-        return per_slot[s]
-    per_tensor = getattr(idx, f"t_{name}", None)
-    if isinstance(per_tensor, list) and len(per_tensor) == len(idx.t_dtype):
-        return per_tensor[idx.s_tensor[s]]
-    G = tg._graph
-    if G is not None:
-        node = G.nodes.get("s:" + idx.s_name[s], {})
-        if name in node:
-            return node[name]
+    if name == "dtype":
+        return idx.t_dtype[idx.s_tensor[s]]
+    answer = getattr(_deployed(), f"{name}_of", None)
+    if callable(answer):
+        return answer(idx, s)
     if name == "placement":
         return idx.t_device[idx.s_tensor[s]]
     return None
+
+
+def _deployed() -> object:
+    """:mod:`tiegraph.deployed` when this tiegraph has it, else None."""
+    try:
+        return importlib.import_module(f"{__package__}.deployed")
+    except ImportError:
+        return None
 
 
 def _as_graph(obj: TieGraph | nn.Module, which: str, input_embedding: InputEmbedding) -> TieGraph:
