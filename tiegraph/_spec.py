@@ -1,7 +1,7 @@
 """Build the model a command-line SPEC names: a transformers model type, or ``package.module:callable``.
 
 Models are built on the meta device from configs (no weights are downloaded, read or allocated); ``--set``
-overrides are parsed and applied here. Checkpoint directories are read by :mod:`tiegraph._zoo`. Bad input
+overrides are parsed and applied here. Checkpoint directories are read by :mod:`tiegraph.checkpoint`. Bad input
 raises :class:`UsageError` with a one-line message naming the problem.
 """
 
@@ -24,7 +24,7 @@ from .errors import TiegraphError
 if TYPE_CHECKING:
     from torch import nn
 
-    from ._zoo import CheckpointFiles
+    from .checkpoint import CheckpointFiles
 
 __all__ = [
     "TASKS",
@@ -341,7 +341,7 @@ def build_spec(
     """Build what a SPEC names: a checkpoint directory, ``package.module:callable`` or a model type."""
     path = Path(spec).expanduser()
     if path.is_dir():
-        from ._zoo import build_checkpoint
+        from .checkpoint import build_checkpoint
 
         return build_checkpoint(
             path, cls_name=cls_name, task=task, sets=sets, trust_remote_code=trust_remote_code

@@ -1,7 +1,7 @@
 """The ``tiegraph`` command: ``inspect`` a model, ``survey`` the transformers zoo, or take the ``demo`` tour.
 
 A thin layer over the public API (:func:`tiegraph.build_graph` and :class:`tiegraph.TieGraph`); models are
-built by :mod:`tiegraph._spec` (checkpoint directories by :mod:`tiegraph._zoo`) on the meta device, so
+built by :mod:`tiegraph._spec` (checkpoint directories by :mod:`tiegraph.checkpoint`) on the meta device, so
 nothing is downloaded and no weight memory is allocated.
 
 Exit codes: 0 success; 1 with ``--strict`` when the audit found a problem; 2 bad usage or input (one line on
@@ -287,7 +287,7 @@ def _output_format(fmt: str | None, output: str | None) -> str:
 
 
 def _inspect(args: argparse.Namespace) -> int:
-    from . import _quiet, _spec, _summary, _wrap, _zoo
+    from . import _quiet, _spec, _summary, _wrap, checkpoint
 
     fmt = _output_format(args.format, args.output)
     sets = _spec.parse_sets(args.sets)
@@ -311,7 +311,7 @@ def _inspect(args: argparse.Namespace) -> int:
     checkpoint_lines: list[str] = []
     checkpoint_problem = False
     if built.checkpoint is not None:
-        checkpoint_lines, checkpoint_problem = _zoo.check_checkpoint(
+        checkpoint_lines, checkpoint_problem = checkpoint.check_checkpoint(
             tg, built.model, built.checkpoint, check_values=args.check_values
         )
     summary = _summary.summarise(tg)
