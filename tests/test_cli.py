@@ -133,7 +133,7 @@ ERROR_WORDS = {
     "err-png-stdout": ["-o FILE.png"],
     "err-check-values": ["checkpoint directory"],
     "err-survey-task": ["unknown task 'causal'", "causal-lm"],
-    "err-no-command": ["inspect, survey or demo"],
+    "err-no-command": ["inspect, diff, survey or demo"],
 }
 
 

@@ -1,8 +1,8 @@
 """Build the model a command-line SPEC names: a transformers model type, or ``package.module:callable``.
 
 Models are built on the meta device from configs (no weights are downloaded, read or allocated); ``--set``
-overrides are parsed and applied here. Checkpoint directories are read by :mod:`tiegraph.checkpoint`. Bad input
-raises :class:`UsageError` with a one-line message naming the problem.
+overrides are parsed and applied here. Checkpoint directories are read by :mod:`tiegraph.checkpoint`.
+Bad input raises :class:`UsageError` with a one-line message naming the problem.
 """
 
 from __future__ import annotations

@@ -51,7 +51,7 @@ def wrap(model: nn.Module, peft: dict[str, list[str]] | None, compile: bool) -> 
         config = LoraConfig(
             r=8,
             target_modules=targets or DUMMY_TARGET_MODULES,
-            modules_to_save=peft["modules-to-save"] or None,
+            modules_to_save=list(peft["modules-to-save"]) or None,  # peft edits the list it is given
             ensure_weight_tying=bool(peft["lora-tied"]),
         )
         try:

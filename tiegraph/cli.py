@@ -47,6 +47,7 @@ examples:
   tiegraph inspect llama --set tie_word_embeddings=true   which modules share memory with the embedding
   tiegraph inspect gemma3 --peft lora:lm_head             what LoRA on lm_head does to the tie
   tiegraph inspect ./my-checkpoint --check-values         is this checkpoint's head tied?
+  tiegraph diff gemma gemma --peft lora:lm_head           what LoRA on lm_head does to the ties
   tiegraph survey --tasks causal-lm --json survey.json    every causal LM in transformers
   tiegraph demo --out pictures                            a tour of tiny models, with pictures
 
@@ -185,6 +186,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     s.set_defaults(func=_survey)
 
+    _add_diff(sub, common)
+
     d = _command(
         sub,
         "demo",
@@ -242,7 +245,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 0
     if args.command is None:
         print(
-            "tiegraph: error: give a command: inspect, survey or demo (see tiegraph --help)", file=sys.stderr
+            "tiegraph: error: give a command: inspect, diff, survey or demo (see tiegraph --help)",
+            file=sys.stderr,
         )
         return 2
     from ._quiet import quiet_libraries
@@ -482,3 +486,117 @@ def _demo(args: argparse.Namespace) -> int:
     run_demo(out, sys.stdout, lambda tg, model: _text_report(tg, model))
     print(f"done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return 0
+
+
+# ---------------------------------------------------------------------------------------------- diff
+DIFF_EXAMPLES = """\
+A and B are SPECs as inspect takes them (model type, checkpoint directory, package.module:callable) or
+JSON files written by inspect --format json. The wrapping flags (--peft, --compile) and --set apply to B.
+
+examples:
+  tiegraph diff gemma gemma --peft lora:lm_head           what LoRA on lm_head does to the ties
+  tiegraph diff llama llama --set tie_word_embeddings=true
+  tiegraph diff before.json ./saved-checkpoint            a model written with inspect -o, and its save
+
+exit codes: 0 the ties are the same, 1 they differ, 2 bad usage or input, 3 internal error.
+"""
+
+
+def _add_diff(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = _command(
+        sub,
+        "diff",
+        "what changed about the ties from A to B (e.g. what a PEFT wrapper does)",
+        "Build (or read) two models and say which ties B broke or made, how the input embedding's tied "
+        "targets, the findings and the dtype/placement/quantization of tied slots changed.",
+        DIFF_EXAMPLES,
+        common,
+    )
+    p.add_argument("a", metavar="A", help="SPEC or inspect JSON file: before")
+    p.add_argument("b", metavar="B", help="SPEC or inspect JSON file: after (wrapping flags apply here)")
+    build = p.add_argument_group("building")
+    build.add_argument("--class", dest="cls", metavar="NAME", help="transformers class to build")
+    build.add_argument("--task", choices=list(TASKS), help="pick the head by task (default: the natural one)")
+    build.add_argument(
+        "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="override B's config"
+    )
+    build.add_argument("--trust-remote-code", action="store_true", help="let a checkpoint's own code run")
+    build.add_argument("--allow-code", action="store_true", help="allow package.module:callable SPECs")
+    build.add_argument("--meta", action="store_true", help="call a factory under torch.device('meta')")
+    build.add_argument("--input-embedding", metavar="PATH", help="name the input embedding module yourself")
+    wrap = p.add_argument_group("wrapping B")
+    wrap.add_argument("--peft", action="append", default=[], metavar="KIND:MODULES", help="as for inspect")
+    wrap.add_argument("--compile", action="store_true", help="wrap B in torch.compile")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="output format")
+    p.set_defaults(func=_diff)
+
+
+def _diff_side(spec: str, args: argparse.Namespace, *, after: bool) -> tuple[TieGraph, str]:
+    """The graph of one side, and one line saying what it is."""
+    from . import _spec, _wrap
+
+    sets = _spec.parse_sets(args.sets) if after else []
+    peft = _wrap.parse_peft(args.peft) if after else None
+    path = Path(spec).expanduser()
+    if path.is_file():
+        if after and (sets or args.compile or any((peft or {}).values())):
+            raise UsageError(f"{spec} is a JSON graph: --set, --peft and --compile cannot rebuild it")
+        return _read_graph(path), f"{spec} (graph read from JSON)"
+    built = _spec.build_spec(
+        spec,
+        cls_name=args.cls,
+        task=args.task,
+        sets=sets,
+        trust_remote_code=args.trust_remote_code,
+        allow_code=args.allow_code,
+        meta=args.meta,
+    )
+    model, wrappers = _wrap.wrap(built.model, peft, args.compile)
+    import tiegraph
+
+    tg = tiegraph.build_graph(model, input_embedding=args.input_embedding)
+    how = f"; wrapped: {'; '.join(wrappers)}" if wrappers else ""
+    return tg, f"{built.spec}: {built.cls} ({built.source}){how}"
+
+
+def _read_graph(path: Path) -> TieGraph:
+    """A graph from ``inspect --format json`` output (its ``graph`` entry) or ``TieGraph.to_json()`` data."""
+    from .graph import TieGraph
+
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise UsageError(f"{path} is not a JSON graph: {_line(exc)}") from None
+    if isinstance(data, dict) and isinstance(data.get("graph"), dict):
+        data = data["graph"]
+    return TieGraph.from_json(data)
+
+
+def _diff(args: argparse.Namespace) -> int:
+    import tiegraph
+
+    before, what_a = _diff_side(args.a, args, after=False)
+    after, what_b = _diff_side(args.b, args, after=True)
+    d = tiegraph.diff(before, after)
+    if args.format == "json":
+        data = {
+            "a": what_a,
+            "b": what_b,
+            "changed": bool(d),
+            "broken": d.broken,
+            "made": d.made,
+            "tied_before": d.tied_before,
+            "tied_after": d.tied_after,
+            "added": d.added,
+            "removed": d.removed,
+            "findings_added": [[f.kind, list(f.paths), f.message] for f in d.findings_added],
+            "findings_resolved": [[f.kind, list(f.paths), f.message] for f in d.findings_resolved],
+            "dtype": [list(c) for c in d.dtype],
+            "placement": [list(c) for c in d.placement],
+            "quantization": [list(c) for c in d.quantization],
+            "report": d.lines(),
+        }
+        _emit(json.dumps(data, indent=1, default=str) + "\n", None)
+    else:
+        _emit(f"A: {what_a}\nB: {what_b}\n\n{d}\n", None)
+    return 1 if d else 0
