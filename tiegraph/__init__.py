@@ -20,6 +20,7 @@ from . import naming
 from .audit import Finding
 from .build import InputEmbedding, build_graph
 from .declared import DeclaredTie
+from .deployed import check_device_map
 from .diff import TieDiff, diff
 from .errors import (
     CycleError,
@@ -44,6 +45,7 @@ __all__ = [
     "TieGraph",
     "TiegraphError",
     "build_graph",
+    "check_device_map",
     "diff",
     "naming",
     "register_wrapper",

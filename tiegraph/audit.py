@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .declared import declared_ties
+from .deployed import KINDS as DEPLOYED_KINDS
 from .naming import join
 
 if TYPE_CHECKING:
@@ -36,6 +37,8 @@ KINDS: dict[str, str] = {
         "device (pass the tie group to infer_auto_device_map / no_split_module_classes) and call "
         "model.tie_weights()."
     ),
+    "untied-by-quantization": DEPLOYED_KINDS["untied-by-quantization"],
+    "quantized-layer-holds-tied-weight": DEPLOYED_KINDS["quantized-layer-holds-tied-weight"],
     "group-dtype-or-shape-mismatch": (
         "{paths} cannot be the same weight: {detail}; give them one dtype and shape (e.g. "
         "model.resize_token_embeddings() resizes both) before tying."
@@ -154,6 +157,10 @@ def audit(tg: TieGraph) -> list[Finding]:
     flags = idx.extra.get("tie_config") or {}
     flag_name, flag = _effective_flag(flags)
     explained_gated = False
+    from .deployed import findings as deployed_findings
+    from .deployed import untied_pairs
+
+    placed_or_quantized = untied_pairs(tg)  # their own kinds say more than declared-not-tied
 
     for entry, tie in zip(entries, ties, strict=True):
         by = _who(tie.declared_by, entry.get("declared_by_cls", "the model"))
@@ -218,11 +225,9 @@ def audit(tg: TieGraph) -> list[Finding]:
                 )
             )
             continue
-        tt, st = idx.s_tensor[t], idx.s_tensor[s]
-        if idx.t_device[tt] != idx.t_device[st]:
-            devices = f"{idx.t_device[tt]} and {idx.t_device[st]}"
-            found.append(_finding("group-split-across-devices", [tie.target, tie.source], devices=devices))
+        if (tie.target, tie.source) in placed_or_quantized:
             continue
+        tt, st = idx.s_tensor[t], idx.s_tensor[s]
         detail = _mismatch(idx.t_dtype[tt], idx.t_shape[tt], idx.t_dtype[st], idx.t_shape[st])
         if detail:
             found.append(_finding("group-dtype-or-shape-mismatch", [tie.target, tie.source], detail=detail))
@@ -238,6 +243,7 @@ def audit(tg: TieGraph) -> list[Finding]:
         )
 
     found.extend(_group_findings(tg))
+    found.extend(deployed_findings(tg))
 
     if idx.ie_slots and flag is not None:
         tied_to = tg.tied_to_input_embedding()
@@ -257,7 +263,7 @@ def audit(tg: TieGraph) -> list[Finding]:
 
 
 # a split device map or a PEFT copy explains an untied embedding better than a wrong flag does
-_EXPLAIN_UNTIED = ("group-split-across-devices", "modules-to-save-copy-untied")
+_EXPLAIN_UNTIED = ("group-split-across-devices", "modules-to-save-copy-untied", "untied-by-quantization")
 
 
 def _effective_flag(flags: dict[str, Any]) -> tuple[str, bool | None]:
@@ -291,9 +297,6 @@ def _group_findings(tg: TieGraph) -> list[Finding]:
     for slots in tg._groups().values():
         names = sorted({idx.slot_canon_of(s) for s in slots})
         tensors = {idx.s_tensor[s] for s in slots}
-        devices = sorted({idx.t_device[t] for t in tensors})
-        if len(devices) > 1:
-            out.append(_finding("group-split-across-devices", names, devices=" and ".join(devices)))
         dtypes = sorted({idx.t_dtype[t] for t in tensors})
         if len(dtypes) > 1:
             out.append(
@@ -410,6 +413,13 @@ def report(tg: TieGraph) -> str:
     lines += blocks if blocks else ["  none"]
     if count > _MAX_GROUPS:
         lines.append(f"  ... {count - _MAX_GROUPS} more (all of them: tg.tie_groups())")
+
+    from .deployed import deployed_rows
+
+    placed = deployed_rows(idx)
+    if placed:
+        lines += ["", f"Quantized or offloaded slots ({len(placed)})"]
+        lines += _table(["slot", "quantization", "placement", "runs on"], placed)
 
     ties = declared_ties(tg)
     lines += ["", f"Declared ties ({len(ties)})"]

@@ -91,6 +91,9 @@ def build_graph(model: nn.Module, *, input_embedding: InputEmbedding = None) -> 
         kind = type(model)
         raise TypeError(f"build_graph expects a torch.nn.Module, got {kind.__module__}.{kind.__qualname__}")
     index, objects, object_number, tensors = _walk(model)
+    from .deployed import annotate
+
+    annotate(index, objects, tensors)  # accelerate hooks: served tensors and placement; quantized layers
     root = index.m_path.index(index.extra["model_root"]) if index.extra["model_root"] is not None else -1
     _share(index, tensors, flat_param_views(objects))
     _find_input_embedding(index, objects, object_number, tensors, root, input_embedding)
@@ -312,6 +315,7 @@ def _share(index: Index, tensors: list[torch.Tensor], flat: FlatViews = _NO_FLAT
     rows: list[tuple[str, str, torch.Size, bool, int, int, int]] = []
     add = rows.append
     plain = (torch.Tensor, nn.Parameter)
+    slow: list[int] = []  # not plain tensors: wrapper subclasses, sparse, nested (see tiegraph._tensors)
     for number, tensor in enumerate(tensors):
         local = tensor if type(tensor) in plain else _local(tensor)
         device = local.device
@@ -326,9 +330,13 @@ def _share(index: Index, tensors: list[torch.Tensor], flat: FlatViews = _NO_FLAT
         try:
             storage = local.untyped_storage()
             pointer = storage.data_ptr()  # wrapper subclasses may have a storage that cannot be read
+            shape = tensor.shape  # nested tensors raise here
         except (RuntimeError, NotImplementedError, TypeError, AttributeError):
-            add((name, dname, tensor.shape, tensor.requires_grad, -1, 0, 0))
+            slow.append(number)
+            add((name, dname, torch.Size(), tensor.requires_grad, -1, 0, 0))
             continue
+        if type(tensor) not in plain:
+            slow.append(number)
         key: object = (name, pointer) if pointer else storage._cdata
         st = storage_number.get(key)
         if st is None:
@@ -340,14 +348,14 @@ def _share(index: Index, tensors: list[torch.Tensor], flat: FlatViews = _NO_FLAT
             repeated.add(st)
         nbytes = int(local.nbytes)
         if not nbytes:  # empty: reads no byte
-            add((name, dname, tensor.shape, tensor.requires_grad, st, 0, 0))
+            add((name, dname, shape, tensor.requires_grad, st, 0, 0))
         elif local.is_contiguous():
             offset = int(local.storage_offset()) * itemsize
-            add((name, dname, tensor.shape, tensor.requires_grad, st, offset, offset + nbytes))
+            add((name, dname, shape, tensor.requires_grad, st, offset, offset + nbytes))
         else:
             offset = int(local.storage_offset()) * itemsize
             extent = extents[number] = strided_extent(local, offset, itemsize)
-            add((name, dname, tensor.shape, tensor.requires_grad, st, offset, extent.stop))
+            add((name, dname, shape, tensor.requires_grad, st, offset, extent.stop))
     columns = _columns(rows, 7)
     index.t_device, index.t_dtype, index.t_shape, index.t_grad = columns[:4]
     index.t_storage, index.t_start, index.t_stop = columns[4:]
@@ -359,7 +367,12 @@ def _share(index: Index, tensors: list[torch.Tensor], flat: FlatViews = _NO_FLAT
             buckets[t_storage[number]].append(number)
     if flat.shapes or flat.containers:
         _flat_params(index, tensors, flat, buckets)
-    roots, edges = share_components(len(tensors), buckets, t_start, t_stop, extents)
+    if slow:
+        from ._tensors import slow_path
+
+        roots, edges = slow_path(index, tensors, slow, buckets, extents, storage_number, dtypes)
+    else:
+        roots, edges = share_components(len(tensors), buckets, t_start, t_stop, extents)
     index.t_root = roots
     first: list[int] = [-1] * len(tensors)
     shares = index.shares

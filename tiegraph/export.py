@@ -496,6 +496,10 @@ def to_pydot(
         if full_paths and d["name"] != d["canonical"]:
             lines.append(_small(_esc(d["name"])))
         facts = [_shape(d["shape"]), d["dtype"], d["device"]]
+        if d.get("quantization"):
+            facts.insert(2, d["quantization"])
+        if d.get("placement") not in (None, d["device"]):
+            facts.append(f"served from {d['placement']}")
         if d["tensor"] == "buffer":
             facts.append("buffer")
         elif not d["requires_grad"]:

@@ -6,7 +6,9 @@ Nodes (ids are strings: ``m:<module path>``, ``s:<slot name>``, ``t:<storage num
   to: adapters belong to their tuner layer), ``cls``, ``object`` (modules registered at several paths share
   it).
 - ``slot``: ``name`` (full), ``canonical``, ``owner`` (full module path), ``attr``, ``tensor``
-  (``parameter`` or ``buffer``), ``dtype``, ``shape``, ``device``, ``requires_grad``, ``object``.
+  (``parameter`` or ``buffer``), ``dtype``, ``shape``, ``device``, ``requires_grad``, ``object``,
+  ``placement`` (where the bytes the model computes with live: a device, ``disk``, or ``meta``),
+  ``execution_device`` and ``quantization`` (a format such as ``torchao.Int8Tensor``, or None).
 - ``storage``: ``storage_id``, ``device``, ``nbytes``.
 
 Edges (a :class:`networkx.MultiDiGraph`; the edge key is its kind):
@@ -317,6 +319,9 @@ def to_networkx(idx: Index) -> nx.MultiDiGraph:
         G.add_node(
             f"t:{i}", kind="storage", storage_id=node, device=idx.st_device[i], nbytes=idx.st_nbytes[i]
         )
+    from .deployed import slot_facts
+
+    facts = slot_facts(idx)
     for s, node in enumerate(s_nodes):
         t = idx.s_tensor[s]
         G.add_node(
@@ -332,6 +337,9 @@ def to_networkx(idx: Index) -> nx.MultiDiGraph:
             device=idx.t_device[t],
             requires_grad=idx.t_grad[t],
             object=t,
+            placement=facts[s][0],
+            execution_device=facts[s][1],
+            quantization=facts[s][2],
         )
     for i, parent in enumerate(idx.m_parent):
         if parent >= 0:
@@ -394,6 +402,7 @@ def from_networkx(G: nx.MultiDiGraph) -> Index:
             idx.st_device.append(data["device"])
             idx.st_nbytes.append(int(data["nbytes"]))
     objects: dict[int, int] = {}
+    read_facts: list[tuple[str | None, str | None, str | None]] = []
     for node, data in G.nodes(data=True):
         if data["kind"] != "slot":
             continue
@@ -415,6 +424,10 @@ def from_networkx(G: nx.MultiDiGraph) -> Index:
             idx.t_start.append(0)
             idx.t_stop.append(0)
         idx.s_tensor.append(t)
+        read_facts.append((data.get("placement"), data.get("execution_device"), data.get("quantization")))
+    from .deployed import read_slot_facts
+
+    read_slot_facts(idx, read_facts)
     parent = list(range(len(idx.t_dtype)))
 
     def find(i: int) -> int:

@@ -1,0 +1,339 @@
+"""Deployed models (issue 10): accelerate offload hooks, placement, device maps, quantized and odd tensors.
+
+Real libraries only: accelerate, torchao, bitsandbytes (CPU backend), optimum-quanto and hqq, on tiny
+transformers models built from configs (saved to ``tmp_path`` when ``from_pretrained`` is the flow).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+from transformers import AutoConfig, AutoModelForCausalLM
+
+import tiegraph
+from tiegraph._tensors import leaves, quantization
+from tiegraph.export import to_dot
+
+X = torch.tensor([[1, 2, 3]])
+
+
+def tiny_llama(hidden: int = 16) -> nn.Module:
+    """A tied Llama of a few kB (hidden 64 when a quantizer needs whole 64-wide groups)."""
+    config = AutoConfig.for_model(
+        "llama",
+        vocab_size=64,
+        hidden_size=hidden,
+        intermediate_size=hidden,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    return AutoModelForCausalLM.from_config(config)
+
+
+def kinds(tg: tiegraph.TieGraph) -> list[str]:
+    return [f.kind for f in tg.audit()]
+
+
+def slot(tg: tiegraph.TieGraph, name: str) -> dict[str, Any]:
+    return dict(tg.graph.nodes[f"s:{name}"])
+
+
+# --------------------------------------------------------------------------------- accelerate offload
+
+
+def test_cpu_offload_serves_one_tensor_before_and_after_forward(build):
+    """cpu_offload leaves two meta objects; the weights_map serves one tensor: tied, no false alarm."""
+    from accelerate import cpu_offload
+
+    model = cpu_offload(tiny_llama(), execution_device="cpu")
+    assert model.lm_head.weight is not model.model.embed_tokens.weight  # meta, two objects
+    for _ in range(2):
+        tg = build(model)
+        assert tg.tied_to_input_embedding() == ["lm_head"]
+        assert kinds(tg) == []
+        node = slot(tg, "lm_head.weight")
+        assert (node["placement"], node["execution_device"]) == ("cpu", "cpu")
+        model(X)
+
+
+def test_from_pretrained_all_disk_no_false_alarm(build, tmp_path):
+    """All on disk: both names are served from one safetensors entry, before and after a forward."""
+    tiny_llama().save_pretrained(tmp_path / "ckpt")
+    model = AutoModelForCausalLM.from_pretrained(
+        tmp_path / "ckpt", device_map={"": "disk"}, offload_folder=tmp_path / "off"
+    )
+    for _ in range(2):
+        tg = build(model)
+        assert tg.tied_to_input_embedding() == ["lm_head"]
+        assert kinds(tg) == []
+        assert slot(tg, "lm_head.weight")["placement"] == "disk"
+        model(X)
+
+
+def test_from_pretrained_head_on_disk_is_split_at_load_time(build, tmp_path):
+    """lm_head on disk, embedding on cpu: the hook would serve lm_head.weight from nowhere (KeyError)."""
+    tiny_llama().save_pretrained(tmp_path / "ckpt")
+    device_map = {
+        "model.embed_tokens": "cpu",
+        "model.layers": "cpu",
+        "model.norm": "cpu",
+        "model.rotary_emb": "cpu",
+        "lm_head": "disk",
+    }
+    model = AutoModelForCausalLM.from_pretrained(
+        tmp_path / "ckpt", device_map=device_map, offload_folder=tmp_path / "off"
+    )
+    tg = build(model)
+    assert kinds(tg) == ["group-split-across-devices"]
+    message = tg.audit()[0].message
+    assert "device_map['lm_head'] = 'cpu'" in message
+    assert "tie_weights" not in message.split("Change")[1]
+    assert slot(tg, "lm_head.weight")["placement"] == "meta"
+    with pytest.raises(KeyError):  # what the finding predicts
+        model(X)
+
+
+def test_dispatch_model_split_same_before_and_after_forward(build, tmp_path):
+    from accelerate import dispatch_model
+
+    model = dispatch_model(tiny_llama(), device_map={"model": "cpu", "lm_head": "disk"}, offload_dir=tmp_path)
+    before = build(model).audit()
+    model(X)
+    after = build(model).audit()
+    assert [f.kind for f in before] == ["group-split-across-devices"]
+    assert before == after
+    assert "device_map['lm_head'] = 'cpu'" in before[0].message
+
+
+def test_disk_offload_serves_separate_copies(build, tmp_path):
+    """accelerate's disk_offload writes each name to its own file: the hook serves two copies."""
+    from accelerate import disk_offload
+
+    model = disk_offload(tiny_llama(), tmp_path, execution_device="cpu")
+    (finding,) = build(model).audit()
+    assert finding.kind == "group-split-across-devices"
+    assert "lm_head.weight.dat" in finding.message
+
+
+# ----------------------------------------------------------------------------------- check_device_map
+
+
+def test_check_device_map_dict_places_nothing():
+    model = tiny_llama()
+    split = tiegraph.check_device_map(model, {"model": "cpu", "lm_head": "disk"})
+    assert [f.kind for f in split] == ["group-split-across-devices"]
+    assert "device_map['lm_head'] = 'cpu'" in split[0].message
+    assert tiegraph.check_device_map(model, {"": "disk"}) == []
+    assert not hasattr(model, "hf_device_map") and model.lm_head.weight.device.type == "cpu"
+
+
+def test_check_device_map_auto_resolves_through_accelerate():
+    from accelerate import infer_auto_device_map
+
+    model = tiny_llama()
+    budget = {"cpu": 2_000}
+    placed = infer_auto_device_map(model, max_memory=budget, no_split_module_classes=model._no_split_modules)
+    assert set(placed.values()) >= {"disk"}
+    expected = tiegraph.check_device_map(model, dict(placed))
+    assert tiegraph.check_device_map(model, "auto", max_memory=budget) == expected
+
+
+def test_check_device_map_errors():
+    with pytest.raises(TypeError):
+        tiegraph.check_device_map(object(), {})  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        tiegraph.check_device_map(tiny_llama(), "balanced")
+    with pytest.raises(ValueError, match="lm_head"):
+        tiegraph.check_device_map(tiny_llama(), {"model": "cpu"})
+
+
+# ------------------------------------------------------------------------------------------ quantizers
+
+
+def test_torchao_int8_unties_with_safe_advice(build):
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+    model = tiny_llama(64)
+    quantize_(model, Int8WeightOnlyConfig())
+    tg = build(model)
+    assert kinds(tg) == ["untied-by-quantization"]  # not declared-not-tied a second time
+    message = tg.audit()[0].message
+    assert "torchao.Int8Tensor" in message and "filter_fn" in message
+    assert "call model.tie_weights()" not in message
+    assert slot(tg, "lm_head.weight")["quantization"] == "torchao.Int8Tensor"
+    assert "torchao.Int8Tensor" in tg.report()
+    assert "torchao.Int8Tensor" in to_dot(tg)
+
+
+def test_torchao_float8_wrapper_is_seen_through(build):
+    """The float8 weight wrapper's inner _tensor is the embedding Parameter: still tied."""
+    from torchao.float8 import Float8LinearConfig, convert_to_float8_training
+
+    model = tiny_llama()
+    convert_to_float8_training(model, config=Float8LinearConfig(enable_fsdp_float8_all_gather=True))
+    assert type(model.lm_head.weight).__name__ == "WeightWithDynamicFloat8CastTensor"
+    tg = build(model)
+    assert tg.tied_to_input_embedding() == ["lm_head"]
+    assert slot(tg, "lm_head.weight")["quantization"] == "torchao.WeightWithDynamicFloat8CastTensor"
+
+
+def test_quanto_qint8_unties(build):
+    from optimum.quanto import freeze, qint8, quantize
+
+    model = tiny_llama(64)
+    quantize(model, weights=qint8)
+    freeze(model)
+    tg = build(model)
+    assert kinds(tg) == ["untied-by-quantization"]
+    assert slot(tg, "lm_head.weight")["quantization"] == "quanto.qint8"
+
+
+def test_bitsandbytes_layer_holding_tied_fp32_weight(build):
+    """The skip-modules case: a Linear4bit holds the fp32 embedding Parameter; forward would fail."""
+    import bitsandbytes as bnb
+
+    model = tiny_llama(64)
+    head = bnb.nn.Linear4bit(64, 64, bias=False, quant_type="nf4")
+    head.weight = model.model.embed_tokens.weight
+    model.lm_head = head
+    tg = build(model)
+    assert kinds(tg) == ["quantized-layer-holds-tied-weight"]
+    assert "Linear4bit" in tg.audit()[0].message
+
+
+@pytest.mark.parametrize("kind", ["nf4", "int8"])
+def test_bitsandbytes_quantized_head_unties(build, kind):
+    import bitsandbytes as bnb
+
+    model = tiny_llama(64)
+    if kind == "nf4":
+        head = bnb.nn.Linear4bit(64, 64, bias=False, quant_type="nf4")
+    else:
+        head = bnb.nn.Linear8bitLt(64, 64, bias=False, has_fp16_weights=False)
+    head.load_state_dict({"weight": model.lm_head.weight.detach().clone()})
+    model.lm_head = head.to("cpu")
+    tg = build(model)
+    assert kinds(tg) == ["untied-by-quantization"]
+    assert slot(tg, "lm_head.weight")["quantization"] == f"bitsandbytes.{kind}"
+
+
+def test_hqq_layer_is_labelled(build):
+    from hqq.core.quantize import BaseQuantizeConfig, HQQLinear
+
+    model = tiny_llama(64)
+    model.lm_head = HQQLinear(
+        model.lm_head, BaseQuantizeConfig(nbits=4, group_size=64), compute_dtype=torch.float32, device="cpu"
+    )
+    tg = build(model)
+    assert slot(tg, "lm_head.W_q")["quantization"] == "hqq.4bit"
+
+
+def test_quantized_tensors_flatten_to_their_storages():
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+    layer = nn.Sequential(nn.Linear(16, 16))
+    quantize_(layer, Int8WeightOnlyConfig())
+    found = leaves(layer[0].weight)
+    assert found.unknown == "" and {t.dtype for t in found.tensors} >= {torch.int8}
+    assert quantization(layer[0].weight) == "torchao.Int8Tensor"
+
+
+# ------------------------------------------------------------------------------ tensors that are not plain
+
+
+class Opaque(torch.Tensor):
+    """A wrapper subclass with neither storage nor __tensor_flatten__: storage unknown."""
+
+    @staticmethod
+    def __new__(cls, like: torch.Tensor) -> Opaque:
+        return torch.Tensor._make_wrapper_subclass(cls, like.shape, dtype=like.dtype)  # type: ignore[return-value]
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        raise NotImplementedError(str(func))
+
+
+def _jagged(values: torch.Tensor) -> torch.Tensor:
+    return torch.nested.nested_tensor_from_jagged(values, torch.tensor([0, 2, values.shape[0]]))
+
+
+def _odd(kind: str, base: torch.Tensor) -> torch.Tensor:
+    """A tensor of ``kind`` reading ``base``'s bytes where the kind allows it."""
+    if kind == "plain":
+        return base
+    if kind == "view":
+        return base[1:]
+    if kind == "coo":
+        return torch.sparse_coo_tensor(torch.tensor([[0, 1]]), base[:2], (base.shape[0],))
+    if kind == "csr":
+        return torch.sparse_csr_tensor(torch.tensor([0, 1, 2]), torch.tensor([0, 1]), base[:2], (2, 2))
+    if kind == "bsr":
+        return torch.sparse_bsr_tensor(
+            torch.tensor([0, 1]), torch.tensor([0]), base[:4].view(1, 2, 2), (2, 2)
+        )
+    if kind == "jagged":
+        return _jagged(base.view(-1, 1))
+    if kind == "nested":
+        return torch.nested.nested_tensor([torch.zeros(2), torch.zeros(3)])
+    if kind == "dtensor":
+        return base  # DTensor needs a process group: covered in test_distributed.py
+    if kind == "fake":
+        from torch._subclasses.fake_tensor import FakeTensorMode
+
+        with FakeTensorMode():
+            return torch.empty(4)
+    if kind == "functional":
+        from torch._subclasses.functional_tensor import FunctionalTensor, FunctionalTensorMode
+
+        with FunctionalTensorMode():
+            return FunctionalTensor.to_functional(base)
+    return Opaque(base)
+
+
+KINDS = ["plain", "view", "coo", "csr", "bsr", "jagged", "nested", "fake", "functional", "opaque"]
+SHARES_BASE = {"plain", "view", "coo", "csr", "bsr", "jagged", "functional"}
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(KINDS), st.integers(0, 2)), min_size=1, max_size=7))
+def test_mixed_trees_never_crash_and_share_by_storage(build, picks):
+    """Trees of plain, sparse, nested, fake, functional and unknown tensors over three base storages.
+
+    Oracle: two slots share exactly when both read the same base (for kinds that read their base) or are
+    the same object; unknown storage warns and never ties.
+    """
+    bases = [torch.arange(6.0) + i for i in range(3)]
+    model = nn.Module()
+    made: list[tuple[str, int, torch.Tensor]] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for n, (kind, b) in enumerate(picks):
+            tensor = _odd(kind, bases[b])
+            model.register_buffer(f"b{n}", tensor)
+            made.append((kind, b, tensor))
+        tg = tiegraph.build_graph(model)
+    groups = {frozenset(g) for g in tg.tie_groups()}
+    for i, (ki, bi, ti) in enumerate(made):
+        for j, (kj, bj, tj) in enumerate(made[:i]):
+            expected = ti is tj or (ki in SHARES_BASE and kj in SHARES_BASE and bi == bj)
+            together = any({f"b{i}", f"b{j}"} <= g for g in groups)
+            assert together == expected, (ki, kj, bi, bj)
+
+
+def test_unknown_storage_warns_and_stays_alone(build):
+    model = nn.Module()
+    model.register_buffer("a", Opaque(torch.zeros(3)))
+    model.register_buffer("b", torch.nested.nested_tensor([torch.zeros(2), torch.zeros(3)]))
+    with pytest.warns(RuntimeWarning, match="storage unknown for a"):
+        tg = tiegraph.build_graph(model)
+    assert tg.tie_groups() == []
+    assert slot(tg, "b")["shape"] == (2, -1)

@@ -1,0 +1,599 @@
+"""Deployed models: accelerate's offload hooks, placement, device maps and quantization findings.
+
+A module carrying an accelerate hook (``_hf_hook``: ``cpu_offload``, ``disk_offload``, ``dispatch_model``,
+``from_pretrained(device_map=...)``) does not compute with the tensor sitting in its slot but with the one
+its hook's ``weights_map`` serves at execution time. :func:`serve_hooks` puts that *served tensor* in the
+slot before the share relation is computed, so ties are judged the same before and after a forward, and
+records where every slot's bytes live (``placement``: a device, ``"disk"``, or ``"meta"`` when they exist
+nowhere) and where it runs (``execution_device``). No data is read: a tensor served from a dict (cpu
+offload) is that dict's tensor; one served from disk is known by its file and weight name and stands in as
+a meta tensor; one the hook cannot find exists nowhere.
+
+:func:`check_device_map` answers the same question for a device map before anything is placed, and
+:func:`findings` turns placement and quantization into findings (registered with :mod:`tiegraph.audit`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from ._tensors import is_quantized_layer, quantization
+
+if TYPE_CHECKING:
+    from ._index import Index
+    from .audit import Finding
+    from .graph import TieGraph
+
+__all__ = ["check_device_map", "execution_device_of", "placement_of", "quantization_of"]
+
+_HOOK = "_hf_hook"
+
+
+# ----------------------------------------------------------------------------------------- annotation
+
+
+def annotate(index: Index, objects: list[nn.Module], tensors: list[torch.Tensor]) -> None:
+    """Served tensors, placement, execution devices, hqq labels and quantized layers, recorded in the index.
+
+    Called by the builder after the walk and before the share relation. Costs one dictionary look-up per
+    distinct module when the model has no hooks and no quantized layers; then nothing is recorded and
+    :func:`placement_of` and friends answer from the tensors' own devices.
+    """
+    hooked: list[int] = []
+    layers: set[int] = set()
+    verdict: dict[type, bool] = {}
+    for number, module in enumerate(objects):
+        if _HOOK in module.__dict__:
+            hooked.append(number)
+        kind = type(module)
+        special = verdict.get(kind)
+        if special is None:
+            special = verdict[kind] = is_quantized_layer(module)
+        if special:
+            layers.add(number)
+    if layers:
+        _quantized_layers(index, objects, layers)
+    if hooked:
+        _serve(index, objects, tensors, hooked)
+
+
+def _quantized_layers(index: Index, objects: list[nn.Module], layers: set[int]) -> None:
+    """Weight slots of quantized layer classes, and hqq's labels (its format lives on the layer)."""
+    slots = []
+    labels: dict[int, str] = {}
+    for s, owner in enumerate(index.s_owner):
+        number = index.m_object[owner]
+        if number in layers:
+            module, attr = objects[number], index.s_attr[s]
+            if attr in ("weight", "W_q"):
+                slots.append(s)
+            tensor = module._parameters.get(attr)
+            label = quantization(tensor, module, attr) if tensor is not None else None
+            if label:
+                labels[s] = label
+    index.extra["quantized_layer_slots"] = slots
+    if labels:
+        index.extra["slot_quantization"] = labels
+
+
+def _hooks(module: nn.Module) -> list[Any]:
+    hook = module.__dict__.get(_HOOK)
+    inner = getattr(hook, "hooks", None)  # SequentialHook
+    return list(inner) if isinstance(inner, (list, tuple)) else [hook]
+
+
+def _device(value: object) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, Mapping):  # per-tensor execution devices: not a single answer
+        return None
+    try:
+        return str(torch.device(value)) if isinstance(value, (str, int, torch.device)) else str(value)
+    except (RuntimeError, TypeError):
+        return str(value)
+
+
+class _Stand:
+    """Meta stand-ins for tensors served from disk, one per (file, weight name), so equal keys share."""
+
+    def __init__(self) -> None:
+        self.cache: dict[tuple[str, str], torch.Tensor] = {}
+
+    def get(self, key: tuple[str, str] | None, shape: Any, dtype: torch.dtype) -> torch.Tensor:
+        if key is None:
+            return torch.empty(tuple(shape), dtype=dtype, device="meta")
+        found = self.cache.get(key)
+        if found is None:
+            found = self.cache[key] = torch.empty(tuple(shape), dtype=dtype, device="meta")
+        return found
+
+
+def _served(
+    hook: Any, name: str, current: torch.Tensor, stand: _Stand
+) -> tuple[torch.Tensor | None, str, str]:
+    """(tensor the hook serves, placement, where from) for tensor ``name`` relative to the hooked module."""
+    weights = hook.weights_map
+    prefix = getattr(weights, "prefix", None)
+    dataset = getattr(weights, "dataset", None) if prefix is not None else weights
+    key = f"{prefix or ''}{name}"
+    state = getattr(dataset, "state_dict", None)
+    index = getattr(dataset, "index", None)
+    if isinstance(dataset, Mapping) and not isinstance(index, Mapping):
+        value = dataset.get(key)
+        if isinstance(value, torch.Tensor):
+            return value, _device(value.device) or "cpu", f"weights_map[{key!r}]"
+        return stand.get(None, current.shape, current.dtype), "meta", f"missing from weights_map ({key!r})"
+    if isinstance(index, Mapping):  # accelerate's OffloadedWeightsLoader: a state dict and files
+        if isinstance(state, Mapping) and isinstance(state.get(key), torch.Tensor):
+            value = state[key]
+            return value, _device(value.device) or "cpu", f"weights_map[{key!r}]"
+        info = index.get(key)
+        if not isinstance(info, Mapping):
+            missing = f"missing from weights_map ({key!r})"
+            return stand.get(None, current.shape, current.dtype), "meta", missing
+        dtype = getattr(torch, str(info.get("dtype", "")), None)
+        dtype = dtype if isinstance(dtype, torch.dtype) else current.dtype
+        shape = info.get("shape") or current.shape
+        if info.get("safetensors_file") is not None:
+            where = (str(info["safetensors_file"]), str(info.get("weight_name", key)))
+            return stand.get(where, shape, dtype), "disk", f"{where[0]}[{where[1]!r}]"
+        folder = str(getattr(dataset, "save_folder", ""))
+        return stand.get((folder, key), shape, dtype), "disk", f"{folder}/{key}.dat"
+    return None, "offloaded", f"{type(dataset).__name__}[{key!r}]"
+
+
+def _serve(index: Index, objects: list[nn.Module], tensors: list[torch.Tensor], hooked: list[int]) -> None:
+    from accelerate.utils import named_module_tensors
+
+    stand = _Stand()
+    served: dict[tuple[int, str], tuple[torch.Tensor | None, str, str, str | None]] = {}
+    executes: dict[int, str | None] = {}
+    for number in hooked:
+        module = objects[number]
+        for hook in _hooks(module):
+            if not hasattr(hook, "execution_device"):
+                continue
+            device = _device(hook.execution_device)
+            executes.setdefault(number, device)
+            if not getattr(hook, "offload", False) or getattr(hook, "weights_map", None) is None:
+                continue
+            for name, tensor in named_module_tensors(
+                module,
+                include_buffers=bool(getattr(hook, "offload_buffers", False)),
+                recurse=bool(getattr(hook, "place_submodules", False)),
+                remove_non_persistent=True,
+            ):
+                owner_path, _, attr = name.rpartition(".")
+                holder = module.get_submodule(owner_path) if owner_path else module
+                value, where, source = _served(hook, name, tensor, stand)
+                served[(id(holder), attr)] = (value, where, source, device)
+    tensor_number = {id(t): n for n, t in enumerate(tensors)}
+    m_exec: list[str | None] = []
+    for i, number in enumerate(index.m_object):
+        parent = index.m_parent[i]
+        m_exec.append(executes[number] if number in executes else (m_exec[parent] if parent >= 0 else None))
+    placement: list[str | None] = [None] * len(index.s_name)
+    execution: list[str | None] = [m_exec[owner] for owner in index.s_owner]
+    sources: dict[str, str] = {}
+    for s, owner in enumerate(index.s_owner):
+        entry = served.get((id(objects[index.m_object[owner]]), index.s_attr[s]))
+        if entry is None:
+            continue
+        value, where, source, device = entry
+        placement[s] = where
+        sources[index.s_name[s]] = source
+        if device is not None:
+            execution[s] = device
+        if value is not None:
+            t = tensor_number.get(id(value))
+            if t is None:
+                t = tensor_number[id(value)] = len(tensors)
+                tensors.append(value)
+            index.s_tensor[s] = t
+    index.extra["placement"] = placement
+    index.extra["execution_device"] = execution
+    index.extra["served_from"] = sources
+    device_map = getattr(objects[0], "hf_device_map", None)
+    if isinstance(device_map, Mapping):
+        index.extra["device_map"] = {str(k): str(v) for k, v in device_map.items()}
+
+
+# ------------------------------------------------------------------------------------ per-slot answers
+
+
+def placement_of(index: Index, s: int) -> str:
+    """Where slot ``s``'s bytes live: a device, ``"disk"``, or ``"meta"`` when they exist nowhere."""
+    placement = index.extra.get("placement")
+    if placement:
+        found = placement[s]
+        if found is not None:
+            return str(found)
+    return index.t_device[index.s_tensor[s]]
+
+
+def execution_device_of(index: Index, s: int) -> str:
+    """The device slot ``s`` is computed on (its hook's execution device, else where it sits)."""
+    execution = index.extra.get("execution_device")
+    if execution:
+        found = execution[s]
+        if found is not None:
+            return str(found)
+    return index.t_device[index.s_tensor[s]]
+
+
+def quantization_of(index: Index, s: int) -> str | None:
+    """The quantization format of slot ``s``'s tensor, or None."""
+    labels = index.extra.get("slot_quantization")
+    if labels:
+        found = labels.get(s)
+        if found:
+            return str(found)
+    t = index.s_tensor[s]
+    per_tensor = index.extra.get("tensor_quantization")
+    if per_tensor:
+        label = per_tensor.get(t)
+        if label:
+            return str(label)
+    dtype = index.t_dtype[t]
+    return f"torch.{dtype}" if dtype.startswith("float8") else None
+
+
+# ---------------------------------------------------------------------------------------- device maps
+
+
+def _entry(device_map: Mapping[str, str], path: str) -> str | None:
+    """The device map key that places module ``path`` (the longest key that is ``path`` or a prefix)."""
+    best: str | None = None
+    for key in device_map:
+        inside = key == "" or key == path or path.startswith(key + ".")
+        if inside and (best is None or len(key) > len(best)):
+            best = key
+    return best
+
+
+def check_device_map(
+    model: nn.Module,
+    device_map: Mapping[str, int | str | torch.device] | str,
+    *,
+    max_memory: Mapping[int | str, int | str] | None = None,
+    no_split_module_classes: list[str] | None = None,
+    input_embedding: Any = None,
+) -> list[Finding]:
+    """The findings ``model`` would have once placed by ``device_map``, without placing anything.
+
+    Parameters
+    ----------
+    model
+        The model, as it is before dispatch (real tensors or meta from ``init_empty_weights``).
+    device_map
+        The dict accelerate takes (module name -> device, ``"cpu"`` or ``"disk"``; ``""`` names the whole
+        model), or ``"auto"`` to ask accelerate's ``infer_auto_device_map`` with ``max_memory``.
+    max_memory, no_split_module_classes
+        Passed to ``infer_auto_device_map`` when ``device_map="auto"`` (``no_split_module_classes``
+        defaults to the model's ``_no_split_modules``).
+    input_embedding
+        As for :func:`tiegraph.build_graph`.
+
+    Returns
+    -------
+    list of Finding
+        What :meth:`tiegraph.TieGraph.audit` would say about the placed model: ``group-split-across-devices``
+        naming the device map entries to change when a tie group's members land on different devices.
+
+    Raises
+    ------
+    TypeError
+        If ``model`` is not an ``nn.Module`` or ``device_map`` is neither a mapping nor ``"auto"``.
+    ValueError
+        If ``device_map`` leaves a slot of the model unplaced.
+
+    Examples
+    --------
+    >>> import torch, tiegraph
+    >>> class Tiny(torch.nn.Module):
+    ...     _tied_weights_keys = {"head.weight": "embed.weight"}
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.embed = torch.nn.Embedding(10, 4)
+    ...         self.head = torch.nn.Linear(4, 10, bias=False)
+    ...         self.head.weight = self.embed.weight
+    >>> [f.kind for f in tiegraph.check_device_map(Tiny(), {"embed": "cpu", "head": "disk"})]
+    ['group-split-across-devices']
+    >>> tiegraph.check_device_map(Tiny(), {"": "disk"})
+    []
+    """
+    from .audit import audit
+    from .build import build_graph
+
+    if not isinstance(model, nn.Module):
+        kind = type(model)
+        raise TypeError(
+            f"check_device_map expects a torch.nn.Module, got {kind.__module__}.{kind.__qualname__}"
+        )
+    if isinstance(device_map, str):
+        if device_map != "auto":
+            raise TypeError(
+                f"device_map must be a dict (module name -> device) or 'auto', got {device_map!r}; the "
+                "strings 'balanced' and 'sequential' need GPUs, pass the dict they produce instead"
+            )
+        from accelerate import infer_auto_device_map
+
+        classes = no_split_module_classes
+        if classes is None:
+            classes = list(getattr(model, "_no_split_modules", None) or [])
+        device_map = infer_auto_device_map(
+            model, max_memory=dict(max_memory) if max_memory else None, no_split_module_classes=classes
+        )
+    if not isinstance(device_map, Mapping):
+        raise TypeError(f"device_map must be a dict or 'auto', got {type(device_map).__name__}")
+    names = {str(k): _device_name(v) for k, v in device_map.items()}
+    tg = build_graph(model, input_embedding=input_embedding)
+    index = tg._index
+    placement: list[str | None] = []
+    for s, owner in enumerate(index.s_owner):
+        key = _entry(names, index.m_path[owner])
+        if key is None:
+            raise ValueError(
+                f"device_map places no module holding {index.s_name[s]!r}; add an entry for "
+                f"{index.m_path[owner] or '<root>'!r} or one of its parents (accelerate would refuse it too)"
+            )
+        placement.append(names[key])
+    index.extra["placement"] = placement
+    index.extra["execution_device"] = [p if p != "disk" else "cpu" for p in placement]
+    index.extra["device_map"] = names
+    return audit(tg)
+
+
+def _device_name(value: object) -> str:
+    if isinstance(value, str) and value in ("disk", "cpu", "meta"):
+        return value
+    if isinstance(value, int):
+        return f"cuda:{value}"
+    return _device(value) or str(value)
+
+
+# -------------------------------------------------------------------------------------------- findings
+
+
+def split_advice(tg: TieGraph, slots: list[int]) -> str:
+    """The device map entries to change so that ``slots`` land on one device ('' without a device map)."""
+    index = tg._index
+    device_map = index.extra.get("device_map")
+    if not device_map:
+        return ""
+    entries: dict[str, str] = {}
+    for s in slots:
+        key = _entry(device_map, index.m_path[index.s_owner[s]])
+        if key is not None:
+            entries[key] = device_map[key]
+    if len(set(entries.values())) < 2:
+        return ""
+    embed = set(index.ie_slots)
+    keep = next(
+        (
+            _entry(device_map, index.m_path[index.s_owner[s]])
+            for s in slots
+            if s in embed and _entry(device_map, index.m_path[index.s_owner[s]]) is not None
+        ),
+        None,
+    )
+    if keep is None:  # the entry on the fastest place stays
+        keep = min(entries, key=lambda k: (_rank(entries[k]), k))
+    target = entries[keep]
+    change = sorted(k for k, v in entries.items() if v != target)
+    moves = ", ".join(f"device_map[{k!r}] = {target!r}" for k in change)
+    return f"device map entries {', '.join(repr(k) for k in sorted(entries))}: set {moves}"
+
+
+def _rank(place: str) -> int:
+    return {"disk": 3, "meta": 4, "cpu": 2}.get(place, 1)
+
+
+#: Finding kinds of this room, with the sentence each one says (``str.format`` fields).
+KINDS: dict[str, str] = {
+    "untied-by-quantization": (
+        "{target} is declared tied to {source} (by {declared_by}) but quantization keeps them apart "
+        "({target}: {target_q}; {source}: {source_q}); model.tie_weights() is not the fix here: it would put "
+        "the unquantized {source} back into {target_module} and drop its quantization; to keep one weight, "
+        "leave {target_module} out of quantization ({how}) and then tie, or quantize the tied pair as one "
+        "tensor where the library supports it; to keep both quantized copies, set "
+        "config.tie_word_embeddings=False so the saved model says so."
+    ),
+    "quantized-layer-holds-tied-weight": (
+        "{layer} is a quantized layer ({cls}) but its {attr} is an unquantized {dtype} tensor shared with "
+        "{others}: its forward expects the quantized format; leave {layer} out of quantization (e.g. "
+        "bitsandbytes llm_int8_skip_modules=[{layer_name!r}]) or untie it before quantizing."
+    ),
+}
+
+_HOW = (
+    "torchao: quantize_(model, config, filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear) and "
+    "fqn != {name!r}); bitsandbytes: BitsAndBytesConfig(llm_int8_skip_modules=[{name!r}]); quanto: "
+    "quantize(model, weights=..., exclude=[{name!r}])"
+)
+
+
+def _make(kind: str, paths: list[str], **fields: Any) -> Finding:
+    from .audit import Finding
+
+    ordered = tuple(sorted(dict.fromkeys(paths)))
+    fields.setdefault("paths", " and ".join(ordered) if len(ordered) == 2 else ", ".join(ordered))
+    return Finding(kind, ordered, KINDS[kind].format(**fields))
+
+
+def untied_pairs(tg: TieGraph) -> dict[tuple[str, str], str]:
+    """Declared pairs (target, source) that a finding of this room explains better than declared-not-tied.
+
+    Values are the finding kind: ``untied-by-quantization`` (an end is quantized) or
+    ``group-split-across-devices`` (the ends are served from different places, or as separate copies).
+    """
+    from .declared import declared_ties
+
+    index = tg._index
+    out: dict[tuple[str, str], str] = {}
+    served = bool(index.extra.get("placement"))
+    for entry, tie in zip(index.declared, declared_ties(tg), strict=True):
+        if tie.status != "not-tied":
+            continue
+        t, s = int(entry["target_slot"]), int(entry["source_slot"])
+        if quantization_of(index, t) or quantization_of(index, s):
+            out[(tie.target, tie.source)] = "untied-by-quantization"
+        elif placement_of(index, t) != placement_of(index, s) or (
+            served and bool({index.slot_canon_of(t), index.slot_canon_of(s)} & _served_names(index))
+        ):
+            out[(tie.target, tie.source)] = "group-split-across-devices"
+    return out
+
+
+def _served_names(index: Index) -> set[str]:
+    cached = index.extra.get("_served_canon")
+    if cached is None:
+        sources = index.extra.get("served_from") or {}
+        cached = {index.slot_canon_of(s) for s, name in enumerate(index.s_name) if name in sources}
+        index.extra["_served_canon"] = cached
+    return set(cached)
+
+
+def findings(tg: TieGraph) -> list[Finding]:
+    """This room's findings: quantization that unties or breaks a tie, and ties split by placement.
+
+    ``group-split-across-devices`` is decided on placement (where the served bytes live), so an offloaded
+    model and a device map checked before use are judged alike; the message names the device map entries
+    to change when the model has a device map.
+    """
+    from .declared import declared_ties
+
+    index = tg._index
+    out: list[Finding] = []
+    explained = untied_pairs(tg)
+    for entry, tie in zip(index.declared, declared_ties(tg), strict=True):
+        kind = explained.get((tie.target, tie.source))
+        if kind is None:
+            continue
+        t, s = int(entry["target_slot"]), int(entry["source_slot"])
+        if kind == "untied-by-quantization":
+            module = index.belongs_of(index.s_owner[t])
+            out.append(
+                _make(
+                    kind,
+                    [tie.target, tie.source],
+                    target=tie.target,
+                    source=tie.source,
+                    declared_by=tie.declared_by or entry.get("declared_by_cls", "the model"),
+                    target_q=quantization_of(index, t) or "not quantized",
+                    source_q=quantization_of(index, s) or "not quantized",
+                    target_module=module,
+                    how=_HOW.format(name=module),
+                )
+            )
+        else:
+            out.append(_split(tg, [t, s], [tie.target, tie.source]))
+    for slots in tg._groups().values():
+        places = {placement_of(index, s) for s in slots}
+        if len(places) > 1:
+            out.append(_split(tg, slots, sorted({index.slot_canon_of(s) for s in slots})))
+    out += _layer_findings(tg)
+    return out
+
+
+def _split(tg: TieGraph, slots: list[int], names: list[str]) -> Finding:
+    from .audit import _finding
+
+    index = tg._index
+    places = []
+    for s in slots:
+        where = placement_of(index, s)
+        source = (index.extra.get("served_from") or {}).get(index.s_name[s])
+        if where == "meta" and source:
+            where = f"nowhere ({index.slot_canon_of(s)} is {source}: forward fails)"
+        elif where == "disk" and source:
+            where = f"disk ({source.rsplit('/', 1)[-1]})"
+        places.append(where)
+    distinct = list(dict.fromkeys(places))
+    devices = " and ".join(distinct) if len(distinct) > 1 else f"{distinct[0]} as separate copies"
+    finding = _finding("group-split-across-devices", names, devices=devices)
+    advice = split_advice(tg, slots)
+    if advice:
+        from .audit import Finding
+
+        finding = Finding(finding.kind, finding.paths, f"{finding.message} Change the {advice}.")
+    return finding
+
+
+def _layer_findings(tg: TieGraph) -> list[Finding]:
+    index = tg._index
+    out: list[Finding] = []
+    candidates = index.extra.get("quantized_layer_slots") or []
+    if not candidates:
+        return out
+    members: dict[int, list[int]] = {}
+    for slots in tg._groups().values():
+        for s in slots:
+            members[s] = slots
+    for s in candidates:
+        group = members.get(s)
+        if group is None or quantization_of(index, s):
+            continue
+        t = index.s_tensor[s]
+        if not index.t_dtype[t].startswith(("float", "bfloat")):
+            continue
+        owner = index.s_owner[s]
+        layer = index.belongs_of(owner)
+        others = sorted({index.slot_canon_of(o) for o in group if o != s} - {index.slot_canon_of(s)})
+        if not others:
+            continue
+        out.append(
+            _make(
+                "quantized-layer-holds-tied-weight",
+                [index.slot_canon_of(s), *others],
+                layer=layer,
+                layer_name=layer.rsplit(".", 1)[-1],
+                cls=index.m_cls[owner],
+                attr=index.s_attr[s],
+                dtype=index.t_dtype[t],
+                others=", ".join(others),
+            )
+        )
+    return out
+
+
+def slot_facts(index: Index) -> list[tuple[str, str, str | None]]:
+    """``(placement, execution_device, quantization)`` of every slot, for the graph's slot nodes."""
+    return [
+        (placement_of(index, s), execution_device_of(index, s), quantization_of(index, s))
+        for s in range(len(index.s_name))
+    ]
+
+
+def read_slot_facts(index: Index, facts: list[tuple[str | None, str | None, str | None]]) -> None:
+    """Record slot facts read back from a graph (only what differs from the tensors' own devices)."""
+    devices = [index.t_device[t] for t in index.s_tensor]
+    placement = [p if p is not None and p != d else None for (p, _, _), d in zip(facts, devices, strict=True)]
+    execution = [e if e is not None and e != d else None for (_, e, _), d in zip(facts, devices, strict=True)]
+    if any(p is not None for p in placement) or any(e is not None for e in execution):
+        index.extra["placement"] = placement
+        index.extra["execution_device"] = execution
+    labels = {s: q for s, (_, _, q) in enumerate(facts) if q}
+    if labels:
+        index.extra["slot_quantization"] = labels
+
+
+def deployed_rows(index: Index) -> list[list[str]]:
+    """Report rows ``[slot, quantization, placement, execution device]`` for slots that are not plain.
+
+    A slot is listed when its tensor is quantized or when a hook serves it or places it elsewhere than its
+    tensor sits; none for a plain model.
+    """
+    rows = []
+    placed = bool(index.extra.get("placement"))
+    for s in range(len(index.s_name)):
+        label = quantization_of(index, s)
+        where, runs = placement_of(index, s), execution_device_of(index, s)
+        device = index.t_device[index.s_tensor[s]]
+        if label or (placed and (where != device or runs != device)):
+            rows.append([index.slot_canon_of(s), label or "-", where, runs])
+    return rows
