@@ -196,6 +196,24 @@ FULL: list[tuple[str, Callable[[], nn.Module], int, str]] = [
     ("synthetic-100k-meta", synthetic_meta, 5, "meta"),
     ("peft-lora-llama-cpu", peft_llama, 200, "cpu"),
 ]
+
+
+# issue 10 (deployed): build_graph on a quantized model must stay within 3x the plain one
+def llama64_cpu(layers: int = 16, quantized: bool = False) -> nn.Module:
+    """A tied Llama 64 wide on CPU; ``quantized``: every Linear made torchao Int8 (wrapper tensors)."""
+    model = _llama("cpu", hidden_size=64, intermediate_size=64, num_hidden_layers=layers)
+    if quantized:
+        from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+        quantize_(model, Int8WeightOnlyConfig())
+    return model
+
+
+FULL += [
+    ("llama64-cpu (plain)", llama64_cpu, 200, "cpu"),
+    ("llama64-cpu (torchao int8)", lambda: llama64_cpu(quantized=True), 200, "cpu"),
+]
+
 SMOKE: list[tuple[str, Callable[[], nn.Module], int, str]] = [
     ("llama-thin-cpu (8 layers)", lambda: llama_thin_cpu(8), 3, "cpu"),
     ("synthetic-500-meta", lambda: synthetic_meta(500), 3, "meta"),

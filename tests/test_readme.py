@@ -15,7 +15,17 @@ def _python_blocks() -> list[str]:
 
 def test_python_api_example_answers_match_its_comments() -> None:
     """Every `expression  # literal` statement of the Python API example evaluates to that literal."""
-    block = _python_blocks()[0]
+    assert _check_answers(_python_blocks()[0]) >= 6
+
+
+def test_offloaded_and_quantized_example_answers_match_its_comments() -> None:
+    """The "Offloaded and quantized models" example: one real library case per answer line."""
+    section = README.read_text().split("## Offloaded and quantized models", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert _check_answers(block) >= 8
+
+
+def _check_answers(block: str) -> int:
     lines = block.splitlines()
     namespace: dict[str, object] = {}
     checked = 0
@@ -32,7 +42,7 @@ def test_python_api_example_answers_match_its_comments() -> None:
                 checked += 1
                 continue
         exec(compile(ast.Module([statement], []), "README.md", "exec"), namespace)
-    assert checked >= 6
+    return checked
 
 
 def test_other_python_snippets_parse() -> None:
