@@ -52,9 +52,11 @@ TASKS: dict[str, tuple[str, str]] = {
     "base": ("AutoModel", "MODEL_MAPPING_NAMES"),
 }
 
-#: The head picked for a model type when neither ``--task`` nor ``--class`` is given: the first task whose
-#: mapping knows the type. Encoder-decoders first (Bart is also a causal LM), masked before causal (Bert's
-#: causal head is a standalone-decoder variant), the base model last.
+#: The head picked for a model type when neither ``--task`` nor ``--class`` is given: its
+#: conditional-generation class when it has one (the main generation head of encoder-decoders and VLMs:
+#: Whisper's, not its assistant ``WhisperForCausalLM``), else the first task whose mapping knows the type.
+#: Encoder-decoders first (Bart is also a causal LM), masked before causal (Bert's causal head is a
+#: standalone-decoder variant), the base model last.
 TASK_ORDER = (
     "seq2seq-lm",
     "image-text-to-text",
@@ -234,11 +236,11 @@ def _pick_class(model_type: str, cls_name: str | None, task: str | None) -> tupl
     """The class to build and the task it came from (``""`` for ``--class``)."""
     if cls_name:
         return _transformers_class(cls_name), ""
-    tasks = [task] if task else list(TASK_ORDER)
-    for t in tasks:
-        name = task_mapping(t).get(model_type)
-        if name:
-            return _transformers_class(name), t
+    heads = [(t, name) for t in ([task] if task else TASK_ORDER) if (name := task_mapping(t).get(model_type))]
+    main = [(t, name) for t, name in heads if name.endswith("ForConditionalGeneration")]
+    if heads:
+        t, name = (main or heads)[0]
+        return _transformers_class(name), t
     known = [t for t in TASK_ORDER if model_type in task_mapping(t)]
     hint = f"; it has {', '.join(known)}" if known else ""
     raise UsageError(f"model type {model_type!r} has no {task} head in transformers{hint}")
@@ -270,13 +272,16 @@ def build_model_type(
     """Build a transformers model type from its default config on the meta device.
 
     Top-level ``sets`` are passed to the config's constructor (so derived fields follow them); nested keys
-    are set on the sub-config afterwards.
+    are set on the sub-config afterwards. Without ``sets``, a default config that does not build is
+    repaired as the survey repairs it (:mod:`tiegraph._repairs`), and the source says which repairs.
     """
     from transformers import AutoConfig
 
     types = model_types()
     if model_type not in types:
         raise UsageError(f"unknown model type {model_type!r}" + _close(model_type, types, n=5))
+    if not sets:
+        return _build_default(model_type, cls_name, task)
     top = {path[0]: value for path, value in sets if len(path) == 1}
     try:
         if top:
@@ -290,8 +295,67 @@ def build_model_type(
     cls, picked = _pick_class(model_type, cls_name, task)
     # Through the task's auto class when picked by task: it passes composite configs' text config on.
     model = _build_meta(cls, config, auto=TASKS[picked][0] if picked else "")
-    how = f"task {picked}" if picked else "--class"
+    how = _how(model_type, type(model).__name__, picked, task)
     return Built(model, "model-type", model_type, type(model).__name__, f"default {model_type} config, {how}")
+
+
+def _how(model_type: str, cls_name: str, picked: str, task: str | None) -> str:
+    """How the class was chosen: ``--class``, ``--task X``, or the default head and why."""
+    if task:
+        return f"--task {task}"
+    return _why_head(model_type, cls_name, picked) if picked else "--class"
+
+
+def _build_default(model_type: str, cls_name: str | None, task: str | None) -> Built:
+    import transformers
+
+    from ._repairs import RepairFailed, build_repaired
+
+    cls, picked = _pick_class(model_type, cls_name, task)
+    auto = getattr(transformers, TASKS[picked][0]) if picked else None
+
+    def build(make: Any) -> Any:
+        with on_meta():
+            return make()
+
+    try:
+        model, attempt = build_repaired(model_type, cls, auto, build)
+    except RepairFailed as failed:
+        raise UsageError(f"{cls.__name__} could not be built from its default config: {failed}") from None
+    how = (
+        f"--task {task}"
+        if task
+        else _why_head(model_type, type(model).__name__, picked)
+        if picked
+        else "--class"
+    )
+    source = f"default {model_type} config, {how}"
+    if attempt.repairs:
+        source += f"; repaired ({', '.join(dict.fromkeys(attempt.repairs))}: {'; '.join(attempt.changes)})"
+    return Built(model, "model-type", model_type, type(model).__name__, source)
+
+
+def _why_head(model_type: str, cls_name: str, picked: str) -> str:
+    """Why the default head was chosen, naming the others and how to pick one.
+
+    Examples
+    --------
+    >>> print(_why_head("whisper", "WhisperForConditionalGeneration", "speech-seq2seq"))
+    task speech-seq2seq: the main generation head (conditional generation); also causal-lm
+    WhisperForCausalLM, base WhisperModel (pick with --task or --class)
+    >>> print(_why_head("llama", "LlamaForCausalLM", "causal-lm"))
+    task causal-lm: its only generation head; also base LlamaModel (pick with --task or --class)
+    """
+    others = [(t, n) for t in TASK_ORDER if t != picked and (n := task_mapping(t).get(model_type))]
+    others = [(t, n) for t, n in others if n != cls_name]
+    if cls_name.endswith("ForConditionalGeneration"):
+        why = "the main generation head (conditional generation)"
+    elif all(t == "base" for t, _ in others):
+        why = "its only generation head"
+    else:
+        why = "the first in the default order (encoder-decoder, VLM, masked, causal, ...)"
+    also = ", ".join(f"{t} {n}" for t, n in others)
+    return f"task {picked}: {why}" + (f"; also {also} (pick with --task or --class)" if also else "")
 
 
 # ---------------------------------------------------------------------------------------------- factories

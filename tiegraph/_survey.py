@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import re
 import signal
 import sys
 import time
-from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from ._quiet import quiet_libraries
+from ._repairs import RepairFailed, build_repaired
 from ._spec import TASKS, _one_line, on_meta, task_mapping
 from ._summary import summarise
 
-__all__ = ["format_markdown", "format_summary", "format_table", "run_survey", "survey_items", "survey_one"]
+__all__ = ["run_survey", "survey_items", "survey_one"]
 
 #: Survey tasks by default: every head with an output over the vocabulary (``base`` only when asked).
 DEFAULT_TASKS = tuple(t for t in TASKS if t != "base")
@@ -30,8 +31,8 @@ MAX_TASKS_PER_CHILD = 100
 Item = tuple[str, str, list[str]]  # model type, class name, tasks
 
 
-class _Timeout(Exception):
-    pass
+class _Timeout(BaseException):
+    """The per-model time limit ran out (a BaseException, so that no ``except Exception`` swallows it)."""
 
 
 def survey_items(tasks: Sequence[str], only: Sequence[str] = (), limit: int | None = None) -> list[Item]:
@@ -64,8 +65,46 @@ def _init_worker() -> None:
     quiet_libraries(verbose=False)
 
 
+#: Packages the survey cannot install here, and why (named in the rows that need them).
+NOT_INSTALLABLE = {
+    "timm": "timm imports torchvision, and PyPI's torchvision for torch 2.13.0 is a CUDA build that does not "
+    "load with the CPU torch (operator torchvision::nms does not exist)",
+}
+_REQUIRES = re.compile(r"requires the (\w+) library")
+
+
+def _build_on_meta(make: Any) -> Any:
+    with on_meta():
+        return make()
+
+
+def _needed_package(exc: BaseException) -> str:
+    match = _REQUIRES.search(str(exc))
+    return match.group(1) if match else (getattr(exc, "name", None) or _one_line(exc).split(". ")[0])
+
+
+def _fails_in_transformers(model_type: str, cls: Any, auto: Any) -> str | None:
+    """Build the default config in transformers alone (plain meta device): its error, None if it built."""
+    import torch
+    import transformers
+
+    try:
+        config = transformers.AutoConfig.for_model(model_type)
+        with torch.device("meta"):
+            auto.from_config(config) if auto is not None else cls._from_config(config)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {_one_line(exc)}"
+    return None
+
+
 def survey_one(item: Item, time_limit: float = 60.0) -> dict[str, Any]:
-    """Build one architecture on meta from its default config and summarise its graph (runs in a worker)."""
+    """Build one architecture on meta from its default config and summarise its graph (runs in a worker).
+
+    A default config that does not build is repaired (:mod:`tiegraph._repairs`); the row records the
+    repairs. What still fails gets a status: ``needs-dependency`` (a package missing here, named),
+    ``transformers-bug`` (the default config fails in transformers alone too, checked without tiegraph) or
+    ``tiegraph-bug`` (it builds in transformers alone, or building the graph failed).
+    """
     import transformers
 
     import tiegraph
@@ -78,16 +117,42 @@ def survey_one(item: Item, time_limit: float = 60.0) -> dict[str, Any]:
     if use_alarm:
         previous = signal.signal(signal.SIGALRM, _alarm)  # only the main thread may; workers run there
         signal.setitimer(signal.ITIMER_REAL, time_limit)
-    stage = "config"
+    stage = "class"
     try:
-        config = transformers.AutoConfig.for_model(model_type)
-        stage = "class"
-        getattr(transformers, cls_name)  # the class must exist
+        cls = getattr(transformers, cls_name, None)
+        if not isinstance(cls, type):
+            row["status"] = "transformers-bug"
+            row["reason"] = (
+                f"the {tasks[0] if tasks else ''} mapping names {cls_name}, which transformers lacks"
+            )
+            return row
+        # The task's auto class, as users build it: it hands composite configs' text config on.
         auto = getattr(transformers, TASKS[tasks[0]][0]) if tasks else None
         stage = "build"
-        with on_meta():
-            # The task's auto class, as users build it: it hands composite configs' text config on.
-            model = auto.from_config(config) if auto else getattr(transformers, cls_name)._from_config(config)
+        try:
+            model, attempt = build_repaired(model_type, cls, auto, _build_on_meta)
+        except RepairFailed as failed:
+            row["repairs"] = list(dict.fromkeys(failed.attempt.repairs))
+            row["errors"] = failed.attempt.errors
+            if isinstance(failed.last, ImportError):
+                package = _needed_package(failed.last)
+                row["status"] = "needs-dependency"
+                row["reason"] = f"needs {package}" + (
+                    f": {NOT_INSTALLABLE[package]}" if package in NOT_INSTALLABLE else ""
+                )
+            elif (plain := _fails_in_transformers(model_type, cls, auto)) is not None:
+                row["status"] = "transformers-bug"
+                row["reason"] = (
+                    f"{plain} (also built by transformers alone; after repairs: {failed.attempt.errors[-1]})"
+                )
+            else:
+                row["status"] = "tiegraph-bug"
+                row["reason"] = f"builds in transformers alone but not on tiegraph's meta device: {failed}"
+            return row
+        row["repairs"] = list(dict.fromkeys(attempt.repairs))
+        if attempt.repairs:
+            row["repair_changes"] = attempt.changes
+            row["default_error"] = attempt.errors[0]
         stage = "graph"
         tg = tiegraph.build_graph(model)
         row["parameters"] = sum(p.numel() for p in model.parameters())
@@ -97,20 +162,14 @@ def survey_one(item: Item, time_limit: float = 60.0) -> dict[str, Any]:
         row["status"] = "timeout"
         row["reason"] = f"{stage} took longer than {time_limit:g} s"
     except BaseException as exc:  # a row per architecture, whatever it raises
-        row["status"] = "error"
+        row["status"] = "tiegraph-bug" if stage == "graph" else "error"
         row["reason"] = f"{stage}: {type(exc).__name__}: {_one_line(exc)}"
-        if isinstance(exc, ImportError):
-            name = getattr(exc, "name", None)
-            first = _one_line(exc).split(". ")[0]
-            row["reason"] = (
-                f"{stage}: needs the {name!r} package" if name else f"{stage}: ImportError: {first}"
-            )
     finally:
         if use_alarm:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, previous)
-    row["seconds"] = round(time.perf_counter() - start, 3)
-    row["cpu_seconds"] = round(time.process_time() - cpu, 3)
+        row["seconds"] = round(time.perf_counter() - start, 3)
+        row["cpu_seconds"] = round(time.process_time() - cpu, 3)
     return row
 
 
@@ -169,120 +228,3 @@ def run_survey(
             row["reason"] = "a worker stopped answering before this architecture was built"
         out.append(row)
     return out
-
-
-# ---------------------------------------------------------------------------------------------- output
-def _cells(row: dict[str, Any]) -> list[str]:
-    tied = row.get("tied_to_input_embedding")
-    tied_cell = "(no input embedding)" if tied is None else (", ".join(tied) or "-")
-    groups = row.get("tie_groups") or []
-    groups_cell = str(len(groups)) if groups else "-"
-    if groups and max(len(g) for g in groups) > 2:
-        groups_cell += f" (max {max(len(g) for g in groups)})"
-    declared = row.get("declared")
-    if declared is None:
-        declared_cell = "?"
-    else:
-        counts = Counter(d["status"] for d in declared)
-        declared_cell = " ".join(f"{k}:{v}" for k, v in sorted(counts.items())) or "-"
-    findings = row.get("findings")
-    if findings is None:
-        findings_cell = "?"
-    else:
-        kinds = Counter(str(f["kind"]) for f in findings)
-        findings_cell = ", ".join(k if v == 1 else f"{k} x{v}" for k, v in sorted(kinds.items())) or "-"
-    return [row["model_type"], row["class"], tied_cell, groups_cell, declared_cell, findings_cell]
-
-
-HEADER = ["architecture", "class", "tied targets", "groups", "declared", "findings"]
-
-
-def format_table(rows: Iterable[dict[str, Any]]) -> str:
-    """A plain-text table of the built rows, then the ones that could not be built with their reasons."""
-    rows = list(rows)
-    built = [_cells(r) for r in rows if r["status"] == "ok"]
-    lines = []
-    if built:
-        widths = [max(len(h), *(len(c[i]) for c in built)) for i, h in enumerate(HEADER)]
-        widths[2] = min(widths[2], 60)
-        fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-        lines.append(fmt.format(*HEADER).rstrip())
-        lines.append(fmt.format(*("-" * w for w in widths)).rstrip())
-        lines.extend(fmt.format(*cells).rstrip() for cells in built)
-    failed = [r for r in rows if r["status"] != "ok"]
-    if failed:
-        lines.append("")
-        lines.append(f"not built ({len(failed)}):")
-        lines.extend(
-            f"  {r['model_type']} {r['class']}: {r['status']}: {r.get('reason', '')}" for r in failed
-        )
-    return "\n".join(lines)
-
-
-def format_summary(rows: Sequence[dict[str, Any]], seconds: float, jobs: int) -> str:
-    """One paragraph: counts of built, failed, tied, and findings by kind."""
-    ok = [r for r in rows if r["status"] == "ok"]
-    status = Counter(r["status"] for r in rows if r["status"] != "ok")
-    tied = [r for r in ok if r.get("tied_to_input_embedding")]
-    grouped = [r for r in ok if r.get("tie_groups")]
-    cpu = sum(r.get("cpu_seconds", 0.0) for r in rows)
-    lines = [
-        f"{len(rows)} architectures in {seconds:.1f} s on {jobs} worker{'s' if jobs != 1 else ''} "
-        f"({cpu:.0f} s of worker CPU time): "
-        f"{len(ok)} built"
-        + "".join(f", {n} {s}" for s, n in sorted(status.items()))
-        + f"; {len(tied)} tie the input embedding to something, {len(grouped)} have tie groups."
-    ]
-    if ok and all(r.get("findings") is not None for r in ok):
-        kinds = Counter(str(f["kind"]) for r in ok for f in r["findings"])
-        with_findings = sum(1 for r in ok if r["findings"])
-        detail = ", ".join(f"{k} {v}" for k, v in kinds.most_common())
-        lines.append(
-            f"Audit findings in {with_findings} architectures" + (f" ({detail})." if detail else ".")
-        )
-    elif ok:
-        lines.append("Declared ties and audit findings: missing from some rows (see their reasons).")
-    return "\n".join(lines)
-
-
-def _md(text: str) -> str:
-    return text.replace("|", "\\|")
-
-
-def format_markdown(rows: Sequence[dict[str, Any]], seconds: float, jobs: int, meta: dict[str, Any]) -> str:
-    """The survey as a markdown document (the table in ``docs/survey.md``)."""
-    versions = ", ".join(f"{k} {v}" for k, v in meta.items() if k != "tasks")
-    out = [
-        "# Survey of the transformers zoo",
-        "",
-        f"Generated by `tiegraph survey --markdown docs/survey.md` ({versions}). Every architecture in "
-        "transformers' auto mappings for the tasks "
-        + ", ".join(f"`{t}`" for t in meta.get("tasks", DEFAULT_TASKS))
-        + " is built from its default config on the meta device (no weights exist) and analysed.",
-        "",
-        "Columns: **tied targets** are the modules that really share memory with the input embedding "
-        "(canonical paths); **groups** counts tie groups (largest size when above 2); **declared** counts "
-        "the declared ties by status; **findings** lists the audit's finding kinds.",
-        "",
-        format_summary(rows, seconds, jobs),
-        "",
-        "| " + " | ".join(HEADER) + " |",
-        "|" + "---|" * len(HEADER),
-    ]
-    out.extend("| " + " | ".join(_md(c) for c in _cells(r)) + " |" for r in rows if r["status"] == "ok")
-    flagged = [r for r in rows if r["status"] == "ok" and r.get("findings")]
-    if flagged:
-        out += ["", f"## Findings ({len(flagged)} architectures)", ""]
-        for r in flagged:
-            out.append(f"- **{r['model_type']}** `{r['class']}`:")
-            out.extend(
-                f"  - `{f['kind']}` ({', '.join(f['paths'] or [])}): {f['message']}" for f in r["findings"]
-            )
-    failed = [r for r in rows if r["status"] != "ok"]
-    if failed:
-        out += ["", f"## Not built ({len(failed)})", "", "| architecture | class | reason |", "|---|---|---|"]
-        out.extend(
-            f"| {r['model_type']} | {r['class']} | {_md(r['status'] + ': ' + r.get('reason', ''))} |"
-            for r in failed
-        )
-    return "\n".join(out) + "\n"

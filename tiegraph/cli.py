@@ -81,7 +81,8 @@ examples:
   tiegraph survey --tasks causal-lm,seq2seq-lm --jobs 4
   tiegraph survey --only llama,t5,gemma3 --json out.json
   tiegraph survey --limit 20 --no-progress
-  tiegraph survey --markdown docs/survey.md         the table in tiegraph's docs
+  tiegraph survey --markdown docs/survey.md --json docs/survey.json   the survey in tiegraph's docs
+  tiegraph survey --compare docs/survey.json        what changed since the committed survey
 """
 
 DEMO_EXAMPLES = """\
@@ -183,6 +184,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--json", metavar="FILE", help="write every row as JSON")
     s.add_argument("--markdown", metavar="FILE", help="write the table as a markdown document")
+    s.add_argument("--compare", metavar="OLD.json", help="show what changed since a survey saved with --json")
     s.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     s.set_defaults(func=_survey)
 
@@ -435,7 +437,7 @@ def _split(text: str | None) -> list[str]:
 def _survey(args: argparse.Namespace) -> int:
     import os
 
-    from . import _spec, _survey
+    from . import _spec, _survey, _survey_report
 
     tasks = _split(args.tasks) or list(_survey.DEFAULT_TASKS)
     bad = [t for t in tasks if t not in TASKS]
@@ -449,25 +451,40 @@ def _survey(args: argparse.Namespace) -> int:
             raise UsageError(f"unknown model type {unknown[0]!r}" + _spec._close(unknown[0], known, n=5))
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit must be at least 1")
+    old = _read_survey(args.compare) if args.compare else None
     items = _survey.survey_items(tasks, only, args.limit)
     if not items:
         raise UsageError(f"no architecture of {', '.join(only)} has a head for {', '.join(tasks)}")
     jobs = max(1, min(args.jobs or os.cpu_count() or 1, len(items)))
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     start = time.perf_counter()
     rows = _survey.run_survey(items, jobs=jobs, time_limit=args.time_limit, progress=not args.no_progress)
-    seconds = time.perf_counter() - start
-    print(_survey.format_table(rows))
+    timing = {"seconds": round(time.perf_counter() - start, 2), "jobs": jobs, "load": load}
+    print(_survey_report.format_table(rows))
     print()
-    print(_survey.format_summary(rows, seconds, jobs))
+    print(_survey_report.format_summary(rows, timing))
     meta = _versions() | {"tasks": tasks}
+    data = {**meta, **timing, "results": rows}
+    if old is not None:
+        print()
+        print(_survey_report.format_compare(_survey_report.compare(old, data), args.compare))
     if args.json:
-        data = {**meta, "seconds": round(seconds, 2), "jobs": jobs, "results": rows}
         Path(args.json).write_text(json.dumps(data, indent=1, default=str) + "\n")
         print(f"wrote {args.json}", file=sys.stderr)
     if args.markdown:
-        Path(args.markdown).write_text(_survey.format_markdown(rows, seconds, jobs, meta))
+        Path(args.markdown).write_text(_survey_report.format_markdown(rows, timing, meta))
         print(f"wrote {args.markdown}", file=sys.stderr)
     return 0
+
+
+def _read_survey(path: str) -> dict[str, Any]:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"cannot read --compare {path}: {_line(exc)}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("results"), list):
+        raise UsageError(f"--compare {path} is not a survey written by --json (no results list)")
+    return data
 
 
 def _versions() -> dict[str, Any]:
