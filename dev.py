@@ -195,7 +195,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # -W: a warning fails the build; --keep-going: report all of them first; -n: every reference resolves.
         out = ROOT / "docs" / "_build" / "html"
         return _exec(
-            [PY, "-m", "sphinx", "-W", "--keep-going", "-n", "-b", "html", *rest, "docs", out], _tool_env()
+            [PY, "-m", "sphinx", "-j", "auto", "-W", "--keep-going", "-n", "-b", "html", *rest, "docs", out],
+            _tool_env(),
         )
     if command == "site":
         return _exec(
