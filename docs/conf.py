@@ -12,6 +12,7 @@ import importlib
 import inspect
 import os
 import pkgutil
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -99,8 +100,11 @@ def _directive(obj: object) -> str:
 
 
 def _summary(obj: object) -> str:
+    """The first paragraph of the docstring as Markdown (reST roles and double backticks made code)."""
     doc = inspect.getdoc(obj) if inspect.isclass(obj) or callable(obj) or inspect.ismodule(obj) else None
-    return (doc or "").strip().split("\n\n")[0].replace("\n", " ")
+    text = (doc or "").strip().split("\n\n")[0].replace("\n", " ")
+    text = re.sub(r":[a-z]+:`~?([^`]+)`", r"`\1`", text)
+    return text.replace("``", "`").replace("|", "\\|")
 
 
 def documented_names() -> tuple[dict[str, str], dict[str, list[str]]]:
@@ -151,12 +155,13 @@ def write_api_pages() -> None:
         lines = [f"# `{name}`", "", "```{eval-rst}", f".. automodule:: {name}", "   :no-members:", "```", ""]
         elsewhere = [a for a in module.__all__ if a not in OWNED[name]]
         if elsewhere:
-            lines += ["| name | documented as | summary |", "|---|---|---|"]
+            lines += [f"Exported by `{name}`, documented where they are defined:", ""]
+            lines += ["| name | summary |", "|---|---|"]
             for attr in elsewhere:
                 obj = getattr(module, attr)
                 target = obj.__name__ if inspect.ismodule(obj) else ALIASES[f"{name}.{attr}"]
                 role = "mod" if inspect.ismodule(obj) else "obj"
-                lines.append(f"| `{attr}` | {{py:{role}}}`{target}` | {_summary(obj)} |")
+                lines.append(f"| {{py:{role}}}`{attr} <{target}>` | {_summary(obj)} |")
             lines.append("")
         for attr in OWNED[name]:
             obj = getattr(module, attr)
