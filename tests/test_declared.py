@@ -292,9 +292,10 @@ def test_blip2_tie_declared_only_on_inner_language_model(build: Any, text_tie: b
     )
     assert tie.status == ("tied" if text_tie else "gated-off")
     assert tie.flag is text_tie
-    flags = tg._index.extra["tie_config"]
-    assert flags["tie_word_embeddings"] is None  # Blip2Config has no top-level flag in transformers 5.23
-    assert flags["text_tie_word_embeddings"] is text_tie
+    flags = tg._index.tie_config
+    assert flags is not None
+    assert flags.tie_word_embeddings is None  # Blip2Config has no top-level flag in transformers 5.23
+    assert flags.text_tie_word_embeddings is text_tie
 
 
 # ------------------------------------------------------------------------------------- wrappers

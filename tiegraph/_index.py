@@ -1,61 +1,203 @@
-"""The compact index the builder records: plain lists, one entry per module path, slot, tensor, storage.
+"""The compact index the builder records, and what it derives on first use.
 
 Everything public is derived from it: the networkx graph (:mod:`tiegraph.graph`) and the fast queries of
-:class:`tiegraph.TieGraph`. It holds no reference to the model's modules or tensors (only their classes),
-so a graph never keeps a model alive.
+:class:`tiegraph.TieGraph`. It holds no strong reference to the model's modules or tensors (only their
+classes, and one weak reference to the model), so a graph never keeps a model alive.
 
-Canonical names are computed on demand: :meth:`Index.belongs_of` and :meth:`Index.slot_canon_of` name one
-place (memoised), and the list attributes ``m_canon``, ``m_belongs`` and ``s_canon`` name every place on
-first access. A query that needs three canonical names pays for three, not for the whole model.
+Design (issue 15): eager what decides a tie, lazy everything else
+------------------------------------------------------------------
+A build records, per module path, its parent, segment name, object number and class; per slot, its owner,
+attribute and parameter/buffer flag; the share relation (``shares`` pairs, and the tie groups as a small
+dict of root slot per grouped slot) and which slots hold the same tensor object; the input embedding; the
+declaring modules' raw declarations and the tie config. That is all :meth:`TieGraph.tied_to_input_embedding`
+and :meth:`TieGraph.tie_groups` need, so ``build_graph`` + one query costs about one module walk.
+
+Derived on first read, each group at once (a :class:`_Lazy` field is ``None`` until then):
+
+- names: full paths ``m_path``/``s_name``, class names ``m_cls``, first slots ``m_slot0``, and canonical
+  names (per place, memoised: :meth:`Index.canon_of`, :meth:`Index.slot_canon_of`; or all at once);
+- object and component numbers ``s_tensor``, ``t_root``, ``s_root`` (from the build's share data, no walk);
+- tensor metadata ``t_dtype``, ``t_shape``, ``t_device``, ``t_grad``, byte extents ``t_storage``,
+  ``t_start``, ``t_stop`` and the storage table ``st_*``: by one re-walk of the model through the weak
+  reference, checked against the recorded (owner, attribute) lists; if the model is gone or its module tree
+  or slots changed since the build, a :class:`~tiegraph.errors.TiegraphError` says so (the answers that
+  need no metadata stay available);
+- ``declared``: declarations expanded against the slot names (recorded raw during the build).
+
+Why: measured on the 70B-shaped meta Llama and the 100k-slot tree (see ``benchmarks/RESULTS.md`` and the
+builder's docstring), per-slot Python work is the whole cost. Reading dtype/shape/device/requires_grad of
+every slot at build put the 100k tree at ~1.5x a bare ``named_parameters`` walk (target 1.3x) and the 70B
+query at ~0.65x accelerate; recording everything eagerly at ~2.5x and ~0.95x. Exports and audits already
+cost 10-30x a walk, so they pay for the re-walk without noticing.
+
+An index rebuilt from a graph (:func:`tiegraph.graph.from_networkx`) is given every field whole (plain
+lists appended to, as before): only indexes made by the builder are lazy.
 """
 
 from __future__ import annotations
 
+import weakref
+from bisect import bisect_left
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
+from itertools import accumulate, repeat
+from operator import eq, sub
+from typing import Any, Generic, NamedTuple, TypeVar, overload
+
+T = TypeVar("T")
+
+
+class _Lazy(Generic[T]):
+    """A field the index computes on first read (by calling its ``filler`` method), and that can be set."""
+
+    def __init__(self, filler: str) -> None:
+        self.filler = filler
+        self.private = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.private = "_" + name
+
+    @overload
+    def __get__(self, obj: None, owner: type) -> _Lazy[T]: ...
+    @overload
+    def __get__(self, obj: Index, owner: type) -> T: ...
+    def __get__(self, obj: Index | None, owner: type) -> _Lazy[T] | T:
+        if obj is None:
+            return self
+        value = obj.__dict__.get(self.private)
+        if value is None:
+            getattr(obj, self.filler)()
+            value = obj.__dict__[self.private]
+        return value
+
+    def __set__(self, obj: Index, value: T) -> None:
+        obj.__dict__[self.private] = value
+
+
+_LAZY_NAMES = ("m_path", "m_cls", "m_slot0", "s_name")
+_LAZY_NUMBERS = ("s_tensor", "t_root", "s_root")
+_LAZY_META = (
+    "t_storage",
+    "t_start",
+    "t_stop",
+    "t_dtype",
+    "t_shape",
+    "t_device",
+    "t_grad",
+    "st_pointer",
+    "st_device",
+    "st_nbytes",
+    "st_id",
+)
+
+
+class SlotMeta(NamedTuple):
+    """What a slot's tensor is, as the graph records it (``dtype`` without ``torch.``; ``device``: str)."""
+
+    dtype: str
+    shape: tuple[int, ...]
+    device: str
+    requires_grad: bool
+
+
+@dataclass
+class TieConfig:
+    """The model root's tie flags as its config states them (None: no config, or no such flag)."""
+
+    config: str | None = None  # the config class name
+    tie_word_embeddings: bool | None = None
+    text_tie_word_embeddings: bool | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "config": self.config,
+            "tie_word_embeddings": self.tie_word_embeddings,
+            "text_tie_word_embeddings": self.text_tie_word_embeddings,
+        }
+
+
+@dataclass
+class CopyWrapper:
+    """One PEFT ``ModulesToSaveWrapper``: where it is, and which adapter copies it holds."""
+
+    path: str
+    canonical: str
+    active: list[str] = field(default_factory=list)
+    adapters: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "canonical": self.canonical,
+            "active": self.active,
+            "adapters": self.adapters,
+        }
+
+
+@dataclass
+class Deployed:
+    """What :mod:`tiegraph.deployed` records: served tensors, placement, quantized layers (see there)."""
+
+    placement: list[str | None] | None = None  # per slot; None: where its tensor sits
+    execution_device: list[str | None] | None = None  # per slot
+    served_from: dict[str, str] = field(default_factory=dict)  # full slot name -> where the hook reads it
+    device_map: dict[str, str] | None = None  # the model's hf_device_map, or the one checked
+    slot_quantization: dict[int, str] = field(default_factory=dict)  # slot -> format label
+    quantized_layer_slots: list[int] = field(default_factory=list)  # weight slots of quantized layer classes
+    served_canon: set[str] | None = None  # (cache) canonical names of served slots
 
 
 class Index:
-    """Parallel lists; indices into them are the identities used everywhere else."""
+    """Parallel lists; indices into them are the identities used everywhere else.
+
+    Module paths are numbered in ``named_modules(remove_duplicate=False)`` order (aliases included), slots
+    in ``named_parameters`` then ``named_buffers`` order per module path, distinct tensor objects in order
+    of their first slot, storages in order of their first tensor.
+    """
+
+    # derived on first read (see the module docstring); an index from a graph holds them as plain lists
+    m_path: _Lazy[list[str]] = _Lazy("_fill_names")
+    m_cls: _Lazy[list[str]] = _Lazy("_fill_names")
+    m_slot0: _Lazy[list[int]] = _Lazy("_fill_names")  # first slot owned by module path i or a later one
+    s_name: _Lazy[list[str]] = _Lazy("_fill_names")
+    s_tensor: _Lazy[list[int]] = _Lazy("_fill_numbers")  # distinct tensor object of every slot
+    t_root: _Lazy[list[int]] = _Lazy("_fill_numbers")  # share component of every tensor (smallest member)
+    s_root: _Lazy[list[int]] = _Lazy("_fill_numbers")  # share component of every slot (empties alone)
+    t_storage: _Lazy[list[int]] = _Lazy("_fill_meta")  # -1: no storage (compared by identity only)
+    t_start: _Lazy[list[int]] = _Lazy("_fill_meta")  # byte extent in its storage; start == stop: empty
+    t_stop: _Lazy[list[int]] = _Lazy("_fill_meta")
+    t_dtype: _Lazy[list[str]] = _Lazy("_fill_meta")
+    t_shape: _Lazy[list[tuple[int, ...]]] = _Lazy("_fill_meta")
+    t_device: _Lazy[list[str]] = _Lazy("_fill_meta")
+    t_grad: _Lazy[list[bool]] = _Lazy("_fill_meta")
+    st_pointer: _Lazy[list[int]] = _Lazy("_fill_meta")  # data pointer; 0 for storages known by identity
+    st_device: _Lazy[list[str]] = _Lazy("_fill_meta")
+    st_nbytes: _Lazy[list[int]] = _Lazy("_fill_meta")
+    st_id: _Lazy[list[str]] = _Lazy("_fill_meta")  # ``device:0xpointer`` or ``device:storage-N``
+    declared: _Lazy[list[dict[str, Any]]] = _Lazy("_fill_declared")
 
     def __init__(self) -> None:
-        # module paths (one entry per path, aliases included), in named_modules(remove_duplicate=False) order
-        self.m_path: list[str] = []
+        # module paths
         self.m_parent: list[int] = []  # -1 for the root
         self.m_name: list[str] = []  # segment under the parent
         self.m_object: list[int] = []  # distinct module object number (aliases share it)
-        self.m_cls: list[str] = []
-        self.m_slot0: list[int] = []  # first slot owned by module path i or a later one
-        # slots, in named_parameters then named_buffers order per module
-        self.s_name: list[str] = []
+        self.m_type: list[type] | None = None  # class per path (builder only; graphs give m_cls)
+        # slots
         self.s_owner: list[int] = []
         self.s_attr: list[str] = []
         self.s_param: list[bool] = []
-        self.s_tensor: list[int] = []
-        # distinct tensor objects
-        self.t_storage: list[int] = []  # -1: no storage (compared by identity only)
-        self.t_start: list[int] = []  # byte extent in its storage; start == stop: empty
-        self.t_stop: list[int] = []
-        self.t_dtype: list[str] = []
-        self.t_shape: list[tuple[int, ...]] = []
-        self.t_device: list[str] = []
-        self.t_grad: list[bool] = []
-        self.t_root: list[int] = []  # share-component representative
-        self.s_root: list[int] = []  # share component of every slot (an empty tensor's slots stand alone)
-        # storages
-        self.st_pointer: list[int] = []  # data pointer; 0 for storages known by identity only (meta)
-        self._st_id: list[str] | None = None
-        self.st_device: list[str] = []
-        self.st_nbytes: list[int] = []
         # sharing pairs between slots: (slot, slot, how)
         self.shares: list[tuple[int, int, str]] = []
         # input embedding
         self.ie_module = -1  # primary module path index; -1 when none or when it is a tensor
         self.ie_slots: list[int] = []  # slots inside the input embedding
         self.ie_note = ""  # why there is none, when there is none
-        # declared ties and other extras; plain JSON-able data only
-        self.declared: list[dict[str, Any]] = []
-        self.extra: dict[str, Any] = {}
+        # what the model says about ties beyond its declarations (typed; plain data)
+        self.model_root: str | None = None  # full path of the one model root (None: none, or several)
+        self.model_roots: list[str] = []  # full paths of the outermost model roots (several: none is used)
+        self.tie_config: TieConfig | None = None
+        self.modules_to_save: list[CopyWrapper] = []
+        self.deployed = Deployed()
         # canonical names: either given whole (from a graph) or computed on demand by a namer
         self._m_canon: list[str | None] = []
         self._m_belongs: list[str | None] = []
@@ -63,23 +205,137 @@ class Index:
         self.namer: Callable[[Index, int], tuple[str, str]] | None = None
         self.slot_namer: Callable[[Index, int], str] | None = None
         self._m_named = self._s_named = False  # every module / slot named already
+        # the builder's share data (slots only where they differ from "alone")
+        self.same_as: dict[int, int] = {}  # slot -> first slot holding the same tensor object
+        self.root_of: dict[int, int] = {}  # slot -> smallest slot of its tie group (grouped slots only)
+        self.empty: set[int] = set()  # slots on a shared storage whose tensor reads no byte
+        self.known: dict[int, SlotMeta] = {}  # metadata read at build: the slots on shared storages
+        # on-demand sources (builder only)
+        self.model_ref: Callable[[], Any] | None = None  # a weak reference to the model
+        self.watch: weakref.finalize[Any, Any] | None = None  # fills the metadata when the model dies
+        self.meta_error = ""  # why the metadata could not be read when the model died
+        self.meta_filler: Callable[[Index], None] | None = None
+        self.declared_filler: Callable[[Index], None] | None = None
+        # a fresh index (filled by hand, e.g. from a graph) holds every field as a plain list
+        for name in (*_LAZY_NAMES, *_LAZY_NUMBERS, *_LAZY_META):
+            setattr(self, name, [])
+        self.declared = []
 
-    @property
-    def st_id(self) -> list[str]:
-        """A label per storage: ``device:0xpointer``, or ``device:storage-N`` when known by identity."""
-        if self._st_id is None:
-            self._st_id = [
-                f"{device}:{pointer:#x}" if pointer else f"{device}:storage-{n}"
-                for n, (device, pointer) in enumerate(zip(self.st_device, self.st_pointer, strict=True))
-            ]
-        return self._st_id
+    def make_lazy(self) -> None:
+        """Mark every derived field as not computed yet (the builder calls this once)."""
+        for name in (*_LAZY_NAMES, *_LAZY_NUMBERS, *_LAZY_META, "declared"):
+            self.__dict__["_" + name] = None
 
-    @st_id.setter
-    def st_id(self, labels: list[str]) -> None:
-        self._st_id = labels
+    # ------------------------------------------------------------------ extras as graph attributes
+    def graph_attrs(self) -> dict[str, Any]:
+        """The typed extras as plain JSON-able graph attributes (what ``to_networkx`` stores)."""
+        out: dict[str, Any] = {"model_root": self.model_root}
+        if self.tie_config is not None:
+            out["tie_config"] = self.tie_config.as_dict()
+        if self.modules_to_save:
+            out["modules_to_save"] = [w.as_dict() for w in self.modules_to_save]
+        if len(self.model_roots) > 1:
+            out["model_roots"] = list(self.model_roots)
+        if self.deployed.device_map is not None:
+            out["device_map"] = dict(self.deployed.device_map)
+        if self.deployed.served_from:
+            out["served_from"] = dict(self.deployed.served_from)
+        return out
+
+    def set_graph_attrs(self, attrs: dict[str, Any]) -> None:
+        """Read back what :meth:`graph_attrs` wrote (unknown keys are ignored)."""
+        self.model_root = attrs.get("model_root")
+        self.model_roots = list(attrs.get("model_roots") or ([self.model_root] if self.model_root else []))
+        flags = attrs.get("tie_config")
+        self.tie_config = TieConfig(**flags) if isinstance(flags, dict) else None
+        self.modules_to_save = [CopyWrapper(**w) for w in attrs.get("modules_to_save") or []]
+        device_map = attrs.get("device_map")
+        self.deployed.device_map = dict(device_map) if isinstance(device_map, dict) else None
+        self.deployed.served_from = dict(attrs.get("served_from") or {})
+
+    # ------------------------------------------------------------------ derived fields
+    def path_of(self, i: int) -> str:
+        """Full path of module path ``i`` (without naming every module)."""
+        known = self.__dict__.get("_m_path")
+        if known is not None:
+            return known[i]
+        parts = []
+        parent, name = self.m_parent, self.m_name
+        while parent[i] >= 0:
+            parts.append(name[i])
+            i = parent[i]
+        return ".".join(reversed(parts))
+
+    def slot_name_of(self, s: int) -> str:
+        """Full name of slot ``s`` (without naming every slot)."""
+        known = self.__dict__.get("_s_name")
+        if known is not None:
+            return known[s]
+        owner = self.path_of(self.s_owner[s])
+        return f"{owner}.{self.s_attr[s]}" if owner else self.s_attr[s]
+
+    def meta_of(self, s: int) -> SlotMeta:
+        """dtype, shape, device and requires_grad of slot ``s``'s tensor.
+
+        Slots on a storage read by two or more slots (every tie group member) were read at build, so a
+        graph answers for them even after the model changed; the others are read on first use.
+        """
+        known = self.known.get(self.same_as.get(s, s))
+        if known is not None:
+            return known
+        t = self.s_tensor[s]
+        return SlotMeta(self.t_dtype[t], self.t_shape[t], self.t_device[t], self.t_grad[t])
+
+    def _fill_names(self) -> None:
+        parent, name = self.m_parent, self.m_name
+        paths: list[str] = []
+        add = paths.append
+        for i, p in enumerate(parent):
+            if p < 0:
+                add("")
+            else:
+                above = paths[p]
+                add(f"{above}.{name[i]}" if above else name[i])
+        self.m_path = paths
+        types = self.m_type or []
+        self.m_cls = [kind.__name__ for kind in types]
+        owners = self.s_owner
+        self.m_slot0 = [bisect_left(owners, i) for i in range(len(parent))]
+        self.s_name = [f"{paths[o]}.{a}" if paths[o] else a for o, a in zip(owners, self.s_attr, strict=True)]
+
+    def _fill_numbers(self) -> None:
+        count = len(self.s_owner)
+        first = list(range(count))
+        for s, f in self.same_as.items():
+            first[s] = f
+        # tensor number of a slot: how many first slots come before (and at) its first slot, minus one
+        running = list(accumulate(map(eq, first, range(count))))
+        s_tensor = list(map(sub, map(running.__getitem__, first), repeat(1)))
+        s_root = list(range(count))
+        for s, root in self.root_of.items():
+            s_root[s] = root
+        self.s_tensor, self.s_root = s_tensor, s_root
+        t_root = [0] * (running[-1] if running else 0)
+        for s in range(count):  # the first slot of every tensor names its component
+            if first[s] == s:
+                t_root[s_tensor[s]] = s_tensor[s_root[s]]
+        self.t_root = t_root
+
+    def _fill_meta(self) -> None:
+        if self.meta_filler is None:
+            for name in _LAZY_META:
+                setattr(self, name, [])
+            return
+        self.meta_filler(self)
+
+    def _fill_declared(self) -> None:
+        self.declared = []
+        if self.declared_filler is not None:
+            filler, self.declared_filler = self.declared_filler, None
+            filler(self)
 
     def fill_slot_roots(self) -> None:
-        """Set ``s_root``: the slot's tensor's component, or a number of its own for an empty tensor."""
+        """Set ``s_root`` from ``t_root``: the slot's tensor's component, or its own for an empty tensor."""
         t_root, t_stop, t_shape = self.t_root, self.t_stop, self.t_shape
         offset = len(t_root)
         self.s_root = [
@@ -116,7 +372,7 @@ class Index:
     def m_canon(self) -> list[str]:
         """Canonical path of every module path (named once; later reads are free)."""
         if self.namer is not None and not self._m_named:
-            for i in range(len(self.m_path)):
+            for i in range(len(self.m_parent)):
                 self._module_names(i)
             self._m_named = True
         return self._m_canon  # type: ignore[return-value]
@@ -131,7 +387,7 @@ class Index:
     def s_canon(self) -> list[str]:
         """Canonical name of every slot (named once; later reads are free)."""
         if self.slot_namer is not None and not self._s_named:
-            for s in range(len(self.s_name)):
+            for s in range(len(self.s_owner)):
                 self.slot_canon_of(s)
             self._s_named = True
         return self._s_canon  # type: ignore[return-value]
@@ -141,6 +397,7 @@ class Index:
         self._m_canon, self._m_belongs, self._s_canon = list(m_canon), list(m_belongs), list(s_canon)
         self.namer = self.slot_namer = None
 
+    # ------------------------------------------------------------------ subtrees
     def subtree_end(self, i: int) -> int:
         """Module paths ``i .. subtree_end(i) - 1`` are ``i`` and everything under it (pre-order)."""
         parent = self.m_parent
@@ -160,5 +417,6 @@ class Index:
     def slots_under(self, i: int) -> range:
         """Slots owned by module path ``i`` or by any path under it."""
         end = self.subtree_end(i)
-        stop = self.m_slot0[end] if end < len(self.m_slot0) else len(self.s_name)
-        return range(self.m_slot0[i], stop)
+        owners = self.s_owner
+        start = bisect_left(owners, i)
+        return range(start, bisect_left(owners, end, start))

@@ -18,18 +18,12 @@ tensor (``"torchao.Int8Tensor"``, ``"bitsandbytes.nf4"``, ``"quanto.qint8"``, ``
 
 from __future__ import annotations
 
-import warnings
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import nn
 
-from .storage import Extent, share_components, strided_extent
-
-if TYPE_CHECKING:
-    from ._index import Index
-
-__all__ = ["Leaves", "is_quantized_layer", "leaves", "quantization", "slow_path"]
+__all__ = ["Leaves", "is_quantized_layer", "is_quantized_layer_type", "leaves", "quantization"]
 
 _PLAIN = (torch.Tensor, nn.Parameter)
 _MAX_DEPTH = 16
@@ -181,136 +175,13 @@ def is_quantized_layer(module: nn.Module) -> bool:
 
     Such a layer holding a plain float weight is broken: forward expects the quantized format.
     """
-    names = _QUANTIZED_LAYERS.get(_package(module))
-    return names is not None and any(k.__name__ in names for k in type(module).__mro__)
+    return is_quantized_layer_type(type(module))
 
 
-# ------------------------------------------------------------------------------------ the builder's slow path
-
-
-def slow_path(
-    index: Index,
-    tensors: list[torch.Tensor],
-    slow: list[int],
-    buckets: dict[int, list[int]],
-    extents: dict[int, Extent],
-    storage_number: dict[object, int],
-    dtypes: dict[torch.dtype, tuple[str, int]],
-) -> tuple[list[int], list[tuple[int, int, str]]]:
-    """Storages, extents and share components when some tensors are not plain (``slow``: their numbers).
-
-    Every leaf of a slow tensor (see :func:`leaves`) reads its own storage extent; the first stands in the
-    tensor's own row, the others get numbers after the real tensors and are joined to their tensor after
-    the sweep. A tensor with no leaf keeps storage -1 (compared by identity only) and a warning says why.
-    Returns ``share_components``' ``(roots, edges)`` over the real tensors.
-    """
-    count = len(tensors)
-    t_storage, t_start, t_stop = index.t_storage, index.t_start, index.t_stop
-    starts, stops = list(t_start), list(t_stop)
-    owner: list[int] = []  # per extra leaf: the tensor it belongs to
-    touched: set[int] = set()
-    labels: dict[int, str] = {}
-    unknown: list[str] = []
-    for number in slow:
-        tensor = tensors[number]
-        label = quantization(tensor)
-        if label:
-            labels[number] = label
-        if t_storage[number] >= 0 and getattr(type(tensor), "__tensor_flatten__", None) is None:
-            continue  # ordinary storage (Params4bit, Int8Params, fake tensors): the fast path was exact
-        found = leaves(tensor)
-        index.t_shape[number] = _shape(tensor)
-        if found.unknown or not found.tensors:
-            t_storage[number], t_start[number], t_stop[number] = -1, 0, 0
-            starts[number] = stops[number] = 0
-            slot = index.s_name[index.s_tensor.index(number)]
-            reason = found.unknown or "it holds no tensor"
-            unknown.append(f"{slot} ({type(tensor).__name__}: {reason})")
-            continue
-        for k, leaf in enumerate(found.tensors):
-            st, start, stop, extent = _place(index, leaf, storage_number, dtypes)
-            i = number if k == 0 else count + len(owner)
-            if k == 0:
-                t_storage[number], t_start[number], t_stop[number] = st, start, stop
-                starts[number], stops[number] = start, stop
-            else:
-                owner.append(number)
-                starts.append(start)
-                stops.append(stop)
-            if extent is not None:
-                extents[i] = extent
-            if stop:
-                touched.add(st)
-                buckets.setdefault(st, [])
-                if i >= count:
-                    buckets[st].append(i)
-    if touched:  # every non-empty tensor reading a touched storage joins its bucket
-        for number, st in enumerate(t_storage):
-            if st in touched and t_stop[number] and number not in buckets[st]:
-                buckets[st].append(number)
-    if labels:
-        index.extra["tensor_quantization"] = labels
-    if unknown:
-        warnings.warn(
-            f"storage unknown for {', '.join(unknown)}; ties through these slots are not seen (only the same "
-            "object under two names counts)",
-            RuntimeWarning,
-            stacklevel=4,
-        )
-    total = count + len(owner)
-    roots, edges = share_components(total, buckets, starts, stops, extents)
-    if not owner:
-        return roots, edges
-    parent = list(range(count))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    def real(i: int) -> int:
-        return i if i < count else owner[i - count]
-
-    merged: dict[tuple[int, int], str] = {}
-    for i, j, how in edges:
-        a, b = real(i), real(j)
-        if a == b:
-            continue
-        pair = (min(a, b), max(a, b))
-        merged.setdefault(pair, how)
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-    return [find(i) for i in range(count)], [(a, b, how) for (a, b), how in merged.items()]
-
-
-def _place(
-    index: Index,
-    leaf: torch.Tensor,
-    storage_number: dict[object, int],
-    dtypes: dict[torch.dtype, tuple[str, int]],
-) -> tuple[int, int, int, Extent | None]:
-    """(storage number, start, stop, strided extent or None) of a plain leaf, adding its storage if new."""
-    storage = leaf.untyped_storage()
-    pointer = storage.data_ptr()
-    device = str(leaf.device)
-    key: object = (device, pointer) if pointer else storage._cdata
-    st = storage_number.get(key)
-    if st is None:
-        st = storage_number[key] = len(index.st_pointer)
-        index.st_pointer.append(pointer)
-        index.st_device.append(device)
-        index.st_nbytes.append(storage.nbytes())
-    nbytes = int(leaf.nbytes)
-    if not nbytes:
-        return st, 0, 0, None
-    itemsize = leaf.element_size()
-    offset = int(leaf.storage_offset()) * itemsize
-    if leaf.is_contiguous():
-        return st, offset, offset + nbytes, None
-    extent = strided_extent(leaf, offset, itemsize)
-    return st, offset, extent.stop, extent
+def is_quantized_layer_type(kind: type) -> bool:
+    """:func:`is_quantized_layer` for a module class (the builder asks once per class)."""
+    names = _QUANTIZED_LAYERS.get(kind.__module__.partition(".")[0])
+    return names is not None and any(k.__name__ in names for k in kind.__mro__)
 
 
 def _shape(tensor: torch.Tensor) -> tuple[int, ...]:

@@ -154,7 +154,7 @@ def audit(tg: TieGraph) -> list[Finding]:
     ties = declared_ties(tg)
     found: list[Finding] = []
     ie = set(idx.ie_slots)
-    flags = idx.extra.get("tie_config") or {}
+    flags = idx.tie_config.as_dict() if idx.tie_config is not None else {}
     flag_name, flag = _effective_flag(flags)
     explained_gated = False
     from .deployed import findings as deployed_findings
@@ -227,8 +227,8 @@ def audit(tg: TieGraph) -> list[Finding]:
             continue
         if (tie.target, tie.source) in placed_or_quantized:
             continue
-        tt, st = idx.s_tensor[t], idx.s_tensor[s]
-        detail = _mismatch(idx.t_dtype[tt], idx.t_shape[tt], idx.t_dtype[st], idx.t_shape[st])
+        tm, sm = idx.meta_of(t), idx.meta_of(s)
+        detail = _mismatch(tm.dtype, tm.shape, sm.dtype, sm.shape)
         if detail:
             found.append(_finding("group-dtype-or-shape-mismatch", [tie.target, tie.source], detail=detail))
             continue
@@ -296,8 +296,7 @@ def _group_findings(tg: TieGraph) -> list[Finding]:
             links.setdefault(t, []).append(s)
     for slots in tg._groups().values():
         names = sorted({idx.slot_canon_of(s) for s in slots})
-        tensors = {idx.s_tensor[s] for s in slots}
-        dtypes = sorted({idx.t_dtype[t] for t in tensors})
+        dtypes = sorted({idx.meta_of(s).dtype for s in slots})
         if len(dtypes) > 1:
             out.append(
                 _finding("group-dtype-or-shape-mismatch", names, detail="dtypes " + " and ".join(dtypes))
@@ -380,7 +379,7 @@ def report(tg: TieGraph) -> str:
     head = f"{root_cls}: {tg.num_modules} module paths, {tg.num_slots} slots, input embedding "
     head += f"{_both(embedding, full)}" if embedding is not None else "none"
     lines.append(head)
-    flags = idx.extra.get("tie_config") or {}
+    flags = idx.tie_config.as_dict() if idx.tie_config is not None else {}
     said = (
         [f"config.tie_word_embeddings={flags['tie_word_embeddings']}"]
         if flags.get("tie_word_embeddings") is not None
@@ -390,7 +389,7 @@ def report(tg: TieGraph) -> str:
         said.append(f"config.text_config.tie_word_embeddings={flags['text_tie_word_embeddings']}")
     if said:
         lines.append(", ".join(said))
-    for wrapper in idx.extra.get("modules_to_save") or []:
+    for wrapper in (w.as_dict() for w in idx.modules_to_save):
         active = ", ".join(wrapper["active"]) or "none (original_module)"
         lines.append(f"modules_to_save: {wrapper['canonical']} [{wrapper['path']}], active copy: {active}")
 
@@ -404,8 +403,7 @@ def report(tg: TieGraph) -> str:
         count += 1
         if count > _MAX_GROUPS:
             continue
-        tensors = sorted({idx.s_tensor[s] for s in slots})
-        kinds = sorted({f"{idx.t_dtype[t]} {tuple(idx.t_shape[t])} {idx.t_device[t]}" for t in tensors})
+        kinds = sorted({f"{m.dtype} {tuple(m.shape)} {m.device}" for m in map(idx.meta_of, slots)})
         blocks.append(f"  [{count}] " + "; ".join(kinds))
         rows = [[canon, "" if full == canon else f"[{full}]"] for canon, full in names]
         blocks += ["  " + line for line in _table(["", ""], rows, header_row=False)]

@@ -1,32 +1,70 @@
 """The one builder: walk the module tree once and record the index.
 
 Data flows one way: module tree -> slots -> share relation -> index. The networkx graph and every query
-are derived from the index (:mod:`tiegraph.graph`, :mod:`tiegraph.queries`); nothing here reads tensor data
-or modifies the model.
+are derived from the index (:mod:`tiegraph.graph`); nothing here reads tensor data or modifies the model.
+
+Design (issue 15): what a build does, and what it leaves for later
+-------------------------------------------------------------------
+The cost of a build is Python work per module and per slot, not the C calls, so the builder does as
+little per-slot Python as it can and lets C loops (``map``, ``itertools``, ``Counter``) do the rest:
+
+1. **Walk modules only** (:func:`_walk`): a stack of ``iter(module._modules.items())`` iterators, one Python
+   iteration per module path, recording parent, segment name and module object. No path strings are built.
+   Object numbers, classes, the "declares ``_tied_weights_keys``" flag and the "carries an accelerate
+   ``_hf_hook``" flag come from C-level passes over the recorded modules.
+2. **Slots in C-level passes** (:func:`_slots`): over chunks of :data:`CHUNK` modules (the chunk keeps the
+   data in cache), the ``_parameters``/``_buffers`` dicts give owners, attribute names, flags and tensors
+   with ``chain.from_iterable``/``map``; ``None`` entries are dropped when the chunk's set of types has
+   ``NoneType``. Served tensors replace slots of modules carrying an accelerate ``_hf_hook`` in one place,
+   :func:`tiegraph.deployed.annotate` (called only when such a module or a quantized layer class is in
+   the tree, so a plain model pays one ``__dict__`` lookup per module and one check per class).
+3. **The storage object is the key** (:func:`_storages`): in torch 2.13 ``untyped_storage()`` returns one
+   Python object per storage (views, ``detach``, ``set_``, ``Parameter(t)``, dtype views; CPU and meta),
+   checked once at import (:data:`_STORAGE_IDENTITY`, else the key is ``_cdata``). A chunk whose types are
+   not all :data:`~tiegraph.storage.PLAIN_TYPES`, or where ``untyped_storage()`` raises, goes slot by slot,
+   and every tensor that is not a plain strided tensor goes to the one slow path,
+   :func:`tiegraph.storage.slow_components`. A ``Counter`` finds storages read twice or more; on real devices
+   separate storage objects with the same (device, data pointer) are merged first.
+4. **Metadata only where it decides something** (:func:`_share`): byte extents only for the tensors on a
+   storage read by two or more slots (6,120 of 99,962 slots on the 100k tree; 2 on 70B), then one
+   :func:`~tiegraph.storage.share_components` call. dtype/shape/device/requires_grad, extents of the other
+   slots and the storage table are left to the index, which fills them on first use by re-walking the model
+   through a weak reference (:func:`_fill_metadata`, checked against the recorded (owner, attribute) lists).
+   Declarations are captured raw (declaring modules found by the walk's flag) and expanded on first use.
+
+Measured (median ratios in one run of ``benchmarks/bench.py``; see ``benchmarks/RESULTS.md``): the 70B-shaped
+meta Llama, ``build_graph`` + ``tied_to_input_embedding()`` against accelerate's ``find_tied_parameters``,
+and the 100k-slot tree's build against a bare ``named_parameters`` walk: see the table there. Alternatives
+measured and dropped (issue 15): eager metadata at build (~1.5x the bare walk on 100k), ``named_modules()``
+as the walk (twice the iterator stack), and ``data_ptr()``, ``_base`` or ``id(tensor)`` as storage keys
+(offsets, meta zeros, ``detach``/``from_numpy`` aliasing make them wrong).
 """
 
 from __future__ import annotations
 
 import difflib
-import sys
 import warnings
-from itertools import compress
-from operator import itemgetter
-from typing import TYPE_CHECKING, Any
+import weakref
+from collections import Counter
+from collections.abc import Callable, Iterable
+from itertools import chain, compress, cycle, repeat
+from operator import attrgetter, contains, is_, is_not, lt, methodcaller
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import nn
 
-from ._index import Index
-from .errors import CycleError, PathNotFoundError
-from .naming import Resolver, is_model_root_type, join
+from ._index import Index, SlotMeta
+from .errors import CycleError, PathNotFoundError, TiegraphError
+from .naming import Namer
 from .storage import (
     _NO_FLAT_VIEWS,
+    PLAIN_TYPES,
     Extent,
     FlatViews,
-    _local,
     flat_param_views,
     share_components,
+    slow_components,
     strided_extent,
 )
 
@@ -36,6 +74,33 @@ if TYPE_CHECKING:
 __all__ = ["build_graph"]
 
 InputEmbedding = nn.Module | torch.Tensor | str | None
+
+#: Modules per chunk of the C-level slot passes (about 1,000 keeps a chunk's dicts and tensors in cache).
+CHUNK = 1024
+
+_NONE = type(None)
+_STORAGE = torch.Tensor.untyped_storage
+_DATA_PTR = torch.UntypedStorage.data_ptr
+_PARAMS, _BUFFERS = attrgetter("_parameters"), attrgetter("_buffers")
+_DICT = attrgetter("__dict__")
+_KEYS, _VALUES = methodcaller("keys"), methodcaller("values")
+_PARAM_FLAGS = (True, False)
+
+
+def _storage_identity() -> bool:
+    """Does ``untyped_storage()`` return one Python object per storage (so identity is the storage key)?"""
+    base = torch.zeros(4, 4)
+    views = (base, base.t(), base[1:], base.detach(), nn.Parameter(base), base.view(torch.int32))
+    with torch.device("meta"):
+        meta = torch.empty(4, 4)
+    first = base.untyped_storage()
+    return all(v.untyped_storage() is first for v in views) and meta[1:].untyped_storage() is (
+        meta.untyped_storage()
+    )
+
+
+#: Checked once at import; when false (another torch), storages are keyed by their ``_cdata`` pointer.
+_STORAGE_IDENTITY = _storage_identity()
 
 
 def build_graph(model: nn.Module, *, input_embedding: InputEmbedding = None) -> TieGraph:
@@ -49,6 +114,7 @@ def build_graph(model: nn.Module, *, input_embedding: InputEmbedding = None) -> 
     input_embedding
         The input embedding, if the model's own ``get_input_embeddings()`` should not be asked: a module of
         the model, its full or canonical path, or (for models whose embedding is a bare tensor) a tensor.
+        Needed when the model holds several model roots side by side (a DPO policy and reference).
 
     Returns
     -------
@@ -67,7 +133,9 @@ def build_graph(model: nn.Module, *, input_embedding: InputEmbedding = None) -> 
 
     Notes
     -----
-    One pass over the module tree, O(slots) Python work plus a sort per storage; no tensor data is read.
+    One pass over the module tree, O(modules + slots) mostly C-level work plus a sort per shared storage; no
+    tensor data is read. dtype, shape, device and requires_grad are read on first use (exports, the audit),
+    by a second walk of the model, which must then still be alive and unchanged.
 
     Examples
     --------
@@ -85,323 +153,459 @@ def build_graph(model: nn.Module, *, input_embedding: InputEmbedding = None) -> 
     >>> tg.tie_groups()
     [['embed.weight', 'head.weight']]
     """
+    from .declared import capture_declarations
     from .graph import TieGraph
 
     if not isinstance(model, nn.Module):
         kind = type(model)
         raise TypeError(f"build_graph expects a torch.nn.Module, got {kind.__module__}.{kind.__qualname__}")
-    index, objects, object_number, tensors = _walk(model)
-    from .deployed import annotate
-
-    annotate(index, objects, tensors)  # accelerate hooks: served tensors and placement; quantized layers
-    root = index.m_path.index(index.extra["model_root"]) if index.extra["model_root"] is not None else -1
-    _share(index, tensors, flat_param_views(objects))
-    _find_input_embedding(index, objects, object_number, tensors, root, input_embedding)
-    from .declared import read_declarations
-
-    read_declarations(index, objects, root)
+    tree = _walk(model)
+    index = Index()
+    index.m_parent, index.m_name = tree.parents, tree.names
+    index.m_type = types = list(map(type, tree.modules))
+    ids = list(map(id, tree.modules))
+    distinct = dict.fromkeys(ids)
+    if len(distinct) == len(ids):
+        index.m_object = list(range(len(ids)))
+    else:
+        numbers = dict(zip(distinct, range(len(distinct)), strict=True))
+        index.m_object = list(map(numbers.__getitem__, ids))
+    kinds = set(types)
+    dicts = list(map(_DICT, tree.modules))
+    hooked = list(compress(range(len(ids)), map(contains, dicts, repeat("_hf_hook"))))
+    slots = _slots(tree.modules)
+    index.s_owner, index.s_attr, index.s_param = slots.owners, slots.attrs, slots.params
+    index.make_lazy()
+    _annotate(index, tree.modules, slots.tensors, hooked, kinds, record=True)
+    namer = Namer(index)
+    namer.attach()
+    flat = _flat_views(tree.modules, kinds)
+    _share(index, slots.tensors, flat)
+    _find_input_embedding(index, tree.modules, ids, slots.tensors, namer, input_embedding)
+    capture_declarations(index, tree.modules, _declaring(dicts, types, kinds), namer.root, _instances(types))
+    _watch(index, model)
     return TieGraph(index)
 
 
-def _walk(model: nn.Module) -> tuple[Index, list[nn.Module], dict[int, int], list[torch.Tensor]]:
-    """Visit every module path (aliases included) in ``named_modules(remove_duplicate=False)`` order.
+# ------------------------------------------------------------------------------------------------ walk
 
-    Records paths, parents, module objects and slots only, one tuple each (transposed at the end: one
-    append per module and per slot is what keeps this close to a bare ``named_parameters`` walk);
-    canonical names are left to :class:`_Namer`.
-    """
-    index = Index()
-    module_rows: list[tuple[str, int, str, int, int]] = []  # path, parent, name, object, first slot
-    slot_rows: list[tuple[str, int, str, bool, int]] = []  # name, owner, attr, is parameter, tensor
-    add_module, add_slot = module_rows.append, slot_rows.append
-    types: list[type] = []
-    objects: list[nn.Module] = []
-    object_number: dict[int, int] = {}
-    tensors: list[torch.Tensor] = []
-    tensor_number: dict[int, int] = {}
 
-    stack: list[tuple[Any, str, int, str, int]] = [(model, "", -1, "", 0)]
-    pop, push = stack.pop, stack.append
+class _Tree(NamedTuple):
+    """Module paths in ``named_modules(remove_duplicate=False)`` order: parent, segment name, object."""
+
+    parents: list[int]
+    names: list[str]
+    modules: list[nn.Module]
+
+
+def _walk(model: nn.Module) -> _Tree:
+    """Visit every module path (aliases included) with a stack of child iterators; record nothing else."""
+    parents: list[int] = [-1]
+    names: list[str] = [""]
+    modules: list[nn.Module] = [model]
+    add_parent, add_name, add_module = parents.append, names.append, modules.append
+    children = model._modules
+    if not children:
+        return _Tree(parents, names, modules)
+    stack = [(0, iter(children.items()))]
+    push, pop = stack.append, stack.pop
+    limit = 64  # a path deeper than this is checked for a cycle (then the limit doubles)
     while stack:
-        module, path, parent, name, depth = pop()
-        key = id(module)
-        number = object_number.get(key)
-        if number is None:
-            number = object_number[key] = len(objects)
-            objects.append(module)
-            types.append(type(module))
-        i = len(module_rows)
-        add_module((path, parent, name, number, len(slot_rows)))
-        dot = path + "." if path else ""
-        params = module._parameters
-        if params:
-            for attr, tensor in params.items():
-                if tensor is not None:
-                    t = tensor_number.get(id(tensor))
-                    if t is None:
-                        t = tensor_number[id(tensor)] = len(tensors)
-                        tensors.append(tensor)
-                    add_slot((dot + attr, i, attr, True, t))
-        buffers = module._buffers
-        if buffers:
-            for attr, tensor in buffers.items():
-                if tensor is not None:
-                    t = tensor_number.get(id(tensor))
-                    if t is None:
-                        t = tensor_number[id(tensor)] = len(tensors)
-                        tensors.append(tensor)
-                    add_slot((dot + attr, i, attr, False, t))
-        children = module._modules
-        if children:
-            # a path longer than the number of distinct modules seen must repeat one: a cycle
-            if depth >= len(objects):
-                _raise_cycle(module_rows, objects, i)
-            depth += 1
-            for child_name, child in reversed(children.items()):
-                if child is not None:
-                    push((child, dot + child_name, i, child_name, depth))
-    index.m_path, index.m_parent, index.m_name, index.m_object, index.m_slot0 = _columns(module_rows, 5)
-    index.s_name, index.s_owner, index.s_attr, index.s_param, index.s_tensor = _columns(slot_rows, 5)
-    index.m_cls = [types[n].__name__ for n in index.m_object]
-    _Namer(index, types).attach()
-    return index, objects, object_number, tensors
-
-
-def _columns(rows: list[Any], count: int) -> list[list[Any]]:
-    """Transpose rows of ``count`` fields into lists (C-level; ``zip(*rows)`` is twice as slow on 100k)."""
-    return [list(map(itemgetter(k), rows)) for k in range(count)]
-
-
-def _raise_cycle(rows: list[tuple[str, int, str, int, int]], objects: list[nn.Module], i: int) -> None:
-    """Find the module that is its own ancestor on the path to row ``i`` and name it."""
-    seen: dict[int, str] = {}
-    chain = []
-    while i >= 0:
-        chain.append(i)
-        i = rows[i][1]
-    for row in reversed(chain):  # from the root down: the first repeat is the cycle's entry
-        path, _, _, number, _ = rows[row]
-        if number in seen:
-            raise CycleError(
-                f"the module tree has a cycle: {path!r} is the same {type(objects[number]).__name__} object "
-                f"as its ancestor {seen[number] or '<root>'!r}; remove the cycle (torch's own "
-                "named_modules would recurse forever on it)"
-            )
-        seen[number] = path
-
-
-class _Namer:
-    """Canonical names by wrapper type, computed on demand for the places a query asks about."""
-
-    def __init__(self, index: Index, types: list[type]) -> None:
-        self.index = index
-        self.types = types  # per distinct module object
-        self.resolver = Resolver()
-        n = len(index.m_path)
-        self.raw: list[tuple[str, str, bool, bool] | None] = [None] * n  # canon, belongs, chained, drop-next
-        self.prefix = ""
-        plist = sys.modules.get("torch.nn.utils.parametrize")
-        self.parametrization_list = getattr(plist, "ParametrizationList", None)
-
-    def attach(self) -> None:
-        index = self.index
-        index._m_canon = [None] * len(index.m_path)
-        index._m_belongs = [None] * len(index.m_path)
-        index._s_canon = [None] * len(index.s_name)
-        index.namer = self.module_names
-        index.slot_namer = self.slot_name
-        root = self.model_root()
-        index.extra["model_root"] = index.m_path[root] if root >= 0 else None
-        self.root = root
-        if root >= 0:
-            self.prefix = self.raw_names(root)[0]
-
-    def model_root(self) -> int:
-        """The outermost non-wrapper module that is a transformers model or has ``get_input_embeddings``."""
-        index, rule_for = self.index, self.resolver.rule_for
-        verdict: dict[type, bool] = {}
-        best, best_depth = -1, 1 << 30
-        for number, kind in enumerate(self.types):
-            ok = verdict.get(kind)
-            if ok is None:
-                ok = verdict[kind] = not rule_for(kind).is_wrapper and is_model_root_type(kind)
-            if ok:
-                i = index.m_object.index(number)  # its first path
-                canon = self.raw_names(i)[0]
-                depth = canon.count(".") + 1 if canon else 0
-                if depth < best_depth or (depth == best_depth and i < best):
-                    best, best_depth = i, depth
-        return best
-
-    def raw_names(self, i: int) -> tuple[str, str, bool, bool]:
-        """Names with wrapper segments removed, before dropping the prefix above the model root."""
-        raw = self.raw
-        found = raw[i]
-        if found is not None:
-            return found
-        index = self.index
-        chain = []
-        j = i
-        while j >= 0 and raw[j] is None:
-            chain.append(j)
-            j = index.m_parent[j]
-        for j in reversed(chain):
-            parent = index.m_parent[j]
-            if parent < 0:
-                raw[j] = ("", "", False, False)
+        owner, items = stack[-1]
+        for name, child in items:
+            if child is None:
                 continue
-            pcanon, pbelongs, chained, pdrop = raw[parent]  # type: ignore[misc]
-            name = index.m_name[j]
-            rule = self.resolver.rule_for(self.types[index.m_object[parent]])
-            action = rule.actions.get(name)
-            if pdrop or action == "drop":
-                raw[j] = (pcanon, pbelongs, chained, False)
-            elif action == "drop-next":
-                raw[j] = (pcanon, pbelongs, chained, True)
-            elif (
-                chained
-                or rule.adapters
-                or (name == "parametrizations" and issubclass(self.types[index.m_object[j]], nn.ModuleDict))
-            ):
-                raw[j] = (join(pcanon, name), pbelongs, True, False)
-            else:
-                canon = join(pcanon, name)
-                raw[j] = (canon, canon, False, False)
-        return raw[i]  # type: ignore[return-value]
-
-    def strip(self, name: str) -> str:
-        prefix = self.prefix
-        if not prefix:
-            return name
-        if name == prefix:
-            return ""
-        if name.startswith(prefix) and name[len(prefix)] == ".":
-            return name[len(prefix) + 1 :]
-        return name
-
-    def module_names(self, index: Index, i: int) -> tuple[str, str]:
-        canon, belongs, _, _ = self.raw_names(i)
-        return self.strip(canon), self.strip(belongs)
-
-    def slot_name(self, index: Index, s: int) -> str:
-        owner = index.s_owner[s]
-        attr = index.s_attr[s]
-        plist = self.parametrization_list
-        if (
-            attr == "original"
-            and plist is not None
-            and issubclass(self.types[index.m_object[owner]], plist)
-            and index.m_parent[owner] >= 0
-            and index.m_parent[index.m_parent[owner]] >= 0
-        ):
-            # torch.nn.utils.parametrize keeps the real tensor at <module>.parametrizations.<name>.original
-            return join(index.canon_of(index.m_parent[index.m_parent[owner]]), index.m_name[owner])
-        return join(index.canon_of(owner), attr)
+            i = len(modules)
+            add_parent(owner)
+            add_name(name)
+            add_module(child)
+            below = child._modules
+            if below:
+                push((i, iter(below.items())))
+                if len(stack) > limit:
+                    limit = _check_cycle(parents, names, modules, i, limit)
+                break
+        else:
+            pop()
+    return _Tree(parents, names, modules)
 
 
-def _share(index: Index, tensors: list[torch.Tensor], flat: FlatViews = _NO_FLAT_VIEWS) -> None:
-    """Storage ids, byte extents and the share components of every distinct tensor.
+def _check_cycle(parents: list[int], names: list[str], modules: list[nn.Module], i: int, limit: int) -> int:
+    """Raise :class:`CycleError` if a module is its own ancestor on the path to ``i``; else a deeper limit."""
+    chain_ = []
+    while i >= 0:
+        chain_.append(i)
+        i = parents[i]
+    chain_.reverse()
+    seen: dict[int, int] = {}
+    for row in chain_:  # from the root down: the first repeat is the cycle's entry
+        key = id(modules[row])
+        if key in seen:
+            path = _path(parents, names, row)
+            above = _path(parents, names, seen[key])
+            raise CycleError(
+                f"the module tree has a cycle: {path!r} is the same {type(modules[row]).__name__} object "
+                f"as its ancestor {above or '<root>'!r}; remove the cycle (torch's own named_modules would "
+                "recurse forever on it)"
+            )
+        seen[key] = row
+    return limit * 2
+
+
+def _path(parents: list[int], names: list[str], i: int) -> str:
+    parts = []
+    while parents[i] >= 0:
+        parts.append(names[i])
+        i = parents[i]
+    return ".".join(reversed(parts))
+
+
+def _declaring(dicts: list[dict[str, Any]], types: list[type], kinds: set[type]) -> list[int]:
+    """Module paths (first path per object) whose instance or class holds ``_tied_weights_keys``."""
+    by_class = {kind for kind in kinds if any("_tied_weights_keys" in k.__dict__ for k in kind.__mro__)}
+    own = map(contains, dicts, repeat("_tied_weights_keys"))
+    if by_class:
+        flags: Iterable[bool] = map(bool.__or__, own, map(by_class.__contains__, types))
+    else:
+        flags = own
+    return list(compress(range(len(types)), flags))
+
+
+def _instances(types: list[type]) -> Callable[[type], list[int]]:
+    """``instances(cls)``: the module paths whose module is a ``cls`` (decided once per class)."""
+
+    def instances(cls: type) -> list[int]:
+        verdict = {kind: issubclass(kind, cls) for kind in set(types)}
+        if not any(verdict.values()):
+            return []
+        return list(compress(range(len(types)), map(verdict.__getitem__, types)))
+
+    return instances
+
+
+# ------------------------------------------------------------------------------------------------ slots
+
+
+class _Slots(NamedTuple):
+    owners: list[int]
+    attrs: list[str]
+    params: list[bool]
+    tensors: list[Any]  # the tensor in each slot (served tensors replace hooked modules' own)
+
+
+def _slots(modules: list[nn.Module]) -> _Slots:
+    """Every slot in module order, parameters before buffers, from C-level passes over chunks of modules."""
+    owners: list[int] = []
+    attrs: list[str] = []
+    params: list[bool] = []
+    tensors: list[Any] = []
+    for lo in range(0, len(modules), CHUNK):
+        chunk = modules[lo : lo + CHUNK]
+        dicts = list(chain.from_iterable(zip(map(_PARAMS, chunk), map(_BUFFERS, chunk), strict=True)))
+        counts = list(map(len, dicts))
+        if not any(counts):
+            continue
+        values = list(chain.from_iterable(map(_VALUES, dicts)))
+        here = range(lo, lo + len(chunk))
+        owner = chain.from_iterable(map(repeat, chain.from_iterable(zip(here, here, strict=True)), counts))
+        attr = chain.from_iterable(map(_KEYS, dicts))
+        param = chain.from_iterable(map(repeat, cycle(_PARAM_FLAGS), counts))
+        if _NONE in set(map(type, values)):
+            keep = list(map(is_not, values, repeat(None)))
+            owners.extend(compress(owner, keep))
+            attrs.extend(compress(attr, keep))
+            params.extend(compress(param, keep))
+            tensors.extend(compress(values, keep))
+        else:
+            owners.extend(owner)
+            attrs.extend(attr)
+            params.extend(param)
+            tensors.extend(values)
+    return _Slots(owners, attrs, params, tensors)
+
+
+def _annotate(
+    index: Index,
+    modules: list[nn.Module],
+    tensors: list[Any],
+    hooked: list[int],
+    kinds: set[type],
+    record: bool,
+) -> None:
+    """Served tensors and quantized layers (:func:`tiegraph.deployed.annotate`), only when the tree has any."""
+    from ._tensors import is_quantized_layer_type
+
+    if hooked or any(map(is_quantized_layer_type, kinds)):
+        from .deployed import annotate
+
+        annotate(index, modules, tensors, hooked, kinds, record=record)
+
+
+def _storages(tensors: list[Any]) -> tuple[list[Any], dict[int, list[torch.Tensor] | None]]:
+    """Storage key of every slot (None for the slow path's slots) and the slow path's components by slot."""
+    keys: list[Any] = []
+    slow: dict[int, list[torch.Tensor] | None] = {}
+    for lo in range(0, len(tensors), CHUNK):
+        part = tensors[lo : lo + CHUNK]
+        if set(map(type, part)) <= PLAIN_TYPES:
+            try:
+                keys.extend(list(map(_STORAGE, part)))
+                continue
+            except (RuntimeError, NotImplementedError, TypeError):
+                pass  # a sparse or other non-strided tensor: this chunk goes slot by slot
+        for s, tensor in enumerate(part, lo):
+            if type(tensor) in PLAIN_TYPES and tensor.layout is torch.strided:
+                try:
+                    keys.append(tensor.untyped_storage())
+                    continue
+                except (RuntimeError, NotImplementedError, TypeError):
+                    pass
+            slow[s] = slow_components(tensor)
+            keys.append(None)
+    if not _STORAGE_IDENTITY:
+        keys = [None if key is None else key._cdata for key in keys]
+    return keys, slow
+
+
+def _key(storage: torch.UntypedStorage) -> Any:
+    return storage if _STORAGE_IDENTITY else storage._cdata
+
+
+# ------------------------------------------------------------------------------------------------ share
+
+
+class _Piece(NamedTuple):
+    slot: int
+    tensor: torch.Tensor  # a plain tensor whose bytes the slot reads
+    storage: Any  # its storage key (merged)
+
+
+def _share(index: Index, tensors: list[Any], flat: FlatViews) -> None:
+    """Shares and tie groups: only slots on a storage read twice or more (or on the slow path) are looked at.
 
     ``flat`` (FSDP1): a parameter viewing into a ``FlatParameter`` keeps its unsharded shape, so its slice
     being empty on this rank does not make it share nothing; the FlatParameter itself holds every parameter
     of its unit and is left out of the share relation (it would merge them all into one group).
     """
-    storage_number: dict[object, int] = {}
-    dtypes: dict[torch.dtype, tuple[str, int]] = {}  # name, itemsize
-    device_names: dict[torch.device, str] = {}
-    st_pointer, st_device, st_nbytes = index.st_pointer, index.st_device, index.st_nbytes
-    extents: dict[int, Extent] = {}  # only the strided (non-contiguous) ones
-    repeated: set[int] = set()  # storages read by two or more tensors
-    rows: list[tuple[str, str, torch.Size, bool, int, int, int]] = []
-    add = rows.append
-    plain = (torch.Tensor, nn.Parameter)
-    slow: list[int] = []  # not plain tensors: wrapper subclasses, sparse, nested (see tiegraph._tensors)
-    for number, tensor in enumerate(tensors):
-        local = tensor if type(tensor) in plain else _local(tensor)
-        device = local.device
-        name = device_names.get(device)
-        if name is None:
-            name = device_names[device] = str(device)
-        dtype = local.dtype
-        known = dtypes.get(dtype)
-        if known is None:
-            known = dtypes[dtype] = (str(dtype).removeprefix("torch."), local.element_size())
-        dname, itemsize = known
-        try:
-            storage = local.untyped_storage()
-            pointer = storage.data_ptr()  # wrapper subclasses may have a storage that cannot be read
-            shape = tensor.shape  # nested tensors raise here
-        except (RuntimeError, NotImplementedError, TypeError, AttributeError):
-            slow.append(number)
-            add((name, dname, torch.Size(), tensor.requires_grad, -1, 0, 0))
-            continue
-        if type(tensor) not in plain:
-            slow.append(number)
-        key: object = (name, pointer) if pointer else storage._cdata
-        st = storage_number.get(key)
-        if st is None:
-            st = storage_number[key] = len(st_pointer)
-            st_pointer.append(pointer)
-            st_device.append(name)
-            st_nbytes.append(storage.nbytes())
-        else:
-            repeated.add(st)
-        nbytes = int(local.nbytes)
-        if not nbytes:  # empty: reads no byte
-            add((name, dname, shape, tensor.requires_grad, st, 0, 0))
-        elif local.is_contiguous():
-            offset = int(local.storage_offset()) * itemsize
-            add((name, dname, shape, tensor.requires_grad, st, offset, offset + nbytes))
-        else:
-            offset = int(local.storage_offset()) * itemsize
-            extent = extents[number] = strided_extent(local, offset, itemsize)
-            add((name, dname, shape, tensor.requires_grad, st, offset, extent.stop))
-    columns = _columns(rows, 7)
-    index.t_device, index.t_dtype, index.t_shape, index.t_grad = columns[:4]
-    index.t_storage, index.t_start, index.t_stop = columns[4:]
-    t_storage, t_start, t_stop = index.t_storage, index.t_start, index.t_stop
-    # only storages read by two or more (non-empty) tensors can hold a share; the others cost nothing more
-    buckets: dict[int, list[int]] = {st: [] for st in sorted(repeated)}
-    for number in compress(range(len(tensors)), map(repeated.__contains__, t_storage)):
-        if t_stop[number]:
-            buckets[t_storage[number]].append(number)
-    if flat.shapes or flat.containers:
-        _flat_params(index, tensors, flat, buckets)
+    if flat.containers:
+        _flat_warning(index, tensors, flat)
+    keys, slow = _storages(tensors)
+    counts = Counter(keys)
+    counts.pop(None, None)
+    components: dict[int, list[tuple[torch.Tensor, Any]]] = {}
+    unknown = []
     if slow:
-        from ._tensors import slow_path
+        from ._tensors import quantization
 
-        roots, edges = slow_path(index, tensors, slow, buckets, extents, storage_number, dtypes)
-    else:
-        roots, edges = share_components(len(tensors), buckets, t_start, t_stop, extents)
-    index.t_root = roots
-    first: list[int] = [-1] * len(tensors)
-    shares = index.shares
-    for s, t in enumerate(index.s_tensor):
-        if first[t] < 0:
-            first[t] = s
-        elif t_stop[t] or 0 not in index.t_shape[t]:  # (FSDP1 gives an empty local slice its full shape)
-            shares.append((first[t], s, "same"))
-        # else: an empty tensor shares with nothing, not even itself under another name
-    for i, j, how in edges:
-        shares.append((first[i], first[j], how))
-    index.fill_slot_roots()
+        labels = index.deployed.slot_quantization
+        for s in slow:
+            label = quantization(tensors[s])
+            if label:
+                labels.setdefault(s, label)
+    for s, found in slow.items():
+        if found is None:
+            unknown.append(s)
+            continue
+        pairs = components[s] = []
+        for component in found:
+            try:
+                key = _key(component.untyped_storage())
+            except (RuntimeError, NotImplementedError, TypeError):
+                continue
+            pairs.append((component, key))
+            counts[key] += 1
+    if unknown:
+        _unknown_warning(index, tensors, unknown)
+    merged = _merge_pointers(counts)
+    if merged:
+        keys = list(map(merged.get, keys, keys))
+        components = {s: [(c, merged.get(k, k)) for c, k in pairs] for s, pairs in components.items()}
+    repeated = set(compress(counts, map(lt, repeat(1), counts.values())))
+    pieces = [
+        _Piece(s, tensors[s], keys[s]) for s in compress(range(len(keys)), map(repeated.__contains__, keys))
+    ]
+    for s, pairs in components.items():
+        pieces.extend(_Piece(s, c, k) for c, k in pairs if k in repeated)
+    if any(p.tensor.is_nested for p in pieces):  # strided nested: its constituents' byte ranges decide
+        pieces = [q for p in pieces for q in _unnest(p)]
+    candidates = sorted({p.slot for p in pieces} | slow.keys())
+    if not candidates:
+        return
+    _groups(index, tensors, candidates, pieces, flat)
 
 
-def _flat_params(
-    index: Index, tensors: list[torch.Tensor], flat: FlatViews, buckets: dict[int, list[int]]
+def _unnest(piece: _Piece) -> list[_Piece]:
+    if not piece.tensor.is_nested:
+        return [piece]
+    found = slow_components(piece.tensor) or []
+    return [_Piece(piece.slot, c, piece.storage) for c in found]
+
+
+def _unknown_warning(index: Index, tensors: list[Any], unknown: list[int]) -> None:
+    from ._tensors import leaves
+
+    described = []
+    for s in unknown:
+        reason = leaves(tensors[s]).unknown or "it holds no tensor"
+        described.append(f"{index.slot_name_of(s)} ({type(tensors[s]).__name__}: {reason})")
+    warnings.warn(
+        f"storage unknown for {', '.join(described)}; ties through these slots are not seen (only the same "
+        "object under two names counts)",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+
+
+def _merge_pointers(counts: Counter[Any]) -> dict[Any, Any]:
+    """Storage objects on real devices that report the same (device, data pointer): key -> first key."""
+    if not _STORAGE_IDENTITY:
+        return {}
+    distinct = list(counts)
+    pointers = list(map(_DATA_PTR, distinct))
+    seen = Counter(pointers)
+    seen.pop(0, None)
+    clashes = set(compress(seen, map(lt, repeat(1), seen.values())))
+    if not clashes:
+        return {}
+    first: dict[tuple[str, int], Any] = {}
+    merged: dict[Any, Any] = {}
+    for storage, pointer in zip(distinct, pointers, strict=True):
+        if pointer in clashes:
+            home = first.setdefault((str(storage.device), pointer), storage)
+            if home is not storage:
+                merged[storage] = home
+                counts[home] += counts.pop(storage)
+    return merged
+
+
+def _shape(tensor: Any, flat: FlatViews) -> tuple[int, ...]:
+    shape = flat.shapes.get(id(tensor))
+    if shape is not None:
+        return tuple(shape)
+    try:
+        return tuple(tensor.shape)
+    except (RuntimeError, NotImplementedError, TypeError, AttributeError):
+        from ._tensors import _shape as ragged
+
+        return ragged(tensor)  # nested: -1 for ragged dimensions
+
+
+def _extent(tensor: torch.Tensor) -> tuple[int, int, Extent | None]:
+    """Byte extent (start, stop) of a plain tensor in its storage, and its full Extent when not contiguous."""
+    try:
+        if tensor.is_nested:  # (strided nested: its buffer; the slow path may say better)
+            raise NotImplementedError
+        nbytes = int(tensor.nbytes)
+        if not nbytes:
+            return 0, 0, None
+        itemsize = tensor.element_size()
+        offset = int(tensor.storage_offset()) * itemsize
+        if tensor.is_contiguous():
+            return offset, offset + nbytes, None
+        extent = strided_extent(tensor, offset, itemsize)
+        return offset, extent.stop, extent
+    except (RuntimeError, NotImplementedError, TypeError):
+        return 0, int(tensor.untyped_storage().nbytes()), None
+
+
+def _groups(
+    index: Index, tensors: list[Any], candidates: list[int], pieces: list[_Piece], flat: FlatViews
 ) -> None:
-    """Give FSDP1's sharded views their unsharded shapes; take FlatParameters out of the share relation."""
-    containers = []
-    for number, tensor in enumerate(tensors):
-        key = id(tensor)
-        shape = flat.shapes.get(key)
-        if shape is not None:
-            index.t_shape[number] = torch.Size(shape)
-        if key in flat.containers:
-            members = buckets.get(index.t_storage[number], [])
-            if number in members:
-                members.remove(number)
-            containers.append(index.s_name[index.s_tensor.index(number)])
+    """Union the candidate slots by object identity and byte overlap; record shares and tie groups."""
+    same_as = index.same_as
+    empty = index.empty
+    first: dict[int, int] = {}
+    for s in candidates:
+        f = first.setdefault(id(tensors[s]), s)
+        if f != s:
+            same_as[s] = f
+    known = index.known
+    strings: dict[object, str] = {}
+    for s in candidates:
+        if s not in same_as:
+            tensor = tensors[s]
+            known[s] = _slot_meta(tensor, _parts(tensor), flat, strings)
+            if not _reads_bytes(tensor, flat):
+                empty.add(s)
+    parent: dict[int, int] = {}
+
+    def find(i: int) -> int:
+        root = parent.get(i, i)
+        if root == i:
+            return i
+        root = find(root)
+        parent[i] = root
+        return root
+
+    def union(a: int, b: int) -> None:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+
+    shares = index.shares
+    for s, f in same_as.items():
+        if f not in empty:
+            shares.append((f, s, "same"))
+            union(f, s)
+        else:
+            empty.add(s)
+    # distinct piece tensors, their extents, and buckets per storage
+    number: dict[int, int] = {}
+    owner: list[int] = []
+    starts: list[int] = []
+    stops: list[int] = []
+    strided: dict[int, Extent] = {}
+    buckets: dict[Any, list[int]] = {}
+    for piece in pieces:
+        key = id(piece.tensor)
+        n = number.get(key)
+        if n is not None:
+            if tensors[piece.slot] is piece.tensor or not stops[n]:
+                continue  # the same object under another name: the "same" rule above decided
+            if find(owner[n]) != find(piece.slot):  # a component that is another slot's tensor object
+                shares.append((min(owner[n], piece.slot), max(owner[n], piece.slot), "view"))
+                union(owner[n], piece.slot)
+            continue
+        n = number[key] = len(owner)
+        owner.append(piece.slot)
+        start, stop, extent = _extent(piece.tensor)
+        starts.append(start)
+        stops.append(stop)
+        if extent is not None:
+            strided[n] = extent
+        if stop and key not in flat.containers:
+            buckets.setdefault(piece.storage, []).append(n)
+    _, edges = share_components(len(owner), buckets, starts, stops, strided)
+    for i, j, how in edges:
+        a, b = owner[i], owner[j]
+        if a != b:
+            shares.append((min(a, b), max(a, b), how))
+            union(a, b)
+    members: dict[int, list[int]] = {}
+    for s in candidates:
+        members.setdefault(find(s), []).append(s)
+    root_of = index.root_of
+    for root, group in members.items():
+        if len(group) > 1:
+            root_of.update(zip(group, repeat(root)))
+
+
+def _reads_bytes(tensor: Any, flat: FlatViews) -> bool:
+    """False for an empty tensor (no byte, a 0 in its shape): it shares with nothing, even itself."""
+    if id(tensor) in flat.shapes:
+        return 0 not in _shape(tensor, flat)
+    if type(tensor) in PLAIN_TYPES:
+        try:
+            if int(tensor.nbytes):
+                return True
+        except (RuntimeError, NotImplementedError, TypeError):
+            return True
+    return 0 not in _shape(tensor, flat)
+
+
+def _flat_warning(index: Index, tensors: list[Any], flat: FlatViews) -> None:
+    found = compress(range(len(tensors)), map(flat.containers.__contains__, map(id, tensors)))
+    containers = [index.slot_name_of(s) for s in found]
     if containers:
         warnings.warn(
             f"{', '.join(containers)}: FSDP1 FlatParameter(s), counted as containers of the parameters of "
@@ -411,17 +615,216 @@ def _flat_params(
         )
 
 
+def _flat_views(modules: list[nn.Module], kinds: set[type]) -> FlatViews:
+    """FSDP1's FlatParameter views, looked for only when an FSDP1 module type is in the tree."""
+    import sys
+
+    fsdp = sys.modules.get("torch.distributed.fsdp.fully_sharded_data_parallel")
+    cls = getattr(fsdp, "FullyShardedDataParallel", None)
+    if not isinstance(cls, type) or not any(issubclass(kind, cls) for kind in kinds):
+        return _NO_FLAT_VIEWS
+    return flat_param_views(modules)
+
+
+# ------------------------------------------------------------------------------------------------ metadata
+
+
+def _watch(index: Index, model: nn.Module) -> None:
+    """Let the index read metadata from the model on first use, and at the latest when the model dies.
+
+    The index keeps a weak reference to the model. So that ``build_graph(make_model()).to_json()`` still
+    works, a finalizer holds the model's instance ``__dict__`` (not the model): while the model lives, that
+    costs nothing (the model holds it anyway); when the model is collected, the finalizer fills the index's
+    metadata from the dict (one re-walk) and lets it go. It is detached as soon as the metadata is filled or
+    the index dies, so no model outlives its own lifetime because of a graph.
+    """
+    index.model_ref = weakref.ref(model)
+    index.meta_filler = _fill_metadata
+    watch = weakref.finalize(model, _on_model_death, weakref.ref(index), type(model), model.__dict__)
+    watch.atexit = False
+    index.watch = watch
+    weakref.finalize(index, watch.detach).atexit = False
+
+
+class _Shell:
+    """Stands in for a collected model whose instance ``__dict__`` is still held (see :func:`_watch`)."""
+
+
+def _on_model_death(index_ref: weakref.ref[Index], kind: type, state: dict[str, Any]) -> None:
+    index = index_ref()
+    if index is None or index.meta_filler is None:
+        return
+    shell: Any
+    try:
+        shell = object.__new__(kind)
+    except TypeError:
+        shell = _Shell()
+    shell.__dict__ = state
+    index.model_ref = lambda: shell
+    try:
+        _fill_metadata(index)
+    except TiegraphError as error:
+        index.meta_error = str(error)
+    finally:
+        index.model_ref = None
+
+
+def _fill_metadata(index: Index) -> None:
+    """dtype, shape, device, requires_grad, byte extents and the storage table, by re-walking the model.
+
+    The re-walk must find the same module paths and slots (owner, attribute) as the build; otherwise the
+    model changed since the build and the answers would mix two models.
+    """
+    model = index.model_ref() if index.model_ref is not None else None
+    if model is None:
+        if index.meta_error:
+            raise TiegraphError(index.meta_error)
+        raise TiegraphError(
+            "the model this graph was built from no longer exists; tiegraph keeps no reference to it and "
+            "reads "
+            "dtype, shape, device and storage details on first use: keep the model alive until then, or call "
+            "build_graph again"
+        )
+    tree = _walk(model)
+    modules = tree.modules
+    hooked = list(compress(range(len(modules)), map(contains, map(_DICT, modules), repeat("_hf_hook"))))
+    slots = _slots(modules)
+    if tree.parents != index.m_parent or tree.names != index.m_name:
+        raise TiegraphError(
+            "the model's module tree changed since build_graph (a module was added, removed or replaced); "
+            "call build_graph again for details of the model as it is now"
+        )
+    if slots.owners != index.s_owner or slots.attrs != index.s_attr:
+        now = list(zip(slots.owners, slots.attrs, strict=True))
+        then = list(zip(index.s_owner, index.s_attr, strict=True))
+        changed = next((s for s, (a, b) in enumerate(zip(now, then, strict=False)) if a != b), len(then))
+        changed = min(changed, len(then) - 1)
+        where = index.slot_name_of(changed) if changed < len(index.s_owner) else "the end"
+        raise TiegraphError(
+            f"the model's parameters or buffers changed since build_graph (first difference at {where!r}); "
+            "call build_graph again for details of the model as it is now"
+        )
+    kinds = set(map(type, modules))
+    _annotate(index, modules, slots.tensors, hooked, kinds, record=False)
+    flat = _flat_views(modules, kinds)
+    _metadata(index, slots.tensors, flat)
+    index.meta_filler = None
+    if index.watch is not None:
+        index.watch.detach()
+        index.watch = None
+
+
+def _parts(tensor: Any) -> list[torch.Tensor] | None:
+    """The plain tensors holding a slot's bytes: itself, or what the slow path says."""
+    if type(tensor) in PLAIN_TYPES and tensor.layout is torch.strided:
+        return [tensor]
+    return slow_components(tensor)
+
+
+def _slot_meta(
+    tensor: Any, parts: list[torch.Tensor] | None, flat: FlatViews, strings: dict[object, str]
+) -> SlotMeta:
+    """dtype, shape (FSDP1: unsharded), device and requires_grad; strings interned per build."""
+    try:
+        device, dtype = tensor.device, tensor.dtype
+    except (RuntimeError, NotImplementedError, TypeError, AttributeError):
+        local = parts[0] if parts else tensor
+        device, dtype = local.device, local.dtype
+    dname = strings.get(dtype)
+    if dname is None:
+        dname = strings[dtype] = str(dtype).removeprefix("torch.")
+    name = strings.get(device)
+    if name is None:
+        name = strings[device] = str(device)
+    # (a torch.Size, as before: JSON writes it as a list)
+    shape = torch.Size(_shape(tensor, flat))
+    return SlotMeta(dname, shape, name, bool(getattr(tensor, "requires_grad", False)))
+
+
+def _metadata(index: Index, tensors: list[Any], flat: FlatViews) -> None:
+    """Per distinct tensor object (``index.s_tensor``): metadata, storage and byte extent."""
+    s_tensor = index.s_tensor
+    count = (max(s_tensor) + 1) if s_tensor else 0
+    firsts = [0] * count
+    for s in range(len(s_tensor) - 1, -1, -1):
+        firsts[s_tensor[s]] = s
+    storage_number: dict[Any, int] = {}
+    st_pointer: list[int] = []
+    st_device: list[str] = []
+    st_nbytes: list[int] = []
+    t_storage: list[int] = []
+    t_start: list[int] = []
+    t_stop: list[int] = []
+    t_dtype: list[str] = []
+    t_shape: list[tuple[int, ...]] = []
+    t_device: list[str] = []
+    t_grad: list[bool] = []
+    strings: dict[object, str] = {}
+    known = index.known
+    for s in firsts:
+        tensor = tensors[s]
+        parts = _parts(tensor)
+        meta = known.get(s) or _slot_meta(tensor, parts, flat, strings)
+        t_device.append(meta.device)
+        t_dtype.append(meta.dtype)
+        t_shape.append(meta.shape)
+        t_grad.append(meta.requires_grad)
+        local = parts[0] if parts else tensor
+        if not parts:
+            t_storage.append(-1)
+            t_start.append(0)
+            t_stop.append(0)
+            continue
+        try:
+            storage = local.untyped_storage()
+            pointer = storage.data_ptr()
+        except (RuntimeError, NotImplementedError, TypeError, AttributeError):
+            t_storage.append(-1)
+            t_start.append(0)
+            t_stop.append(0)
+            continue
+        sname = str(local.device)
+        key: object = (sname, pointer) if pointer else _key(storage)
+        st = storage_number.get(key)
+        if st is None:
+            st = storage_number[key] = len(st_pointer)
+            st_pointer.append(pointer)
+            st_device.append(sname)
+            st_nbytes.append(storage.nbytes())
+        start, stop, _ = _extent(local)
+        t_storage.append(st)
+        t_start.append(start)
+        t_stop.append(stop)
+    index.t_storage, index.t_start, index.t_stop = t_storage, t_start, t_stop
+    index.t_dtype, index.t_shape, index.t_device, index.t_grad = t_dtype, t_shape, t_device, t_grad
+    index.st_pointer, index.st_device, index.st_nbytes = st_pointer, st_device, st_nbytes
+    index.st_id = [
+        f"{device}:{pointer:#x}" if pointer else f"{device}:storage-{n}"
+        for n, (device, pointer) in enumerate(zip(st_device, st_pointer, strict=True))
+    ]
+
+
+# ---------------------------------------------------------------------------------------- input embedding
+
+
 def _find_input_embedding(
     index: Index,
-    objects: list[nn.Module],
-    object_number: dict[int, int],
-    tensors: list[torch.Tensor],
-    root: int,
+    modules: list[nn.Module],
+    ids: list[int],
+    tensors: list[Any],
+    namer: Namer,
     given: InputEmbedding,
 ) -> None:
     found: object = given
     if given is None:
-        holder = objects[index.m_object[root]] if root >= 0 else objects[0]
+        if len(namer.roots) > 1:
+            names = ", ".join(f"{index.path_of(i)!r} ({type(modules[i]).__name__})" for i in namer.roots)
+            index.ie_note = (
+                f"the model holds {len(namer.roots)} model roots side by side: {names}; pass "
+                "input_embedding= (a module, its path, or a tensor) to name the input embedding"
+            )
+            return
+        holder = modules[namer.root] if namer.root >= 0 else modules[0]
         method = getattr(type(holder), "get_input_embeddings", None)
         if method is None:
             index.ie_note = (
@@ -446,18 +849,15 @@ def _find_input_embedding(
     if isinstance(found, str):
         _select_module(index, _module_by_name(index, found))
     elif isinstance(found, nn.Module):
-        number = object_number.get(id(found))
-        if number is not None:
-            _select_module(index, index.m_object.index(number))
-            return
-        raise PathNotFoundError(
-            f"the input embedding {type(found).__name__} is not a submodule of the model; pass a module that "
-            "the model holds, or its path"
-        )
+        try:
+            _select_module(index, ids.index(id(found)))
+        except ValueError:
+            raise PathNotFoundError(
+                f"the input embedding {type(found).__name__} is not a submodule of the model; pass a module "
+                "that the model holds, or its path"
+            ) from None
     elif isinstance(found, torch.Tensor):
-        target = id(found)
-        numbers = {i for i, t in enumerate(tensors) if id(t) == target}
-        slots = [s for s, t in enumerate(index.s_tensor) if t in numbers]
+        slots = list(compress(range(len(tensors)), map(is_, tensors, repeat(found))))
         if not slots:
             raise PathNotFoundError("the input embedding tensor is not a parameter or buffer of the model")
         index.ie_slots = slots[:1]

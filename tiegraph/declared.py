@@ -1,7 +1,8 @@
 """Declared ties: every ``_tied_weights_keys`` in the module tree, laid beside what really shares memory.
 
-A declaration is a claim. :func:`read_declarations` runs inside the one walk of :func:`tiegraph.build_graph`
-(after sharing is known) and records each declared pair as a plain dict in ``index.declared``; the
+A declaration is a claim. :func:`capture_declarations` runs inside :func:`tiegraph.build_graph` (the walk
+flags the declaring modules; their raw declarations and config flags are captured) and, on the first read
+of ``index.declared``, expands them against the slot names and records each declared pair as a plain dict; the
 networkx graph turns each resolved pair into a ``declares`` edge (target slot -> source slot).
 :func:`declared_ties` turns the recorded dicts into :class:`DeclaredTie` objects.
 
@@ -34,13 +35,13 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from ._index import Index
+from ._index import CopyWrapper, Index, TieConfig
 from .naming import join
 
 if TYPE_CHECKING:
     from .graph import TieGraph
 
-__all__ = ["STATUSES", "DeclaredTie", "declared_ties", "read_declarations"]
+__all__ = ["STATUSES", "DeclaredTie", "capture_declarations", "declared_ties"]
 
 #: The status of a declared tie: the pair shares memory, does not, names nothing, or its config gates it off.
 STATUSES = ("tied", "not-tied", "unresolved", "gated-off")
@@ -164,31 +165,70 @@ def _from_entry(entry: dict[str, Any]) -> DeclaredTie:
 # ---------------------------------------------------------------------------------------------- reading
 
 
-def read_declarations(index: Index, objects: list[nn.Module], root: int) -> None:
-    """Record every declaration in ``index.declared`` and the model's tie flags in ``index.extra``.
+@dataclass(frozen=True)
+class _Declaring:
+    """What the build captures of one declaring module; expanded against the slot names on first use."""
 
-    Called by the builder after sharing is computed; reads attributes of the module objects only (no
-    walk over parameters: the names come from the index).
+    module: int  # its first module path
+    raw: dict[str, str] | list[str]
+    is_pretrained: bool
+    by_transformers: bool  # a dict expanded by transformers' own get_expanded_tied_weights_keys
+    flag: bool | None  # its own config.tie_word_embeddings
+    listed_in: dict[str, Any] | None  # all_tied_weights_keys where the model offers it
+    root_relative: bool
+
+
+def capture_declarations(
+    index: Index,
+    modules: list[nn.Module],
+    declaring: list[int],
+    root: int,
+    instances: Callable[[type], list[int]],
+) -> None:
+    """At build: record the tie flags and PEFT copies in the index, and capture every declaration raw.
+
+    ``declaring`` are the module paths whose instance or class holds ``_tied_weights_keys`` (found by the
+    builder's walk); ``instances(cls)`` gives the module paths whose module is a ``cls``. The declarations
+    are expanded against the index's slot names when ``index.declared`` is first read (no model needed).
     """
-    model = objects[index.m_object[root]] if root >= 0 else objects[0]
-    index.extra["tie_config"] = _config_flags(model)
-    copies = _modules_to_save(index, objects)
+    model = modules[root] if root >= 0 else modules[0]
+    index.tie_config = _config_flags(model)
+    copies = _modules_to_save(index, modules, instances)
     root_keys = _instance_attr(model, "all_tied_weights_keys")
-    root_path = index.m_path[root] if root >= 0 else ""
-    for number, raw in _declaring(objects):
-        i, module = index.m_object.index(number), objects[number]  # its first module path
-        reader = _Reader(index, i, module, copies)
-        if isinstance(raw, dict):
-            if _is_pretrained(module) and type(module).get_expanded_tied_weights_keys is _expander():  # type: ignore[attr-defined]
-                pairs = reader.expand_transformers(raw)
-            else:
-                pairs = reader.expand_plain(raw)
-        else:
-            pairs = reader.expand_list(raw)
-        keys: object = root_keys if _under(index.m_path[i], root_path) else None
+    root_path = index.path_of(root) if root >= 0 else ""
+    captured: list[_Declaring] = []
+    seen: set[int] = set()
+    firsts = [i for i in declaring if not (index.m_object[i] in seen or seen.add(index.m_object[i]))]  # type: ignore[func-returns-value]
+    for i, raw in _declaring([modules[i] for i in firsts]):
+        i, module = firsts[i], modules[firsts[i]]
+        is_pretrained = _is_pretrained(module)
+        by_transformers = (
+            isinstance(raw, dict)
+            and is_pretrained
+            and type(module).get_expanded_tied_weights_keys is _expander()  # type: ignore[attr-defined]
+        )
+        config = _instance_attr(module, "config")
+        keys: object = root_keys if _under(index.path_of(i), root_path) else None
         if not isinstance(keys, dict):
             keys = _instance_attr(module, "all_tied_weights_keys")
-        reader.record(pairs, keys if isinstance(keys, dict) else None, root_keys is keys)
+        listed = keys if isinstance(keys, dict) else None
+        flag = _flag(config) if config is not None else None
+        captured.append(_Declaring(i, raw, is_pretrained, by_transformers, flag, listed, root_keys is keys))
+
+    def expand(index: Index) -> None:
+        for declaring in captured:
+            reader = _Reader(index, declaring, copies)
+            if isinstance(declaring.raw, dict):
+                pairs = (
+                    reader.expand_transformers(declaring.raw)
+                    if declaring.by_transformers
+                    else reader.expand_plain(declaring.raw)
+                )
+            else:
+                pairs = reader.expand_list(declaring.raw)
+            reader.record(pairs, declaring.listed_in, declaring.root_relative)
+
+    index.declared_filler = expand
 
 
 def _under(path: str, prefix: str) -> bool:
@@ -256,14 +296,14 @@ def _expander() -> Any:
     return getattr(base, "get_expanded_tied_weights_keys", None)
 
 
-def _config_flags(model: nn.Module) -> dict[str, Any]:
+def _config_flags(model: nn.Module) -> TieConfig:
     """The root model's ``tie_word_embeddings`` and, for composite models, its text config's."""
     config = _instance_attr(model, "config")
-    out: dict[str, Any] = {"config": None, "tie_word_embeddings": None, "text_tie_word_embeddings": None}
+    out = TieConfig()
     if config is None:
         return out
-    out["config"] = type(config).__name__
-    out["tie_word_embeddings"] = _flag(config)
+    out.config = type(config).__name__
+    out.tie_word_embeddings = _flag(config)
     get_text = getattr(config, "get_text_config", None)
     if callable(get_text):
         try:
@@ -271,7 +311,7 @@ def _config_flags(model: nn.Module) -> dict[str, Any]:
         except Exception:  # a config's own code may raise anything
             text = None
         if text is not None and text is not config:
-            out["text_tie_word_embeddings"] = _flag(text)
+            out.text_tie_word_embeddings = _flag(text)
     return out
 
 
@@ -280,19 +320,23 @@ def _flag(config: object) -> bool | None:
     return None if value is None else bool(value)
 
 
-def _modules_to_save(index: Index, objects: list[nn.Module]) -> list[tuple[str, str]]:
-    """``(path prefix, copy kind)`` for every PEFT ``ModulesToSaveWrapper`` copy, recorded in ``extra``."""
+def _modules_to_save(
+    index: Index, modules: list[nn.Module], instances: Callable[[type], list[int]]
+) -> list[tuple[str, str]]:
+    """``(path prefix, copy kind)`` for every PEFT ``ModulesToSaveWrapper`` copy, recorded in the index."""
     peft_other = sys.modules.get("peft.utils.other")
     wrapper = getattr(peft_other, "ModulesToSaveWrapper", None)
     if not isinstance(wrapper, type):
         return []
     prefixes: list[tuple[str, str]] = []
-    found: list[dict[str, Any]] = []
-    for number, module in enumerate(objects):
-        if not isinstance(module, wrapper):
+    found: list[CopyWrapper] = []
+    seen: set[int] = set()
+    for i in instances(wrapper):
+        if index.m_object[i] in seen:
             continue
-        i = index.m_object.index(number)
-        path = index.m_path[i]
+        seen.add(index.m_object[i])
+        module = modules[i]
+        path = index.path_of(i)
         disabled = bool(getattr(module, "disable_adapters", False))
         try:
             active = [] if disabled else [str(a) for a in getattr(module, "active_adapters", ())]
@@ -305,9 +349,8 @@ def _modules_to_save(index: Index, objects: list[nn.Module]) -> list[tuple[str, 
             prefixes.append(
                 (join(path, f"modules_to_save.{name}") + ".", "active" if name in active else "inactive")
             )
-        found.append({"path": path, "canonical": index.belongs_of(i), "active": active, "adapters": names})
-    if found:
-        index.extra["modules_to_save"] = found
+        found.append(CopyWrapper(path, index.belongs_of(i), active, names))
+    index.modules_to_save = found
     return prefixes
 
 
@@ -339,17 +382,16 @@ _Pair = tuple[int, int, tuple[str, str], tuple[str, str], str]
 class _Reader:
     """Resolves one declaring module's declarations against the slots under it."""
 
-    def __init__(self, index: Index, module: int, obj: nn.Module, copies: list[tuple[str, str]]) -> None:
+    def __init__(self, index: Index, declaring: _Declaring, copies: list[tuple[str, str]]) -> None:
         self.index = index
-        self.module = module
+        self.module = module = declaring.module
         self.path = index.m_path[module]
         self.canon = index.canon_of(module)
         self.copies = copies
-        self.is_pretrained = _is_pretrained(obj)
+        self.is_pretrained = declaring.is_pretrained
         self.style = "dict"
         self.expanded_by = "tiegraph"
-        config = _instance_attr(obj, "config")
-        self.flag = _flag(config) if config is not None else None
+        self.flag = declaring.flag
         # transformers: getattr(config, "tie_word_embeddings", False); plain modules: off only when said so
         self.gated = not self.flag if self.is_pretrained else self.flag is False
         self._names: dict[str, list[int]] | None = None

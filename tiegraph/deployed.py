@@ -2,7 +2,7 @@
 
 A module carrying an accelerate hook (``_hf_hook``: ``cpu_offload``, ``disk_offload``, ``dispatch_model``,
 ``from_pretrained(device_map=...)``) does not compute with the tensor sitting in its slot but with the one
-its hook's ``weights_map`` serves at execution time. :func:`serve_hooks` puts that *served tensor* in the
+its hook's ``weights_map`` serves at execution time. :func:`annotate` puts that *served tensor* in the
 slot before the share relation is computed, so ties are judged the same before and after a forward, and
 records where every slot's bytes live (``placement``: a device, ``"disk"``, or ``"meta"`` when they exist
 nowhere) and where it runs (``execution_device``). No data is read: a tensor served from a dict (cpu
@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ._tensors import is_quantized_layer, quantization
+from ._tensors import is_quantized_layer_type, quantization
 
 if TYPE_CHECKING:
     from ._index import Index
@@ -36,48 +36,46 @@ _HOOK = "_hf_hook"
 # ----------------------------------------------------------------------------------------- annotation
 
 
-def annotate(index: Index, objects: list[nn.Module], tensors: list[torch.Tensor]) -> None:
+def annotate(
+    index: Index,
+    modules: list[nn.Module],
+    tensors: list[Any],
+    hooked: list[int],
+    kinds: set[type],
+    *,
+    record: bool = True,
+) -> None:
     """Served tensors, placement, execution devices, hqq labels and quantized layers, recorded in the index.
 
-    Called by the builder after the walk and before the share relation. Costs one dictionary look-up per
-    distinct module when the model has no hooks and no quantized layers; then nothing is recorded and
-    :func:`placement_of` and friends answer from the tensors' own devices.
+    The builder's hook for this room (see :mod:`tiegraph.build`): called after the slots are read and
+    before the share relation, with ``modules`` per module path, ``tensors`` per slot (served tensors
+    replace entries in place), ``hooked`` the module paths whose instance ``__dict__`` holds ``_hf_hook``
+    and ``kinds`` the set of module classes. A plain model costs one check per distinct class. With
+    ``record=False`` (the builder's metadata re-walk) only the served tensors are put in place.
     """
-    hooked: list[int] = []
-    layers: set[int] = set()
-    verdict: dict[type, bool] = {}
-    for number, module in enumerate(objects):
-        if _HOOK in module.__dict__:
-            hooked.append(number)
-        kind = type(module)
-        special = verdict.get(kind)
-        if special is None:
-            special = verdict[kind] = is_quantized_layer(module)
-        if special:
-            layers.add(number)
-    if layers:
-        _quantized_layers(index, objects, layers)
+    layers = {kind for kind in kinds if is_quantized_layer_type(kind)}
+    if layers and record:
+        _quantized_layers(index, modules, tensors, layers)
     if hooked:
-        _serve(index, objects, tensors, hooked)
+        _serve(index, modules, tensors, hooked, record)
 
 
-def _quantized_layers(index: Index, objects: list[nn.Module], layers: set[int]) -> None:
+def _quantized_layers(index: Index, modules: list[nn.Module], tensors: list[Any], layers: set[type]) -> None:
     """Weight slots of quantized layer classes, and hqq's labels (its format lives on the layer)."""
     slots = []
     labels: dict[int, str] = {}
     for s, owner in enumerate(index.s_owner):
-        number = index.m_object[owner]
-        if number in layers:
-            module, attr = objects[number], index.s_attr[s]
+        module = modules[owner]
+        if type(module) in layers:
+            attr = index.s_attr[s]
             if attr in ("weight", "W_q"):
                 slots.append(s)
             tensor = module._parameters.get(attr)
             label = quantization(tensor, module, attr) if tensor is not None else None
             if label:
                 labels[s] = label
-    index.extra["quantized_layer_slots"] = slots
-    if labels:
-        index.extra["slot_quantization"] = labels
+    index.deployed.quantized_layer_slots = slots
+    index.deployed.slot_quantization.update(labels)
 
 
 def _hooks(module: nn.Module) -> list[Any]:
@@ -146,19 +144,23 @@ def _served(
     return None, "offloaded", f"{type(dataset).__name__}[{key!r}]"
 
 
-def _serve(index: Index, objects: list[nn.Module], tensors: list[torch.Tensor], hooked: list[int]) -> None:
+def _serve(
+    index: Index, modules: list[nn.Module], tensors: list[Any], hooked: list[int], record: bool
+) -> None:
     from accelerate.utils import named_module_tensors
 
     stand = _Stand()
     served: dict[tuple[int, str], tuple[torch.Tensor | None, str, str, str | None]] = {}
     executes: dict[int, str | None] = {}
-    for number in hooked:
-        module = objects[number]
+    for i in hooked:
+        module = modules[i]
+        if id(module) in executes:
+            continue  # the same module at another path
         for hook in _hooks(module):
             if not hasattr(hook, "execution_device"):
                 continue
             device = _device(hook.execution_device)
-            executes.setdefault(number, device)
+            executes.setdefault(id(module), device)
             if not getattr(hook, "offload", False) or getattr(hook, "weights_map", None) is None:
                 continue
             for name, tensor in named_module_tensors(
@@ -171,35 +173,33 @@ def _serve(index: Index, objects: list[nn.Module], tensors: list[torch.Tensor], 
                 holder = module.get_submodule(owner_path) if owner_path else module
                 value, where, source = _served(hook, name, tensor, stand)
                 served[(id(holder), attr)] = (value, where, source, device)
-    tensor_number = {id(t): n for n, t in enumerate(tensors)}
     m_exec: list[str | None] = []
-    for i, number in enumerate(index.m_object):
-        parent = index.m_parent[i]
-        m_exec.append(executes[number] if number in executes else (m_exec[parent] if parent >= 0 else None))
-    placement: list[str | None] = [None] * len(index.s_name)
+    for i, parent in enumerate(index.m_parent):
+        key = id(modules[i])
+        m_exec.append(executes[key] if key in executes else (m_exec[parent] if parent >= 0 else None))
+    placement: list[str | None] = [None] * len(index.s_owner)
     execution: list[str | None] = [m_exec[owner] for owner in index.s_owner]
     sources: dict[str, str] = {}
     for s, owner in enumerate(index.s_owner):
-        entry = served.get((id(objects[index.m_object[owner]]), index.s_attr[s]))
+        entry = served.get((id(modules[owner]), index.s_attr[s]))
         if entry is None:
             continue
         value, where, source, device = entry
         placement[s] = where
-        sources[index.s_name[s]] = source
+        if record:
+            sources[index.slot_name_of(s)] = source
         if device is not None:
             execution[s] = device
         if value is not None:
-            t = tensor_number.get(id(value))
-            if t is None:
-                t = tensor_number[id(value)] = len(tensors)
-                tensors.append(value)
-            index.s_tensor[s] = t
-    index.extra["placement"] = placement
-    index.extra["execution_device"] = execution
-    index.extra["served_from"] = sources
-    device_map = getattr(objects[0], "hf_device_map", None)
+            tensors[s] = value
+    if not record:
+        return
+    index.deployed.placement = placement
+    index.deployed.execution_device = execution
+    index.deployed.served_from = sources
+    device_map = getattr(modules[0], "hf_device_map", None)
     if isinstance(device_map, Mapping):
-        index.extra["device_map"] = {str(k): str(v) for k, v in device_map.items()}
+        index.deployed.device_map = {str(k): str(v) for k, v in device_map.items()}
 
 
 # ------------------------------------------------------------------------------------ per-slot answers
@@ -207,38 +207,32 @@ def _serve(index: Index, objects: list[nn.Module], tensors: list[torch.Tensor], 
 
 def placement_of(index: Index, s: int) -> str:
     """Where slot ``s``'s bytes live: a device, ``"disk"``, or ``"meta"`` when they exist nowhere."""
-    placement = index.extra.get("placement")
+    placement = index.deployed.placement
     if placement:
         found = placement[s]
         if found is not None:
             return str(found)
-    return index.t_device[index.s_tensor[s]]
+    return index.meta_of(s).device
 
 
 def execution_device_of(index: Index, s: int) -> str:
     """The device slot ``s`` is computed on (its hook's execution device, else where it sits)."""
-    execution = index.extra.get("execution_device")
+    execution = index.deployed.execution_device
     if execution:
         found = execution[s]
         if found is not None:
             return str(found)
-    return index.t_device[index.s_tensor[s]]
+    return index.meta_of(s).device
 
 
 def quantization_of(index: Index, s: int) -> str | None:
     """The quantization format of slot ``s``'s tensor, or None."""
-    labels = index.extra.get("slot_quantization")
+    labels = index.deployed.slot_quantization
     if labels:
         found = labels.get(s)
         if found:
             return str(found)
-    t = index.s_tensor[s]
-    per_tensor = index.extra.get("tensor_quantization")
-    if per_tensor:
-        label = per_tensor.get(t)
-        if label:
-            return str(label)
-    dtype = index.t_dtype[t]
+    dtype = index.meta_of(s).dtype
     return f"torch.{dtype}" if dtype.startswith("float8") else None
 
 
@@ -342,9 +336,9 @@ def check_device_map(
                 f"{index.m_path[owner] or '<root>'!r} or one of its parents (accelerate would refuse it too)"
             )
         placement.append(names[key])
-    index.extra["placement"] = placement
-    index.extra["execution_device"] = [p if p != "disk" else "cpu" for p in placement]
-    index.extra["device_map"] = names
+    index.deployed.placement = placement
+    index.deployed.execution_device = [p if p != "disk" else "cpu" for p in placement]
+    index.deployed.device_map = names
     return audit(tg)
 
 
@@ -362,7 +356,7 @@ def _device_name(value: object) -> str:
 def split_advice(tg: TieGraph, slots: list[int]) -> str:
     """The device map entries to change so that ``slots`` land on one device ('' without a device map)."""
     index = tg._index
-    device_map = index.extra.get("device_map")
+    device_map = index.deployed.device_map
     if not device_map:
         return ""
     entries: dict[str, str] = {}
@@ -435,7 +429,7 @@ def untied_pairs(tg: TieGraph) -> dict[tuple[str, str], str]:
 
     index = tg._index
     out: dict[tuple[str, str], str] = {}
-    served = bool(index.extra.get("placement"))
+    served = bool(index.deployed.placement)
     for entry, tie in zip(index.declared, declared_ties(tg), strict=True):
         if tie.status != "not-tied":
             continue
@@ -450,11 +444,11 @@ def untied_pairs(tg: TieGraph) -> dict[tuple[str, str], str]:
 
 
 def _served_names(index: Index) -> set[str]:
-    cached = index.extra.get("_served_canon")
+    cached = index.deployed.served_canon
     if cached is None:
-        sources = index.extra.get("served_from") or {}
+        sources = index.deployed.served_from
         cached = {index.slot_canon_of(s) for s, name in enumerate(index.s_name) if name in sources}
-        index.extra["_served_canon"] = cached
+        index.deployed.served_canon = cached
     return set(cached)
 
 
@@ -507,7 +501,7 @@ def _split(tg: TieGraph, slots: list[int], names: list[str]) -> Finding:
     places = []
     for s in slots:
         where = placement_of(index, s)
-        source = (index.extra.get("served_from") or {}).get(index.s_name[s])
+        source = index.deployed.served_from.get(index.s_name[s])
         if where == "meta" and source:
             where = f"nowhere ({index.slot_canon_of(s)} is {source}: forward fails)"
         elif where == "disk" and source:
@@ -527,7 +521,7 @@ def _split(tg: TieGraph, slots: list[int], names: list[str]) -> Finding:
 def _layer_findings(tg: TieGraph) -> list[Finding]:
     index = tg._index
     out: list[Finding] = []
-    candidates = index.extra.get("quantized_layer_slots") or []
+    candidates = index.deployed.quantized_layer_slots
     if not candidates:
         return out
     members: dict[int, list[int]] = {}
@@ -538,8 +532,8 @@ def _layer_findings(tg: TieGraph) -> list[Finding]:
         group = members.get(s)
         if group is None or quantization_of(index, s):
             continue
-        t = index.s_tensor[s]
-        if not index.t_dtype[t].startswith(("float", "bfloat")):
+        dtype = index.meta_of(s).dtype
+        if not dtype.startswith(("float", "bfloat")):
             continue
         owner = index.s_owner[s]
         layer = index.belongs_of(owner)
@@ -554,7 +548,7 @@ def _layer_findings(tg: TieGraph) -> list[Finding]:
                 layer_name=layer.rsplit(".", 1)[-1],
                 cls=index.m_cls[owner],
                 attr=index.s_attr[s],
-                dtype=index.t_dtype[t],
+                dtype=dtype,
                 others=", ".join(others),
             )
         )
@@ -565,7 +559,7 @@ def slot_facts(index: Index) -> list[tuple[str, str, str | None]]:
     """``(placement, execution_device, quantization)`` of every slot, for the graph's slot nodes."""
     return [
         (placement_of(index, s), execution_device_of(index, s), quantization_of(index, s))
-        for s in range(len(index.s_name))
+        for s in range(len(index.s_owner))
     ]
 
 
@@ -575,11 +569,11 @@ def read_slot_facts(index: Index, facts: list[tuple[str | None, str | None, str 
     placement = [p if p is not None and p != d else None for (p, _, _), d in zip(facts, devices, strict=True)]
     execution = [e if e is not None and e != d else None for (_, e, _), d in zip(facts, devices, strict=True)]
     if any(p is not None for p in placement) or any(e is not None for e in execution):
-        index.extra["placement"] = placement
-        index.extra["execution_device"] = execution
+        index.deployed.placement = placement
+        index.deployed.execution_device = execution
     labels = {s: q for s, (_, _, q) in enumerate(facts) if q}
     if labels:
-        index.extra["slot_quantization"] = labels
+        index.deployed.slot_quantization = labels
 
 
 def deployed_rows(index: Index) -> list[list[str]]:
@@ -589,11 +583,11 @@ def deployed_rows(index: Index) -> list[list[str]]:
     tensor sits; none for a plain model.
     """
     rows = []
-    placed = bool(index.extra.get("placement"))
-    for s in range(len(index.s_name)):
+    placed = bool(index.deployed.placement)
+    for s in range(len(index.s_owner)):
         label = quantization_of(index, s)
         where, runs = placement_of(index, s), execution_device_of(index, s)
-        device = index.t_device[index.s_tensor[s]]
+        device = index.meta_of(s).device
         if label or (placed and (where != device or runs != device)):
             rows.append([index.slot_canon_of(s), label or "-", where, runs])
     return rows

@@ -170,10 +170,10 @@ def copy_kinds(idx: Index) -> list[tuple[str, str]]:
     ``"original"`` (an ``original_module`` a copy stands in for) or ``"inactive"``.
     """
     out: list[tuple[str, str]] = []
-    for wrapper in idx.extra.get("modules_to_save") or []:
-        path, active = wrapper["path"], list(wrapper.get("active") or [])
+    for wrapper in idx.modules_to_save:
+        path, active = wrapper.path, list(wrapper.active)
         out.append((join(path, "original_module") + ".", "original" if active else "active"))
-        for name in wrapper.get("adapters") or []:
+        for name in wrapper.adapters:
             kind = "active" if name in active else "inactive"
             out.append((join(path, f"modules_to_save.{name}") + ".", kind))
     return out
@@ -251,12 +251,12 @@ def slot_attribute(tg: TieGraph, s: int, name: str) -> object:
     """
     idx = tg._index
     if name == "dtype":
-        return idx.t_dtype[idx.s_tensor[s]]
+        return idx.meta_of(s).dtype
     answer = getattr(_deployed(), f"{name}_of", None)
     if callable(answer):
         return answer(idx, s)
     if name == "placement":
-        return idx.t_device[idx.s_tensor[s]]
+        return idx.meta_of(s).device
     return None
 
 

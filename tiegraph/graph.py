@@ -371,7 +371,7 @@ def to_networkx(idx: Index) -> nx.MultiDiGraph:
     G.graph["input_embedding_slots"] = [s_nodes[s] for s in idx.ie_slots]
     G.graph["input_embedding_note"] = idx.ie_note
     G.graph["declared"] = [dict(d) for d in idx.declared]
-    G.graph.update(idx.extra)
+    G.graph.update(idx.graph_attrs())
     return G
 
 
@@ -469,7 +469,7 @@ def from_networkx(G: nx.MultiDiGraph) -> Index:
         "input_embedding_note",
         "declared",
     }
-    idx.extra = {k: v for k, v in G.graph.items() if k not in reserved}
+    idx.set_graph_attrs({k: v for k, v in G.graph.items() if k not in reserved})
     return idx
 
 

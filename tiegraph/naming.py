@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import Literal
+from itertools import compress
+from typing import TYPE_CHECKING, Literal
 
 from torch import nn
 
-__all__ = ["WrapperRule", "register_wrapper", "wrapper_rules"]
+if TYPE_CHECKING:
+    from ._index import Index
+
+__all__ = ["Namer", "WrapperRule", "register_wrapper", "wrapper_rules"]
 
 Action = Literal["drop", "drop-next", "adapter"]
 
@@ -194,3 +198,129 @@ def is_model_root_type(kind: type) -> bool:
         if isinstance(pretrained, type) and issubclass(kind, pretrained):
             return True
     return callable(getattr(kind, "get_input_embeddings", None))
+
+
+class Namer:
+    """Canonical names by wrapper type, computed on demand for the places a query asks about.
+
+    The model root rule (DESIGN.md, Naming): the *model roots* are the outermost non-wrapper modules whose
+    class is a transformers ``PreTrainedModel`` or has ``get_input_embeddings`` (distinct objects, none
+    under another). With exactly one, the prefix above it is dropped from canonical names
+    (a user's container around one model); with several side by side (a DPO policy and reference), nothing
+    is dropped and the input embedding is not guessed (:attr:`roots` lists them for the message).
+    """
+
+    def __init__(self, index: Index) -> None:
+        self.index = index
+        self.types: list[type] = index.m_type or []  # per module path
+        self.resolver = Resolver()
+        n = len(index.m_parent)
+        self.raw: list[tuple[str, str, bool, bool] | None] = [None] * n  # canon, belongs, chained, drop-next
+        self.prefix = ""
+        plist = sys.modules.get("torch.nn.utils.parametrize")
+        self.parametrization_list = getattr(plist, "ParametrizationList", None)
+        self.roots = self.model_roots()
+        self.root = self.roots[0] if len(self.roots) == 1 else -1
+
+    def attach(self) -> None:
+        """Make the index name its places through this namer; record the model root(s)."""
+        index = self.index
+        index._m_canon = [None] * len(index.m_parent)
+        index._m_belongs = [None] * len(index.m_parent)
+        index._s_canon = [None] * len(index.s_owner)
+        index.namer = self.module_names
+        index.slot_namer = self.slot_name
+        index.model_roots = [index.path_of(i) for i in self.roots]
+        index.model_root = index.model_roots[0] if self.root >= 0 else None
+        if self.root >= 0:
+            self.prefix = self.raw_names(self.root)[0]
+
+    def model_roots(self) -> list[int]:
+        """First path of every outermost model root (non-wrapper, model type, no model root above it)."""
+        index, rule_for, types = self.index, self.resolver.rule_for, self.types
+        verdict = {kind: not rule_for(kind).is_wrapper and is_model_root_type(kind) for kind in set(types)}
+        if not any(verdict.values()):
+            return []
+        candidates = list(compress(range(len(types)), map(verdict.__getitem__, types)))
+        flagged = set(candidates)
+        parent, objects = index.m_parent, index.m_object
+        roots: list[int] = []
+        seen: set[int] = set()
+        for i in candidates:
+            p = parent[i]
+            while p >= 0 and p not in flagged:
+                p = parent[p]
+            if p < 0 and objects[i] not in seen:
+                seen.add(objects[i])
+                roots.append(i)
+        return roots
+
+    def raw_names(self, i: int) -> tuple[str, str, bool, bool]:
+        """Names with wrapper segments removed, before dropping the prefix above the model root."""
+        raw = self.raw
+        found = raw[i]
+        if found is not None:
+            return found
+        index = self.index
+        chain = []
+        j = i
+        while j >= 0 and raw[j] is None:
+            chain.append(j)
+            j = index.m_parent[j]
+        types = self.types
+        for j in reversed(chain):
+            parent = index.m_parent[j]
+            if parent < 0:
+                raw[j] = ("", "", False, False)
+                continue
+            pcanon, pbelongs, chained, pdrop = raw[parent]  # type: ignore[misc]
+            name = index.m_name[j]
+            rule = self.resolver.rule_for(types[parent])
+            action = rule.actions.get(name)
+            if pdrop or action == "drop":
+                raw[j] = (pcanon, pbelongs, chained, False)
+            elif action == "drop-next":
+                raw[j] = (pcanon, pbelongs, chained, True)
+            elif (
+                chained
+                or rule.adapters
+                or (name == "parametrizations" and issubclass(types[j], nn.ModuleDict))
+            ):
+                raw[j] = (join(pcanon, name), pbelongs, True, False)
+            else:
+                canon = join(pcanon, name)
+                raw[j] = (canon, canon, False, False)
+        return raw[i]  # type: ignore[return-value]
+
+    def strip(self, name: str) -> str:
+        """``name`` relative to the one model root (unchanged when there is none, or several)."""
+        prefix = self.prefix
+        if not prefix:
+            return name
+        if name == prefix:
+            return ""
+        if name.startswith(prefix) and name[len(prefix)] == ".":
+            return name[len(prefix) + 1 :]
+        return name
+
+    def module_names(self, index: Index, i: int) -> tuple[str, str]:
+        """Canonical path of module path ``i`` and of the model module it belongs to."""
+        canon, belongs, _, _ = self.raw_names(i)
+        return self.strip(canon), self.strip(belongs)
+
+    def slot_name(self, index: Index, s: int) -> str:
+        """Canonical name of slot ``s``."""
+        owner = index.s_owner[s]
+        attr = index.s_attr[s]
+        plist = self.parametrization_list
+        parent = index.m_parent
+        if (
+            attr == "original"
+            and plist is not None
+            and issubclass(self.types[owner], plist)
+            and parent[owner] >= 0
+            and parent[parent[owner]] >= 0
+        ):
+            # torch.nn.utils.parametrize keeps the real tensor at <module>.parametrizations.<name>.original
+            return join(index.canon_of(parent[parent[owner]]), index.m_name[owner])
+        return join(index.canon_of(owner), attr)

@@ -17,14 +17,19 @@ from typing import NamedTuple
 import torch
 
 __all__ = [
+    "PLAIN_TYPES",
     "Extent",
     "FlatViews",
     "extent_of",
     "flat_param_views",
     "share_components",
     "shares",
+    "slow_components",
     "strided_extent",
 ]
+
+#: Tensor types the builder handles in bulk (C-level passes); other types go to :func:`slow_components`.
+PLAIN_TYPES = frozenset((torch.Tensor, torch.nn.Parameter))
 
 Share = tuple[int, int, str]
 
@@ -55,6 +60,49 @@ def _local(tensor: torch.Tensor) -> torch.Tensor:
     """The tensor that owns memory: a DTensor's local shard, else the tensor itself."""
     local = getattr(tensor, "_local_tensor", None)
     return local if isinstance(local, torch.Tensor) else tensor
+
+
+def slow_components(tensor: torch.Tensor) -> list[torch.Tensor] | None:
+    """The plain tensors holding the bytes of a tensor the builder's bulk path does not handle.
+
+    This is the builder's one slow path. The builder reads every slot's storage in C-level passes over
+    chunks of slots; a chunk goes slot by slot only when its set of tensor types is not a subset of
+    :data:`PLAIN_TYPES` or when ``untyped_storage()`` raises for one of its tensors (sparse, mkldnn and
+    other non-strided layouts do). In that chunk a slot whose tensor is a plain type with a strided layout
+    and a readable storage still takes the plain rule; every other slot's tensor comes here. A strided
+    nested tensor (a plain type) comes here too when its storage is read by another slot (only then do
+    its constituents' byte ranges decide anything).
+
+    Notes
+    -----
+    The contract:
+
+    - Return a list of *plain* tensors (strided, ``untyped_storage()`` readable) whose bytes the slot reads.
+      The slot shares with another slot when a byte range of one of its components overlaps a byte range
+      of the other's (or the other's own tensor); storage identity and byte extents of the components are
+      computed exactly as for plain slots. A component that is another slot's tensor object shares with it.
+    - Return ``None`` when the storage cannot be followed: the slot is recorded with unknown storage
+      (compared by object identity only, never a guessed tie) and a ``RuntimeWarning`` names it.
+    - Never raise, never read tensor data, never modify the tensor.
+    - The slot keeps its own tensor for dtype/shape/device/requires_grad (read on demand, with the first
+      component as fallback when the tensor itself cannot answer).
+
+    The components are :func:`tiegraph._tensors.leaves`: wrapper subclasses through ``__tensor_flatten__``
+    (recursively), DTensor, functional tensors, sparse and nested layouts, subclasses with ordinary storage.
+
+    Examples
+    --------
+    >>> import torch
+    >>> w = torch.zeros(3)
+    >>> [c is w for c in slow_components(w)]
+    [True]
+    >>> [tuple(c.shape) for c in slow_components(torch.eye(2).to_sparse())]
+    [(2, 2), (2,)]
+    """
+    from ._tensors import leaves
+
+    found = leaves(tensor)
+    return found.tensors if found.tensors and not found.unknown else None
 
 
 class FlatViews(NamedTuple):
