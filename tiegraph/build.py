@@ -332,7 +332,7 @@ def _annotate(
     kinds: set[type],
     record: bool,
 ) -> None:
-    """Served tensors and quantized layers (:func:`tiegraph.deployed.annotate`), only when the tree has any."""
+    """Served tensors and quantized layers (:func:`tiegraph.deployed.annotate`), when the tree has any."""
     from ._tensors import is_quantized_layer_type
 
     if hooked or any(map(is_quantized_layer_type, kinds)):
