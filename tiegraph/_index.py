@@ -240,6 +240,8 @@ class Index:
             out["device_map"] = dict(self.deployed.device_map)
         if self.deployed.served_from:
             out["served_from"] = dict(self.deployed.served_from)
+        if self.deployed.quantized_layer_slots:
+            out["quantized_layer_slots"] = list(self.deployed.quantized_layer_slots)
         return out
 
     def set_graph_attrs(self, attrs: dict[str, Any]) -> None:
@@ -252,6 +254,7 @@ class Index:
         device_map = attrs.get("device_map")
         self.deployed.device_map = dict(device_map) if isinstance(device_map, dict) else None
         self.deployed.served_from = dict(attrs.get("served_from") or {})
+        self.deployed.quantized_layer_slots = [int(s) for s in attrs.get("quantized_layer_slots") or []]
 
     # ------------------------------------------------------------------ derived fields
     def path_of(self, i: int) -> str:

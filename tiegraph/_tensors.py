@@ -18,7 +18,7 @@ tensor (``"torchao.Int8Tensor"``, ``"bitsandbytes.nf4"``, ``"quanto.qint8"``, ``
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -70,21 +70,22 @@ def _collect(tensor: torch.Tensor, found: list[torch.Tensor], unknown: list[str]
     if depth > _MAX_DEPTH:
         unknown.append(f"{_name(kind)} nests wrapper tensors more than {_MAX_DEPTH} deep")
         return
-    layout = tensor.layout
-    parts = _SPARSE.get(layout)
-    if parts is not None:
-        for part in parts:
-            _collect(getattr(tensor, part)(), found, unknown, depth + 1)
-        return
     if kind in _PLAIN:
-        if tensor.is_nested and layout == torch.strided:  # one buffer; constituents are views of it
-            found.extend(tensor.unbind())
-        elif layout == torch.strided:
-            found.append(tensor)
-        else:
+        layout = tensor.layout
+        parts = _SPARSE.get(layout)
+        if parts is not None:
+            for part in parts:
+                _collect(getattr(tensor, part)(), found, unknown, depth + 1)
+        elif layout != torch.strided:
             unknown.append(f"layout {layout} is not followed")
+        elif tensor.is_nested:  # strided nested: one buffer; constituents are views of it
+            found.extend(tensor.unbind())
+        else:
+            found.append(tensor)
         return
-    flatten = getattr(kind, "__tensor_flatten__", None)
+    flatten = _FLATTEN.get(kind, _UNSET)
+    if flatten is _UNSET:
+        flatten = _FLATTEN[kind] = getattr(kind, "__tensor_flatten__", None)
     if flatten is not None:
         try:
             names, _ = flatten(tensor)
@@ -100,12 +101,19 @@ def _collect(tensor: torch.Tensor, found: list[torch.Tensor], unknown: list[str]
         elem = getattr(tensor, "elem", tensor)
         _collect(torch._from_functional_tensor(elem), found, unknown, depth + 1)
         return
+    if tensor.layout in _SPARSE or tensor.is_nested:
+        unknown.append(f"{_name(kind)}: a {tensor.layout} subclass without __tensor_flatten__")
+        return
     try:
         tensor.untyped_storage().data_ptr()
     except (RuntimeError, NotImplementedError, TypeError, AttributeError):
         unknown.append(f"{_name(kind)} has no readable storage and no __tensor_flatten__")
         return
-    found.append(tensor)  # a subclass with ordinary storage (Params4bit, Int8Params, FakeTensor, ...)
+    found.append(tensor)  # a subclass with ordinary storage (Params4bit, Int8Params, fake tensors, ...)
+
+
+_UNSET: Any = object()
+_FLATTEN: dict[type, Any] = {}  # per class: its __tensor_flatten__, or None
 
 
 def _is_functional(tensor: torch.Tensor) -> bool:
@@ -144,7 +152,7 @@ def quantization(tensor: torch.Tensor, module: nn.Module | None = None, attr: st
     kind = type(tensor)
     package = kind.__module__.partition(".")[0]
     if kind not in _PLAIN:
-        if package == "torchao":
+        if package == "torchao":  # the class is the format (Int8Tensor, Float8Tensor, ...)
             return f"torchao.{kind.__name__}"
         if package == "optimum" and kind.__module__.startswith("optimum.quanto"):
             qtype = getattr(tensor, "qtype", None)

@@ -164,6 +164,8 @@ def audit(tg: TieGraph) -> list[Finding]:
 
     for entry, tie in zip(entries, ties, strict=True):
         by = _who(tie.declared_by, entry.get("declared_by_cls", "the model"))
+        if (tie.target, tie.source) in placed_or_quantized:
+            continue
         if tie.status == "unresolved":
             raw = f"{{{tie.declared_as[0]!r}: {tie.declared_as[1]!r}}}"
             found.append(
@@ -224,8 +226,6 @@ def audit(tg: TieGraph) -> list[Finding]:
                     module=module,
                 )
             )
-            continue
-        if (tie.target, tie.source) in placed_or_quantized:
             continue
         tm, sm = idx.meta_of(t), idx.meta_of(s)
         detail = _mismatch(tm.dtype, tm.shape, sm.dtype, sm.shape)

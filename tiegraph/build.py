@@ -180,7 +180,8 @@ def build_graph(model: nn.Module, *, input_embedding: InputEmbedding = None) -> 
     namer = Namer(index)
     namer.attach()
     flat = _flat_views(tree.modules, kinds)
-    _share(index, slots.tensors, flat)
+    with torch._C.DisableTorchFunctionSubclass():  # subclass metadata reads skip __torch_function__
+        _share(index, slots.tensors, flat)
     _find_input_embedding(index, tree.modules, ids, slots.tensors, namer, input_embedding)
     capture_declarations(index, tree.modules, _declaring(dicts, types, kinds), namer.root, _instances(types))
     _watch(index, model)
@@ -428,7 +429,9 @@ def _share(index: Index, tensors: list[Any], flat: FlatViews) -> None:
         pieces.extend(_Piece(s, c, k) for c, k in pairs if k in repeated)
     if any(p.tensor.is_nested for p in pieces):  # strided nested: its constituents' byte ranges decide
         pieces = [q for p in pieces for q in _unnest(p)]
-    candidates = sorted({p.slot for p in pieces} | slow.keys())
+    # a slow slot whose components read no repeated storage shares with nothing (one object under two
+    # names counts its components twice); only unknown ones are compared by identity
+    candidates = sorted({p.slot for p in pieces}.union(unknown))
     if not candidates:
         return
     _groups(index, tensors, candidates, pieces, flat)
@@ -707,7 +710,8 @@ def _fill_metadata(index: Index) -> None:
     kinds = set(map(type, modules))
     _annotate(index, modules, slots.tensors, hooked, kinds, record=False)
     flat = _flat_views(modules, kinds)
-    _metadata(index, slots.tensors, flat)
+    with torch._C.DisableTorchFunctionSubclass():
+        _metadata(index, slots.tensors, flat)
     index.meta_filler = None
     if index.watch is not None:
         index.watch.detach()

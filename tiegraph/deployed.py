@@ -429,27 +429,33 @@ def untied_pairs(tg: TieGraph) -> dict[tuple[str, str], str]:
 
     index = tg._index
     out: dict[tuple[str, str], str] = {}
-    served = bool(index.deployed.placement)
+    sources = index.deployed.served_from
+    layers = _layer_labels(index)
     for entry, tie in zip(index.declared, declared_ties(tg), strict=True):
+        if tie.status == "unresolved" and tie.target.rpartition(".")[0] in layers:
+            out[(tie.target, tie.source)] = "untied-by-quantization"  # hqq: the weight became W_q
         if tie.status != "not-tied":
             continue
         t, s = int(entry["target_slot"]), int(entry["source_slot"])
         if quantization_of(index, t) or quantization_of(index, s):
             out[(tie.target, tie.source)] = "untied-by-quantization"
-        elif placement_of(index, t) != placement_of(index, s) or (
-            served and bool({index.slot_canon_of(t), index.slot_canon_of(s)} & _served_names(index))
+        elif (
+            placement_of(index, t) != placement_of(index, s)
+            or index.slot_name_of(t) in sources
+            or index.slot_name_of(s) in sources
         ):
             out[(tie.target, tie.source)] = "group-split-across-devices"
     return out
 
 
-def _served_names(index: Index) -> set[str]:
-    cached = index.deployed.served_canon
-    if cached is None:
-        sources = index.deployed.served_from
-        cached = {index.slot_canon_of(s) for s, name in enumerate(index.s_name) if name in sources}
-        index.deployed.served_canon = cached
-    return set(cached)
+def _layer_labels(index: Index) -> dict[str, str]:
+    """Canonical path -> quantization of the quantized layers whose weight slot is renamed (hqq's W_q)."""
+    labels = index.deployed.slot_quantization
+    out = {}
+    for s in index.deployed.quantized_layer_slots:
+        if index.s_attr[s] != "weight" and labels.get(s):
+            out[index.belongs_of(index.s_owner[s])] = str(labels[s])
+    return out
 
 
 def findings(tg: TieGraph) -> list[Finding]:
@@ -468,9 +474,14 @@ def findings(tg: TieGraph) -> list[Finding]:
         kind = explained.get((tie.target, tie.source))
         if kind is None:
             continue
-        t, s = int(entry["target_slot"]), int(entry["source_slot"])
+        t, s = int(entry.get("target_slot", -1)), int(entry.get("source_slot", -1))
         if kind == "untied-by-quantization":
-            module = index.belongs_of(index.s_owner[t])
+            if t >= 0:
+                module = index.belongs_of(index.s_owner[t])
+                target_q = quantization_of(index, t) or "not quantized"
+            else:  # the layer renamed its weight (hqq packs it into W_q)
+                module = tie.target.rpartition(".")[0]
+                target_q = f"{_layer_labels(index)[module]}, packed into {module}.W_q"
             out.append(
                 _make(
                     kind,
@@ -478,8 +489,8 @@ def findings(tg: TieGraph) -> list[Finding]:
                     target=tie.target,
                     source=tie.source,
                     declared_by=tie.declared_by or entry.get("declared_by_cls", "the model"),
-                    target_q=quantization_of(index, t) or "not quantized",
-                    source_q=quantization_of(index, s) or "not quantized",
+                    target_q=target_q,
+                    source_q=(quantization_of(index, s) if s >= 0 else None) or "not quantized",
                     target_module=module,
                     how=_HOW.format(name=module),
                 )
@@ -508,7 +519,9 @@ def _split(tg: TieGraph, slots: list[int], names: list[str]) -> Finding:
             where = f"disk ({source.rsplit('/', 1)[-1]})"
         places.append(where)
     distinct = list(dict.fromkeys(places))
-    devices = " and ".join(distinct) if len(distinct) > 1 else f"{distinct[0]} as separate copies"
+    devices = " and ".join(distinct)
+    if len({placement_of(index, s) for s in slots}) == 1:
+        devices += ", served by the offload hooks as separate copies"
     finding = _finding("group-split-across-devices", names, devices=devices)
     advice = split_advice(tg, slots)
     if advice:

@@ -425,9 +425,6 @@ def from_networkx(G: nx.MultiDiGraph) -> Index:
             idx.t_stop.append(0)
         idx.s_tensor.append(t)
         read_facts.append((data.get("placement"), data.get("execution_device"), data.get("quantization")))
-    from .deployed import read_slot_facts
-
-    read_slot_facts(idx, read_facts)
     parent = list(range(len(idx.t_dtype)))
 
     def find(i: int) -> int:
@@ -470,6 +467,9 @@ def from_networkx(G: nx.MultiDiGraph) -> Index:
         "declared",
     }
     idx.set_graph_attrs({k: v for k, v in G.graph.items() if k not in reserved})
+    from .deployed import read_slot_facts
+
+    read_slot_facts(idx, read_facts)
     return idx
 
 

@@ -16,6 +16,8 @@ from typing import NamedTuple
 
 import torch
 
+from ._tensors import leaves
+
 __all__ = [
     "PLAIN_TYPES",
     "Extent",
@@ -99,8 +101,6 @@ def slow_components(tensor: torch.Tensor) -> list[torch.Tensor] | None:
     >>> [tuple(c.shape) for c in slow_components(torch.eye(2).to_sparse())]
     [(2, 2), (2,)]
     """
-    from ._tensors import leaves
-
     found = leaves(tensor)
     return found.tensors if found.tensors and not found.unknown else None
 
