@@ -7,7 +7,9 @@ pair is out of sync.
 
 The kernel is this interpreter (``sys.executable -m ipykernel_launcher``), found through a kernel spec in a
 temporary ``JUPYTER_PATH``; the saved notebooks keep the generic ``python3`` kernel name. No execution
-timestamps are recorded, so re-running an unchanged notebook changes nothing but what the code prints.
+timestamps are recorded and cell ids are numbered, so re-running an unchanged notebook changes nothing but
+what the code shows. Output a library writes to stderr while importing (torch and torchao log lines with
+timestamps) is not saved: it is noise, not an answer.
 """
 
 from __future__ import annotations
@@ -60,6 +62,10 @@ def execute(script: Path, kernel: str, timeout: int = 600) -> nbformat.NotebookN
         resources={"metadata": {"path": str(script.parent)}},
     )
     client.execute()
+    for number, cell in enumerate(nb.cells):
+        cell.id = f"cell-{number:02d}"
+        if cell.cell_type == "code":
+            cell.outputs = [out for out in cell.outputs if out.get("name") != "stderr"]
     nb.metadata["kernelspec"] = {
         "display_name": "Python 3 (ipykernel)",
         "language": "python",
