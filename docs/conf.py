@@ -49,6 +49,7 @@ nb_execution_show_tb = True
 nb_execution_timeout = 300
 nb_execution_excludepatterns = ["notebooks/*"]
 nb_merge_streams = True
+nb_render_markdown_format = "myst"  # Markdown outputs (tables) parsed like the pages
 nb_output_stderr = "remove"  # library import noise (torchao, bitsandbytes), not part of the example
 nb_mime_priority_overrides = [("html", "image/svg+xml", 5)]
 
