@@ -8,6 +8,7 @@ are generated here from ``__all__`` and the argparse parser, so neither can drif
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import inspect
 import os
@@ -185,13 +186,23 @@ def write_api_pages() -> None:
     (GENERATED / "index.md").write_text("\n".join(index))
 
 
+def _find_parser(module: object) -> argparse.ArgumentParser:
+    """The module's parser factory: a function taking no arguments whose name says ``parser``."""
+    for name, fn in sorted(vars(module).items(), key=lambda item: item[0] != "_parser"):
+        if "parser" in name.lower() and inspect.isfunction(fn):
+            required = [p for p in inspect.signature(fn).parameters.values() if p.default is p.empty]
+            if not required:
+                parser = fn()
+                if isinstance(parser, argparse.ArgumentParser):
+                    return parser
+    raise RuntimeError("tiegraph.cli has no parser factory (a function named *parser* taking no arguments)")
+
+
 def write_cli_page() -> None:
     """The command-line reference, from the argparse parser itself: it cannot drift from the code."""
-    import argparse
-
     from tiegraph import cli
 
-    parser = cli._parser()
+    parser = _find_parser(cli)
     lines = [
         "# Command line",
         "",
