@@ -154,10 +154,13 @@ def whisper() -> nn.Module:
     return WhisperForConditionalGeneration(cfg)
 
 
-def llava() -> nn.Module:
+def llava(tie_word_embeddings: bool = True, text_tie: bool | None = None) -> nn.Module:
     """``LlavaForConditionalGeneration``: CLIP vision tower, Llama text model under ``model.language_model``.
 
-    The top-level ``tie_word_embeddings`` decides (the text config's own flag stays False here).
+    The top-level ``tie_word_embeddings`` decides; the text config's own flag is ``text_tie`` (default: the
+    same as the top-level flag, so the two agree). Both are set after the config is built, as
+    ``--set text_config.tie_word_embeddings=...`` does (LlavaConfig's constructor copies a True text flag
+    to the top level).
     """
     from transformers import LlavaConfig, LlavaForConditionalGeneration
 
@@ -176,8 +179,10 @@ def llava() -> nn.Module:
         vision_config=vision.to_dict(),
         text_config=text.to_dict(),
         image_token_index=VOCAB - 1,
-        tie_word_embeddings=True,
+        tie_word_embeddings=tie_word_embeddings,
     )
+    cfg.tie_word_embeddings = tie_word_embeddings
+    cfg.text_config.tie_word_embeddings = tie_word_embeddings if text_tie is None else text_tie
     return LlavaForConditionalGeneration(cfg)
 
 

@@ -14,10 +14,12 @@ from typing import Any, ClassVar
 
 import pytest
 import torch
-from models import HIDDEN, VOCAB, llama, modules_to_save_embed_tokens, modules_to_save_lm_head
+from models import HIDDEN, VOCAB, llama, llava, modules_to_save_embed_tokens, modules_to_save_lm_head
 from torch import nn
 
 import tiegraph
+from tiegraph import audit as audit_module
+from tiegraph._finding import Finder, finding
 from tiegraph.audit import KINDS, Finding, audit
 from tiegraph.graph import TieGraph
 
@@ -354,3 +356,58 @@ def test_logging_quiet(caplog: pytest.LogCaptureFixture, build: Any) -> None:
     with caplog.at_level(logging.DEBUG, logger="tiegraph"):
         build(Declared(tie=False)).audit()
     assert caplog.records == []
+
+
+# ------------------------------------------------------------------------------------- flags that disagree
+
+
+@pytest.mark.parametrize(("top", "text"), [(False, True), (True, False)])
+def test_config_flags_disagree_names_the_flag_transformers_obeys(build: Any, top: bool, text: bool) -> None:
+    """Issue 12.9: Llava's top-level and text-config tie flags differ; transformers obeys the top-level one
+    (LlavaForConditionalGeneration declares the tie and reads its own config), and the finding says so."""
+    tg = build(llava(top, text_tie=text))
+    assert tg.tied_to_input_embedding() == (["lm_head"] if top else [])  # what transformers did
+    found = _one(tg, "config-flags-disagree")
+    assert found.paths == ("model.language_model.embed_tokens",)
+    assert f"config.tie_word_embeddings is {top} but config.text_config.tie_word_embeddings is {text}" in (
+        found.message
+    )
+    assert (
+        f"transformers obeys config.tie_word_embeddings={top} (the config of LlavaForConditionalGeneration"
+        in (found.message)
+    )
+    assert ("tied to lm_head" if top else "tied to nothing") in found.message
+    assert "config-flags-disagree" in tg.report()
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_config_flags_agreeing_is_no_finding(build: Any, flag: bool) -> None:
+    """Both flags equal: no config-flags-disagree (and a tied or untied Llava audits clean)."""
+    assert "config-flags-disagree" not in _kinds(build(llava(flag)))
+
+
+# ------------------------------------------------------------------------------------- registry
+
+
+def test_a_registered_finder_runs_and_sorts_after_the_core(
+    build: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another room adds a kind with one Finder line; audit() runs it, report() lists it in FINDERS order."""
+    kinds = {"every-slot-odd": "{paths} are odd ({count} of them)."}
+
+    def odd(view: Any) -> list[Finding]:
+        names = [view.slot_canonical(s) for s in range(view.num_slots)]
+        return [finding(kinds, "every-slot-odd", names, count=len(names))]
+
+    monkeypatch.setattr(audit_module, "FINDERS", [*audit_module.FINDERS, Finder(kinds, odd)])
+    monkeypatch.setattr(audit_module, "KINDS", {**KINDS, **kinds})
+    tg = build(Declared(tie=False))
+    assert _kinds(tg) == ["declared-not-tied", "every-slot-odd"]
+    assert tg.audit()[1].message == "embed.weight and head.weight are odd (2 of them)."
+    assert "every-slot-odd: embed.weight, head.weight" in tg.report()
+
+
+def test_every_core_kind_is_registered() -> None:
+    """KINDS is the union of the registered finders' tables, the audit's own first."""
+    assert list(KINDS)[: len(audit_module.CORE_KINDS)] == list(audit_module.CORE_KINDS)
+    assert "config-flags-disagree" in KINDS

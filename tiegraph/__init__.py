@@ -17,7 +17,7 @@ from __future__ import annotations
 from torch import nn
 
 from . import naming
-from .audit import Finding
+from ._finding import Finding
 from .build import InputEmbedding, build_graph
 from .declared import DeclaredTie
 from .deployed import check_device_map

@@ -42,7 +42,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import accumulate, repeat
 from operator import eq, sub
-from typing import Any, Generic, NamedTuple, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar, overload
+
+if TYPE_CHECKING:
+    from .declared import Declaration
 
 T = TypeVar("T")
 
@@ -174,7 +177,7 @@ class Index:
     st_device: _Lazy[list[str]] = _Lazy("_fill_meta")
     st_nbytes: _Lazy[list[int]] = _Lazy("_fill_meta")
     st_id: _Lazy[list[str]] = _Lazy("_fill_meta")  # ``device:0xpointer`` or ``device:storage-N``
-    declared: _Lazy[list[dict[str, Any]]] = _Lazy("_fill_declared")
+    declared: _Lazy[list[Declaration]] = _Lazy("_fill_declared")
 
     def __init__(self) -> None:
         # module paths

@@ -1,26 +1,37 @@
-"""The audit: where declarations, the config flag and the memory disagree, and a report to read it in.
+"""The audit: where declarations, the config flags and the memory disagree.
 
-Every finding is computed from the index a :class:`tiegraph.TieGraph` holds (its tie groups, its declared
-ties, the flags the builder recorded), never from the model: a graph reloaded from JSON audits the same.
+Every finding is computed from what a :class:`tiegraph.TieGraph` recorded (its tie groups, its declared
+ties, the flags the builder read), through the read-only :class:`tiegraph._view.GraphView`, never from the
+model: a graph reloaded from JSON audits the same.
+
+Adding finding kinds
+--------------------
+A finding kind lives in its own room (``tiegraph/deployed.py``, ...) as two things: a table of kinds, each
+with the sentence it says (``str.format`` fields), and a function ``findings(view) -> list[Finding]``
+that builds them with :func:`finding`. Register the pair with one line in :data:`FINDERS` below.
+Import :class:`Finding` and :func:`finding` from :mod:`tiegraph._finding` (not from here, which imports
+your room).
 """
 
 from __future__ import annotations
 
-import textwrap
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .declared import declared_ties
+from ._finding import Finder, Finding, finding
+from ._view import view_of
 from .deployed import KINDS as DEPLOYED_KINDS
+from .errors import NoInputEmbeddingError
 from .naming import join
 
 if TYPE_CHECKING:
+    from ._index import TieConfig
+    from ._view import GraphView
     from .graph import TieGraph
 
-__all__ = ["KINDS", "Finding", "audit", "report"]
+__all__ = ["FINDERS", "KINDS", "Finder", "Finding", "audit", "finding"]
 
-#: Finding kinds, in report order, with the sentence each one says (``str.format`` fields).
-KINDS: dict[str, str] = {
+#: The audit's own finding kinds, in report order, with the sentence each one says (``str.format`` fields).
+CORE_KINDS: dict[str, str] = {
     "declared-not-tied": (
         "{target} is declared tied to {source} (by {declared_by}) but they do not share memory, so they "
         "train and save as two tensors; call model.tie_weights() to tie them, or declare them untied "
@@ -67,6 +78,10 @@ KINDS: dict[str, str] = {
         "tie_weights() replaces the embedding's weight with {source}, so edit, resize or adapt {source}, "
         "not the embedding."
     ),
+    "config-flags-disagree": (
+        "{top} is {top_value} but {text} is {text_value}; {obeys}; give both the same value so the saved "
+        "config says what the weights are."
+    ),
     "stale-tied-weights-keys": (
         "{target} is tied to {source}, but transformers' all_tied_weights_keys does not list it "
         "(tie_weights() does not refresh it, and loading and device maps read it); refresh it with "
@@ -75,46 +90,17 @@ KINDS: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True)
-class Finding:
-    """One place where the declarations, the config and the memory disagree.
+def _who(path: str, cls: str) -> str:
+    return f"{cls} ({path})" if path else cls
 
-    Attributes
-    ----------
-    kind
-        One of :data:`KINDS` (``declared-not-tied``, ``tied-not-declared``, ...).
-    paths
-        The canonical slot names (or module paths) involved, sorted.
-    message
-        One sentence: what is wrong and what to do about it.
 
-    Examples
-    --------
-    >>> import torch, tiegraph
-    >>> m = torch.nn.Module()
-    >>> m.a, m.b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
-    >>> m.b.weight = m.a.weight
-    >>> finding = tiegraph.build_graph(m).audit()[0]
-    >>> finding.kind, finding.paths
-    ('tied-not-declared', ('a.weight', 'b.weight'))
-    """
-
-    kind: str
-    paths: tuple[str, ...]
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.kind}: {self.message}"
+def _core(kind: str, paths: list[str] | tuple[str, ...], **fields: Any) -> Finding:
+    return finding(CORE_KINDS, kind, paths, **fields)
 
 
 def _finding(kind: str, paths: list[str] | tuple[str, ...], **fields: Any) -> Finding:
-    ordered = tuple(sorted(dict.fromkeys(paths)))
-    fields.setdefault("paths", " and ".join(ordered) if len(ordered) == 2 else ", ".join(ordered))
-    return Finding(kind, ordered, KINDS[kind].format(**fields))
-
-
-def _who(path: str, cls: str) -> str:
-    return f"{cls} ({path})" if path else cls
+    """A finding of any registered kind (kept for rooms that build theirs through audit)."""
+    return finding(KINDS, kind, paths, **fields)
 
 
 def audit(tg: TieGraph) -> list[Finding]:
@@ -132,10 +118,11 @@ def audit(tg: TieGraph) -> list[Finding]:
 
     Notes
     -----
-    Declared pairs are judged one by one (``not-tied`` ones become ``declared-not-tied``, or the more
-    specific PEFT copy, device or dtype/shape kind); tie groups are judged as wholes (a group whose slots
-    are not all connected by declarations is ``tied-not-declared``; PEFT adapter slots, tied by PEFT's own
-    ``ensure_weight_tying``, are left out of that check). O(slots + declarations).
+    Every finder in :data:`FINDERS` runs once. Declared pairs are judged one by one (``not-tied`` ones
+    become ``declared-not-tied``, or the more specific PEFT copy, device or dtype/shape kind); tie groups
+    are judged as wholes (a group whose slots are not all connected by declarations is
+    ``tied-not-declared``; PEFT adapter slots, tied by PEFT's own ``ensure_weight_tying``, are left out of
+    that check). O(slots + declarations).
 
     Examples
     --------
@@ -149,27 +136,32 @@ def audit(tg: TieGraph) -> list[Finding]:
     >>> [f.kind for f in tiegraph.build_graph(Tiny()).audit()]
     ['declared-not-tied']
     """
-    idx = tg._index
-    entries = idx.declared
-    ties = declared_ties(tg)
+    view = view_of(tg)
+    found = [f for finder in FINDERS for f in finder.find(view)]
+    order = {kind: i for i, kind in enumerate(KINDS)}
+    unique = dict.fromkeys(found)
+    return sorted(unique, key=lambda f: (order.get(f.kind, len(order)), f.paths))
+
+
+def core_findings(view: GraphView) -> list[Finding]:
+    """The audit's own kinds (:data:`CORE_KINDS`): declared pairs, tie groups, and the tie flag."""
     found: list[Finding] = []
-    ie = set(idx.ie_slots)
-    flags = idx.tie_config.as_dict() if idx.tie_config is not None else {}
-    flag_name, flag = _effective_flag(flags)
+    ie = set(view.input_embedding_slots)
+    flag_name, flag = _effective_flag(view.tie_config)
     explained_gated = False
     from .deployed import findings as deployed_findings
     from .deployed import untied_pairs
 
-    placed_or_quantized = untied_pairs(tg)  # their own kinds say more than declared-not-tied
+    placed_or_quantized = untied_pairs(view.tg)  # their own kinds say more than declared-not-tied
 
-    for entry, tie in zip(entries, ties, strict=True):
-        by = _who(tie.declared_by, entry.get("declared_by_cls", "the model"))
+    for tie in view.declarations:
+        by = _who(tie.declared_by, tie.declared_by_cls or "the model")
         if (tie.target, tie.source) in placed_or_quantized:
             continue
         if tie.status == "unresolved":
             raw = f"{{{tie.declared_as[0]!r}: {tie.declared_as[1]!r}}}"
             found.append(
-                _finding(
+                _core(
                     "unresolved-declaration",
                     [tie.target, tie.source],
                     declared_by=by,
@@ -178,16 +170,16 @@ def audit(tg: TieGraph) -> list[Finding]:
                 )
             )
             continue
-        t, s = int(entry["target_slot"]), int(entry["source_slot"])
+        t, s = tie.target_slot, tie.source_slot
         if tie.status == "gated-off":
             if tie.shares:
                 explained_gated = True
                 name = join(tie.declared_by, "config.tie_word_embeddings")
-                found.append(_finding("tied-although-config-says-not", [tie.target, tie.source], flag=name))
+                found.append(_core("tied-although-config-says-not", [tie.target, tie.source], flag=name))
             continue
         if t in ie and s not in ie:
             found.append(
-                _finding(
+                _core(
                     "input-embedding-is-declared-target",
                     [tie.target, tie.source],
                     target=tie.target,
@@ -198,7 +190,7 @@ def audit(tg: TieGraph) -> list[Finding]:
         if tie.status == "tied":
             if tie.listed is False:
                 found.append(
-                    _finding(
+                    _core(
                         "stale-tied-weights-keys",
                         [tie.target, tie.source],
                         target=tie.target,
@@ -215,9 +207,9 @@ def audit(tg: TieGraph) -> list[Finding]:
                 if tie.target_copy == "active"
                 else (tie.source_path, tie.target)
             )
-            module = idx.belongs_of(idx.s_owner[t if tie.target_copy == "active" else s])
+            module = view.module_belongs(view.slot_owner(t if tie.target_copy == "active" else s))
             found.append(
-                _finding(
+                _core(
                     "modules-to-save-copy-untied",
                     [tie.target, tie.source],
                     copy=copy,
@@ -227,13 +219,13 @@ def audit(tg: TieGraph) -> list[Finding]:
                 )
             )
             continue
-        tm, sm = idx.meta_of(t), idx.meta_of(s)
-        detail = _mismatch(tm.dtype, tm.shape, sm.dtype, sm.shape)
+        target, source = view.tensor(t), view.tensor(s)
+        detail = _mismatch(target.dtype, target.shape, source.dtype, source.shape)
         if detail:
-            found.append(_finding("group-dtype-or-shape-mismatch", [tie.target, tie.source], detail=detail))
+            found.append(_core("group-dtype-or-shape-mismatch", [tie.target, tie.source], detail=detail))
             continue
         found.append(
-            _finding(
+            _core(
                 "declared-not-tied",
                 [tie.target, tie.source],
                 target=tie.target,
@@ -242,37 +234,76 @@ def audit(tg: TieGraph) -> list[Finding]:
             )
         )
 
-    found.extend(_group_findings(tg))
-    found.extend(deployed_findings(tg))
+    found.extend(_group_findings(view))
+    # deployed's kinds (placement, quantization, device splits) explain an untied embedding, so they run
+    # here, before the flag checks below read what was found
+    found.extend(deployed_findings(view.tg))
 
-    if idx.ie_slots and flag is not None:
+    if ie and flag is not None:
+        tg = view.tg
         tied_to = tg.tied_to_input_embedding()
         embedding = tg.input_embedding() or ""
-        resolved = any(tie.status in ("tied", "not-tied") for tie in ties)
+        resolved = any(tie.status in ("tied", "not-tied") for tie in view.declarations)
         explained = any(f.kind in _EXPLAIN_UNTIED for f in found)
         if flag and not tied_to and resolved and not explained:
             found.append(
-                _finding("config-says-tied-but-nothing-is", [embedding], flag=flag_name, embedding=embedding)
+                _core("config-says-tied-but-nothing-is", [embedding], flag=flag_name, embedding=embedding)
             )
         if not flag and tied_to and not explained_gated:
-            found.append(_finding("tied-although-config-says-not", [embedding, *tied_to], flag=flag_name))
-
-    order = {kind: i for i, kind in enumerate(KINDS)}
-    unique = dict.fromkeys(found)
-    return sorted(unique, key=lambda f: (order[f.kind], f.paths))
+            found.append(_core("tied-although-config-says-not", [embedding, *tied_to], flag=flag_name))
+    found.extend(_flags_disagree(view))
+    return found
 
 
 # a split device map or a PEFT copy explains an untied embedding better than a wrong flag does
 _EXPLAIN_UNTIED = ("group-split-across-devices", "modules-to-save-copy-untied", "untied-by-quantization")
 
 
-def _effective_flag(flags: dict[str, Any]) -> tuple[str, bool | None]:
+def _effective_flag(flags: TieConfig) -> tuple[str, bool | None]:
     """The flag transformers reads for the top-level tie: the config's own, else its text config's."""
-    if flags.get("tie_word_embeddings") is not None:
-        return "config.tie_word_embeddings", bool(flags["tie_word_embeddings"])
-    if flags.get("text_tie_word_embeddings") is not None:
-        return "config.text_config.tie_word_embeddings", bool(flags["text_tie_word_embeddings"])
+    if flags.tie_word_embeddings is not None:
+        return "config.tie_word_embeddings", flags.tie_word_embeddings
+    if flags.text_tie_word_embeddings is not None:
+        return "config.text_config.tie_word_embeddings", flags.text_tie_word_embeddings
     return "config.tie_word_embeddings", None
+
+
+def _flags_disagree(view: GraphView) -> list[Finding]:
+    """The top-level and the text config's tie flags differ: say which one transformers obeys.
+
+    transformers reads ``config.tie_word_embeddings`` of the module that declares the tie (its own config:
+    the root's top-level one, or an inner language model's text config).
+    """
+    flags = view.tie_config
+    top, text = flags.tie_word_embeddings, flags.text_tie_word_embeddings
+    if top is None or text is None or top == text:
+        return []
+    tg = view.tg
+    embedding = tg.input_embedding()
+    try:
+        state = "tied to " + ", ".join(tg.tied_to_input_embedding()) if tg.tied_to_input_embedding() else ""
+    except NoInputEmbeddingError:
+        state = ""
+    state = f"the input embedding is {state or 'tied to nothing'}" if embedding is not None else ""
+    declared = next((d for d in view.declarations if d.status != "unresolved"), None)
+    if declared is None:
+        obeys = "transformers obeys neither: no _tied_weights_keys declares a tie"
+    else:
+        flag = join(declared.declared_by, "config.tie_word_embeddings")
+        by = _who(declared.declared_by, declared.declared_by_cls or "the model")
+        obeys = f"transformers obeys {flag}={declared.flag} (the config of {by}, which declares the tie)"
+        obeys += f", so {state}" if state else ""
+    return [
+        _core(
+            "config-flags-disagree",
+            [embedding] if embedding else ["config.tie_word_embeddings"],
+            top="config.tie_word_embeddings",
+            top_value=top,
+            text="config.text_config.tie_word_embeddings",
+            text_value=text,
+            obeys=obeys,
+        )
+    ]
 
 
 def _mismatch(dtype_a: str, shape_a: tuple[int, ...], dtype_b: str, shape_b: tuple[int, ...]) -> str:
@@ -285,34 +316,34 @@ def _mismatch(dtype_a: str, shape_a: tuple[int, ...], dtype_b: str, shape_b: tup
     return " and ".join(parts)
 
 
-def _group_findings(tg: TieGraph) -> list[Finding]:
+def _group_findings(view: GraphView) -> list[Finding]:
     """Per tie group: split devices, mixed dtypes, and slots no declaration connects."""
-    idx = tg._index
     out: list[Finding] = []
     links: dict[int, list[int]] = {}
-    for entry in idx.declared:
-        t, s = int(entry.get("target_slot", -1)), int(entry.get("source_slot", -1))
-        if t >= 0 and s >= 0:
-            links.setdefault(t, []).append(s)
-    for slots in tg._groups().values():
-        names = sorted({idx.slot_canon_of(s) for s in slots})
-        dtypes = sorted({idx.meta_of(s).dtype for s in slots})
+    for tie in view.declarations:
+        if tie.resolved:
+            links.setdefault(tie.target_slot, []).append(tie.source_slot)
+    for slots in view.groups():
+        names = sorted({view.slot_canonical(s) for s in slots})
+        tensors = {view.tensor(s) for s in slots}
+        dtypes = sorted({t.dtype for t in tensors})
         if len(dtypes) > 1:
-            out.append(
-                _finding("group-dtype-or-shape-mismatch", names, detail="dtypes " + " and ".join(dtypes))
-            )
-        undeclared = _unconnected(tg, slots, links)
+            out.append(_core("group-dtype-or-shape-mismatch", names, detail="dtypes " + " and ".join(dtypes)))
+        undeclared = _unconnected(view, slots, links)
         if undeclared:
-            out.append(_finding("tied-not-declared", undeclared))
+            out.append(_core("tied-not-declared", undeclared))
     return out
 
 
-def _unconnected(tg: TieGraph, slots: list[int], links: dict[int, list[int]]) -> list[str]:
+def _unconnected(view: GraphView, slots: list[int], links: dict[int, list[int]]) -> list[str]:
     """Canonical names of a tie group when declarations do not connect all of it, else []."""
-    idx = tg._index
     # adapter slots (lora_A.default, ...) belong to a tuner layer; PEFT ties them on purpose
-    model_slots = [s for s in slots if idx.canon_of(idx.s_owner[s]) == idx.belongs_of(idx.s_owner[s])]
-    names = {idx.slot_canon_of(s) for s in model_slots}
+    model_slots = [
+        s
+        for s in slots
+        if view.module_canonical(view.slot_owner(s)) == view.module_belongs(view.slot_owner(s))
+    ]
+    names = {view.slot_canonical(s) for s in model_slots}
     if len(names) < 2:
         return []
     parent = {name: name for name in names}
@@ -325,156 +356,21 @@ def _unconnected(tg: TieGraph, slots: list[int], links: dict[int, list[int]]) ->
 
     for t in model_slots:
         for s in links.get(t, ()):
-            a, b = idx.slot_canon_of(t), idx.slot_canon_of(s)
+            a, b = view.slot_canonical(t), view.slot_canonical(s)
             if b in parent:
                 parent[find(a)] = find(b)
     roots = {find(name) for name in names}
     return sorted(names) if len(roots) > 1 else []
 
 
-# ---------------------------------------------------------------------------------------------- report
+# ---------------------------------------------------------------------------------------------- registry
 
-_WIDTH = 100
-_MAX_ROWS = 40
-_MAX_GROUPS = 20
+#: Every finder the audit runs, in report order. A room adding finding kinds registers here, one line:
+#: ``Finder(myroom.KINDS, myroom.findings),``. (tiegraph.deployed's kinds run inside core_findings: they
+#: explain an untied embedding, which the core's flag checks must know.)
+FINDERS: list[Finder] = [
+    Finder(CORE_KINDS, core_findings),
+]
 
-
-def report(tg: TieGraph) -> str:
-    """A compact table of tie groups, declared ties with their status, and findings; ``str(tg)`` too.
-
-    Names are canonical; where the model you gave names a place differently (wrappers), the full path
-    follows in brackets.
-
-    Examples
-    --------
-    >>> import torch, tiegraph
-    >>> class Tiny(torch.nn.Module):
-    ...     _tied_weights_keys = {"head.weight": "embed.weight"}
-    ...     def __init__(self):
-    ...         super().__init__()
-    ...         self.embed = torch.nn.Embedding(10, 4)
-    ...         self.head = torch.nn.Linear(4, 10, bias=False)
-    ...         self.head.weight = self.embed.weight
-    ...     def get_input_embeddings(self):
-    ...         return self.embed
-    >>> print(tiegraph.build_graph(Tiny()).report())
-    Tiny: 3 module paths, 2 slots, input embedding embed
-    <BLANKLINE>
-    Tie groups (1)
-      [1] float32 (10, 4) cpu
-        embed.weight
-        head.weight
-    <BLANKLINE>
-    Declared ties (1)
-      status  target       source        declared by
-      tied    head.weight  embed.weight  Tiny
-    <BLANKLINE>
-    Findings: none (declarations, config and memory agree)
-    """
-    idx = tg._index
-    lines: list[str] = []
-    root_cls = idx.m_cls[0] if idx.m_cls else "model"
-    embedding = tg.input_embedding()
-    full = tg.input_embedding(full_paths=True)
-    head = f"{root_cls}: {tg.num_modules} module paths, {tg.num_slots} slots, input embedding "
-    head += f"{_both(embedding, full)}" if embedding is not None else "none"
-    lines.append(head)
-    flags = idx.tie_config.as_dict() if idx.tie_config is not None else {}
-    said = (
-        [f"config.tie_word_embeddings={flags['tie_word_embeddings']}"]
-        if flags.get("tie_word_embeddings") is not None
-        else []
-    )
-    if flags.get("text_tie_word_embeddings") is not None:
-        said.append(f"config.text_config.tie_word_embeddings={flags['text_tie_word_embeddings']}")
-    if said:
-        lines.append(", ".join(said))
-    for wrapper in (w.as_dict() for w in idx.modules_to_save):
-        active = ", ".join(wrapper["active"]) or "none (original_module)"
-        lines.append(f"modules_to_save: {wrapper['canonical']} [{wrapper['path']}], active copy: {active}")
-
-    groups = sorted(tg._groups().values(), key=lambda g: sorted(idx.slot_canon_of(s) for s in g))
-    blocks: list[str] = []
-    count = 0
-    for slots in groups:
-        names = sorted({(idx.slot_canon_of(s), idx.s_name[s]) for s in slots})
-        if len({canon for canon, _ in names}) < 2:
-            continue
-        count += 1
-        if count > _MAX_GROUPS:
-            continue
-        kinds = sorted({f"{m.dtype} {tuple(m.shape)} {m.device}" for m in map(idx.meta_of, slots)})
-        blocks.append(f"  [{count}] " + "; ".join(kinds))
-        rows = [[canon, "" if full == canon else f"[{full}]"] for canon, full in names]
-        blocks += ["  " + line for line in _table(["", ""], rows, header_row=False)]
-    lines += ["", f"Tie groups ({count})"]
-    lines += blocks if blocks else ["  none"]
-    if count > _MAX_GROUPS:
-        lines.append(f"  ... {count - _MAX_GROUPS} more (all of them: tg.tie_groups())")
-
-    from .deployed import deployed_rows
-
-    placed = deployed_rows(idx)
-    if placed:
-        lines += ["", f"Quantized or offloaded slots ({len(placed)})"]
-        lines += _table(["slot", "quantization", "placement", "runs on"], placed)
-
-    ties = declared_ties(tg)
-    lines += ["", f"Declared ties ({len(ties)})"]
-    rows = []
-    below: dict[int, str] = {}
-    for tie, entry in zip(ties, idx.declared, strict=True):
-        by = entry.get("declared_by_cls", "")
-        rows.append(
-            [tie.status, tie.target, tie.source, f"{tie.declared_by} ({by})" if tie.declared_by else by]
-        )
-        if (
-            tie.target_path != tie.target
-            or tie.source_path != tie.source
-            or tie.target_copy
-            or tie.source_copy
-        ):
-            target = (tie.target_path or tie.target) + _copy(tie.target_copy)
-            source = (tie.source_path or tie.source) + _copy(tie.source_copy)
-            below[len(rows) - 1] = f"[{target} <- {source}]"
-    table = _table(["status", "target", "source", "declared by"], rows) if rows else ["  none"]
-    indent = " " * (2 + max((len(r[0]) for r in rows), default=0) + 2)
-    for i, line in enumerate(table):
-        lines.append(line)
-        if i - 1 in below:
-            lines += textwrap.wrap(
-                below[i - 1], _WIDTH, initial_indent=indent, subsequent_indent=indent + " "
-            )
-
-    findings = audit(tg)
-    if not findings:
-        lines += ["", "Findings: none (declarations, config and memory agree)"]
-    else:
-        lines += ["", f"Findings ({len(findings)})"]
-        for finding in findings:
-            lines.append(f"  {finding.kind}: {', '.join(finding.paths)}")
-            lines += textwrap.wrap(finding.message, _WIDTH, initial_indent="    ", subsequent_indent="    ")
-    return "\n".join(lines)
-
-
-def _both(canonical: str | None, full: str | None) -> str:
-    if canonical is None:
-        return "none"
-    return canonical if not full or full == canonical else f"{canonical} [{full}]"
-
-
-def _copy(kind: str) -> str:
-    return f" ({kind} copy)" if kind else ""
-
-
-def _table(header: list[str], rows: list[list[str]], *, header_row: bool = True) -> list[str]:
-    shown = [header, *rows[:_MAX_ROWS]] if header_row else rows[:_MAX_ROWS]
-    widths = [max(len(row[i]) for row in shown) for i in range(len(header))]
-    out = []
-    for row in shown:
-        out.append(
-            ("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))).rstrip()
-        )
-    if len(rows) > _MAX_ROWS:
-        out.append(f"  ... {len(rows) - _MAX_ROWS} more")
-    return out
+#: Every finding kind, in report order, with the sentence it says.
+KINDS: dict[str, str] = {kind: text for finder in FINDERS for kind, text in finder.kinds.items()}

@@ -65,7 +65,8 @@ SPEC is one of:
 examples:
   tiegraph inspect llama
   tiegraph inspect llama --set tie_word_embeddings=true --set num_hidden_layers=80
-  tiegraph inspect llava --set text_config.tie_word_embeddings=true
+  tiegraph inspect llava --set tie_word_embeddings=true
+  tiegraph inspect llava --set text_config.tie_word_embeddings=true   (finding: config-flags-disagree)
   tiegraph inspect t5 --format json -o t5.json
   tiegraph inspect bert --task masked-lm -o bert.svg
   tiegraph inspect gemma --peft lora:lm_head,q_proj

@@ -2,9 +2,9 @@
 
 A declaration is a claim. :func:`capture_declarations` runs inside :func:`tiegraph.build_graph` (the walk
 flags the declaring modules; their raw declarations and config flags are captured) and, on the first read
-of ``index.declared``, expands them against the slot names and records each declared pair as a plain dict; the
-networkx graph turns each resolved pair into a ``declares`` edge (target slot -> source slot).
-:func:`declared_ties` turns the recorded dicts into :class:`DeclaredTie` objects.
+of ``index.declared``, expands them against the slot names and records each declared pair as a
+:class:`Declaration`; the networkx graph turns each resolved pair into a ``declares`` edge (target slot ->
+source slot). :func:`declared_ties` gives their public form, :class:`DeclaredTie`.
 
 Where declarations come from (every distinct module object of the tree, nested submodels included):
 
@@ -26,22 +26,24 @@ the instance: ``PeftModel`` and ``OptimizedModule`` forward unknown attributes t
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from ._index import CopyWrapper, Index, TieConfig
+from ._view import view_of
 from .naming import join
 
 if TYPE_CHECKING:
     from .graph import TieGraph
 
-__all__ = ["STATUSES", "DeclaredTie", "capture_declarations", "declared_ties"]
+__all__ = ["STATUSES", "Declaration", "DeclaredTie", "capture_declarations", "declared_ties"]
 
 #: The status of a declared tie: the pair shares memory, does not, names nothing, or its config gates it off.
 STATUSES = ("tied", "not-tied", "unresolved", "gated-off")
@@ -63,6 +65,8 @@ class DeclaredTie:
         ``gated-off`` (the declaring module's ``config.tie_word_embeddings`` is off).
     target_path, source_path, declared_by_path
         The same places as the (possibly wrapped) model you gave names them.
+    declared_by_cls
+        The class name of the declaring module.
     declared_as
         The raw ``(target, source)`` entry of ``_tied_weights_keys`` it came from (a regex, a module name,
         or, for a transformers 4 list, ``(target, "<input embedding>")``).
@@ -100,6 +104,7 @@ class DeclaredTie:
     target_path: str = ""
     source_path: str = ""
     declared_by_path: str = ""
+    declared_by_cls: str = ""
     declared_as: tuple[str, str] = ("", "")
     shares: bool = False
     flag: bool | None = None
@@ -107,6 +112,88 @@ class DeclaredTie:
     target_copy: str = ""
     source_copy: str = ""
     note: str = ""
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """One declared pair as the builder records it (internal): :class:`DeclaredTie` plus slot numbers.
+
+    ``target_slot`` and ``source_slot`` number the slots in the index (-1 for an ``unresolved`` pair); the
+    other fields are those of :class:`DeclaredTie`, plus how the declaration was written (``style``:
+    ``dict`` or ``list``) and who expanded it (``expanded_by``: ``transformers`` or ``tiegraph``).
+    Plain JSON-able data: :meth:`to_dict` / :meth:`from_dict` carry it through the graph and its JSON.
+    """
+
+    target_slot: int
+    source_slot: int
+    target: str
+    source: str
+    declared_by: str
+    declared_by_cls: str
+    status: str
+    target_path: str = ""
+    source_path: str = ""
+    declared_by_path: str = ""
+    declared_as: tuple[str, str] = ("", "")
+    style: str = "dict"
+    expanded_by: str = "tiegraph"
+    shares: bool = False
+    flag: bool | None = None
+    listed: bool | None = None
+    target_copy: str = ""
+    source_copy: str = ""
+    note: str = ""
+
+    @property
+    def resolved(self) -> bool:
+        """Whether both ends name a slot (false only for ``unresolved`` declarations)."""
+        return self.target_slot >= 0 and self.source_slot >= 0
+
+    def public(self) -> DeclaredTie:
+        """The public record (no slot numbers)."""
+        return DeclaredTie(
+            target=self.target,
+            source=self.source,
+            declared_by=self.declared_by,
+            status=self.status,
+            target_path=self.target_path,
+            source_path=self.source_path,
+            declared_by_path=self.declared_by_path,
+            declared_by_cls=self.declared_by_cls,
+            declared_as=self.declared_as,
+            shares=self.shares,
+            flag=self.flag,
+            listed=self.listed,
+            target_copy=self.target_copy,
+            source_copy=self.source_copy,
+            note=self.note,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON data (the graph's ``declared`` list and ``declares`` edge attributes).
+
+        ``target`` and ``source`` are written ``target_canonical`` and ``source_canonical``: node-link data
+        and pydot reserve the plain names.
+        """
+        data = asdict(self)
+        data["target_canonical"] = data.pop("target")
+        data["source_canonical"] = data.pop("source")
+        data["declared_as"] = list(self.declared_as)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Declaration:
+        """Read :meth:`to_dict` output."""
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in data.items() if k in fields}
+        values["target"] = data["target_canonical"]
+        values["source"] = data["source_canonical"]
+        values.setdefault("declared_by_cls", "")
+        raw = values.get("declared_as") or ("", "")
+        values["declared_as"] = (str(raw[0]), str(raw[1]))
+        values["target_slot"] = int(values.get("target_slot", -1))
+        values["source_slot"] = int(values.get("source_slot", -1))
+        return cls(**values)
 
 
 def declared_ties(tg: TieGraph) -> list[DeclaredTie]:
@@ -139,27 +226,7 @@ def declared_ties(tg: TieGraph) -> list[DeclaredTie]:
     >>> [(t.target, t.source, t.status) for t in tiegraph.build_graph(Tiny()).declared_ties()]
     [('head.weight', 'embed.weight', 'tied')]
     """
-    return [_from_entry(entry) for entry in tg._index.declared]
-
-
-def _from_entry(entry: dict[str, Any]) -> DeclaredTie:
-    raw = entry.get("declared_as") or ("", "")
-    return DeclaredTie(
-        target=entry["target_canonical"],
-        source=entry["source_canonical"],
-        declared_by=entry["declared_by"],
-        status=entry["status"],
-        target_path=entry.get("target_path", ""),
-        source_path=entry.get("source_path", ""),
-        declared_by_path=entry.get("declared_by_path", ""),
-        declared_as=(str(raw[0]), str(raw[1])),
-        shares=bool(entry.get("shares", False)),
-        flag=entry.get("flag"),
-        listed=entry.get("listed"),
-        target_copy=entry.get("target_copy", ""),
-        source_copy=entry.get("source_copy", ""),
-        note=entry.get("note", ""),
-    )
+    return [d.public() for d in view_of(tg).declarations]
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -554,33 +621,30 @@ class _Reader:
     def record(self, pairs: list[_Pair], listed_in: dict[str, Any] | None, root_relative: bool) -> None:
         idx = self.index
         t_root, s_tensor = idx.t_root, idx.s_tensor
-        declared_by = idx.belongs_of(self.module)
+        common: dict[str, Any] = {
+            "declared_by": idx.belongs_of(self.module),
+            "declared_by_path": self.path,
+            "declared_by_cls": idx.m_cls[self.module],
+            "style": self.style,
+            "expanded_by": self.expanded_by,
+            "flag": self.flag,
+        }
         for target, source, raw, unresolved, note in pairs:
-            entry: dict[str, Any] = {
-                "declared_by": declared_by,
-                "declared_by_path": self.path,
-                "declared_by_cls": idx.m_cls[self.module],
-                "declared_as": [raw[0], raw[1]],
-                "style": self.style,
-                "expanded_by": self.expanded_by,
-                "flag": self.flag,
-            }
             if target < 0 or source < 0:
-                entry.update(
-                    target_slot=-1,
-                    source_slot=-1,
-                    target_canonical=join(self.canon, unresolved[0]),
-                    source_canonical=join(self.canon, unresolved[1]),
-                    target_path=join(self.path, unresolved[0]),
-                    source_path=join(self.path, unresolved[1]),
-                    status="unresolved",
-                    shares=False,
-                    listed=None,
-                    target_copy="",
-                    source_copy="",
-                    note=note,
+                idx.declared.append(
+                    Declaration(
+                        target_slot=-1,
+                        source_slot=-1,
+                        target=join(self.canon, unresolved[0]),
+                        source=join(self.canon, unresolved[1]),
+                        target_path=join(self.path, unresolved[0]),
+                        source_path=join(self.path, unresolved[1]),
+                        declared_as=raw,
+                        status="unresolved",
+                        note=note,
+                        **common,
+                    )
                 )
-                idx.declared.append(entry)
                 continue
             shares = t_root[s_tensor[target]] == t_root[s_tensor[source]]
             status = "gated-off" if self.gated else "tied" if shares else "not-tied"
@@ -592,21 +656,23 @@ class _Reader:
                         key[len(self.canon) + 1 :] if self.canon and key.startswith(self.canon + ".") else key
                     )
                 listed = key in listed_in
-            entry.update(
-                target_slot=target,
-                source_slot=source,
-                target_canonical=idx.slot_canon_of(target),
-                source_canonical=idx.slot_canon_of(source),
-                target_path=idx.s_name[target],
-                source_path=idx.s_name[source],
-                status=status,
-                shares=shares,
-                listed=listed,
-                target_copy=self._copy(idx.s_name[target]),
-                source_copy=self._copy(idx.s_name[source]),
-                note="",
+            idx.declared.append(
+                Declaration(
+                    target_slot=target,
+                    source_slot=source,
+                    target=idx.slot_canon_of(target),
+                    source=idx.slot_canon_of(source),
+                    target_path=idx.s_name[target],
+                    source_path=idx.s_name[source],
+                    declared_as=raw,
+                    status=status,
+                    shares=shares,
+                    listed=listed,
+                    target_copy=self._copy(idx.s_name[target]),
+                    source_copy=self._copy(idx.s_name[source]),
+                    **common,
+                )
             )
-            idx.declared.append(entry)
 
     def _copy(self, name: str) -> str:
         for prefix, kind in self.copies:

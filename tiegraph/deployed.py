@@ -436,7 +436,7 @@ def untied_pairs(tg: TieGraph) -> dict[tuple[str, str], str]:
             out[(tie.target, tie.source)] = "untied-by-quantization"  # hqq: the weight became W_q
         if tie.status != "not-tied":
             continue
-        t, s = int(entry["target_slot"]), int(entry["source_slot"])
+        t, s = entry.target_slot, entry.source_slot
         if quantization_of(index, t) or quantization_of(index, s):
             out[(tie.target, tie.source)] = "untied-by-quantization"
         elif (
@@ -474,7 +474,7 @@ def findings(tg: TieGraph) -> list[Finding]:
         kind = explained.get((tie.target, tie.source))
         if kind is None:
             continue
-        t, s = int(entry.get("target_slot", -1)), int(entry.get("source_slot", -1))
+        t, s = entry.target_slot, entry.source_slot
         if kind == "untied-by-quantization":
             if t >= 0:
                 module = index.belongs_of(index.s_owner[t])
@@ -488,7 +488,7 @@ def findings(tg: TieGraph) -> list[Finding]:
                     [tie.target, tie.source],
                     target=tie.target,
                     source=tie.source,
-                    declared_by=tie.declared_by or entry.get("declared_by_cls", "the model"),
+                    declared_by=tie.declared_by or entry.declared_by_cls or "the model",
                     target_q=target_q,
                     source_q=(quantization_of(index, s) if s >= 0 else None) or "not quantized",
                     target_module=module,

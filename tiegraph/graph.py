@@ -26,8 +26,8 @@ from typing import TYPE_CHECKING, Any
 import networkx as nx
 
 from ._index import Index
+from ._view import GraphView
 from .errors import NoInputEmbeddingError, PathNotFoundError
-from .queries import format_groups
 
 if TYPE_CHECKING:
     from .audit import Finding
@@ -73,6 +73,13 @@ class TieGraph:
         self._index = index
         self._graph: nx.MultiDiGraph | None = None
         self._members: dict[int, list[int]] | None = None
+        self._view_cache: GraphView | None = None
+
+    def _view(self) -> GraphView:
+        """The read-only internal interface the audit, report and exports read (see :mod:`tiegraph._view`)."""
+        if self._view_cache is None:
+            self._view_cache = GraphView(self, self._index)
+        return self._view_cache
 
     # ------------------------------------------------------------------ the graph
     @property
@@ -150,10 +157,13 @@ class TieGraph:
         paths) count once, and a group left with one name is dropped.
         """
         idx = self._index
-        names, canon = idx.s_name, idx.slot_canon_of
-        return format_groups(
-            ([(names[s], canon(s)) for s in slots] for slots in self._groups().values()), full_paths
-        )
+        key = idx.s_name.__getitem__ if full_paths else idx.slot_canon_of
+        found: set[tuple[str, ...]] = set()
+        for slots in self._groups().values():
+            names = sorted({key(s) for s in slots})
+            if len(names) >= 2:
+                found.add(tuple(names))
+        return [list(group) for group in sorted(found)]
 
     def component(self, name: str, *, full_paths: bool = False) -> list[str]:
         """The slots sharing memory with a slot, or with any slot of a module (those slots included).
@@ -216,7 +226,7 @@ class TieGraph:
 
     def report(self) -> str:
         """A compact human-readable table of tie groups, declarations and findings."""
-        from .audit import report
+        from .report import report
 
         return report(self)
 
@@ -284,7 +294,7 @@ class TieGraph:
         return len(self._index.m_path)
 
     def __repr__(self) -> str:
-        groups = len(self._groups())
+        groups = len(self.tie_groups())
         embedding = self.input_embedding()
         return (
             f"<TieGraph: {self.num_modules} module paths, {self.num_slots} slots, {groups} tie group"
@@ -355,11 +365,13 @@ def to_networkx(idx: Index) -> nx.MultiDiGraph:
             )
     for a, b, how in idx.shares:
         G.add_edge(s_nodes[a], s_nodes[b], key="shares", kind="shares", how=how)
-    for declared in idx.declared:
-        target, source = declared.get("target_slot", -1), declared.get("source_slot", -1)
-        if target >= 0 and source >= 0:
-            attrs = {k: v for k, v in declared.items() if k not in ("target_slot", "source_slot")}
-            G.add_edge(s_nodes[target], s_nodes[source], key="declares", kind="declares", **attrs)
+    declared = [d.to_dict() for d in idx.declared]
+    for d, data in zip(idx.declared, declared, strict=True):
+        if d.resolved:
+            attrs = {k: v for k, v in data.items() if k not in ("target_slot", "source_slot")}
+            G.add_edge(
+                s_nodes[d.target_slot], s_nodes[d.source_slot], key="declares", kind="declares", **attrs
+            )
     if idx.ie_module >= 0:
         G.graph["input_embedding"] = idx.m_path[idx.ie_module]
         G.graph["input_embedding_node"] = m_nodes[idx.ie_module]
@@ -370,7 +382,7 @@ def to_networkx(idx: Index) -> nx.MultiDiGraph:
         G.graph["input_embedding"] = None
     G.graph["input_embedding_slots"] = [s_nodes[s] for s in idx.ie_slots]
     G.graph["input_embedding_note"] = idx.ie_note
-    G.graph["declared"] = [dict(d) for d in idx.declared]
+    G.graph["declared"] = declared
     G.graph.update(idx.graph_attrs())
     return G
 
@@ -452,7 +464,9 @@ def from_networkx(G: nx.MultiDiGraph) -> Index:
     idx.fill_slot_roots()
     idx.set_canonical(m_canon, m_belongs, s_canon)
     _slot_starts(idx)
-    idx.declared = [dict(d) for d in G.graph.get("declared", [])]
+    from .declared import Declaration
+
+    idx.declared = [Declaration.from_dict(d) for d in G.graph.get("declared", [])]
     node = G.graph.get("input_embedding_node")
     if G.graph.get("input_embedding") is not None and node is not None:
         if node in module_number:

@@ -1,0 +1,178 @@
+"""The read-only internal interface over one graph: what the audit, the report and the pictures read.
+
+:class:`GraphView` answers from the compact index a :class:`tiegraph.TieGraph` holds, so that no room
+outside :mod:`tiegraph.graph` reaches into private attributes. Slots and modules are numbered as in the
+index (and as the networkx graph orders its nodes); every method is cheap and nothing here changes.
+
+A finding function (see :mod:`tiegraph.audit`) takes a ``GraphView``; ``view.tg`` is the public
+:class:`~tiegraph.TieGraph` for the public queries.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from ._index import CopyWrapper, TieConfig
+
+if TYPE_CHECKING:
+    from ._index import Index
+    from .declared import Declaration
+    from .graph import TieGraph
+
+__all__ = ["GraphView", "TensorFacts", "view_of"]
+
+
+@dataclass(frozen=True)
+class TensorFacts:
+    """What a slot's tensor is, without the tensor: dtype, shape, device, ``requires_grad``."""
+
+    number: int  # stands for the tensor object: the first slot holding it, where the builder knows
+    dtype: str
+    shape: tuple[int, ...]
+    device: str
+    requires_grad: bool
+
+
+class GraphView:
+    """Read-only access to one graph's index, numbered as the index numbers modules and slots."""
+
+    def __init__(self, tg: TieGraph, index: Index) -> None:
+        self.tg = tg
+        self._idx = index
+        self._groups: list[list[int]] | None = None
+
+    @property
+    def index(self) -> Index:
+        """The compact index itself, for room helpers that take it (``deployed.placement_of``, ...).
+
+        Read it, never change it: the graph, its queries and its pictures are derived from it.
+        """
+        return self._idx
+
+    # ------------------------------------------------------------------ modules
+    @property
+    def num_modules(self) -> int:
+        """How many module paths (aliases included)."""
+        return len(self._idx.m_path)
+
+    def module_path(self, i: int) -> str:
+        """Full path of module path ``i``."""
+        return self._idx.m_path[i]
+
+    def module_canonical(self, i: int) -> str:
+        """Canonical path of module path ``i``."""
+        return self._idx.canon_of(i)
+
+    def module_belongs(self, i: int) -> str:
+        """Canonical path of the model module that module path ``i`` belongs to (adapters: their layer)."""
+        return self._idx.belongs_of(i)
+
+    def module_cls(self, i: int) -> str:
+        """Class name of module path ``i``."""
+        return self._idx.m_cls[i]
+
+    def module_parent(self, i: int) -> int:
+        """Parent module path of ``i`` (-1 for the root)."""
+        return self._idx.m_parent[i]
+
+    def module_object(self, i: int) -> int:
+        """Distinct module object number (paths of one shared module have the same)."""
+        return self._idx.m_object[i]
+
+    # ------------------------------------------------------------------ slots
+    @property
+    def num_slots(self) -> int:
+        """How many slots (named parameters and buffers, aliases included)."""
+        return len(self._idx.s_name)
+
+    def slot_name(self, s: int) -> str:
+        """Full name of slot ``s``."""
+        return self._idx.s_name[s]
+
+    def slot_canonical(self, s: int) -> str:
+        """Canonical name of slot ``s``."""
+        return self._idx.slot_canon_of(s)
+
+    def slot_owner(self, s: int) -> int:
+        """Module path owning slot ``s``."""
+        return self._idx.s_owner[s]
+
+    def slot_attr(self, s: int) -> str:
+        """Attribute name of slot ``s`` on its owner."""
+        return self._idx.s_attr[s]
+
+    def is_parameter(self, s: int) -> bool:
+        """True for a parameter slot, False for a buffer slot."""
+        return self._idx.s_param[s]
+
+    def tensor(self, s: int) -> TensorFacts:
+        """The facts of the tensor in slot ``s``."""
+        idx = self._idx
+        meta = idx.meta_of(s)
+        number = idx.same_as.get(s, s)
+        return TensorFacts(number, meta.dtype, tuple(meta.shape), meta.device, meta.requires_grad)
+
+    def storage(self, s: int) -> tuple[int, int, int] | None:
+        """``(storage number, byte offset, byte length)`` that slot ``s`` reads, or None."""
+        idx = self._idx
+        t = idx.s_tensor[s]
+        number = idx.t_storage[t]
+        if number < 0:
+            return None
+        return number, idx.t_start[t], idx.t_stop[t] - idx.t_start[t]
+
+    def storage_facts(self, number: int) -> tuple[str, str, int]:
+        """``(label, device, nbytes)`` of storage ``number``."""
+        idx = self._idx
+        return idx.st_id[number], idx.st_device[number], idx.st_nbytes[number]
+
+    def group_of(self, s: int) -> int:
+        """The share component of slot ``s`` (a number; equal for slots that share memory)."""
+        return self._idx.s_root[s]
+
+    def groups(self) -> list[list[int]]:
+        """Slots per share component with two or more slots, each in slot order, in order of first slot."""
+        if self._groups is None:
+            members: dict[int, list[int]] = {}
+            for s, root in enumerate(self._idx.s_root):
+                members.setdefault(root, []).append(s)
+            self._groups = [slots for slots in members.values() if len(slots) > 1]
+        return self._groups
+
+    def shares(self) -> Sequence[tuple[int, int, str]]:
+        """The sharing pairs ``(slot, slot, how)`` the builder recorded."""
+        return self._idx.shares
+
+    # ------------------------------------------------------------------ the model's own words
+    @property
+    def declarations(self) -> Sequence[Declaration]:
+        """Every declared pair, in declaration order."""
+        return self._idx.declared
+
+    @property
+    def tie_config(self) -> TieConfig:
+        """The root model's tie flags (all None without a config)."""
+        return self._idx.tie_config or TieConfig()
+
+    @property
+    def modules_to_save(self) -> list[CopyWrapper]:
+        """PEFT ``ModulesToSaveWrapper`` modules: ``path``, ``canonical``, ``active``, ``adapters``."""
+        return list(self._idx.modules_to_save)
+
+    # ------------------------------------------------------------------ input embedding
+    @property
+    def input_embedding_module(self) -> int:
+        """Module path of the input embedding (its primary path), or -1 (none, or a bare tensor)."""
+        return self._idx.ie_module
+
+    @property
+    def input_embedding_slots(self) -> Sequence[int]:
+        """Slots inside the input embedding."""
+        return self._idx.ie_slots
+
+
+def view_of(tg: TieGraph) -> GraphView:
+    """The read-only internal view of a graph (cached on it)."""
+    return tg._view()

@@ -1,0 +1,165 @@
+"""The text report of a graph: tie groups, declared ties with their status, and the audit's findings.
+
+``str(tg)``, :meth:`tiegraph.TieGraph.report` and the ``tiegraph inspect`` text all print it. It reads the
+graph through the read-only :class:`tiegraph._view.GraphView` and the public queries.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from typing import TYPE_CHECKING
+
+from ._text import plural
+from ._view import view_of
+from .audit import audit
+
+if TYPE_CHECKING:
+    from .graph import TieGraph
+
+__all__ = ["report"]
+
+_WIDTH = 100
+_MAX_ROWS = 40
+_MAX_GROUPS = 20
+
+
+def report(tg: TieGraph) -> str:
+    """A compact table of tie groups, declared ties with their status, and findings; ``str(tg)`` too.
+
+    Names are canonical; where the model you gave names a place differently (wrappers), the full path
+    follows in brackets.
+
+    Examples
+    --------
+    >>> import torch, tiegraph
+    >>> class Tiny(torch.nn.Module):
+    ...     _tied_weights_keys = {"head.weight": "embed.weight"}
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.embed = torch.nn.Embedding(10, 4)
+    ...         self.head = torch.nn.Linear(4, 10, bias=False)
+    ...         self.head.weight = self.embed.weight
+    ...     def get_input_embeddings(self):
+    ...         return self.embed
+    >>> print(tiegraph.build_graph(Tiny()).report())
+    Tiny: 3 module paths, 2 slots, input embedding embed
+    <BLANKLINE>
+    Tie groups (1)
+      [1] float32 (10, 4) cpu
+        embed.weight
+        head.weight
+    <BLANKLINE>
+    Declared ties (1)
+      status  target       source        declared by
+      tied    head.weight  embed.weight  Tiny
+    <BLANKLINE>
+    Findings: none (declarations, config and memory agree)
+    """
+    view = view_of(tg)
+    lines: list[str] = []
+    root_cls = view.module_cls(0) if view.num_modules else "model"
+    embedding = tg.input_embedding()
+    full = tg.input_embedding(full_paths=True)
+    head = f"{root_cls}: {plural(tg.num_modules, 'module path')}, {plural(tg.num_slots, 'slot')}, "
+    head += f"input embedding {_both(embedding, full)}" if embedding is not None else "input embedding none"
+    lines.append(head)
+    flags = view.tie_config
+    said = (
+        [f"config.tie_word_embeddings={flags.tie_word_embeddings}"]
+        if flags.tie_word_embeddings is not None
+        else []
+    )
+    if flags.text_tie_word_embeddings is not None:
+        said.append(f"config.text_config.tie_word_embeddings={flags.text_tie_word_embeddings}")
+    if said:
+        lines.append(", ".join(said))
+    for wrapper in view.modules_to_save:
+        active = ", ".join(wrapper.active) or "none (original_module)"
+        lines.append(f"modules_to_save: {wrapper.canonical} [{wrapper.path}], active copy: {active}")
+
+    groups = sorted(view.groups(), key=lambda g: sorted(view.slot_canonical(s) for s in g))
+    blocks: list[str] = []
+    count = 0
+    for slots in groups:
+        names = sorted({(view.slot_canonical(s), view.slot_name(s)) for s in slots})
+        if len({canon for canon, _ in names}) < 2:
+            continue
+        count += 1
+        if count > _MAX_GROUPS:
+            continue
+        tensors = {view.tensor(s) for s in slots}
+        kinds = sorted({f"{t.dtype} {t.shape} {t.device}" for t in tensors})
+        blocks.append(f"  [{count}] " + "; ".join(kinds))
+        rows = [[canon, "" if full == canon else f"[{full}]"] for canon, full in names]
+        blocks += ["  " + line for line in _table(["", ""], rows, header_row=False)]
+    lines += ["", f"Tie groups ({count})"]
+    lines += blocks if blocks else ["  none"]
+    if count > _MAX_GROUPS:
+        lines.append(f"  ... {count - _MAX_GROUPS} more (all of them: tg.tie_groups())")
+
+    from .deployed import deployed_rows
+
+    placed = deployed_rows(view.index)
+    if placed:
+        lines += ["", f"Quantized or offloaded slots ({len(placed)})"]
+        lines += _table(["slot", "quantization", "placement", "runs on"], placed)
+
+    ties = view.declarations
+    lines += ["", f"Declared ties ({len(ties)})"]
+    rows = []
+    below: dict[int, str] = {}
+    for tie in ties:
+        by = tie.declared_by_cls
+        rows.append(
+            [tie.status, tie.target, tie.source, f"{tie.declared_by} ({by})" if tie.declared_by else by]
+        )
+        if (
+            tie.target_path != tie.target
+            or tie.source_path != tie.source
+            or tie.target_copy
+            or tie.source_copy
+        ):
+            target = (tie.target_path or tie.target) + _copy(tie.target_copy)
+            source = (tie.source_path or tie.source) + _copy(tie.source_copy)
+            below[len(rows) - 1] = f"[{target} <- {source}]"
+    table = _table(["status", "target", "source", "declared by"], rows) if rows else ["  none"]
+    indent = " " * (2 + max((len(r[0]) for r in rows), default=0) + 2)
+    for i, line in enumerate(table):
+        lines.append(line)
+        if i - 1 in below:
+            lines += textwrap.wrap(
+                below[i - 1], _WIDTH, initial_indent=indent, subsequent_indent=indent + " "
+            )
+
+    findings = audit(tg)
+    if not findings:
+        lines += ["", "Findings: none (declarations, config and memory agree)"]
+    else:
+        lines += ["", f"Findings ({len(findings)})"]
+        for finding in findings:
+            lines.append(f"  {finding.kind}: {', '.join(finding.paths)}")
+            lines += textwrap.wrap(finding.message, _WIDTH, initial_indent="    ", subsequent_indent="    ")
+    return "\n".join(lines)
+
+
+def _both(canonical: str | None, full: str | None) -> str:
+    if canonical is None:
+        return "none"
+    return canonical if not full or full == canonical else f"{canonical} [{full}]"
+
+
+def _copy(kind: str) -> str:
+    return f" ({kind} copy)" if kind else ""
+
+
+def _table(header: list[str], rows: list[list[str]], *, header_row: bool = True) -> list[str]:
+    shown = [header, *rows[:_MAX_ROWS]] if header_row else rows[:_MAX_ROWS]
+    widths = [max(len(row[i]) for row in shown) for i in range(len(header))]
+    out = []
+    for row in shown:
+        out.append(
+            ("  " + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True))).rstrip()
+        )
+    if len(rows) > _MAX_ROWS:
+        out.append(f"  ... {len(rows) - _MAX_ROWS} more")
+    return out
