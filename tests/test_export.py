@@ -18,7 +18,11 @@ from models import MODELS, PEFT_MODELS, seeded
 from torch import nn
 
 import tiegraph
+from tiegraph import _dot as dot_room
+from tiegraph import _json as json_room
+from tiegraph import _render as render_room
 from tiegraph import export
+from tiegraph.declared import Declaration
 from tiegraph.errors import PathNotFoundError
 from tiegraph.export import DOT_ATTRIBUTES, GraphFormatError, RenderError
 
@@ -217,7 +221,7 @@ def test_only_allowed_attributes(build):
 
 def test_attribute_outside_allow_list_is_refused():
     with pytest.raises(ValueError, match="allow-list"):
-        export._attrs(label="x", URL="http://example.com")
+        dot_room.attrs(label="x", URL="http://example.com")
 
 
 @pytest.mark.parametrize("name", sorted(PEFT_MODELS))
@@ -273,12 +277,12 @@ def test_shares_edges_styled_by_how(build):
             (attrs,) = [
                 a for a in _edge_attrs(g, ids[u], ids[v]) if a.get("dir") == "none" and "penwidth" in a
             ]
-            assert attrs["style"] == export._SHARE_STYLE[d["how"]][0]
+            assert attrs["style"] == dot_room.SHARE_STYLE[d["how"]][0]
             hows.add(d["how"])
     assert "same" in hows and len(hows) >= 2
     legend = _text(_nodes(g)["legend"]["label"])
     for how in hows:
-        assert export._SHARE_STYLE[how][1] in legend
+        assert dot_room.SHARE_STYLE[how][1] in legend
     # partial reads carry their byte range
     reads = [a.get("label", "") for u, v, a in _edges(g) if v.startswith("t")]
     assert "bytes 32..80" in reads
@@ -292,7 +296,7 @@ def test_declared_edges_styled_by_status(build):
     embed, head = ids["s:model.embed_tokens.weight"], ids["s:lm_head.weight"]
     assert _drawn_slots(g) == {embed, head}
     (attrs,) = [a for u, v, a in _edges(g) if (u, v) == (head, embed)]
-    color, style, text = export._DECLARED_STYLE["not-tied"]
+    color, style, text = dot_room.DECLARED_STYLE["not-tied"]
     assert (attrs["color"], attrs["style"], attrs["xlabel"]) == (color, style, text)
     assert len({v for u, v, _ in _edges(g) if v.startswith("t")}) == 2  # two storages: the copy is visible
     assert "shares memory with nothing" in _text(g.get("label"))
@@ -300,7 +304,7 @@ def test_declared_edges_styled_by_status(build):
 
 @pytest.mark.parametrize("status", ["tied", "not-tied", "gated-off", "unresolved"])
 def test_every_declared_status_has_a_style(build, status):
-    """A declares edge added by hand (TieGraph.from_graph), one per status."""
+    """A declaration and its declares edge added by hand (TieGraph.from_graph), one per status."""
     G = build(_tiny_tied()).graph.copy()
     G.add_node(
         "m:other", kind="module", path="other", canonical="other", belongs="other", cls="Linear", object=9
@@ -312,14 +316,27 @@ def test_every_declared_status_has_a_style(build, status):
         object=99,
     )  # fmt: skip
     G.add_edge("m:other", "s:other.weight", key="owns", kind="owns", attr="weight")
-    G.add_edge(
-        "s:other.weight", "s:embed.weight", key="declares", kind="declares", status=status, declared_by=""
-    )
+    slots = [n for n, kind in G.nodes(data="kind") if kind == "slot"]
+    declared = Declaration(
+        target_slot=slots.index("s:other.weight"),
+        source_slot=slots.index("s:embed.weight"),
+        target="other.weight",
+        source="embed.weight",
+        target_path="other.weight",
+        source_path="embed.weight",
+        declared_by="",
+        declared_by_cls="Module",
+        status=status,
+    ).to_dict()
+    G.graph["declared"] = [declared]
+    edge = {k: v for k, v in declared.items() if k not in ("target_slot", "source_slot")}
+    G.add_edge("s:other.weight", "s:embed.weight", key="declares", kind="declares", **edge)
     tg = tiegraph.TieGraph.from_graph(G)
+    assert [d.status for d in tg.declared_ties()] == [status]
     g = _dot(tg, show="groups")
     ids = _ids(tg)
     (attrs,) = [a for u, v, a in _edges(g) if (u, v) == (ids["s:other.weight"], ids["s:embed.weight"])]
-    color, style, text = export._DECLARED_STYLE[status]
+    color, style, text = dot_room.DECLARED_STYLE[status]
     assert (attrs["color"], attrs["style"]) == (color, style)
     assert text in _text(_nodes(g)["legend"]["label"])
     assert "<svg" in tg.to_svg(show="groups")
@@ -333,7 +350,7 @@ def test_modules_to_save_copy_is_drawn_beside_the_tied_original(build):
     copy = "base_model.model.lm_head.modules_to_save.default.weight"
     a, b = (_ids(tg)["s:" + n] for n in (original, copy))
     assert {a, b} <= _drawn_slots(g)
-    assert any(attrs.get("xlabel") == export._SAME_NAME[2] for attrs in _edge_attrs(g, a, b))
+    assert any(attrs.get("xlabel") == dot_room.SAME_NAME[2] for attrs in _edge_attrs(g, a, b))
 
 
 def test_t5_four_way_share(build):
@@ -455,7 +472,7 @@ def test_missing_pygraphviz_is_explained(build, monkeypatch):
 
 def test_graphviz_crash_is_an_error_not_a_dead_process(build, monkeypatch):
     """Graphviz segfaults on some layouts; it runs in a child process, so the caller gets a RenderError."""
-    monkeypatch.setattr(export, "_DRAW", "import os; os.abort()")
+    monkeypatch.setattr(render_room, "_DRAW", "import os; os.abort()")
     tg = build(_tiny_tied(), input_embedding="embed")
     with pytest.raises(RenderError, match="crashed"):
         tg.to_svg()
@@ -500,7 +517,7 @@ def _answers(tg: tiegraph.TieGraph) -> dict[str, Any]:
     out["declares"] = sorted(
         (u, v, d["status"]) for u, v, k, d in G.edges(keys=True, data=True) if k == "declares"
     )
-    out["declared"] = export._jsonable(G.graph.get("declared"))
+    out["declared"] = json_room._jsonable(G.graph.get("declared"))
     return out
 
 
@@ -537,3 +554,80 @@ def test_from_json_refuses_other_data():
         tiegraph.TieGraph.from_json(broken)
     assert isinstance(GraphFormatError("x"), tiegraph.TiegraphError)
     assert tiegraph.TieGraph.from_json(json.dumps(data)).tie_groups() == [["embed.weight", "head.weight"]]
+
+
+# ------------------------------------------------------------------------------------------ one engine
+
+
+def _two_paths_one_place() -> nn.Module:
+    """One Linear seen through two segments of a registered wrapper: two slots, one canonical name."""
+
+    class Twice(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = nn.Linear(2, 2, bias=False)
+            self.alias = self.inner
+
+    return Twice()
+
+
+def test_one_place_through_two_wrapper_paths_is_not_a_tie_anywhere(build):
+    """Issue 12.1: the repr and the picture captions counted tie groups by slot (1) while tie_groups()
+    counts canonical names ([]); all of them now ask TieGraph."""
+    model = _two_paths_one_place()
+    rule = tiegraph.register_wrapper(type(model), drop=("inner", "alias"))
+    try:
+        tg = build(model)
+    finally:
+        tiegraph.naming.unregister_wrapper(rule)
+    assert tg.tie_groups() == []
+    assert tg.tie_groups(full_paths=True) == [["alias.weight", "inner.weight"]]
+    assert "0 tie groups" in repr(tg)
+    for show in ("groups", "all"):
+        caption = _text(_dot(tg, show=show).get("label"))
+        assert "0 tie groups" in caption, caption
+        assert "one place named through several wrapper paths" in caption
+    assert "0 tie groups" in tg._repr_html_()
+
+
+@pytest.mark.parametrize("wrap", [lambda m: m, torch.compile], ids=["plain", "compiled"])
+def test_component_of_the_root_is_every_slot(build, wrap):
+    """Issue 12.1: component("") was every slot from TieGraph but only the root's own slots from the
+    graph walk behind to_dot(component=""); both now answer every slot."""
+    m = nn.Module()
+    m.w = nn.Parameter(torch.zeros(2))
+    m.embed = nn.Embedding(8, 4)
+    m.head = nn.Linear(4, 8, bias=False)
+    m.head.weight = m.embed.weight
+    tg = build(wrap(m))
+    assert tg.component("") == ["embed.weight", "head.weight", "w"]
+    assert tg.component("", full_paths=True) == sorted(tg.graph.nodes[n]["name"] for n in _slot_nodes(tg))
+    drawn = {
+        _text(a["label"]).split("\n")[0] for n, a in _nodes(_dot(tg, component="")).items() if n[0] == "s"
+    }
+    assert drawn == set(tg.component(""))
+    assert "not drawn" not in _text(_dot(tg, component="").get("label"))
+
+
+def _slot_nodes(tg):
+    return [n for n, kind in tg.graph.nodes(data="kind") if kind == "slot"]
+
+
+def test_jupyter_renders_the_picture_once_per_display(build, monkeypatch):
+    """Issue 12.3: IPython asks for HTML and SVG of one object; Graphviz runs once, not twice."""
+    from IPython.core.formatters import DisplayFormatter
+
+    calls = []
+    real = render_room.draw
+
+    def counted(dot, format, timeout=120.0):
+        calls.append(format)
+        return real(dot, format, timeout)
+
+    monkeypatch.setattr(render_room, "draw", counted)
+    tg = build(_tiny_tied())
+    data, _ = DisplayFormatter().format(tg)
+    assert "<svg" in data["image/svg+xml"] and "<svg" in data["text/html"]
+    assert calls == ["svg"]
+    DisplayFormatter().format(tg)
+    assert calls == ["svg"], "a second display reuses the picture"

@@ -145,6 +145,13 @@ class GraphView:
         """The sharing pairs ``(slot, slot, how)`` the builder recorded."""
         return self._idx.shares
 
+    def resolve(self, name: str) -> list[int]:
+        """Slots a full or canonical slot name names, or every slot under a module path (``""``: all).
+
+        Raises :class:`~tiegraph.errors.PathNotFoundError` naming the nearest names.
+        """
+        return self.tg._resolve_slots(name)
+
     # ------------------------------------------------------------------ the model's own words
     @property
     def declarations(self) -> Sequence[Declaration]:

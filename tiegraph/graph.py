@@ -20,7 +20,6 @@ Edges (a :class:`networkx.MultiDiGraph`; the edge key is its kind):
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from typing import TYPE_CHECKING, Any
 
 import networkx as nx
@@ -34,7 +33,7 @@ if TYPE_CHECKING:
     from .declared import DeclaredTie
 
 
-__all__ = ["EDGE_KINDS", "NODE_KINDS", "TieGraph", "lint"]
+__all__ = ["EDGE_KINDS", "NODE_KINDS", "TieGraph", "to_networkx"]
 
 NODE_KINDS = ("module", "slot", "storage")
 EDGE_KINDS = ("child", "owns", "reads", "shares", "declares")
@@ -74,6 +73,8 @@ class TieGraph:
         self._graph: nx.MultiDiGraph | None = None
         self._members: dict[int, list[int]] | None = None
         self._view_cache: GraphView | None = None
+        self._svg: str | None = None  # the default picture, rendered once (Jupyter asks for HTML and SVG)
+        self._svg_done = False
 
     def _view(self) -> GraphView:
         """The read-only internal interface the audit, report and exports read (see :mod:`tiegraph._view`)."""
@@ -92,6 +93,8 @@ class TieGraph:
     @classmethod
     def from_graph(cls, G: nx.MultiDiGraph) -> TieGraph:
         """A TieGraph from a graph made by :attr:`graph` (e.g. reloaded from JSON)."""
+        from ._json import from_networkx
+
         tg = cls(from_networkx(G))
         tg._graph = G
         return tg
@@ -273,14 +276,19 @@ class TieGraph:
         write(self, path, **options)
 
     def _repr_svg_(self) -> str | None:
-        from .export import repr_svg
+        """The default picture as SVG for Jupyter (None without a renderer), rendered once per graph."""
+        if not self._svg_done:
+            from ._render import repr_svg
 
-        return repr_svg(self)
+            self._svg = repr_svg(self)
+            self._svg_done = True
+        return self._svg
 
     def _repr_html_(self) -> str:
-        from .export import repr_html
+        """A short summary and the default picture (the same rendering as :meth:`_repr_svg_`)."""
+        from ._render import repr_html
 
-        return repr_html(self)
+        return repr_html(self, self._repr_svg_() or "")
 
     # ------------------------------------------------------------------ summaries
     @property
@@ -302,7 +310,7 @@ class TieGraph:
         )
 
 
-def _module_node(path: str) -> str:
+def module_node(path: str) -> str:
     return "m:" + path
 
 
@@ -313,7 +321,7 @@ def _slot_node(name: str) -> str:
 def to_networkx(idx: Index) -> nx.MultiDiGraph:
     """Build the public networkx graph from the index alone (no walk over the model)."""
     G = nx.MultiDiGraph()
-    m_nodes = [_module_node(p) for p in idx.m_path]
+    m_nodes = [module_node(p) for p in idx.m_path]
     s_nodes = [_slot_node(n) for n in idx.s_name]
     for i, node in enumerate(m_nodes):
         G.add_node(
@@ -387,152 +395,10 @@ def to_networkx(idx: Index) -> nx.MultiDiGraph:
     return G
 
 
-def from_networkx(G: nx.MultiDiGraph) -> Index:
-    """Rebuild the compact index from a graph made by :func:`to_networkx` (e.g. reloaded from JSON)."""
-    lint(G)
-    idx = Index()
-    module_number: dict[str, int] = {}
-    slot_number: dict[str, int] = {}
-    storage_number: dict[str, int] = {}
-    m_canon: list[str] = []
-    m_belongs: list[str] = []
-    s_canon: list[str] = []
-    for node, data in G.nodes(data=True):
-        kind = data["kind"]
-        if kind == "module":
-            module_number[node] = len(idx.m_path)
-            idx.m_path.append(data["path"])
-            m_canon.append(data["canonical"])
-            m_belongs.append(data["belongs"])
-            idx.m_cls.append(data["cls"])
-            idx.m_object.append(int(data["object"]))
-            idx.m_parent.append(-1)
-            idx.m_name.append("")
-        elif kind == "storage":
-            storage_number[node] = len(idx.st_id)
-            idx.st_id.append(data["storage_id"])
-            idx.st_device.append(data["device"])
-            idx.st_nbytes.append(int(data["nbytes"]))
-    objects: dict[int, int] = {}
-    read_facts: list[tuple[str | None, str | None, str | None]] = []
-    for node, data in G.nodes(data=True):
-        if data["kind"] != "slot":
-            continue
-        slot_number[node] = len(idx.s_name)
-        idx.s_name.append(data["name"])
-        s_canon.append(data["canonical"])
-        idx.s_owner.append(module_number[_module_node(data["owner"])])
-        idx.s_attr.append(data["attr"])
-        idx.s_param.append(data["tensor"] == "parameter")
-        obj = int(data["object"])
-        t = objects.get(obj)
-        if t is None:
-            t = objects[obj] = len(idx.t_dtype)
-            idx.t_dtype.append(data["dtype"])
-            idx.t_shape.append(tuple(data["shape"]))
-            idx.t_device.append(data["device"])
-            idx.t_grad.append(bool(data["requires_grad"]))
-            idx.t_storage.append(-1)
-            idx.t_start.append(0)
-            idx.t_stop.append(0)
-        idx.s_tensor.append(t)
-        read_facts.append((data.get("placement"), data.get("execution_device"), data.get("quantization")))
-    parent = list(range(len(idx.t_dtype)))
+def __getattr__(name: str) -> Any:
+    """``lint`` and ``from_networkx`` moved to :mod:`tiegraph._json` (the JSON I/O room); still found here."""
+    if name in ("lint", "from_networkx"):
+        from . import _json
 
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for u, v, kind, data in G.edges(keys=True, data=True):
-        if kind == "child":
-            idx.m_parent[module_number[v]] = module_number[u]
-            idx.m_name[module_number[v]] = data["name"]
-        elif kind == "reads":
-            t = idx.s_tensor[slot_number[u]]
-            idx.t_storage[t] = storage_number[v]
-            idx.t_start[t] = int(data["offset"])
-            idx.t_stop[t] = int(data["offset"]) + int(data["nbytes"])
-        elif kind == "shares":
-            a, b = slot_number[u], slot_number[v]
-            idx.shares.append((a, b, data["how"]))
-            ra, rb = find(idx.s_tensor[a]), find(idx.s_tensor[b])
-            if ra != rb:
-                parent[max(ra, rb)] = min(ra, rb)
-    idx.t_root = [find(i) for i in range(len(parent))]
-    idx.fill_slot_roots()
-    idx.set_canonical(m_canon, m_belongs, s_canon)
-    _slot_starts(idx)
-    from .declared import Declaration
-
-    idx.declared = [Declaration.from_dict(d) for d in G.graph.get("declared", [])]
-    node = G.graph.get("input_embedding_node")
-    if G.graph.get("input_embedding") is not None and node is not None:
-        if node in module_number:
-            idx.ie_module = module_number[node]
-        idx.ie_slots = [slot_number[s] for s in G.graph.get("input_embedding_slots", [])]
-    idx.ie_note = G.graph.get("input_embedding_note", "")
-    reserved = {
-        "input_embedding",
-        "input_embedding_node",
-        "input_embedding_slots",
-        "input_embedding_note",
-        "declared",
-    }
-    idx.set_graph_attrs({k: v for k, v in G.graph.items() if k not in reserved})
-    from .deployed import read_slot_facts
-
-    read_slot_facts(idx, read_facts)
-    return idx
-
-
-def lint(G: nx.MultiDiGraph) -> None:
-    """Check the graph's invariants; raise ``ValueError`` naming the first node or edge that breaks one.
-
-    Every node has a known kind; every edge's key is its kind and joins the right node kinds; every slot
-    has exactly one owner and reads at most one storage; every module but the root has one parent.
-    """
-    ends = {
-        "child": ("module", "module"),
-        "owns": ("module", "slot"),
-        "reads": ("slot", "storage"),
-        "shares": ("slot", "slot"),
-        "declares": ("slot", "slot"),
-    }
-    for node, kind in G.nodes(data="kind"):
-        if kind not in NODE_KINDS:
-            raise ValueError(f"node {node!r} has kind {kind!r}; expected one of {NODE_KINDS}")
-    for u, v, key, data in G.edges(keys=True, data=True):
-        want = ends.get(key)
-        if want is None or data.get("kind") != key:
-            raise ValueError(f"edge {u!r} -> {v!r} has key {key!r} and kind {data.get('kind')!r}")
-        got = (G.nodes[u]["kind"], G.nodes[v]["kind"])
-        if got != want:
-            raise ValueError(f"{key} edge {u!r} -> {v!r} joins {got}, expected {want}")
-        if key == "shares" and data.get("how") not in SHARE_HOWS:
-            raise ValueError(f"shares edge {u!r} -> {v!r} has how={data.get('how')!r}")
-        if key == "declares" and data.get("status") not in DECLARED_STATUSES:
-            raise ValueError(f"declares edge {u!r} -> {v!r} has status={data.get('status')!r}")
-    roots = 0
-    for node, data in G.nodes(data=True):
-        incoming = [k for _, _, k in G.in_edges(node, keys=True)]
-        if data["kind"] == "slot":
-            if incoming.count("owns") != 1:
-                raise ValueError(f"slot {node!r} has {incoming.count('owns')} owners; expected exactly one")
-            reads = sum(1 for _, _, k in G.out_edges(node, keys=True) if k == "reads")
-            if reads > 1:
-                raise ValueError(f"slot {node!r} reads {reads} storages; expected at most one")
-        elif data["kind"] == "module":
-            parents = incoming.count("child")
-            roots += parents == 0
-            if parents > 1:
-                raise ValueError(f"module path {node!r} has {parents} parents; expected one")
-    if G.number_of_nodes() and roots != 1:
-        raise ValueError(f"the graph has {roots} root modules; expected one")
-
-
-def _slot_starts(idx: Index) -> None:
-    """Fill ``m_slot0``: slots come in module order (as graphs keep them), so a bisection finds each start."""
-    owners = idx.s_owner
-    idx.m_slot0 = [bisect_left(owners, i) for i in range(len(idx.m_path))]
+        return getattr(_json, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,9 @@
-"""Free functions over the networkx graph: the reference answers.
+"""The oracle: every query answered again by walking the networkx graph, never the index.
 
-:class:`tiegraph.TieGraph` answers the same questions from its compact index (faster); the test suite checks
-that both agree on every graph it builds. Each function takes the graph ``G`` from :attr:`TieGraph.graph`.
+:class:`tiegraph.TieGraph` is the one query engine (it answers from its compact index, and the pictures
+and reports ask it); :func:`invariants.check_invariants` checks it against these free functions on every
+graph the suite builds, for every slot and every module path, the root ``""`` included. Each function
+takes the graph ``G`` from :attr:`TieGraph.graph`.
 """
 
 from __future__ import annotations
@@ -10,9 +12,9 @@ from collections.abc import Iterable
 
 import networkx as nx
 
-from .errors import NoInputEmbeddingError, PathNotFoundError
+from tiegraph.errors import NoInputEmbeddingError, PathNotFoundError
 
-__all__ = ["component", "input_embedding", "tie_groups", "tied_to_input_embedding"]
+__all__ = ["component", "input_embedding", "resolve_slots", "tie_groups", "tied_to_input_embedding"]
 
 
 def _shares_components(G: nx.MultiDiGraph) -> dict[str, int]:
@@ -107,20 +109,23 @@ def resolve_slots(G: nx.MultiDiGraph, name: str) -> list[str]:
         if d["kind"] == "module" and (d["path"] == name or d["canonical"] == name or d["belongs"] == name)
     ]
     if not modules:
-        from .build import _not_found
-
-        pool = [d.get("name") or d.get("path") or "" for _, d in G.nodes(data=True) if d["kind"] != "storage"]
-        raise PathNotFoundError(_not_found(f"{name!r} names no slot or module of the model", name, pool))
-    found: list[str] = []
+        raise PathNotFoundError(f"{name!r} names no slot or module of the model")
+    found: set[str] = set()
     for module in modules:
-        for _, slot, kind in G.out_edges(module, keys=True):
-            if kind == "owns":
-                found.append(slot)
-        prefix = G.nodes[module]["path"]
-        for n, d in G.nodes(data=True):
-            if d["kind"] == "slot" and prefix and d["owner"].startswith(prefix + "."):
-                found.append(n)
-    return found
+        # the module and everything under it, by following child edges (aliases included)
+        stack = [module]
+        seen = set()
+        while stack:
+            m = stack.pop()
+            if m in seen:
+                continue
+            seen.add(m)
+            for _, v, kind in G.out_edges(m, keys=True):
+                if kind == "owns":
+                    found.add(v)
+                elif kind == "child":
+                    stack.append(v)
+    return sorted(found)
 
 
 def component(G: nx.MultiDiGraph, name: str, *, full_paths: bool = False) -> list[str]:

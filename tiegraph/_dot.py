@@ -1,0 +1,461 @@
+"""The picture as DOT: nodes, clusters and edges with tiegraph's own ids and styles, and the legend.
+
+Written with pydot, tiegraph's own node ids and ``label=`` (names contain ``.`` and may contain ``:``, which
+pydot reads as a port; a node called ``node`` would vanish), and only the attributes in
+:data:`DOT_ATTRIBUTES`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+from ._picture import SHOW, Picture, esc, hidden_note, runs, select
+from ._text import plural
+
+if TYPE_CHECKING:
+    import pydot
+
+    from .graph import TieGraph
+
+#: The only DOT attributes tiegraph writes (graph, cluster, node and edge attributes together).
+DOT_ATTRIBUTES = frozenset(
+    {
+        # graph and clusters
+        "rankdir", "newrank", "nodesep", "ranksep", "labelloc", "labeljust", "bgcolor", "margin",
+        # shared
+        "label", "style", "color", "fillcolor", "fontcolor", "fontname", "fontsize", "penwidth", "tooltip",
+        # nodes
+        "shape", "width", "height",
+        # edges
+        "dir", "arrowhead", "arrowsize", "constraint", "minlen", "xlabel",
+    }
+)  # fmt: skip
+
+FONT = "Helvetica,Arial,sans-serif"
+GRAY = "#666666"
+SHARE_STYLE = {  # how -> (style, legend text)
+    "same": ("solid", "same object"),
+    "view": ("dashed", "view of the same storage"),
+    "overlap": ("dotted", "overlapping bytes"),
+}
+SHARE_COLOR = "#1f4e9c"
+DECLARED_STYLE = {  # status -> (color, style, edge label)
+    "tied": ("#2e7d32", "solid", "declared: tied"),
+    "not-tied": ("#c62828", "dashed", "declared, NOT tied"),
+    "gated-off": ("#9e9e9e", "dashed", "declared, gated off"),
+    "unresolved": ("#ef6c00", "dotted", "declared, unresolved"),
+}
+SAME_NAME = ("#c62828", "dotted", "same name, not shared")
+EMBED_FILL = "#fff3b0"
+SLOT_FILL = "#ffffff"
+BUFFER_FILL = "#eef3fb"
+STORAGE_FILL = "#e8e8e8"
+COLLAPSED_FILL = "#f4f4f4"
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def attrs(**values: Any) -> dict[str, Any]:
+    """DOT attributes, checked against the allow-list; None values are dropped."""
+    unknown = set(values) - DOT_ATTRIBUTES
+    if unknown:
+        raise ValueError(f"DOT attributes {sorted(unknown)} are not in tiegraph's allow-list")
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def plain(text: str) -> str:
+    """Text for a quoted DOT string (escString): backslashes doubled, no newlines."""
+    return text.replace("\\", "\\\\").replace("\n", " ")
+
+
+def html_label(*lines: str, align: str | None = None) -> str:
+    """An HTML-like label from already escaped lines (centred, or all aligned ``LEFT``)."""
+    if align is None:
+        return "<" + "<BR/>".join(lines) + ">"
+    br = f'<BR ALIGN="{align}"/>'
+    return "<" + br.join(lines) + br + ">"
+
+
+def small(text: str, color: str = GRAY, size: int = 9) -> str:
+    return f'<FONT POINT-SIZE="{size}" COLOR="{color}">{text}</FONT>'
+
+
+def size_text(nbytes: int) -> str:
+    """Bytes for people: ``512 B``, ``4.0 KiB``."""
+    value = float(nbytes)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def shape_text(shape: Iterable[int]) -> str:
+    dims = list(shape)
+    return "×".join(str(d) for d in dims) if dims else "scalar"
+
+
+# ---------------------------------------------------------------------------------------------- drawing
+
+
+def to_pydot(
+    tg: TieGraph,
+    *,
+    show: str = "embedding",
+    component: str | None = None,
+    full_paths: bool = True,
+    storage: bool = True,
+    collapse: bool = True,
+    legend: bool = True,
+    rankdir: str = "LR",
+) -> pydot.Dot:
+    """The picture of what shares memory, as a ``pydot.Dot``.
+
+    Parameters
+    ----------
+    tg
+        The graph to draw.
+    show
+        ``"embedding"`` (default): the tie group(s) of the input embedding (every tie group when the model
+        has no input embedding); ``"groups"``: every tie group; ``"all"``: the whole module tree, with
+        runs of identical numbered layers that hold nothing tied collapsed into one node.
+    component
+        A slot or module name (full or canonical; ``""`` is the whole model): draw the tie groups of its
+        slots instead.
+    full_paths
+        Under each canonical slot name, also print its full path when the two differ.
+    storage
+        Draw the storage each shown tie-group slot reads (a cylinder, labelled by the dtype, shape and
+        size of what is stored there, and its device).
+    collapse
+        With ``show="all"``, collapse runs of two or more identical numbered children that hold nothing
+        tied (``model.layers.0..79``).
+    legend
+        Add a legend of the node shapes and edge styles used in the picture.
+    rankdir
+        Graphviz layout direction (``"LR"`` or ``"TB"``).
+
+    Returns
+    -------
+    pydot.Dot
+        With the node ids described in :mod:`tiegraph.export`. Besides the picked slots, the picture
+        includes the other end of each declared tie touching them and every slot with the same canonical
+        name (an untied ``modules_to_save`` copy, a reloaded copy), so an untie is visible.
+
+    Raises
+    ------
+    ValueError
+        If ``show`` or ``rankdir`` is not one of the values above.
+    PathNotFoundError
+        If ``component`` names no slot or module.
+
+    Examples
+    --------
+    >>> import torch, tiegraph
+    >>> m = torch.nn.Module()
+    >>> m.embed = torch.nn.Embedding(8, 4)
+    >>> m.head = torch.nn.Linear(4, 8, bias=False)
+    >>> m.head.weight = m.embed.weight
+    >>> dot = tiegraph.build_graph(m, input_embedding="embed").to_pydot(legend=False)
+    >>> sorted(n.get_name() for n in dot.get_node_list() if n.get_name() not in ("node", "edge", "graph"))
+    ['t0']
+    >>> [(e.get_source(), e.get_destination()) for e in dot.get_edge_list()]
+    [('s0', 't0'), ('s1', 't0'), ('s0', 's1')]
+    """
+    import pydot
+
+    if show not in SHOW:
+        raise ValueError(f"show={show!r}; expected one of {SHOW} (or name a slot or module with component=)")
+    if rankdir not in ("LR", "TB", "RL", "BT"):
+        raise ValueError(f"rankdir={rankdir!r}; expected 'LR' or 'TB'")
+    pic = Picture(tg)
+    view = pic.view
+    chosen, title, notes = select(pic, show, component)
+    whole = component is None and show == "all"
+
+    dot = pydot.Dot(
+        "tiegraph",
+        graph_type="digraph",
+        **attrs(rankdir=rankdir, newrank="true", nodesep="0.25", ranksep="0.5", fontname=FONT),
+    )
+    dot.set_node_defaults(**attrs(fontname=FONT, fontsize="11"))
+    dot.set_edge_defaults(**attrs(fontname=FONT, fontsize="9"))
+
+    # -- what to draw: slots, the modules holding them, collapsed runs
+    collapsed: dict[int, list[list[int]]] = {}  # parent module -> runs of collapsed children
+    hidden_modules: set[int] = set()
+    if whole and collapse:
+        keep = pic.tied | pic.declared_ends
+        for m in pic.modules:
+            if m in hidden_modules:
+                continue
+            found = runs(pic, m, keep)
+            if found:
+                collapsed[m] = found
+                for r in found:
+                    for c in r:
+                        hidden_modules.update(pic.subtree(c))
+        chosen = {s for s in chosen if pic.owner[s] not in hidden_modules}
+    if not whole:
+        notes.extend(hidden_note(pic, chosen))
+
+    clusters: dict[int, Any] = {}
+    root = pic.by_path.get("")
+
+    def cluster_of(module: int | None) -> Any:
+        """The (nested) cluster drawing ``module``; the root module has none (it is the picture)."""
+        if module is None or module == root:
+            return dot
+        found = clusters.get(module)
+        if found is not None:
+            return found
+        parent = pic.parent.get(module)
+        path = pic.path(module)
+        segment = path[len(pic.path(parent)) + 1 :] if parent is not None and pic.path(parent) else path
+        cls = view.module_cls(module)
+        wrapper = parent is not None and view.module_canonical(parent) == view.module_canonical(module)
+        is_embedding = module == pic.embedding_module
+        lines = [f"<B>{esc(segment)}</B> {small(esc(cls), size=10)}"]
+        if is_embedding:
+            lines.append(small("input embedding", color="#8a6d00", size=10))
+        elif wrapper:
+            lines.append(small("wrapper: not part of canonical names", size=9))
+        cluster = pydot.Cluster(
+            f"m{module}",
+            **attrs(
+                label=html_label(*lines, align="LEFT"),
+                labeljust="l",
+                style="rounded,dashed" if wrapper else "rounded,filled" if is_embedding else "rounded",
+                color="#8a6d00" if is_embedding else "#9a9a9a",
+                fillcolor="#fffbe6" if is_embedding else None,
+                tooltip=plain(f"{path or '(root)'}: {cls}"),
+            ),
+        )
+        clusters[module] = cluster
+        # pydot types add_subgraph as taking Subgraph, but Graphviz clusters are pydot.Cluster
+        cluster_of(parent).add_subgraph(cluster)
+        return cluster
+
+    from .deployed import slot_facts
+
+    served = slot_facts(view.index)  # (placement, execution device, quantization) per slot
+    used: set[str] = set()  # legend entries
+    slot_order = [s for s in pic.slots if s in chosen]
+    # dot stacks what is added first at the bottom of an LR picture: add in reverse to read top-down
+    for s in reversed(slot_order) if rankdir in ("LR", "RL") else slot_order:
+        canonical, name = pic.canonical(s), pic.name(s)
+        t = view.tensor(s)
+        parameter = view.is_parameter(s)
+        lines = [f"<B>{esc(canonical)}</B>"]
+        if full_paths and name != canonical:
+            lines.append(small(esc(name)))
+        facts = [shape_text(t.shape), t.dtype, t.device]
+        placement, _, quantization = served[s]
+        if quantization:
+            facts.insert(2, quantization)
+        if placement not in (None, t.device):
+            facts.append(f"served from {placement}")
+        if not parameter:
+            facts.append("buffer")
+        elif not t.requires_grad:
+            facts.append("frozen")
+        lines.append(small(esc(" · ".join(facts))))
+        embedding = s in pic.embedding_slots
+        # the embedding's fill replaces the parameter look; a buffer stays dashed, so it keeps its entry
+        used.add("embedding" if embedding and parameter else "parameter" if parameter else "buffer")
+        if embedding:
+            used.add("embedding")
+        fill = EMBED_FILL if embedding else SLOT_FILL if parameter else BUFFER_FILL
+        node = pydot.Node(
+            f"s{s}",
+            **attrs(
+                label=html_label(*lines),
+                shape="box",
+                style="rounded,filled" if parameter else "rounded,filled,dashed",
+                fillcolor=fill,
+                color="#8a6d00" if embedding else "#444444",
+                tooltip=plain(name),
+            ),
+        )
+        cluster_of(pic.owner[s]).add_node(node)
+
+    for parent, found in collapsed.items():
+        for r in found:
+            first, final = pic.path(r[0]), pic.path(r[-1])
+            classes = sorted({view.module_cls(c) for c in r})
+            per = len(pic.slots_under(r[0]))
+            label = html_label(
+                f"<B>{len(r)} identical layers collapsed</B>",
+                esc(f"{first} … {final.rsplit('.', 1)[-1]}"),
+                small(esc(f"{', '.join(classes)} × {len(r)} · {plural(per, 'slot')} each · nothing shared")),
+            )
+            node = pydot.Node(
+                f"c{r[0]}",
+                **attrs(
+                    label=label,
+                    shape="box3d",
+                    style="filled",
+                    fillcolor=COLLAPSED_FILL,
+                    color="#777777",
+                    tooltip=plain(f"{first} .. {final}: {len(r)} × {', '.join(classes)}"),
+                ),
+            )
+            cluster_of(parent).add_node(node)
+            used.add("collapsed")
+        total = sum(len(r) for r in found)
+        notes.append(f"{esc(pic.path(parent))}: {total} identical layers collapsed")
+
+    # -- storages and edges
+    if storage:
+        storages: dict[int, list[int]] = {}
+        for s in slot_order:
+            if s in pic.storage and (not whole or s in pic.tied or s in pic.declared_ends):
+                storages.setdefault(pic.storage[s][0], []).append(s)
+        for number, readers in storages.items():
+            label, device, nbytes = view.storage_facts(number)
+            dot.add_node(
+                pydot.Node(
+                    f"t{number}",
+                    **attrs(
+                        label=html_label(*_storage_lines(pic, readers, device, nbytes)),
+                        shape="cylinder",
+                        style="filled",
+                        fillcolor=STORAGE_FILL,
+                        color="#555555",
+                        tooltip=plain(label),
+                    ),
+                )
+            )
+            used.add("storage")
+            for s in readers:
+                _, offset, length = pic.storage[s]
+                partial = offset != 0 or length != nbytes
+                dot.add_edge(
+                    pydot.Edge(
+                        f"s{s}",
+                        f"t{number}",
+                        **attrs(
+                            color="#9a9a9a",
+                            arrowhead="none",
+                            label=f"bytes {offset}..{offset + length}" if partial else None,
+                            fontcolor=GRAY,
+                            tooltip=plain(f"{pic.name(s)} reads bytes {offset}..{offset + length}"),
+                        ),
+                    )
+                )
+
+    def relation(a: int, b: int, color: str, style: str, tooltip: str, **extra: Any) -> None:
+        """A slot-to-slot edge: drawn, but left out of the ranking (labels go in ``xlabel``: Graphviz
+        crashes on labelled edges that do not constrain the layout)."""
+        extra.setdefault("penwidth", "2")
+        values = attrs(color=color, style=style, constraint="false", tooltip=plain(tooltip), **extra)
+        dot.add_edge(pydot.Edge(f"s{a}", f"s{b}", **values))
+
+    for (a, b), how in pic.shares.items():
+        if a in chosen and b in chosen:
+            style, text = SHARE_STYLE[how]
+            names = f"{pic.name(a)} -- {pic.name(b)}"
+            relation(a, b, SHARE_COLOR, style, f"shares ({text}): {names}", penwidth="2.5", dir="none")
+            used.add(f"shares:{how}")
+    for d in pic.declares:
+        u, v = d.target_slot, d.source_slot
+        if u in chosen and v in chosen:
+            color, style, text = DECLARED_STYLE.get(d.status, DECLARED_STYLE["unresolved"])
+            tip = f"{text}: {pic.name(u)} -> {pic.name(v)} (declared by {d.declared_by or '(root)'})"
+            xlabel = None if d.status == "tied" else plain(text)
+            relation(u, v, color, style, tip, fontcolor=color, xlabel=xlabel)
+            used.add(f"declares:{d.status}")
+    by_name: dict[str, list[int]] = {}
+    for s in slot_order:
+        by_name.setdefault(pic.canonical(s), []).append(s)
+    for name, slots in by_name.items():
+        heads: dict[int, int] = {}
+        for s in slots:
+            heads.setdefault(pic.group[s], s)
+        color, style, text = SAME_NAME
+        for a, b in itertools.pairwise(heads.values()):
+            tip = f"{name}: two copies at different memory"
+            relation(a, b, color, style, tip, fontcolor=color, dir="none", xlabel=text)
+            used.add("same-name")
+
+    unresolved = [d for d in view.declarations if d.status == "unresolved"]
+    if unresolved:
+        notes.append(f"{plural(len(unresolved), 'declared tie')} unresolved (the names match nothing)")
+    root_cls = view.module_cls(root) if root is not None else "?"
+    caption = [f'<FONT POINT-SIZE="14">{title}</FONT>', small(esc(f"model: {root_cls}"), size=10)]
+    caption += [small(n, size=10) for n in notes]
+    dot.set("label", html_label(*caption, align="LEFT"))
+    dot.set("labelloc", "t")
+    dot.set("labeljust", "l")
+    table = legend_table(used) if legend else None
+    if table is not None:
+        dot.add_node(pydot.Node("legend", **attrs(shape="plaintext", label=table, margin="0")))
+    return dot
+
+
+def _storage_lines(pic: Picture, readers: list[int], device: str, nbytes: int) -> list[str]:
+    """A storage's label: what is stored there (dtype and shape of a slot reading all of it), size, device."""
+    view = pic.view
+    whole = [s for s in readers if pic.storage[s][1] == 0 and pic.storage[s][2] == nbytes]
+    facts = view.tensor(whole[0] if whole else readers[0])
+    what = f"{facts.dtype} {shape_text(facts.shape)}" if whole else f"{facts.dtype}, read in parts"
+    return ["<B>storage</B>", small(esc(f"{what} · {size_text(nbytes)} · {device}"))]
+
+
+def legend_table(used: set[str]) -> str | None:
+    """An HTML-table label explaining the node and edge styles that appear in the picture (or None)."""
+    rows: list[str] = []
+
+    def row(sample: str, text: str) -> None:
+        rows.append(f'<TR>{sample}<TD ALIGN="LEFT">{esc(text)}</TD></TR>')
+
+    def box(fill: str, color: str, style: str = "rounded") -> str:
+        return f'<TD BGCOLOR="{fill}" COLOR="{color}" BORDER="1" STYLE="{style}" WIDTH="36" HEIGHT="14"></TD>'
+
+    def line(color: str, style: str) -> str:
+        return f'<TD SIDES="B" BORDER="2" COLOR="{color}" STYLE="{style}" WIDTH="36" HEIGHT="10"></TD>'
+
+    if "embedding" in used:
+        row(box(EMBED_FILL, "#8a6d00"), "slot of the input embedding")
+    if "parameter" in used:
+        row(box(SLOT_FILL, "#444444"), "parameter slot")
+    if "buffer" in used:
+        row(box(BUFFER_FILL, "#444444", "dashed"), "buffer slot (dashed)")
+    if "storage" in used:
+        row(box(STORAGE_FILL, "#555555"), "storage (cylinder)")
+    if "collapsed" in used:
+        row(box(COLLAPSED_FILL, "#777777"), "identical layers, collapsed")
+    for how, (style, text) in SHARE_STYLE.items():
+        if f"shares:{how}" in used:
+            row(line(SHARE_COLOR, style), f"shares: {text}")
+    for status, (color, style, text) in DECLARED_STYLE.items():
+        if f"declares:{status}" in used:
+            row(line(color, style), f"{text} (target → source)")
+    if "same-name" in used:
+        row(line(SAME_NAME[0], SAME_NAME[1]), "same canonical name, different memory")
+    if "storage" in used:
+        row(line("#9a9a9a", "solid"), "reads (bytes shown when partial)")
+    if not rows:
+        return None
+    head = '<TR><TD COLSPAN="2" ALIGN="LEFT"><B>legend</B></TD></TR>'
+    table = (
+        '<TABLE BORDER="1" COLOR="#bbbbbb" CELLBORDER="0" CELLSPACING="3" CELLPADDING="2" STYLE="rounded">'
+    )
+    return "<" + table + head + "".join(rows) + "</TABLE>>"
+
+
+def to_dot(tg: TieGraph, **options: Any) -> str:
+    """The picture as DOT source; needs no Graphviz. Options as for :func:`to_pydot`.
+
+    Examples
+    --------
+    >>> import torch, tiegraph
+    >>> m = torch.nn.Module()
+    >>> m.embed = torch.nn.Embedding(8, 4)
+    >>> print(tiegraph.build_graph(m, input_embedding="embed").to_dot().splitlines()[0])
+    digraph tiegraph {
+    """
+    return str(to_pydot(tg, **options).to_string())

@@ -1,0 +1,256 @@
+"""JSON I/O: networkx node-link data with tiegraph's attributes, and the way back to a graph.
+
+:func:`to_json` writes :attr:`TieGraph.graph` as node-link data; :func:`from_json` reads it, checks it with
+:func:`lint` (the graph's invariants, as code) and rebuilds the compact index with :func:`from_networkx`,
+so every query answers as on the graph that was written.
+"""
+
+from __future__ import annotations
+
+import json
+from bisect import bisect_left
+from typing import TYPE_CHECKING, Any
+
+import networkx as nx
+
+from ._index import Index
+from .errors import GraphFormatError
+from .graph import DECLARED_STATUSES, NODE_KINDS, SHARE_HOWS, module_node
+
+if TYPE_CHECKING:
+    from .graph import TieGraph
+
+__all__ = ["FORMAT_VERSION", "from_json", "from_networkx", "lint", "to_json"]
+
+#: Version of the JSON layout written by :func:`to_json`; :func:`from_json` reads this version.
+FORMAT_VERSION = 1
+
+
+def _jsonable(value: Any) -> Any:
+    """Tuples as lists (as JSON gives them back), recursively."""
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def to_json(tg: TieGraph) -> dict[str, Any]:
+    """networkx node-link data of :attr:`TieGraph.graph`, plus ``"tiegraph": {"format": 1, ...}``.
+
+    The dict is plain JSON data (tuples such as ``shape`` are lists): ``json.dumps`` it as is, and reload it
+    with :func:`from_json` or read it with ``networkx.node_link_graph(data, edges="edges")``.
+
+    Examples
+    --------
+    >>> import json, torch, tiegraph
+    >>> m = torch.nn.Module()
+    >>> m.embed = torch.nn.Embedding(8, 4)
+    >>> data = tiegraph.build_graph(m, input_embedding="embed").to_json()
+    >>> data["tiegraph"]["format"], [n["id"] for n in data["nodes"]]
+    (1, ['m:', 'm:embed', 't:0', 's:embed.weight'])
+    >>> json.loads(json.dumps(data)) == data
+    True
+    """
+    from . import __version__
+
+    data: dict[str, Any] = _jsonable(nx.node_link_data(tg.graph, edges="edges"))
+    data["tiegraph"] = {"format": FORMAT_VERSION, "version": __version__}
+    return data
+
+
+def from_json(data: dict[str, Any] | str) -> TieGraph:
+    """A :class:`TieGraph` from :func:`to_json` output (a dict, or its JSON text).
+
+    Every query gives the same answers as on the graph that was written.
+
+    Raises
+    ------
+    GraphFormatError
+        If ``data`` was not written by :func:`to_json` (or by a newer, unknown format version).
+    """
+    from .graph import TieGraph
+
+    if isinstance(data, str | bytes):
+        data = json.loads(data)
+    if not isinstance(data, dict) or not isinstance(data.get("tiegraph"), dict):
+        raise GraphFormatError(
+            "not tiegraph JSON: expected the dict TieGraph.to_json() returns (with a 'tiegraph' entry)"
+        )
+    version = data["tiegraph"].get("format")
+    if version != FORMAT_VERSION:
+        raise GraphFormatError(
+            f"tiegraph JSON format {version!r} is not supported (this tiegraph reads format "
+            f"{FORMAT_VERSION}); rebuild the graph or upgrade tiegraph"
+        )
+    body = {k: v for k, v in data.items() if k != "tiegraph"}
+    try:
+        G = nx.node_link_graph(body, directed=True, multigraph=True, edges="edges")
+        for _, node in G.nodes(data=True):
+            if node.get("kind") == "slot":
+                node["shape"] = tuple(int(d) for d in node["shape"])
+        return TieGraph.from_graph(G)
+    except (KeyError, TypeError, ValueError, nx.NetworkXError) as exc:
+        raise GraphFormatError(f"tiegraph JSON is damaged: {exc}") from exc
+
+
+def from_networkx(G: nx.MultiDiGraph) -> Index:
+    """Rebuild the compact index from a graph made by :func:`to_networkx` (e.g. reloaded from JSON)."""
+    lint(G)
+    idx = Index()
+    module_number: dict[str, int] = {}
+    slot_number: dict[str, int] = {}
+    storage_number: dict[str, int] = {}
+    m_canon: list[str] = []
+    m_belongs: list[str] = []
+    s_canon: list[str] = []
+    for node, data in G.nodes(data=True):
+        kind = data["kind"]
+        if kind == "module":
+            module_number[node] = len(idx.m_path)
+            idx.m_path.append(data["path"])
+            m_canon.append(data["canonical"])
+            m_belongs.append(data["belongs"])
+            idx.m_cls.append(data["cls"])
+            idx.m_object.append(int(data["object"]))
+            idx.m_parent.append(-1)
+            idx.m_name.append("")
+        elif kind == "storage":
+            storage_number[node] = len(idx.st_id)
+            idx.st_id.append(data["storage_id"])
+            idx.st_device.append(data["device"])
+            idx.st_nbytes.append(int(data["nbytes"]))
+    objects: dict[int, int] = {}
+    read_facts: list[tuple[str | None, str | None, str | None]] = []
+    for node, data in G.nodes(data=True):
+        if data["kind"] != "slot":
+            continue
+        slot_number[node] = len(idx.s_name)
+        idx.s_name.append(data["name"])
+        s_canon.append(data["canonical"])
+        idx.s_owner.append(module_number[module_node(data["owner"])])
+        idx.s_attr.append(data["attr"])
+        idx.s_param.append(data["tensor"] == "parameter")
+        obj = int(data["object"])
+        t = objects.get(obj)
+        if t is None:
+            t = objects[obj] = len(idx.t_dtype)
+            idx.t_dtype.append(data["dtype"])
+            idx.t_shape.append(tuple(data["shape"]))
+            idx.t_device.append(data["device"])
+            idx.t_grad.append(bool(data["requires_grad"]))
+            idx.t_storage.append(-1)
+            idx.t_start.append(0)
+            idx.t_stop.append(0)
+        idx.s_tensor.append(t)
+        read_facts.append((data.get("placement"), data.get("execution_device"), data.get("quantization")))
+    parent = list(range(len(idx.t_dtype)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for u, v, kind, data in G.edges(keys=True, data=True):
+        if kind == "child":
+            idx.m_parent[module_number[v]] = module_number[u]
+            idx.m_name[module_number[v]] = data["name"]
+        elif kind == "reads":
+            t = idx.s_tensor[slot_number[u]]
+            idx.t_storage[t] = storage_number[v]
+            idx.t_start[t] = int(data["offset"])
+            idx.t_stop[t] = int(data["offset"]) + int(data["nbytes"])
+        elif kind == "shares":
+            a, b = slot_number[u], slot_number[v]
+            idx.shares.append((a, b, data["how"]))
+            ra, rb = find(idx.s_tensor[a]), find(idx.s_tensor[b])
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)
+    idx.t_root = [find(i) for i in range(len(parent))]
+    idx.fill_slot_roots()
+    idx.set_canonical(m_canon, m_belongs, s_canon)
+    _slot_starts(idx)
+    from .declared import Declaration
+
+    idx.declared = [Declaration.from_dict(d) for d in G.graph.get("declared", [])]
+    node = G.graph.get("input_embedding_node")
+    if G.graph.get("input_embedding") is not None and node is not None:
+        if node in module_number:
+            idx.ie_module = module_number[node]
+        idx.ie_slots = [slot_number[s] for s in G.graph.get("input_embedding_slots", [])]
+    idx.ie_note = G.graph.get("input_embedding_note", "")
+    reserved = {
+        "input_embedding",
+        "input_embedding_node",
+        "input_embedding_slots",
+        "input_embedding_note",
+        "declared",
+    }
+    idx.set_graph_attrs({k: v for k, v in G.graph.items() if k not in reserved})
+    from .deployed import read_slot_facts
+
+    read_slot_facts(idx, read_facts)
+    return idx
+
+
+def lint(G: nx.MultiDiGraph) -> None:
+    """Check the graph's invariants; raise ``ValueError`` naming the first node or edge that breaks one.
+
+    Every node has a known kind; every edge's key is its kind and joins the right node kinds; every slot
+    has exactly one owner and reads at most one storage; every module but the root has one parent; the
+    ``declares`` edges are exactly the resolved declarations listed in ``G.graph["declared"]``.
+    """
+    ends = {
+        "child": ("module", "module"),
+        "owns": ("module", "slot"),
+        "reads": ("slot", "storage"),
+        "shares": ("slot", "slot"),
+        "declares": ("slot", "slot"),
+    }
+    for node, kind in G.nodes(data="kind"):
+        if kind not in NODE_KINDS:
+            raise ValueError(f"node {node!r} has kind {kind!r}; expected one of {NODE_KINDS}")
+    for u, v, key, data in G.edges(keys=True, data=True):
+        want = ends.get(key)
+        if want is None or data.get("kind") != key:
+            raise ValueError(f"edge {u!r} -> {v!r} has key {key!r} and kind {data.get('kind')!r}")
+        got = (G.nodes[u]["kind"], G.nodes[v]["kind"])
+        if got != want:
+            raise ValueError(f"{key} edge {u!r} -> {v!r} joins {got}, expected {want}")
+        if key == "shares" and data.get("how") not in SHARE_HOWS:
+            raise ValueError(f"shares edge {u!r} -> {v!r} has how={data.get('how')!r}")
+        if key == "declares" and data.get("status") not in DECLARED_STATUSES:
+            raise ValueError(f"declares edge {u!r} -> {v!r} has status={data.get('status')!r}")
+    roots = 0
+    for node, data in G.nodes(data=True):
+        incoming = [k for _, _, k in G.in_edges(node, keys=True)]
+        if data["kind"] == "slot":
+            if incoming.count("owns") != 1:
+                raise ValueError(f"slot {node!r} has {incoming.count('owns')} owners; expected exactly one")
+            reads = sum(1 for _, _, k in G.out_edges(node, keys=True) if k == "reads")
+            if reads > 1:
+                raise ValueError(f"slot {node!r} reads {reads} storages; expected at most one")
+        elif data["kind"] == "module":
+            parents = incoming.count("child")
+            roots += parents == 0
+            if parents > 1:
+                raise ValueError(f"module path {node!r} has {parents} parents; expected one")
+    if G.number_of_nodes() and roots != 1:
+        raise ValueError(f"the graph has {roots} root modules; expected one")
+    edges = sorted((u, v) for u, v, key in G.edges(keys=True) if key == "declares")
+    listed = sorted(
+        ("s:" + d["target_path"], "s:" + d["source_path"])
+        for d in G.graph.get("declared") or []
+        if int(d.get("target_slot", -1)) >= 0 and int(d.get("source_slot", -1)) >= 0
+    )
+    if edges != listed:
+        raise ValueError(
+            f"declares edges {edges} do not match the resolved declarations in G.graph['declared'] {listed}"
+        )
+
+
+def _slot_starts(idx: Index) -> None:
+    """Fill ``m_slot0``: slots come in module order (as graphs keep them), so a bisection finds each start."""
+    owners = idx.s_owner
+    idx.m_slot0 = [bisect_left(owners, i) for i in range(len(idx.m_path))]
