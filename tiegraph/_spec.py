@@ -405,15 +405,32 @@ def build_spec(
     """Build what a SPEC names: a checkpoint directory, ``package.module:callable`` or a model type."""
     path = Path(spec).expanduser()
     if path.is_dir():
+        from ._adapter import build_adapter, is_adapter
         from .checkpoint import build_checkpoint
 
-        return build_checkpoint(
-            path, cls_name=cls_name, task=task, sets=sets, trust_remote_code=trust_remote_code
-        )
+        shadowed = not _looks_like_path(spec) and spec in model_types()
+        readable = (path / "config.json").is_file() or is_adapter(path)
+        if shadowed and not readable:  # a folder that happens to be called "llama"
+            built = build_model_type(spec, cls_name=cls_name, task=task, sets=sets)
+            built.notes.append(f"ignored the local folder ./{spec} (no config.json): this is the model type")
+            return built
+        build = build_adapter if is_adapter(path) else build_checkpoint
+        built = build(path, cls_name=cls_name, task=task, sets=sets, trust_remote_code=trust_remote_code)
+        if shadowed:
+            built.notes.append(
+                f"{spec} is also a model type: this is the local directory ./{spec} "
+                "(run from another folder for the model type)"
+            )
+        return built
     if path.exists():
         raise UsageError(f"{spec} is a file; give a checkpoint directory (holding config.json)")
     if _FACTORY.match(spec):
         return build_factory(spec, allow_code=allow_code, meta=meta)
-    if "/" in spec or os.sep in spec or spec.startswith((".", "~")):
+    if _looks_like_path(spec):
         raise UsageError(f"no such directory: {spec}")
     return build_model_type(spec, cls_name=cls_name, task=task, sets=sets)
+
+
+def _looks_like_path(spec: str) -> bool:
+    """A SPEC written as a path (``./x``, ``a/b``, ``~/x``) is never a model type."""
+    return "/" in spec or os.sep in spec or spec.startswith((".", "~"))
