@@ -35,7 +35,9 @@ def human_count(n: int) -> str:
 def summarise(tg: TieGraph) -> dict[str, Any]:
     """Plain-data answers of one graph: input embedding, tied targets, tie groups, declarations, findings.
 
-    ``declared`` and ``findings`` are None when the installed tiegraph has no audit.
+    A declaration's ``declared_by`` names the declaring module as the text report does (its class, after
+    its canonical path unless it is the root); ``declared_by_canonical`` is that canonical path (``""``:
+    the root) and ``declared_by_cls`` the class.
     """
     from .errors import NoInputEmbeddingError
 
@@ -45,14 +47,18 @@ def summarise(tg: TieGraph) -> dict[str, Any]:
     except NoInputEmbeddingError:
         out["tied_to_input_embedding"] = None
     out["tie_groups"] = tg.tie_groups()
-    try:
-        declared = tg.declared_ties()
-        findings = tg.audit()
-    except ImportError:  # tiegraph.declared / tiegraph.audit not installed
-        out["declared"] = out["findings"] = None
-        return out
-    out["declared"] = [_plain(d, ("target", "source", "declared_by", "status")) for d in declared]
-    out["findings"] = [_plain(f, ("kind", "paths", "message")) for f in findings]
+    out["declared"] = [
+        {
+            "target": d.target,
+            "source": d.source,
+            "declared_by": d.declarer,
+            "declared_by_canonical": d.declared_by,
+            "declared_by_cls": d.declared_by_cls,
+            "status": d.status,
+        }
+        for d in tg.declared_ties()
+    ]
+    out["findings"] = [_plain(f, ("kind", "paths", "message")) for f in tg.audit()]
     return out
 
 

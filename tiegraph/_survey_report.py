@@ -182,7 +182,7 @@ def finding_entries(row: dict[str, Any], finding: dict[str, Any]) -> tuple[str, 
     owner = by.group(1).split(" (")[0] if by else ""
     for d in row.get("declared") or []:
         if {d["target"], d["source"]} == paths or (d["target"] in paths and d["source"] in paths):
-            prefix = d.get("declared_by") or ""
+            prefix = d.get("declared_by_canonical", d.get("declared_by")) or ""
             name = owner or (prefix or row.get("class", ""))
             entry = (
                 f'{name}._tied_weights_keys["{_relative(d["target"], prefix)}"] = '

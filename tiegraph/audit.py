@@ -91,6 +91,8 @@ CORE_KINDS: dict[str, str] = {
 
 
 def _who(path: str, cls: str) -> str:
+    """The declaring module in a finding's sentence: its class, then its canonical path unless the root."""
+    cls = cls or "the model"
     return f"{cls} ({path})" if path else cls
 
 
@@ -155,7 +157,7 @@ def core_findings(view: GraphView) -> list[Finding]:
     placed_or_quantized = untied_pairs(view.tg)  # their own kinds say more than declared-not-tied
 
     for tie in view.declarations:
-        by = _who(tie.declared_by, tie.declared_by_cls or "the model")
+        by = _who(tie.declared_by, tie.declared_by_cls)
         if (tie.target, tie.source) in placed_or_quantized:
             continue
         if tie.status == "unresolved":
@@ -290,7 +292,7 @@ def _flags_disagree(view: GraphView) -> list[Finding]:
         obeys = "transformers obeys neither: no _tied_weights_keys declares a tie"
     else:
         flag = join(declared.declared_by, "config.tie_word_embeddings")
-        by = _who(declared.declared_by, declared.declared_by_cls or "the model")
+        by = _who(declared.declared_by, declared.declared_by_cls)
         obeys = f"transformers obeys {flag}={declared.flag} (the config of {by}, which declares the tie)"
         obeys += f", so {state}" if state else ""
     return [

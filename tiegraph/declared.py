@@ -113,6 +113,24 @@ class DeclaredTie:
     source_copy: str = ""
     note: str = ""
 
+    @property
+    def declarer(self) -> str:
+        """The declaring module as reports name it: its class, after its canonical path unless the root.
+
+        Examples
+        --------
+        >>> DeclaredTie("lm_head.weight", "model.embed.weight", "", "tied", declared_by_cls="Gemma").declarer
+        'Gemma'
+        >>> DeclaredTie("a", "b", "language_model", "tied", declared_by_cls="OPTForCausalLM").declarer
+        'language_model (OPTForCausalLM)'
+        """
+        return _declarer(self.declared_by, self.declared_by_cls)
+
+
+def _declarer(path: str, cls: str) -> str:
+    cls = cls or "the model"
+    return f"{path} ({cls})" if path else cls
+
 
 @dataclass(frozen=True)
 class Declaration:
@@ -143,6 +161,11 @@ class Declaration:
     target_copy: str = ""
     source_copy: str = ""
     note: str = ""
+
+    @property
+    def declarer(self) -> str:
+        """The declaring module as reports name it (see :attr:`DeclaredTie.declarer`)."""
+        return _declarer(self.declared_by, self.declared_by_cls)
 
     @property
     def resolved(self) -> bool:

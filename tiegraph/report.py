@@ -109,10 +109,7 @@ def report(tg: TieGraph) -> str:
     rows = []
     below: dict[int, str] = {}
     for tie in ties:
-        by = tie.declared_by_cls
-        rows.append(
-            [tie.status, tie.target, tie.source, f"{tie.declared_by} ({by})" if tie.declared_by else by]
-        )
+        rows.append([tie.status, tie.target, tie.source, tie.declarer])
         if (
             tie.target_path != tie.target
             or tie.source_path != tie.source
