@@ -130,7 +130,7 @@ ERROR_WORDS = {
     "err-bad-peft": ["bad --peft", "lora-tied"],
     "err-bad-format": ["invalid choice", "jpeg"],
     "err-png-stdout": ["-o FILE.png"],
-    "err-check-values": ["checkpoint directory"],
+    "err-check-values": ["needs a checkpoint directory", "'llama'"],
     "err-survey-task": ["unknown task 'causal'", "causal-lm"],
     "err-no-command": ["inspect, diff, survey or demo"],
 }

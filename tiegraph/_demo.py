@@ -7,8 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from ._text import plural
+
 if TYPE_CHECKING:
     from torch import nn
+
+    from .graph import TieGraph
 
 __all__ = ["STOPS", "run_demo"]
 
@@ -87,20 +91,22 @@ def lying_llama() -> nn.Module:
     return model
 
 
-#: (file stem, title, factory)
-STOPS: list[tuple[str, str, Callable[[], nn.Module]]] = [
-    ("1-tied-llama", "tied Llama", tied_llama),
-    ("2-lora-llama", "tied Llama under PEFT LoRA on lm_head", lora_llama),
-    ("3-lora-tied-llama", "LoRA with ensure_weight_tying=True", lora_tied_llama),
-    ("4-modules-to-save", "PEFT modules_to_save=['lm_head'] (the untie)", modules_to_save_llama),
-    ("5-compiled-wrapper", "torch.compile over a user's wrapper", compiled_wrapped_llama),
-    ("6-t5", "T5: one tensor, four names", t5),
-    ("7-lying-llama", "a declaration that lies (lm_head replaced by a copy)", lying_llama),
+#: (file stem, title, factory, the package the scene needs beyond transformers)
+STOPS: list[tuple[str, str, Callable[[], nn.Module], str]] = [
+    ("1-tied-llama", "tied Llama", tied_llama, ""),
+    ("2-lora-llama", "tied Llama under PEFT LoRA on lm_head", lora_llama, "peft"),
+    ("3-lora-tied-llama", "LoRA with ensure_weight_tying=True", lora_tied_llama, "peft"),
+    ("4-modules-to-save", "PEFT modules_to_save=['lm_head'] (the untie)", modules_to_save_llama, "peft"),
+    ("5-compiled-wrapper", "torch.compile over a user's wrapper", compiled_wrapped_llama, ""),
+    ("6-t5", "T5: one tensor, four names", t5, ""),
+    ("7-lying-llama", "a declaration that lies (lm_head replaced by a copy)", lying_llama, ""),
 ]
 
 
-def run_demo(out: Path, stream: TextIO, report: Callable[..., str]) -> list[Path]:
+def run_demo(out: Path, stream: TextIO, report: Callable[[TieGraph], str]) -> list[Path]:
     """Build each stop, print its report to ``stream`` and write its picture into ``out``.
+
+    Scenes whose package is not installed (PEFT) are skipped, with one line saying how to see them.
 
     Parameters
     ----------
@@ -109,13 +115,15 @@ def run_demo(out: Path, stream: TextIO, report: Callable[..., str]) -> list[Path
     stream
         Where the reports go.
     report
-        ``report(tg, model) -> str``: the text shown for each model.
+        ``report(tg) -> str``: the text shown for each model.
 
     Returns
     -------
     list of Path
         The files written (DOT always; SVG when pygraphviz renders).
     """
+    import importlib.util
+
     import torch
 
     import tiegraph
@@ -126,16 +134,22 @@ def run_demo(out: Path, stream: TextIO, report: Callable[..., str]) -> list[Path
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     picture_note = ""
-    for n, (stem, title, factory) in enumerate(STOPS, 1):
+    missing = {need for *_, need in STOPS if need and importlib.util.find_spec(need) is None}
+    skipped = [n for n, (*_, need) in enumerate(STOPS, 1) if need in missing]
+    if skipped:
+        scenes = ", ".join(str(n) for n in skipped)
+        stream.write(
+            f"{plural(len(skipped), 'PEFT scene')} ({scenes}) skipped: PEFT is not installed; "
+            "pip install peft shows them\n"
+        )
+    for n, (stem, title, factory, need) in enumerate(STOPS, 1):
+        if need in missing:
+            continue
         model = factory()
         tg = tiegraph.build_graph(model)
         doc = (factory.__doc__ or "").strip().replace("``", "")
-        stream.write(f"\n== {n}/{len(STOPS)} {title}\n{doc}\n\n{report(tg, model)}\n")
-        try:
-            dot = tg.to_dot()
-        except ImportError:
-            picture_note = "pictures need tiegraph.export, which this installation lacks"
-            continue
+        stream.write(f"\n== {n}/{len(STOPS)} {title}\n{doc}\n\n{report(tg)}\n")
+        dot = tg.to_dot()
         path = out / f"{stem}.dot"
         path.write_text(dot)
         written.append(path)
@@ -151,6 +165,6 @@ def run_demo(out: Path, stream: TextIO, report: Callable[..., str]) -> list[Path
     stream.write("\n")
     if picture_note:
         stream.write(f"note: {picture_note}\n")
-    stream.write(f"pictures ({len(written)} files) in {out}\n")
+    stream.write(f"pictures ({plural(len(written), 'file')}) in {out}\n")
     stream.flush()
     return written

@@ -12,20 +12,21 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
 from ._spec import TASKS, UsageError
+from ._text import plural
 from .errors import TiegraphError
 
 if TYPE_CHECKING:
-    from torch import nn
-
     from ._spec import Built
     from .graph import TieGraph
 
@@ -103,16 +104,19 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
+    verbose = "show library warnings and tracebacks"
+    # -v works before or after the command: the subcommand's copy has no default, so it cannot overwrite
+    # a top-level -v with False.
     common = _Parser(add_help=False)
-    common.add_argument("-v", "--verbose", action="store_true", help="show library warnings and tracebacks")
+    common.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help=verbose)
 
     parser = _Parser(
         prog="tiegraph",
         description="Find real weight tying (shared memory) in PyTorch and transformers models.",
         epilog=MAIN_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        parents=[common],
     )
+    parser.add_argument("-v", "--verbose", action="store_true", help=verbose)
     parser.add_argument("--version", action="version", version=f"tiegraph {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
@@ -267,12 +271,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except Exception as exc:
         if args.verbose:
-            raise
-        print(
-            f"tiegraph {args.command}: internal error: {type(exc).__name__}: {_line(exc)} "
-            "(rerun with -v for the traceback)",
-            file=sys.stderr,
-        )
+            traceback.print_exc()
+            print(f"tiegraph {args.command}: internal error: {type(exc).__name__}", file=sys.stderr)
+        else:
+            print(
+                f"tiegraph {args.command}: internal error: {type(exc).__name__}: {_line(exc)} "
+                "(rerun with -v for the traceback)",
+                file=sys.stderr,
+            )
         return 3
 
 
@@ -297,10 +303,14 @@ def _inspect(args: argparse.Namespace) -> int:
     from . import _quiet, _spec, _summary, _wrap, checkpoint
 
     fmt = _output_format(args.format, args.output)
+    if args.output:
+        _writable(Path(args.output))
     sets = _spec.parse_sets(args.sets)
     peft = _wrap.parse_peft(args.peft)
     if args.check_values and not Path(args.spec).expanduser().is_dir():
-        raise UsageError("--check-values needs a checkpoint directory as SPEC")
+        if _spec._looks_like_path(args.spec):
+            raise UsageError(f"no such directory: {args.spec}")
+        raise UsageError(f"--check-values needs a checkpoint directory as SPEC, not {args.spec!r}")
     built = _spec.build_spec(
         args.spec,
         cls_name=args.cls,
@@ -324,8 +334,11 @@ def _inspect(args: argparse.Namespace) -> int:
     summary = _summary.summarise(tg)
     problem = bool(summary["findings"]) or checkpoint_problem
 
+    if fmt != "text":
+        for note in built.notes:
+            print(f"tiegraph inspect: note: {note}", file=sys.stderr)
     if fmt == "text":
-        text = _text_report(tg, model, built, wrappers) + "".join(f"\n{line}" for line in checkpoint_lines)
+        text = _text_report(tg, built, wrappers) + "".join(f"\n{line}" for line in checkpoint_lines)
         _emit(text + "\n", args.output)
     elif fmt == "json":
         data = {
@@ -334,6 +347,7 @@ def _inspect(args: argparse.Namespace) -> int:
             "kind": built.kind,
             "class": built.cls,
             "source": built.source,
+            "notes": built.notes,
             "wrappers": wrappers,
             "parameters": _summary.count_parameters(model),
             **summary,
@@ -351,17 +365,55 @@ def _inspect(args: argparse.Namespace) -> int:
             _write_picture(tg, args.output, fmt)
     if args.output:
         print(f"wrote {args.output}", file=sys.stderr)
-    return 1 if args.strict and problem else 0
+    if args.strict and problem:
+        print(f"tiegraph inspect: --strict: {_why_strict(summary, checkpoint_problem)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _why_strict(summary: dict[str, Any], checkpoint_problem: bool) -> str:
+    """One line: what made a --strict run fail."""
+    reasons = []
+    kinds = [f["kind"] for f in summary.get("findings") or []]
+    if kinds:
+        reasons.append(f"the audit found {plural(len(kinds), 'problem')} ({', '.join(dict.fromkeys(kinds))})")
+    if checkpoint_problem:
+        reasons.append("saved copies of a tie group differ (loading would untie them)")
+    return "; ".join(reasons)
 
 
 def _write_picture(tg: TieGraph, output: str, fmt: str) -> None:
     path = Path(output)
     if fmt == "svg":
-        path.write_text(tg.to_svg())
+        _write(path, tg.to_svg())
     elif path.suffix.lower() == f".{fmt}":
-        tg.write(path)
+        _writable(path)
+        try:
+            tg.write(path)
+        except OSError as exc:
+            raise UsageError(f"cannot write {output}: {exc.strerror or exc}") from None
     else:
         raise UsageError(f"--format {fmt} writes only to a .{fmt} file, not {output}")
+
+
+def _writable(path: Path) -> None:
+    """Fail early, with exit 2, when ``path`` cannot be written (before minutes of work)."""
+    if path.is_dir():
+        raise UsageError(f"cannot write {path}: it is a directory")
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise UsageError(f"cannot write {path}: no such directory {parent}")
+    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise UsageError(f"cannot write {path}: permission denied")
+
+
+def _write(path: Path, text: str) -> None:
+    """Write text output; an OS error is bad input (exit 2), not an internal error."""
+    _writable(path)
+    try:
+        path.write_text(text)
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
 def _checkpoint_json(built: Built, lines: list[str], problem: bool) -> dict[str, Any] | None:
@@ -382,30 +434,26 @@ def _checkpoint_json(built: Built, lines: list[str], problem: bool) -> dict[str,
 
 def _emit(text: str, output: str | None) -> None:
     if output:
-        Path(output).write_text(text)
+        _write(Path(output), text)
     else:
         sys.stdout.write(text)
         sys.stdout.flush()
 
 
-def _text_report(
-    tg: TieGraph, model: nn.Module, built: Built | None = None, wrappers: Sequence[str] = ()
-) -> str:
+def _text_report(tg: TieGraph, built: Built | None = None, wrappers: Sequence[str] = ()) -> str:
     """The text shown for one model: what was built, the tied targets, then :meth:`TieGraph.report`."""
     from ._summary import count_parameters, human_count
 
     lines = []
     if built is not None:
-        size = human_count(count_parameters(built.model))
-        lines.append(f"{built.spec}: {built.cls} ({built.source}), {size} parameters")
+        count = count_parameters(built.model)
+        size = f"{human_count(count)} parameter{'' if count == 1 else 's'}"
+        lines.append(f"{built.spec}: {built.cls} ({built.source}), {size}")
+        lines.extend(f"note: {note}" for note in built.notes)
     if wrappers:
         lines.append(f"wrapped: {'; '.join(wrappers)}")
     lines.append(f"tied to the input embedding: {_tied_line(tg)}")
-    try:
-        report = tg.report()
-    except ImportError:  # tiegraph.audit not installed: the answers the core gives
-        report = _basic_report(tg)
-    lines.append(report.rstrip())
+    lines.append(tg.report().rstrip())
     return "\n".join(lines)
 
 
@@ -420,14 +468,6 @@ def _tied_line(tg: TieGraph) -> str:
         return "nothing"
     full = tg.tied_to_input_embedding(full_paths=True)
     return ", ".join(tied) + (f"  [{', '.join(full)}]" if full != tied else "")
-
-
-def _basic_report(tg: TieGraph) -> str:
-    lines = [f"input embedding: {tg.input_embedding() or '(none found)'}"]
-    groups = tg.tie_groups()
-    lines.append(f"tie groups: {len(groups) or 'none'}")
-    lines.extend(f"  {', '.join(g)}" for g in groups)
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------------------------- survey
@@ -452,6 +492,13 @@ def _survey(args: argparse.Namespace) -> int:
             raise UsageError(f"unknown model type {unknown[0]!r}" + _spec._close(unknown[0], known, n=5))
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit must be at least 1")
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, not {args.jobs}")
+    if not args.time_limit > 0:
+        raise UsageError(f"--time-limit must be a positive number of seconds, not {args.time_limit:g}")
+    for target in (args.json, args.markdown):
+        if target:
+            _writable(Path(target))
     old = _read_survey(args.compare) if args.compare else None
     items = _survey.survey_items(tasks, only, args.limit)
     if not items:
@@ -470,10 +517,10 @@ def _survey(args: argparse.Namespace) -> int:
         print()
         print(_survey_report.format_compare(_survey_report.compare(old, data), args.compare))
     if args.json:
-        Path(args.json).write_text(json.dumps(data, indent=1, default=str) + "\n")
+        _write(Path(args.json), json.dumps(data, indent=1, default=str) + "\n")
         print(f"wrote {args.json}", file=sys.stderr)
     if args.markdown:
-        Path(args.markdown).write_text(_survey_report.format_markdown(rows, timing, meta))
+        _write(Path(args.markdown), _survey_report.format_markdown(rows, timing, meta))
         print(f"wrote {args.markdown}", file=sys.stderr)
     return 0
 
@@ -499,9 +546,20 @@ def _versions() -> dict[str, Any]:
 def _demo(args: argparse.Namespace) -> int:
     from ._demo import run_demo
 
-    out = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="tiegraph-demo-"))
+    if args.out:
+        out = Path(args.out)
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"cannot write pictures into {args.out}: it is a file, not a folder")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UsageError(f"cannot write pictures into {args.out}: {exc.strerror or exc}") from None
+        if not os.access(out, os.W_OK):
+            raise UsageError(f"cannot write pictures into {args.out}: permission denied")
+    else:
+        out = Path(tempfile.mkdtemp(prefix="tiegraph-demo-"))
     start = time.perf_counter()
-    run_demo(out, sys.stdout, lambda tg, model: _text_report(tg, model))
+    run_demo(out, sys.stdout, _text_report)
     print(f"done in {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return 0
 
