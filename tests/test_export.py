@@ -631,3 +631,59 @@ def test_jupyter_renders_the_picture_once_per_display(build, monkeypatch):
     assert calls == ["svg"]
     DisplayFormatter().format(tg)
     assert calls == ["svg"], "a second display reuses the picture"
+
+
+# ------------------------------------------------------------------------------------------ wording (12.11)
+
+
+class _DeclaredTiny(nn.Module):
+    """A tied pair that is also declared: the declared edge coincides with the share edge."""
+
+    _tied_weights_keys = {"head.weight": "embed.weight"}  # noqa: RUF012
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(8, 4)
+        self.head = nn.Linear(4, 8, bias=False)
+        self.head.weight = self.embed.weight
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embed
+
+
+@pytest.mark.parametrize(("rankdir", "side"), [("LR", "w"), ("TB", "n")])
+def test_declared_tie_is_drawn_beside_the_share_edge(build, rankdir, side):
+    """Issue 12.11: a declared tie coinciding with a share edge was drawn under it. Declared (and
+    same-name) edges leave and enter on the side away from the storage, so they curve beside the straight
+    share edge, and their labels sit outside the module boxes."""
+    g = _dot(build(_DeclaredTiny()), rankdir=rankdir)
+    (share,) = [a for _, _, a in _edges(g) if a.get("color") == dot_room.SHARE_COLOR]
+    (declared,) = [a for _, _, a in _edges(g) if a.get("color") == dot_room.DECLARED_STYLE["tied"][0]]
+    assert "tailport" not in share and "headport" not in share
+    assert (declared["tailport"], declared["headport"]) == (side, side)
+
+
+def test_storage_is_labelled_by_what_it_stores(build):
+    """Issue 12.11: storages said 'storage t0'; they say dtype, shape, size and device."""
+    g = _dot(build(_DeclaredTiny()))
+    (storage,) = [a for n, a in _nodes(g).items() if n.startswith("t")]
+    assert _text(storage["label"]).splitlines() == ["storage", "float32 8×4 · 128 B · cpu"]
+
+
+def test_legend_has_an_entry_for_every_node_kind_drawn(build):
+    """Issue 12.11: a buffer slot of the input embedding was drawn dashed with no legend entry."""
+
+    class Embed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.weight = nn.Parameter(torch.zeros(8, 4))
+            self.register_buffer("scale", torch.ones(8))
+
+    m = nn.Module()
+    m.embed = Embed()
+    g = _dot(build(m, input_embedding="embed"))
+    legend = _text(_nodes(g)["legend"]["label"])
+    slots = [a for n, a in _nodes(g).items() if n.startswith("s")]
+    dashed = {a["fillcolor"] for a in slots if a["style"] == "rounded,filled,dashed"}  # buffer slots
+    assert dashed == {dot_room.EMBED_FILL}  # the embedding's own buffer, its only buffer slot
+    assert "buffer slot" in legend and "slot of the input embedding" in legend

@@ -29,7 +29,7 @@ DOT_ATTRIBUTES = frozenset(
         # nodes
         "shape", "width", "height",
         # edges
-        "dir", "arrowhead", "arrowsize", "constraint", "minlen", "xlabel",
+        "dir", "arrowhead", "arrowsize", "constraint", "minlen", "xlabel", "tailport", "headport",
     }
 )  # fmt: skip
 
@@ -347,6 +347,11 @@ def to_pydot(
                     )
                 )
 
+    # the side of a slot away from its storage: declared and same-name edges leave and enter there, so
+    # they curve beside a straight share edge between the same slots (not under it), and their labels sit
+    # in the free space outside the module boxes, not on a box border
+    aside = {"LR": "w", "RL": "e", "TB": "n", "BT": "s"}[rankdir]
+
     def relation(a: int, b: int, color: str, style: str, tooltip: str, **extra: Any) -> None:
         """A slot-to-slot edge: drawn, but left out of the ranking (labels go in ``xlabel``: Graphviz
         crashes on labelled edges that do not constrain the layout)."""
@@ -366,7 +371,7 @@ def to_pydot(
             color, style, text = DECLARED_STYLE.get(d.status, DECLARED_STYLE["unresolved"])
             tip = f"{text}: {pic.name(u)} -> {pic.name(v)} (declared by {d.declared_by or '(root)'})"
             xlabel = None if d.status == "tied" else plain(text)
-            relation(u, v, color, style, tip, fontcolor=color, xlabel=xlabel)
+            relation(u, v, color, style, tip, fontcolor=color, xlabel=xlabel, tailport=aside, headport=aside)
             used.add(f"declares:{d.status}")
     by_name: dict[str, list[int]] = {}
     for s in slot_order:
@@ -378,7 +383,18 @@ def to_pydot(
         color, style, text = SAME_NAME
         for a, b in itertools.pairwise(heads.values()):
             tip = f"{name}: two copies at different memory"
-            relation(a, b, color, style, tip, fontcolor=color, dir="none", xlabel=text)
+            relation(
+                a,
+                b,
+                color,
+                style,
+                tip,
+                fontcolor=color,
+                dir="none",
+                xlabel=text,
+                tailport=aside,
+                headport=aside,
+            )
             used.add("same-name")
 
     unresolved = [d for d in view.declarations if d.status == "unresolved"]
