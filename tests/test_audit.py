@@ -411,3 +411,15 @@ def test_every_core_kind_is_registered() -> None:
     """KINDS is the union of the registered finders' tables, the audit's own first."""
     assert list(KINDS)[: len(audit_module.CORE_KINDS)] == list(audit_module.CORE_KINDS)
     assert "config-flags-disagree" in KINDS
+
+
+def test_full_path_lines_have_one_indentation(build: Any) -> None:
+    """Issue 12.11: a declared tie's full-path line was indented by the width of the status column (8 or
+    12 spaces depending on the model); tie groups aligned their full paths per group. Both are fixed now."""
+    indents = set()
+    for model in (modules_to_save_lm_head(), modules_to_save_embed_tokens()):
+        text = build(model).report()
+        below = [line for line in text.splitlines() if line.lstrip().startswith("[base_model")]
+        assert below, text
+        indents |= {len(line) - len(line.lstrip()) for line in below}
+    assert indents == {4}

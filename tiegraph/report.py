@@ -78,7 +78,7 @@ def report(tg: TieGraph) -> str:
         lines.append(f"modules_to_save: {wrapper.canonical} [{wrapper.path}], active copy: {active}")
 
     groups = sorted(view.groups(), key=lambda g: sorted(view.slot_canonical(s) for s in g))
-    blocks: list[str] = []
+    shown: list[tuple[str, list[tuple[str, str]]]] = []
     count = 0
     for slots in groups:
         names = sorted({(view.slot_canonical(s), view.slot_name(s)) for s in slots})
@@ -89,9 +89,16 @@ def report(tg: TieGraph) -> str:
             continue
         tensors = {view.tensor(s) for s in slots}
         kinds = sorted({f"{t.dtype} {t.shape} {t.device}" for t in tensors})
-        blocks.append(f"  [{count}] " + "; ".join(kinds))
-        rows = [[canon, "" if full == canon else f"[{full}]"] for canon, full in names]
-        blocks += ["  " + line for line in _table(["", ""], rows, header_row=False)]
+        shown.append((f"  [{count}] " + "; ".join(kinds), names))
+    # one column for every group's full paths, so they line up in every report
+    width = max((len(canon) for _, names in shown for canon, _ in names), default=0)
+    blocks: list[str] = []
+    for head_line, names in shown:
+        blocks.append(head_line)
+        blocks += [
+            f"    {canon.ljust(width)}  [{full}]" if full != canon else f"    {canon}"
+            for canon, full in names
+        ]
     lines += ["", f"Tie groups ({count})"]
     lines += blocks if blocks else ["  none"]
     if count > _MAX_GROUPS:
@@ -120,7 +127,7 @@ def report(tg: TieGraph) -> str:
             source = (tie.source_path or tie.source) + _copy(tie.source_copy)
             below[len(rows) - 1] = f"[{target} <- {source}]"
     table = _table(["status", "target", "source", "declared by"], rows) if rows else ["  none"]
-    indent = " " * (2 + max((len(r[0]) for r in rows), default=0) + 2)
+    indent = "    "  # full paths sit under their row, indented as the tie groups' names are
     for i, line in enumerate(table):
         lines.append(line)
         if i - 1 in below:
@@ -149,8 +156,8 @@ def _copy(kind: str) -> str:
     return f" ({kind} copy)" if kind else ""
 
 
-def _table(header: list[str], rows: list[list[str]], *, header_row: bool = True) -> list[str]:
-    shown = [header, *rows[:_MAX_ROWS]] if header_row else rows[:_MAX_ROWS]
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    shown = [header, *rows[:_MAX_ROWS]]
     widths = [max(len(row[i]) for row in shown) for i in range(len(header))]
     out = []
     for row in shown:
