@@ -55,6 +55,11 @@ __all__ = [
 __version__ = "0.1.0"
 
 
+def __dir__() -> list[str]:
+    """The public names only: no ``annotations`` or ``nn`` from this module's own imports (issue 12.11)."""
+    return sorted([*__all__, "__version__"])
+
+
 def tied_to_input_embedding(model: nn.Module, *, input_embedding: InputEmbedding = None) -> list[str]:
     """Canonical paths of the modules that really share memory with the input embedding.
 
