@@ -19,7 +19,7 @@ from torch import nn
 if TYPE_CHECKING:
     from ._index import Index
 
-__all__ = ["Namer", "WrapperRule", "register_wrapper", "wrapper_rules"]
+__all__ = ["Namer", "WrapperRule", "register_wrapper", "unregister_wrapper"]
 
 Action = Literal["drop", "drop-next", "adapter"]
 
@@ -129,11 +129,6 @@ def register_wrapper(
 def unregister_wrapper(rule: WrapperRule) -> None:
     """Remove a rule added by :func:`register_wrapper`."""
     _RULES.remove(rule)
-
-
-def wrapper_rules() -> tuple[WrapperRule, ...]:
-    """All rules in force, built-in ones first."""
-    return tuple(_RULES)
 
 
 @dataclass(frozen=True)
