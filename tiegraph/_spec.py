@@ -8,7 +8,6 @@ Bad input raises :class:`UsageError` with a one-line message naming the problem.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import importlib
 import json
 import os
@@ -19,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._text import did_you_mean
 from .errors import TiegraphError
 
 if TYPE_CHECKING:
@@ -179,7 +179,7 @@ def _apply_sets(config: Any, sets: Sequence[tuple[list[str], Any]], *, check_onl
                 where = ".".join(path[:i]) or type(config).__name__
                 what = "field" if last else "sub-config"
                 raise UsageError(
-                    f"bad --set {'.'.join(path)}: {where} has no {what} {part!r}" + _close(part, keys)
+                    f"bad --set {'.'.join(path)}: {where} has no {what} {part!r}" + did_you_mean(part, keys)
                 )
             if last and not check_only:
                 try:
@@ -188,11 +188,6 @@ def _apply_sets(config: Any, sets: Sequence[tuple[list[str], Any]], *, check_onl
                     raise UsageError(f"bad --set {'.'.join(path)}={value!r}: {_one_line(exc)}") from None
             elif not last:
                 target = getattr(target, part)
-
-
-def _close(word: str, choices: Sequence[str], n: int = 3) -> str:
-    matches = difflib.get_close_matches(word, list(choices), n=n, cutoff=0.6)
-    return f"; did you mean {', '.join(matches)}?" if matches else ""
 
 
 def _one_line(exc: BaseException) -> str:
@@ -228,7 +223,7 @@ def _transformers_class(name: str) -> type:
     cls = getattr(transformers, name, None) if name.isidentifier() else None
     if not isinstance(cls, type) or not issubclass(cls, nn.Module):
         choices = [n for n in dir(transformers) if n[:1].isupper()]
-        raise UsageError(f"--class {name!r} is not a transformers model class" + _close(name, choices))
+        raise UsageError(f"--class {name!r} is not a transformers model class" + did_you_mean(name, choices))
     return cls
 
 
@@ -279,7 +274,7 @@ def build_model_type(
 
     types = model_types()
     if model_type not in types:
-        raise UsageError(f"unknown model type {model_type!r}" + _close(model_type, types, n=5))
+        raise UsageError(f"unknown model type {model_type!r}" + did_you_mean(model_type, types, n=5))
     if not sets:
         return _build_default(model_type, cls_name, task)
     top = {path[0]: value for path, value in sets if len(path) == 1}

@@ -42,7 +42,6 @@ as the walk (twice the iterator stack), and ``data_ptr()``, ``_base`` or ``id(te
 
 from __future__ import annotations
 
-import difflib
 import warnings
 import weakref
 from collections import Counter
@@ -55,6 +54,7 @@ import torch
 from torch import nn
 
 from ._index import Index, SlotMeta
+from ._text import not_found
 from .errors import CycleError, PathNotFoundError, TiegraphError
 from .naming import Namer
 from .storage import (
@@ -886,17 +886,4 @@ def _module_by_name(index: Index, name: str) -> int:
             if candidate == name:
                 return i
     message = f"input_embedding={name!r} names no module of the model"
-    raise PathNotFoundError(_not_found(message, name, index.m_path, index.m_canon))
-
-
-def _not_found(message: str, name: str, *choices: list[str]) -> str:
-    """The message, followed by the names nearest to ``name`` (always some, when there are names)."""
-    pool = sorted({c for names in choices for c in names if c})
-    close = difflib.get_close_matches(name, pool, n=3, cutoff=0.6)
-    tail = name.rsplit(".", 1)[-1]
-    close += [c for c in pool if c.rsplit(".", 1)[-1] == tail and c not in close][: 3 - len(close)]
-    if not close:
-        close = difflib.get_close_matches(name, pool, n=3, cutoff=0.0)
-    if close:
-        return f"{message}; nearest: {', '.join(repr(c) for c in close)}"
-    return f"{message}; the model has no named modules or slots"
+    raise PathNotFoundError(not_found(message, name, index.m_path, index.m_canon))

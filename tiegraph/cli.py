@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from . import __version__
 from ._spec import TASKS, UsageError
-from ._text import plural
+from ._text import did_you_mean, plural
 from .errors import TiegraphError
 
 if TYPE_CHECKING:
@@ -489,7 +489,7 @@ def _survey(args: argparse.Namespace) -> int:
         known = _spec.model_types()
         unknown = [t for t in only if t not in known]
         if unknown:
-            raise UsageError(f"unknown model type {unknown[0]!r}" + _spec._close(unknown[0], known, n=5))
+            raise UsageError(f"unknown model type {unknown[0]!r}" + did_you_mean(unknown[0], known, n=5))
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit must be at least 1")
     if args.jobs is not None and args.jobs < 1:

@@ -198,10 +198,10 @@ class TieGraph:
             if idx.m_path[i] == name or idx.m_canon[i] == name or idx.m_belongs[i] == name
         ]
         if not modules:
-            from .build import _not_found
+            from ._text import not_found
 
             raise PathNotFoundError(
-                _not_found(f"{name!r} names no slot or module of the model", name, idx.s_name, idx.m_path)
+                not_found(f"{name!r} names no slot or module of the model", name, idx.s_name, idx.m_path)
             )
         prefixes = tuple(idx.m_path[i] + "." for i in modules if idx.m_path[i])
         owned = set(modules)
