@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._spec import TASKS, Built, UsageError, _apply_sets, _build_meta, _one_line, _pick_class
+from ._text import plural
 
 if TYPE_CHECKING:
     from torch import nn
@@ -203,7 +204,8 @@ def check_checkpoint(
     ]
     if missing:
         shown = ", ".join(missing[:5]) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
-        lines.append(f"  {len(missing)} parameters absent from the files (initialised randomly): {shown}")
+        count = plural(len(missing), "parameter")
+        lines.append(f"  {count} absent from the files (initialised randomly): {shown}")
     return lines, problem
 
 
