@@ -387,7 +387,8 @@ def test_unknown_storage_warns_and_stays_alone(build):
 
 def test_quantized_build_within_3x_of_plain():
     """The cost rule of issue 10, as benchmarks/bench.py measures it (its llama64 workloads): the minimum
-    of interleaved rounds, which machine load inflates least."""
+    CPU time of this thread over interleaved rounds, which machine load inflates least (a loaded machine
+    preempts the longer build more often, so wall time overstates the ratio)."""
     import time
 
     from torchao.quantization import Int8WeightOnlyConfig, quantize_
@@ -403,9 +404,9 @@ def test_quantized_build_within_3x_of_plain():
     best = {"plain": float("inf"), "quantized": float("inf")}
     for _ in range(60):
         for name, model in (("plain", plain), ("quantized", quantized)):
-            started = time.perf_counter()
+            started = time.thread_time()
             tiegraph.build_graph(model)
-            best[name] = min(best[name], time.perf_counter() - started)
+            best[name] = min(best[name], time.thread_time() - started)
     assert best["quantized"] < 3 * best["plain"], best
 
 
