@@ -11,6 +11,19 @@ a meta tensor; one the hook cannot find exists nowhere.
 
 :func:`check_device_map` answers the same question for a device map before anything is placed, and
 :func:`findings` turns placement and quantization into findings (registered with :mod:`tiegraph.audit`).
+
+Notes
+-----
+- ``accelerate.disk_offload`` writes every name to its own ``.dat`` file, so a tied pair is served as two
+  copies and reported as ``group-split-across-devices`` ("served by the offload hooks as separate
+  copies"); ``from_pretrained(..., device_map={"": "disk"})`` serves both names from one checkpoint entry
+  and stays tied.
+- DeepSpeed ZeRO-3 is not covered (it has no CPU backend here to test against). Its parameters are empty
+  placeholders (``param.data`` is ``torch.empty(0)``) whose identity is ``param.ds_id`` and whose local
+  partition is ``param.ds_tensor``; following them would mean keying a slot's storage by ``ds_id`` (one id
+  under two names is one tensor, and ZeRO-3 keeps tied parameters as one id), reading the logical shape
+  from ``param.ds_shape`` instead of the empty tensor, and the placement from ``param.ds_status`` /
+  the offload config (``ds_tensor`` on CPU or NVMe).
 """
 
 from __future__ import annotations
