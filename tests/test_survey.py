@@ -146,6 +146,13 @@ def test_repairs_never_touch_tie_flags() -> None:
     assert changes and not any("tie" in c for c in changes)
 
 
+def test_transformers_bug_is_checked_in_transformers_alone() -> None:
+    """The check behind ``transformers-bug``: the default config built without tiegraph's meta helper."""
+    error = _survey._fails_in_transformers("ministral", transformers.MinistralForCausalLM, None)
+    assert error is not None and error.startswith("TypeError: unsupported operand")
+    assert _survey._fails_in_transformers("llama", transformers.LlamaForCausalLM, None) is None
+
+
 def test_survey_row_never_raises() -> None:
     """A model that overruns the time limit, and a class that does not exist, become rows."""
     rows = [
