@@ -114,11 +114,11 @@ def survey_one(item: Item, time_limit: float = 60.0) -> dict[str, Any]:
     start, cpu = time.perf_counter(), time.process_time()
     use_alarm = time_limit > 0 and hasattr(signal, "setitimer")
     previous: Any = None
-    if use_alarm:
-        previous = signal.signal(signal.SIGALRM, _alarm)  # only the main thread may; workers run there
-        signal.setitimer(signal.ITIMER_REAL, time_limit)
     stage = "class"
     try:
+        if use_alarm:  # inside the try: a short limit may fire before the next line
+            previous = signal.signal(signal.SIGALRM, _alarm)  # only the main thread may; workers run there
+            signal.setitimer(signal.ITIMER_REAL, time_limit)
         cls = getattr(transformers, cls_name, None)
         if not isinstance(cls, type):
             row["status"] = "transformers-bug"
@@ -167,7 +167,8 @@ def survey_one(item: Item, time_limit: float = 60.0) -> dict[str, Any]:
     finally:
         if use_alarm:
             signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, previous)
+            if previous is not None:
+                signal.signal(signal.SIGALRM, previous)
         row["seconds"] = round(time.perf_counter() - start, 3)
         row["cpu_seconds"] = round(time.process_time() - cpu, 3)
     return row
