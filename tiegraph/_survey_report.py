@@ -239,7 +239,9 @@ def format_markdown(rows: Sequence[dict[str, Any]], timing: dict[str, Any], meta
         f"docs/survey.json` ({versions}). Every architecture in transformers' auto mappings for the tasks "
         f"{tasks} is built from its default config on the meta device (no weights exist) and analysed. "
         "A default config that transformers cannot build is retried with generic repairs (listed below); "
-        "no repair touches a tie flag or `_tied_weights_keys`.",
+        "no repair touches a tie flag or `_tied_weights_keys`. `tiegraph survey --compare OLD.json` shows "
+        'what changed since a saved survey; `pip install "tiegraph[survey]"` adds Pillow, which some '
+        "vision towers need.",
         "",
         format_summary(rows, timing),
     ]
