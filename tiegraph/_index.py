@@ -165,7 +165,7 @@ class Index:
     s_name: _Lazy[list[str]] = _Lazy("_fill_names")
     s_tensor: _Lazy[list[int]] = _Lazy("_fill_numbers")  # distinct tensor object of every slot
     t_root: _Lazy[list[int]] = _Lazy("_fill_numbers")  # share component of every tensor (smallest member)
-    s_root: _Lazy[list[int]] = _Lazy("_fill_numbers")  # share component of every slot (empties alone)
+    s_root: _Lazy[list[int]] = _Lazy("_fill_roots")  # share component of every slot (empties alone)
     t_storage: _Lazy[list[int]] = _Lazy("_fill_meta")  # -1: no storage (compared by identity only)
     t_start: _Lazy[list[int]] = _Lazy("_fill_meta")  # byte extent in its storage; start == stop: empty
     t_stop: _Lazy[list[int]] = _Lazy("_fill_meta")
@@ -212,7 +212,11 @@ class Index:
         self.same_as: dict[int, int] = {}  # slot -> first slot holding the same tensor object
         self.root_of: dict[int, int] = {}  # slot -> smallest slot of its tie group (grouped slots only)
         self.empty: set[int] = set()  # slots on a shared storage whose tensor reads no byte
-        self.known: dict[int, SlotMeta] = {}  # metadata read at build: the slots on shared storages
+        # metadata read at build, for the slots on shared storages: a SlotMeta, or the raw
+        # (torch.dtype, shape, torch.device, requires_grad) the builder read in bulk (named on first use)
+        self.known: dict[int, SlotMeta | tuple[Any, tuple[int, ...], Any, bool]] = {}
+        self._built = False  # made by the builder (share data in root_of/same_as), not given whole
+        self._groups: dict[int, list[int]] | None = None
         # on-demand sources (builder only)
         self.model_ref: Callable[[], Any] | None = None  # a weak reference to the model
         self.watch: weakref.finalize[Any, Any] | None = None  # fills the metadata when the model dies
@@ -226,6 +230,7 @@ class Index:
 
     def make_lazy(self) -> None:
         """Mark every derived field as not computed yet (the builder calls this once)."""
+        self._built = True
         for name in (*_LAZY_NAMES, *_LAZY_NUMBERS, *_LAZY_META, "declared"):
             self.__dict__["_" + name] = None
 
@@ -286,8 +291,14 @@ class Index:
         Slots on a storage read by two or more slots (every tie group member) were read at build, so a
         graph answers for them even after the model changed; the others are read on first use.
         """
-        known = self.known.get(self.same_as.get(s, s))
+        first = self.same_as.get(s, s)
+        known = self.known.get(first)
         if known is not None:
+            if type(known) is not SlotMeta:
+                dtype, shape, device, grad = known
+                known = self.known[first] = SlotMeta(
+                    str(dtype).removeprefix("torch."), shape, str(device), grad
+                )
             return known
         t = self.s_tensor[s]
         return SlotMeta(self.t_dtype[t], self.t_shape[t], self.t_device[t], self.t_grad[t])
@@ -317,15 +328,40 @@ class Index:
         # tensor number of a slot: how many first slots come before (and at) its first slot, minus one
         running = list(accumulate(map(eq, first, range(count))))
         s_tensor = list(map(sub, map(running.__getitem__, first), repeat(1)))
-        s_root = list(range(count))
-        for s, root in self.root_of.items():
-            s_root[s] = root
-        self.s_tensor, self.s_root = s_tensor, s_root
+        s_root = self.s_root
+        self.s_tensor = s_tensor
         t_root = [0] * (running[-1] if running else 0)
         for s in range(count):  # the first slot of every tensor names its component
             if first[s] == s:
                 t_root[s_tensor[s]] = s_tensor[s_root[s]]
         self.t_root = t_root
+
+    def _fill_roots(self) -> None:
+        s_root = list(range(len(self.s_owner)))
+        for s, root in self.root_of.items():
+            s_root[s] = root
+        self.s_root = s_root
+
+    def groups(self) -> dict[int, list[int]]:
+        """Slots per share component with two or more slots, by root, in slot order (computed once)."""
+        if self._groups is None:
+            members: dict[int, list[int]] = {}
+            if self._built:
+                for s, root in self.root_of.items():
+                    members.setdefault(root, []).append(s)
+                members = {root: sorted(members[root]) for root in sorted(members)}
+            else:
+                for s, root in enumerate(self.s_root):
+                    members.setdefault(root, []).append(s)
+                members = {root: slots for root, slots in members.items() if len(slots) > 1}
+            self._groups = members
+        return self._groups
+
+    def root_of_slot(self, s: int) -> int:
+        """The share component of slot ``s`` (its group's root, or its own number when alone)."""
+        if self._built:
+            return self.root_of.get(s, s)
+        return self.s_root[s]
 
     def _fill_meta(self) -> None:
         if self.meta_filler is None:

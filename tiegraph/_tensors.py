@@ -18,6 +18,7 @@ tensor (``"torchao.Int8Tensor"``, ``"bitsandbytes.nf4"``, ``"quanto.qint8"``, ``
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import torch
@@ -183,9 +184,11 @@ def is_quantized_layer(module: nn.Module) -> bool:
 
     Such a layer holding a plain float weight is broken: forward expects the quantized format.
     """
-    return is_quantized_layer_type(type(module))
+    kind: type = type(module)
+    return is_quantized_layer_type(kind)
 
 
+@functools.lru_cache(maxsize=4096)
 def is_quantized_layer_type(kind: type) -> bool:
     """:func:`is_quantized_layer` for a module class (the builder asks once per class)."""
     names = _QUANTIZED_LAYERS.get(kind.__module__.partition(".")[0])

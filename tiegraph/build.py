@@ -42,12 +42,13 @@ as the walk (twice the iterator stack), and ``data_ptr()``, ``_base`` or ``id(te
 
 from __future__ import annotations
 
+import functools
 import warnings
 import weakref
 from collections import Counter
-from collections.abc import Callable, Iterable
-from itertools import chain, compress, cycle, repeat
-from operator import attrgetter, contains, is_, is_not, lt, methodcaller
+from collections.abc import Callable
+from itertools import chain, compress, repeat
+from operator import add, and_, attrgetter, is_, is_not, lt, methodcaller, mul, ne, not_, rshift
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
@@ -78,13 +79,15 @@ InputEmbedding = nn.Module | torch.Tensor | str | None
 #: Modules per chunk of the C-level slot passes (about 1,000 keeps a chunk's dicts and tensors in cache).
 CHUNK = 1024
 
-_NONE = type(None)
 _STORAGE = torch.Tensor.untyped_storage
 _DATA_PTR = torch.UntypedStorage.data_ptr
 _PARAMS, _BUFFERS = attrgetter("_parameters"), attrgetter("_buffers")
-_DICT = attrgetter("__dict__")
-_KEYS, _VALUES = methodcaller("keys"), methodcaller("values")
-_PARAM_FLAGS = (True, False)
+_VALUES = methodcaller("values")
+_DTYPE, _DEVICE, _SHAPE = attrgetter("dtype"), attrgetter("device"), attrgetter("shape")
+_GRAD, _NBYTES = attrgetter("requires_grad"), attrgetter("nbytes")
+_OFFSET, _ITEMSIZE = torch.Tensor.storage_offset, torch.Tensor.element_size
+_CONTIGUOUS = torch.Tensor.is_contiguous
+_IS_PARAM = (True, False)  # by dict number & 1: parameters, then buffers
 
 
 def _storage_identity() -> bool:
@@ -171,9 +174,8 @@ def build_graph(model: nn.Module, *, input_embedding: InputEmbedding = None) -> 
         numbers = dict(zip(distinct, range(len(distinct)), strict=True))
         index.m_object = list(map(numbers.__getitem__, ids))
     kinds = set(types)
-    dicts = list(map(_DICT, tree.modules))
-    hooked = list(compress(range(len(ids)), map(contains, dicts, repeat("_hf_hook"))))
-    slots = _slots(tree.modules)
+    hooked = [i for i in tree.special if _HOOK in tree.modules[i].__dict__]
+    slots = _slots(tree)
     index.s_owner, index.s_attr, index.s_param = slots.owners, slots.attrs, slots.params
     index.make_lazy()
     _annotate(index, tree.modules, slots.tensors, hooked, kinds, record=True)
@@ -183,7 +185,7 @@ def build_graph(model: nn.Module, *, input_embedding: InputEmbedding = None) -> 
     with torch._C.DisableTorchFunctionSubclass():  # subclass metadata reads skip __torch_function__
         _share(index, slots.tensors, flat)
     _find_input_embedding(index, tree.modules, ids, slots.tensors, namer, input_embedding)
-    capture_declarations(index, tree.modules, _declaring(dicts, types, kinds), namer.root, _instances(types))
+    capture_declarations(index, tree.modules, _declaring(tree, types, kinds), namer.root, _instances(types))
     _watch(index, model)
     return TieGraph(index)
 
@@ -192,35 +194,57 @@ def build_graph(model: nn.Module, *, input_embedding: InputEmbedding = None) -> 
 
 
 class _Tree(NamedTuple):
-    """Module paths in ``named_modules(remove_duplicate=False)`` order: parent, segment name, object."""
+    """Module paths in ``named_modules(remove_duplicate=False)`` order, and what the walk read of each."""
 
     parents: list[int]
     names: list[str]
     modules: list[nn.Module]
+    params: list[dict[str, Any]]  # each path's ``_parameters`` dict
+    buffers: list[dict[str, Any]]  # each path's ``_buffers`` dict
+    special: list[int]  # paths whose instance ``__dict__`` holds ``_hf_hook`` or ``_tied_weights_keys``
+
+
+_HOOK, _TIED = "_hf_hook", "_tied_weights_keys"
 
 
 def _walk(model: nn.Module) -> _Tree:
-    """Visit every module path (aliases included) with a stack of child iterators; record nothing else."""
+    """Visit every module path (aliases included) with a stack of child iterators.
+
+    Each module's instance ``__dict__`` is read once, while it is in cache: its children, its parameter
+    and buffer dicts (kept, not iterated) and whether it carries a hook or its own declaration.
+    """
     parents: list[int] = [-1]
     names: list[str] = [""]
     modules: list[nn.Module] = [model]
-    add_parent, add_name, add_module = parents.append, names.append, modules.append
-    children = model._modules
+    state = model.__dict__
+    params: list[dict[str, Any]] = [state["_parameters"]]
+    buffers: list[dict[str, Any]] = [state["_buffers"]]
+    special: list[int] = [0] if _HOOK in state or _TIED in state else []
+    tree = _Tree(parents, names, modules, params, buffers, special)
+    children = state["_modules"]
     if not children:
-        return _Tree(parents, names, modules)
+        return tree
+    add_parent, add_name, add_module = parents.append, names.append, modules.append
+    add_params, add_buffers = params.append, buffers.append
     stack = [(0, iter(children.items()))]
     push, pop = stack.append, stack.pop
     limit = 64  # a path deeper than this is checked for a cycle (then the limit doubles)
+    i = 0
     while stack:
         owner, items = stack[-1]
         for name, child in items:
             if child is None:
                 continue
-            i = len(modules)
+            i += 1
             add_parent(owner)
             add_name(name)
             add_module(child)
-            below = child._modules
+            state = child.__dict__  # (faster than child._modules: nn.Module has a __getattr__)
+            add_params(state["_parameters"])
+            add_buffers(state["_buffers"])
+            if _HOOK in state or _TIED in state:
+                special.append(i)
+            below = state["_modules"]
             if below:
                 push((i, iter(below.items())))
                 if len(stack) > limit:
@@ -228,7 +252,7 @@ def _walk(model: nn.Module) -> _Tree:
                 break
         else:
             pop()
-    return _Tree(parents, names, modules)
+    return tree
 
 
 def _check_cycle(parents: list[int], names: list[str], modules: list[nn.Module], i: int, limit: int) -> int:
@@ -261,15 +285,18 @@ def _path(parents: list[int], names: list[str], i: int) -> str:
     return ".".join(reversed(parts))
 
 
-def _declaring(dicts: list[dict[str, Any]], types: list[type], kinds: set[type]) -> list[int]:
-    """Module paths (first path per object) whose instance or class holds ``_tied_weights_keys``."""
-    by_class = {kind for kind in kinds if any("_tied_weights_keys" in k.__dict__ for k in kind.__mro__)}
-    own = map(contains, dicts, repeat("_tied_weights_keys"))
+def _declaring(tree: _Tree, types: list[type], kinds: set[type]) -> list[int]:
+    """Module paths whose instance (the walk's flag) or class holds ``_tied_weights_keys``."""
+    by_class = {kind for kind in kinds if _class_declares(kind)}
+    found = {i for i in tree.special if _TIED in tree.modules[i].__dict__}
     if by_class:
-        flags: Iterable[bool] = map(bool.__or__, own, map(by_class.__contains__, types))
-    else:
-        flags = own
-    return list(compress(range(len(types)), flags))
+        found.update(compress(range(len(types)), map(by_class.__contains__, types)))
+    return sorted(found)
+
+
+@functools.lru_cache(maxsize=4096)
+def _class_declares(kind: type) -> bool:
+    return any("_tied_weights_keys" in k.__dict__ for k in kind.__mro__)
 
 
 def _instances(types: list[type]) -> Callable[[type], list[int]]:
@@ -294,25 +321,36 @@ class _Slots(NamedTuple):
     tensors: list[Any]  # the tensor in each slot (served tensors replace hooked modules' own)
 
 
-def _slots(modules: list[nn.Module]) -> _Slots:
-    """Every slot in module order, parameters before buffers, from C-level passes over chunks of modules."""
+def _slots(tree: _Tree) -> _Slots:
+    """Every slot in module order, parameters before buffers, from C-level passes over chunks of modules.
+
+    Per chunk: the ``_parameters`` and ``_buffers`` dicts interleaved (dict ``2 * i`` and ``2 * i + 1`` of
+    module path ``i``), the non-empty ones kept (most are empty), then names, values, owners and flags
+    each in one C-level pass; ``None`` entries (``bias=False``) dropped when the chunk's types have them.
+    """
     owners: list[int] = []
     attrs: list[str] = []
     params: list[bool] = []
     tensors: list[Any] = []
-    for lo in range(0, len(modules), CHUNK):
-        chunk = modules[lo : lo + CHUNK]
-        dicts = list(chain.from_iterable(zip(map(_PARAMS, chunk), map(_BUFFERS, chunk), strict=True)))
+    for lo in range(0, len(tree.params), CHUNK):
+        hi = lo + CHUNK
+        dicts = list(chain.from_iterable(zip(tree.params[lo:hi], tree.buffers[lo:hi], strict=True)))
         counts = list(map(len, dicts))
-        if not any(counts):
+        numbers = list(compress(range(2 * lo, 2 * lo + len(dicts)), counts))
+        if not numbers:
             continue
-        values = list(chain.from_iterable(map(_VALUES, dicts)))
-        here = range(lo, lo + len(chunk))
-        owner = chain.from_iterable(map(repeat, chain.from_iterable(zip(here, here, strict=True)), counts))
-        attr = chain.from_iterable(map(_KEYS, dicts))
-        param = chain.from_iterable(map(repeat, cycle(_PARAM_FLAGS), counts))
-        if _NONE in set(map(type, values)):
-            keep = list(map(is_not, values, repeat(None)))
+        full = list(compress(dicts, counts))
+        sizes = list(compress(counts, counts))
+        try:
+            values = list(chain.from_iterable(map(dict.values, full)))
+        except TypeError:  # a mapping that is not a dict (TorchScript's wrappers)
+            values = list(chain.from_iterable(map(_VALUES, full)))
+        owner = chain.from_iterable(map(repeat, map(rshift, numbers, repeat(1)), sizes))
+        attr = chain.from_iterable(full)
+        flags = map(_IS_PARAM.__getitem__, map(and_, numbers, repeat(1)))
+        param = chain.from_iterable(map(repeat, flags, sizes))
+        keep = list(map(is_not, values, repeat(None)))  # (pointer comparisons: no tensor is touched)
+        if not all(keep):
             owners.extend(compress(owner, keep))
             attrs.extend(compress(attr, keep))
             params.extend(compress(param, keep))
@@ -437,6 +475,27 @@ def _share(index: Index, tensors: list[Any], flat: FlatViews) -> None:
     _groups(index, tensors, candidates, pieces, flat)
 
 
+def _extents(chosen: list[torch.Tensor]) -> tuple[list[int], list[int], dict[int, Extent]]:
+    """Byte extents (start, stop) of plain tensors in bulk, and the full Extent of the non-contiguous ones."""
+    try:
+        itemsizes = list(map(_ITEMSIZE, chosen))
+        starts = list(map(mul, map(_OFFSET, chosen), itemsizes))
+        nbytes = list(map(_NBYTES, chosen))
+        contiguous = list(map(_CONTIGUOUS, chosen))
+    except (RuntimeError, NotImplementedError, TypeError, AttributeError):
+        rows = list(map(_extent, chosen))
+        return [r[0] for r in rows], [r[1] for r in rows], {n: r[2] for n, r in enumerate(rows) if r[2]}
+    stops = list(map(add, starts, nbytes))
+    strided: dict[int, Extent] = {}
+    for n in compress(range(len(chosen)), map(not_, contiguous)):
+        if nbytes[n]:
+            extent = strided[n] = strided_extent(chosen[n], starts[n], itemsizes[n])
+            stops[n] = extent.stop
+    for n in compress(range(len(chosen)), map(not_, nbytes)):
+        starts[n] = stops[n] = 0
+    return starts, stops, strided
+
+
 def _unnest(piece: _Piece) -> list[_Piece]:
     if not piece.tensor.is_nested:
         return [piece]
@@ -465,6 +524,8 @@ def _merge_pointers(counts: Counter[Any]) -> dict[Any, Any]:
         return {}
     distinct = list(counts)
     pointers = list(map(_DATA_PTR, distinct))
+    if not any(pointers):  # meta (or empty): storages are known by identity only
+        return {}
     seen = Counter(pointers)
     seen.pop(0, None)
     clashes = set(compress(seen, map(lt, repeat(1), seen.values())))
@@ -514,22 +575,24 @@ def _extent(tensor: torch.Tensor) -> tuple[int, int, Extent | None]:
 def _groups(
     index: Index, tensors: list[Any], candidates: list[int], pieces: list[_Piece], flat: FlatViews
 ) -> None:
-    """Union the candidate slots by object identity and byte overlap; record shares and tie groups."""
+    """Union the candidate slots by object identity and byte overlap; record shares and tie groups.
+
+    Metadata and byte extents of the candidates are read in C-level passes (``map`` over unbound tensor
+    methods); a pass that raises (a tensor that cannot answer) is redone slot by slot.
+    """
     same_as = index.same_as
     empty = index.empty
-    first: dict[int, int] = {}
-    for s in candidates:
-        f = first.setdefault(id(tensors[s]), s)
-        if f != s:
-            same_as[s] = f
-    known = index.known
-    strings: dict[object, str] = {}
-    for s in candidates:
-        if s not in same_as:
-            tensor = tensors[s]
-            known[s] = _slot_meta(tensor, _parts(tensor), flat, strings)
-            if not _reads_bytes(tensor, flat):
-                empty.add(s)
+    chosen = list(map(tensors.__getitem__, candidates))
+    ids = list(map(id, chosen))
+    first_of = dict(zip(reversed(ids), reversed(candidates), strict=True))  # first slot per tensor object
+    firsts = list(map(first_of.__getitem__, ids))
+    repeats = list(map(ne, firsts, candidates))
+    if any(repeats):
+        same_as.update(compress(zip(candidates, firsts, strict=True), repeats))
+        distinct = list(compress(candidates, map(not_, repeats)))
+    else:
+        distinct = candidates
+    _known(index, tensors, distinct, flat)
     parent: dict[int, int] = {}
 
     def find(i: int) -> int:
@@ -555,29 +618,30 @@ def _groups(
     # distinct piece tensors, their extents, and buckets per storage
     number: dict[int, int] = {}
     owner: list[int] = []
-    starts: list[int] = []
-    stops: list[int] = []
-    strided: dict[int, Extent] = {}
-    buckets: dict[Any, list[int]] = {}
+    parts: list[torch.Tensor] = []
+    homes: list[Any] = []
     for piece in pieces:
         key = id(piece.tensor)
         n = number.get(key)
-        if n is not None:
-            if tensors[piece.slot] is piece.tensor or not stops[n]:
-                continue  # the same object under another name: the "same" rule above decided
-            if find(owner[n]) != find(piece.slot):  # a component that is another slot's tensor object
-                shares.append((min(owner[n], piece.slot), max(owner[n], piece.slot), "view"))
-                union(owner[n], piece.slot)
-            continue
-        n = number[key] = len(owner)
-        owner.append(piece.slot)
-        start, stop, extent = _extent(piece.tensor)
-        starts.append(start)
-        stops.append(stop)
-        if extent is not None:
-            strided[n] = extent
-        if stop and key not in flat.containers:
-            buckets.setdefault(piece.storage, []).append(n)
+        if n is None:
+            number[key] = len(owner)
+            owner.append(piece.slot)
+            parts.append(piece.tensor)
+            homes.append(piece.storage)
+        elif (
+            tensors[piece.slot] is not piece.tensor  # (the same object: the "same" rule decided)
+            and find(owner[n]) != find(piece.slot)
+            and piece.slot not in empty
+            and owner[n] not in empty
+        ):  # a component that is another slot's tensor object
+            shares.append((min(owner[n], piece.slot), max(owner[n], piece.slot), "view"))
+            union(owner[n], piece.slot)
+    starts, stops, strided = _extents(parts)
+    buckets: dict[Any, list[int]] = {}
+    containers = flat.containers
+    for n, (stop, home) in enumerate(zip(stops, homes, strict=True)):
+        if stop and (not containers or id(parts[n]) not in containers):
+            buckets.setdefault(home, []).append(n)
     _, edges = share_components(len(owner), buckets, starts, stops, strided)
     for i, j, how in edges:
         a, b = owner[i], owner[j]
@@ -591,6 +655,39 @@ def _groups(
     for root, group in members.items():
         if len(group) > 1:
             root_of.update(zip(group, repeat(root)))
+
+
+def _known(index: Index, tensors: list[Any], slots: list[int], flat: FlatViews) -> None:
+    """Metadata of the candidate slots (one per tensor object) at build, and which of them read no byte."""
+    chosen = list(map(tensors.__getitem__, slots))
+    known, empty = index.known, index.empty
+    strings: dict[object, str] = {}
+    if set(map(type, chosen)) <= PLAIN_TYPES:
+        try:
+            dtypes = list(map(_DTYPE, chosen))
+            devices = list(map(_DEVICE, chosen))
+            shapes = list(map(_SHAPE, chosen))
+            grads = list(map(_GRAD, chosen))
+            nbytes = list(map(_NBYTES, chosen))
+        except (RuntimeError, NotImplementedError, TypeError, AttributeError):
+            pass  # (a nested tensor has no shape): slot by slot below
+        else:
+            known.update(zip(slots, zip(dtypes, shapes, devices, grads, strict=True), strict=True))
+            if flat.shapes:
+                for s in slots:
+                    shape = flat.shapes.get(id(tensors[s]))
+                    if shape is not None:
+                        dtype, _, device, grad = known[s]
+                        known[s] = (dtype, torch.Size(shape), device, grad)
+            for s in compress(slots, map(not_, nbytes)):
+                if 0 in known[s][1]:
+                    empty.add(s)
+            return
+    for s in slots:
+        tensor = tensors[s]
+        known[s] = _slot_meta(tensor, _parts(tensor), flat, strings)
+        if not _reads_bytes(tensor, flat):
+            empty.add(s)
 
 
 def _reads_bytes(tensor: Any, flat: FlatViews) -> bool:
@@ -690,8 +787,8 @@ def _fill_metadata(index: Index) -> None:
         )
     tree = _walk(model)
     modules = tree.modules
-    hooked = list(compress(range(len(modules)), map(contains, map(_DICT, modules), repeat("_hf_hook"))))
-    slots = _slots(modules)
+    hooked = [i for i in tree.special if _HOOK in modules[i].__dict__]
+    slots = _slots(tree)
     if tree.parents != index.m_parent or tree.names != index.m_name:
         raise TiegraphError(
             "the model's module tree changed since build_graph (a module was added, removed or replaced); "
@@ -768,7 +865,7 @@ def _metadata(index: Index, tensors: list[Any], flat: FlatViews) -> None:
     for s in firsts:
         tensor = tensors[s]
         parts = _parts(tensor)
-        meta = known.get(s) or _slot_meta(tensor, parts, flat, strings)
+        meta = index.meta_of(s) if s in known else _slot_meta(tensor, parts, flat, strings)
         t_device.append(meta.device)
         t_dtype.append(meta.dtype)
         t_shape.append(meta.shape)

@@ -107,10 +107,7 @@ class TieGraph:
     def _groups(self) -> dict[int, list[int]]:
         """Slots per share component (only components with two or more slots)."""
         if self._members is None:
-            members: dict[int, list[int]] = {}
-            for s, root in enumerate(self._slot_roots()):
-                members.setdefault(root, []).append(s)
-            self._members = {root: slots for root, slots in members.items() if len(slots) > 1}
+            self._members = self._index.groups()
         return self._members
 
     def input_embedding(self, *, full_paths: bool = False) -> str | None:
@@ -143,9 +140,9 @@ class TieGraph:
                 idx.ie_note or "the model has no input embedding; pass input_embedding="
             )
         inside = set(idx.ie_slots)
-        slot_roots = self._slot_roots()
-        wanted = {slot_roots[s] for s in idx.ie_slots}
-        owners = {idx.s_owner[s] for s, root in enumerate(slot_roots) if root in wanted and s not in inside}
+        groups = self._groups()
+        wanted = {idx.root_of_slot(s) for s in idx.ie_slots}
+        owners = {idx.s_owner[s] for root in wanted for s in groups.get(root, ()) if s not in inside}
         if idx.ie_module < 0:
             owners.discard(idx.s_owner[idx.ie_slots[0]])
         if full_paths:
@@ -160,7 +157,7 @@ class TieGraph:
         paths) count once, and a group left with one name is dropped.
         """
         idx = self._index
-        key = idx.s_name.__getitem__ if full_paths else idx.slot_canon_of
+        key = idx.slot_name_of if full_paths else idx.slot_canon_of
         found: set[tuple[str, ...]] = set()
         for slots in self._groups().values():
             names = sorted({key(s) for s in slots})

@@ -153,6 +153,14 @@ class Resolver:
             if klass is not None:
                 self._classes.append((klass, rule))
         self._cache: dict[type, TypeRule] = {}
+        self._roots: dict[type, bool] = {}
+
+    def is_root(self, kind: type) -> bool:
+        """A non-wrapper model type (see :func:`is_model_root_type`), cached per type."""
+        found = self._roots.get(kind)
+        if found is None:
+            found = self._roots[kind] = not self.rule_for(kind).is_wrapper and is_model_root_type(kind)
+        return found
 
     def rule_for(self, kind: type) -> TypeRule:
         """Merged rule for a module type (``_PLAIN`` when no wrapper rule applies)."""
@@ -173,6 +181,20 @@ class Resolver:
         found = TypeRule(True, actions, adapters) if matched else _PLAIN
         self._cache[kind] = found
         return found
+
+
+_CURRENT: list[tuple[object, Resolver]] = []
+
+
+def current_resolver() -> Resolver:
+    """A :class:`Resolver` for the rules in force and the wrapper classes imported now, reused across builds
+    while neither changes (its per-type caches are what make naming cheap on the second build)."""
+    key = tuple((rule, rule.resolve()) for rule in _RULES)
+    if _CURRENT and _CURRENT[0][0] == key:
+        return _CURRENT[0][1]
+    resolver = Resolver()
+    _CURRENT[:] = [(key, resolver)]
+    return resolver
 
 
 def join(prefix: str, name: str) -> str:
@@ -208,7 +230,7 @@ class Namer:
     def __init__(self, index: Index) -> None:
         self.index = index
         self.types: list[type] = index.m_type or []  # per module path
-        self.resolver = Resolver()
+        self.resolver = current_resolver()
         n = len(index.m_parent)
         self.raw: list[tuple[str, str, bool, bool] | None] = [None] * n  # canon, belongs, chained, drop-next
         self.prefix = ""
@@ -232,8 +254,9 @@ class Namer:
 
     def model_roots(self) -> list[int]:
         """First path of every outermost model root (non-wrapper, model type, no model root above it)."""
-        index, rule_for, types = self.index, self.resolver.rule_for, self.types
-        verdict = {kind: not rule_for(kind).is_wrapper and is_model_root_type(kind) for kind in set(types)}
+        index, types = self.index, self.types
+        is_root = self.resolver.is_root
+        verdict = {kind: is_root(kind) for kind in set(types)}
         if not any(verdict.values()):
             return []
         candidates = list(compress(range(len(types)), map(verdict.__getitem__, types)))
