@@ -249,7 +249,7 @@ def copy_notebooks() -> None:
         shutil.copy2(notebook, target / notebook.name)
 
 
-def _module_sections_as_rubrics(app, what, name, obj, options, lines) -> None:  # type: ignore[no-untyped-def]
+def _module_sections_as_rubrics(_app, what, _name, _obj, _options, lines) -> None:  # type: ignore[no-untyped-def]
     """numpydoc leaves module docstrings alone: their ``Examples`` headings would become page sections."""
     if what != "module":
         return
@@ -297,7 +297,7 @@ def _resolve_alias(app, env, node, contnode):  # type: ignore[no-untyped-def]
 UNRESOLVED_IN_DOCSTRINGS: set[str] = set()
 
 
-def _report_unresolved(app, exception):  # type: ignore[no-untyped-def]
+def _report_unresolved(_app, _exception):  # type: ignore[no-untyped-def]
     if UNRESOLVED_IN_DOCSTRINGS:
         from sphinx.util import logging
 

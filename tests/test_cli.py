@@ -236,20 +236,23 @@ def test_model_type_text_report(runs: dict[str, subprocess.CompletedProcess[str]
     out = runs["type-text"].stdout
     assert out.startswith("t5: T5ForConditionalGeneration (default t5 config, task seq2seq-lm: the main"), out
     assert "tied to the input embedding: decoder.embed_tokens, encoder.embed_tokens, lm_head\n" in out
-    assert "Tie groups (1)" in out and "Findings" in out
+    assert "Tie groups (1)" in out
+    assert "Findings" in out
 
 
 def test_model_type_json_is_meta_and_reloads(
-    runs: dict[str, subprocess.CompletedProcess[str]], tmp_path_factory
+    runs: dict[str, subprocess.CompletedProcess[str]],
 ) -> None:
     """``--set`` values are typed and reach the config: an 80-layer default Llama, built on meta."""
     path = Path(runs["type-json"].stderr.split("wrote ", 1)[1].strip())
     data = json.loads(path.read_text())
-    assert data["class"] == "LlamaForCausalLM" and data["kind"] == "model-type"
+    assert data["class"] == "LlamaForCausalLM"
+    assert data["kind"] == "model-type"
     assert data["tied_to_input_embedding"] == ["lm_head"]
     assert data["tie_groups"] == [["lm_head.weight", "model.embed_tokens.weight"]]
     assert data["parameters"] > 15e9  # 80 layers of the default 7B width (16.3B): only possible on meta
-    assert [d["status"] for d in data["declared"]] == ["tied"] and data["findings"] == []
+    assert [d["status"] for d in data["declared"]] == ["tied"]
+    assert data["findings"] == []
     import tiegraph
 
     tg = tiegraph.TieGraph.from_json(data["graph"])
@@ -282,7 +285,8 @@ def test_lora_tied_compile_writes_dot(runs: dict[str, subprocess.CompletedProces
 
     path = Path(runs["lora-tied-dot"].stderr.split("wrote ", 1)[1].strip())
     graphs = pydot.graph_from_dot_data(path.read_text())
-    assert graphs and len(graphs) == 1
+    assert graphs
+    assert len(graphs) == 1
 
 
 def test_checkpoint_tied_saved_once(runs: dict[str, subprocess.CompletedProcess[str]]) -> None:
@@ -305,17 +309,20 @@ def test_checkpoint_with_differing_copies(runs: dict[str, subprocess.CompletedPr
 
 def test_factory(runs: dict[str, subprocess.CompletedProcess[str]]) -> None:
     data = json.loads(runs["factory"].stdout)
-    assert data["kind"] == "factory" and data["class"] == "Tiny"
+    assert data["kind"] == "factory"
+    assert data["class"] == "Tiny"
     assert data["tied_to_input_embedding"] == ["head"]
 
 
 def test_survey_subset(runs: dict[str, subprocess.CompletedProcess[str]]) -> None:
     result = runs["survey"]
-    assert "architecture" in result.stdout and "2 architectures in" in result.stdout
+    assert "architecture" in result.stdout
+    assert "2 architectures in" in result.stdout
     path = Path(result.stderr.split("wrote ", 1)[1].strip())
     data = json.loads(path.read_text())
     rows = {row["model_type"]: row for row in data["results"]}
-    assert rows["t5"]["status"] == "ok" and rows["llama"]["status"] == "ok"
+    assert rows["t5"]["status"] == "ok"
+    assert rows["llama"]["status"] == "ok"
     assert rows["t5"]["tied_to_input_embedding"] == [
         "decoder.embed_tokens",
         "encoder.embed_tokens",
@@ -323,7 +330,8 @@ def test_survey_subset(runs: dict[str, subprocess.CompletedProcess[str]]) -> Non
     ]
     assert rows["llama"]["tied_to_input_embedding"] == []
     assert [d["status"] for d in rows["llama"]["declared"]] == ["gated-off"]
-    assert data["tasks"] == ["causal-lm", "seq2seq-lm"] and data["transformers"]
+    assert data["tasks"] == ["causal-lm", "seq2seq-lm"]
+    assert data["transformers"]
 
 
 def test_demo_writes_pictures_and_names_the_folder(runs: dict[str, subprocess.CompletedProcess[str]]) -> None:
@@ -332,7 +340,8 @@ def test_demo_writes_pictures_and_names_the_folder(runs: dict[str, subprocess.Co
     assert folder.name == "demo"
     assert len(list(folder.glob("*.dot"))) == 7
     assert out.count("\n== ") == 7
-    assert "modules-to-save-copy-untied" in out and "declared-not-tied" in out
+    assert "modules-to-save-copy-untied" in out
+    assert "declared-not-tied" in out
 
 
 @pytest.mark.parametrize(
@@ -341,7 +350,8 @@ def test_demo_writes_pictures_and_names_the_folder(runs: dict[str, subprocess.Co
 def test_help_has_examples(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "examples:" in out and "tiegraph" in out
+    assert "examples:" in out
+    assert "tiegraph" in out
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:

@@ -85,7 +85,8 @@ def test_verbose_internal_error_is_exit_3_with_the_traceback(
     argv = ["-v", *args] if where == "before" else [*args, "-v"]
     code, _, err = _main(argv, capsys)
     assert code == 3
-    assert "Traceback" in err and "boom inside the model" in err
+    assert "Traceback" in err
+    assert "boom inside the model" in err
     assert err.strip().splitlines()[-1] == "tiegraph inspect: internal error: RuntimeError"
 
 
@@ -95,7 +96,8 @@ def test_internal_error_without_verbose_is_one_line(
     code, _, err = _main(["inspect", broken_factory, "--allow-code"], capsys)
     assert code == 3
     line = _one_line(err)
-    assert "internal error: RuntimeError: boom inside the model" in line and "rerun with -v" in line
+    assert "internal error: RuntimeError: boom inside the model" in line
+    assert "rerun with -v" in line
 
 
 # ---------------------------------------------------------------------------------------------- writing
@@ -113,8 +115,10 @@ def test_unwritable_output_is_exit_2_cannot_write(tmp_path: Path, capsys: pytest
         code, out, err = _main(["inspect", "llama", "-o", str(target)], capsys)
         assert code == 2, err
         line = _one_line(err)
-        assert line.startswith("tiegraph inspect: error: cannot write") and why in line, line
-        assert str(target) in line and out == ""
+        assert line.startswith("tiegraph inspect: error: cannot write"), line
+        assert why in line, line
+        assert str(target) in line
+        assert out == ""
 
 
 def test_survey_output_unwritable_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -130,7 +134,8 @@ def test_demo_out_onto_a_file_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFi
     code, out, err = _main(["demo", "--out", str(target)], capsys)
     assert code == 2
     line = _one_line(err)
-    assert "cannot write pictures into" in line and "it is a file" in line
+    assert "cannot write pictures into" in line
+    assert "it is a file" in line
     assert out == ""
 
 
@@ -251,7 +256,8 @@ def test_adapter_whose_base_is_nowhere_local(tmp_path: Path, capsys: pytest.Capt
     assert code == 2
     line = _one_line(err)
     assert "is a PEFT LORA adapter over the base model some-org/not-downloaded-model" in line
-    assert "never downloads" in line and out == ""
+    assert "never downloads" in line
+    assert out == ""
 
 
 def _run(args: list[str], cwd: Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -340,7 +346,11 @@ def test_demo_without_peft_skips_its_scenes(tmp_path: Path) -> None:
         out.splitlines()[0]
         == "3 PEFT scenes (2, 3, 4) skipped: PEFT is not installed; pip install peft shows them"
     )
-    assert "== 1/7 tied Llama" in out and "== 5/7" in out and "== 7/7" in out
-    assert "== 2/7" not in out and "Traceback" not in result.stderr
+    assert "== 1/7 tied Llama" in out
+    assert "== 5/7" in out
+    assert "== 7/7" in out
+    assert "== 2/7" not in out
+    assert "Traceback" not in result.stderr
     written = sorted(p.name for p in (tmp_path / "pictures").iterdir())
-    assert "1-tied-llama.svg" in written and not any(name.startswith(("2-", "3-", "4-")) for name in written)
+    assert "1-tied-llama.svg" in written
+    assert not any(name.startswith(("2-", "3-", "4-")) for name in written)

@@ -48,7 +48,8 @@ def test_peft_applies_to_b(tied_dir: Path, capsys: pytest.CaptureFixture[str]) -
     """modules_to_save on lm_head: the active copy is a deepcopy, so B's lm_head is untied (peft#2777)."""
     code, out, _ = _run(capsys, "diff", str(tied_dir), str(tied_dir), "--peft", "modules-to-save:lm_head")
     assert code == 1, out
-    assert "B: " in out and "wrapped: PEFT modules-to-save on lm_head" in out
+    assert "B: " in out
+    assert "wrapped: PEFT modules-to-save on lm_head" in out
     assert "lm_head.weight no longer shares memory with model.embed_tokens.weight" in out
 
 
@@ -61,9 +62,12 @@ def test_json_files_from_inspect_compare_like_specs(
     code, out, _ = _run(capsys, "diff", str(written), str(tied_dir), "--format", "json")
     assert code == 0, out
     data = json.loads(out)
-    assert data["changed"] is False and data["broken"] == [] and data["tied_after"] == ["lm_head"]
+    assert data["changed"] is False
+    assert data["broken"] == []
+    assert data["tied_after"] == ["lm_head"]
     code, out, _ = _run(capsys, "diff", str(written), str(tied_dir), "--set", "tie_word_embeddings=false")
-    assert code == 1 and "no longer shares memory" in out
+    assert code == 1
+    assert "no longer shares memory" in out
 
 
 @pytest.mark.parametrize(
@@ -97,7 +101,8 @@ def test_bad_input_is_exit_2_with_one_line(
     code, out, err = _run(capsys, *(a.format(**places) for a in argv))
     assert code == 2, out + err
     assert words in err
-    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
 
 
 def _graph_json() -> dict[str, object]:

@@ -121,7 +121,8 @@ def test_disk_offload_serves_separate_copies(build, tmp_path):
     model = disk_offload(tiny_llama(), tmp_path, execution_device="cpu")
     (finding,) = build(model).audit()
     assert finding.kind == "group-split-across-devices"
-    assert "lm_head.weight.dat" in finding.message and "separate copies" in finding.message
+    assert "lm_head.weight.dat" in finding.message
+    assert "separate copies" in finding.message
 
 
 # ----------------------------------------------------------------------------------- check_device_map
@@ -133,7 +134,8 @@ def test_check_device_map_dict_places_nothing():
     assert [f.kind for f in split] == ["group-split-across-devices"]
     assert "device_map['lm_head'] = 'cpu'" in split[0].message
     assert tiegraph.check_device_map(model, {"": "disk"}) == []
-    assert not hasattr(model, "hf_device_map") and model.lm_head.weight.device.type == "cpu"
+    assert not hasattr(model, "hf_device_map")
+    assert model.lm_head.weight.device.type == "cpu"
 
 
 def test_check_device_map_auto_resolves_through_accelerate():
@@ -180,7 +182,8 @@ def test_torchao_int8_unties_with_safe_advice(build):
     tg = build(model)
     assert kinds(tg) == ["untied-by-quantization"]  # not declared-not-tied a second time
     message = tg.audit()[0].message
-    assert "torchao.Int8Tensor" in message and "filter_fn" in message
+    assert "torchao.Int8Tensor" in message
+    assert "filter_fn" in message
     assert "call model.tie_weights()" not in message
     assert slot(tg, "lm_head.weight")["quantization"] == "torchao.Int8Tensor"
     assert "torchao.Int8Tensor" in tg.report()
@@ -246,7 +249,8 @@ def test_bitsandbytes_default_skip_keeps_the_tie(build, tmp_path):
     config = BitsAndBytesConfig(load_in_4bit=True)
     model = AutoModelForCausalLM.from_pretrained(tmp_path, quantization_config=config, device_map={"": "cpu"})
     tg = build(model)
-    assert tg.tied_to_input_embedding() == ["lm_head"] and kinds(tg) == []
+    assert tg.tied_to_input_embedding() == ["lm_head"]
+    assert kinds(tg) == []
     assert slot(tg, "model.layers.0.mlp.up_proj.weight")["quantization"] == "bitsandbytes.fp4"
 
 
@@ -286,7 +290,8 @@ def test_quantized_tensors_flatten_to_their_storages():
     layer = nn.Sequential(nn.Linear(16, 16))
     quantize_(layer, Int8WeightOnlyConfig())
     found = leaves(layer[0].weight)
-    assert found.unknown == "" and {t.dtype for t in found.tensors} >= {torch.int8}
+    assert found.unknown == ""
+    assert {t.dtype for t in found.tensors} >= {torch.int8}
     assert quantization(layer[0].weight) == "torchao.Int8Tensor"
 
 
@@ -349,9 +354,10 @@ KINDS = ["plain", "view", "coo", "csr", "bsr", "jagged", "nested", "dtensor", "f
 SHARES_BASE = {"plain", "view", "coo", "csr", "bsr", "jagged", "dtensor", "functional"}
 
 
+@pytest.mark.usefixtures("process_group")
 @settings(max_examples=25, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(KINDS), st.integers(0, 2)), min_size=1, max_size=7))
-def test_mixed_trees_never_crash_and_share_by_storage(process_group, picks):
+def test_mixed_trees_never_crash_and_share_by_storage(picks):
     """Trees of plain, sparse, nested, DTensor, fake, functional and unknown tensors over three storages.
 
     Oracle: two slots share exactly when both read the same base (for kinds that read their base) or are
@@ -375,7 +381,7 @@ def test_mixed_trees_never_crash_and_share_by_storage(process_group, picks):
             assert together == expected, (ki, kj, bi, bj)
 
 
-def test_unknown_storage_warns_and_stays_alone(build):
+def test_unknown_storage_warns_and_stays_alone():
     model = nn.Module()
     model.register_buffer("a", Opaque(torch.zeros(3)))
     model.register_buffer("b", torch.nested.nested_tensor([torch.zeros(2), torch.zeros(3)]))

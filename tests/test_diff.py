@@ -32,7 +32,7 @@ def _reloaded(tg: TieGraph) -> TieGraph:
     return TieGraph.from_json(json.loads(json.dumps(tg.to_json())))
 
 
-def test_the_same_model_wrapped_lines_up(build) -> None:
+def test_the_same_model_wrapped_lines_up() -> None:
     """A bare model and its torch.compile'd self are matched by canonical names: nothing changed."""
     model = llama(True)
     d = tiegraph.diff(model, torch.compile(model))
@@ -50,7 +50,8 @@ def test_untying_the_head_is_broken_and_said_in_words() -> None:
     model.lm_head.weight = nn.Parameter(model.lm_head.weight.detach().clone())
     d = tiegraph.diff(before, model)
     assert d
-    assert d.broken == [PAIR] and d.made == []
+    assert d.broken == [PAIR]
+    assert d.made == []
     assert (d.tied_before, d.tied_after) == (["lm_head"], [])
     assert [f.kind for f in d.findings_added] == ["declared-not-tied", "config-says-tied-but-nothing-is"]
     assert d.findings_resolved == []
@@ -60,7 +61,8 @@ def test_untying_the_head_is_broken_and_said_in_words() -> None:
     assert lines[2] == "new finding declared-not-tied: lm_head.weight, model.embed_tokens.weight"
     # and back: the reverse diff makes the pair
     back = tiegraph.diff(model, before)
-    assert back.made == [PAIR] and back.broken == []
+    assert back.made == [PAIR]
+    assert back.broken == []
     assert str(back).startswith("lm_head.weight now shares memory with model.embed_tokens.weight")
 
 
@@ -116,7 +118,8 @@ def test_dtype_change_of_a_tied_group() -> None:
     ]
     assert d  # a tied slot changed dtype
     assert "lm_head.weight dtype: float32 -> bfloat16" in str(d)
-    assert d.placement == [] and d.quantization == []
+    assert d.placement == []
+    assert d.quantization == []
 
 
 def test_moving_to_meta_breaks_the_tie_and_moves_both() -> None:
@@ -188,4 +191,5 @@ def test_diff_is_the_public_function_after_importing_the_module() -> None:
     import tiegraph.diff as _module  # noqa: F401
     import tiegraph.testing
 
-    assert callable(tiegraph.diff) and tiegraph.diff.__name__ == "diff"
+    assert callable(tiegraph.diff)
+    assert tiegraph.diff.__name__ == "diff"

@@ -163,7 +163,8 @@ def test_fsdp1_without_orig_params_warns(ranks: list[dict[str, Any]], family: st
     for seen in both(ranks, f"{family}/fsdp1_flat"):
         assert seen["groups"] == []
         [(message, filename)] = seen["warnings"]
-        assert "_fsdp_wrapped_module._flat_param" in message and "use_orig_params=True" in message
+        assert "_fsdp_wrapped_module._flat_param" in message
+        assert "use_orig_params=True" in message
         assert filename.endswith("_dist_workers.py")
 
 
@@ -189,7 +190,8 @@ def test_a_failing_rank_does_not_hang_the_others(ranks: list[dict[str, Any]]) ->
     assert first == second
     [error] = first
     assert (error["kind"], error["ranks"], error["missing"]) == ("error", [1], [0])
-    assert "PathNotFoundError" in error["value"] and "no.such.module" in error["value"]
+    assert "PathNotFoundError" in error["value"]
+    assert "no.such.module" in error["value"]
 
 
 @pytest.mark.parametrize("kind", [k for k in WRAPPED if k != "fsdp1_one_unit"])
@@ -199,7 +201,8 @@ def test_declared_ties_and_audit_see_through_wrappers(
 ) -> None:
     plain = ranks[0][f"{family}/plain"]
     assert isinstance(plain["declared"], list), plain["declared"]
-    assert plain["declared"] and all(status == "tied" for _, _, status in plain["declared"])
+    assert plain["declared"]
+    assert all(status == "tied" for _, _, status in plain["declared"])
     for seen in both(ranks, f"{family}/{kind}"):
         assert seen["declared"] == plain["declared"]
         assert seen["audit"] == plain["audit"] == []
@@ -227,7 +230,8 @@ def test_check_ranks_agree_needs_a_process_group(monkeypatch: pytest.MonkeyPatch
         tiegraph.distributed.check_ranks_agree("model")  # type: ignore[arg-type]
 
 
-def test_check_ranks_agree_on_one_rank(process_group: None) -> None:
+@pytest.mark.usefixtures("process_group")
+def test_check_ranks_agree_on_one_rank() -> None:
     m = nn.Module()
     m.embed, m.head = nn.Embedding(8, 4), nn.Linear(4, 8, bias=False)
     m.head.weight = m.embed.weight
@@ -258,4 +262,5 @@ def test_flat_param_views_without_fsdp1_is_empty() -> None:
     from tiegraph.storage import flat_param_views
 
     views = flat_param_views([nn.Linear(2, 2), torch.nn.Sequential()])
-    assert views.shapes == {} and views.containers == set()
+    assert views.shapes == {}
+    assert views.containers == set()

@@ -71,7 +71,8 @@ def _edges(g: pydot.Graph) -> list[tuple[str, str, dict[str, str]]]:
 def _parse(dot: str) -> pydot.Dot:
     """DOT text parsed back by pydot (pyparsing: slow on big graphs, so used on small ones)."""
     graphs = pydot.graph_from_dot_data(dot)
-    assert graphs is not None and len(graphs) == 1
+    assert graphs is not None
+    assert len(graphs) == 1
     return graphs[0]
 
 
@@ -279,7 +280,8 @@ def test_shares_edges_styled_by_how(build):
             ]
             assert attrs["style"] == dot_room.SHARE_STYLE[d["how"]][0]
             hows.add(d["how"])
-    assert "same" in hows and len(hows) >= 2
+    assert "same" in hows
+    assert len(hows) >= 2
     legend = _text(_nodes(g)["legend"]["label"])
     for how in hows:
         assert dot_room.SHARE_STYLE[how][1] in legend
@@ -403,7 +405,8 @@ def test_70b_meta_llama_stays_small(llama70b):
     g = _dot(llama70b)
     assert len(_drawn_slots(g)) == 2
     caption = _text(g.get("label"))
-    assert "model.layers.0..79" in caption and "80 × LlamaDecoderLayer" in caption
+    assert "model.layers.0..79" in caption
+    assert "80 × LlamaDecoderLayer" in caption
     whole = _dot(llama70b, show="all")
     nodes = _nodes(whole)
     assert len(nodes) < 15
@@ -437,7 +440,8 @@ def test_collapse_keeps_tied_layers_apart(build):
 def test_svg_png_pdf_and_write(build, tmp_path):
     tg = build(_tiny_tied(), input_embedding="embed")
     svg = tg.to_svg()
-    assert isinstance(svg, str) and "<svg" in svg
+    assert isinstance(svg, str)
+    assert "<svg" in svg
     magic = {".png": b"\x89PNG", ".pdf": b"%PDF", ".svg": b"<?xml"}
     for suffix, head in magic.items():
         tg.write(tmp_path / f"g{suffix}")
@@ -466,7 +470,8 @@ def test_missing_pygraphviz_is_explained(build, monkeypatch):
         tg.to_svg()
     assert isinstance(tg.to_dot(), str)
     assert tg._repr_svg_() is None
-    assert "embed" in tg._repr_html_() and "tiegraph[render]" in tg._repr_html_()
+    assert "embed" in tg._repr_html_()
+    assert "tiegraph[render]" in tg._repr_html_()
     assert isinstance(RenderError("x"), tiegraph.TiegraphError)
 
 
@@ -491,10 +496,13 @@ def test_every_model_renders(build, name):
 def test_jupyter_reprs(build):
     tg = build(MODELS["llama-tied"]())
     svg = tg._repr_svg_()
-    assert isinstance(svg, str) and "<svg" in svg
+    assert isinstance(svg, str)
+    assert "<svg" in svg
     page = tg._repr_html_()
-    assert "<svg" in page and "<?xml" not in page
-    assert "tied to it: lm_head" in page and "input embedding model.embed_tokens" in page
+    assert "<svg" in page
+    assert "<?xml" not in page
+    assert "tied to it: lm_head" in page
+    assert "input embedding model.embed_tokens" in page
     assert repr(tg).startswith("<TieGraph:")
 
 
@@ -627,7 +635,8 @@ def test_jupyter_renders_the_picture_once_per_display(build, monkeypatch):
     monkeypatch.setattr(render_room, "draw", counted)
     tg = build(_tiny_tied())
     data, _ = DisplayFormatter().format(tg)
-    assert "<svg" in data["image/svg+xml"] and "<svg" in data["text/html"]
+    assert "<svg" in data["image/svg+xml"]
+    assert "<svg" in data["text/html"]
     assert calls == ["svg"]
     DisplayFormatter().format(tg)
     assert calls == ["svg"], "a second display reuses the picture"
@@ -659,7 +668,8 @@ def test_declared_tie_is_drawn_beside_the_share_edge(build, rankdir, side):
     g = _dot(build(_DeclaredTiny()), rankdir=rankdir)
     (share,) = [a for _, _, a in _edges(g) if a.get("color") == dot_room.SHARE_COLOR]
     (declared,) = [a for _, _, a in _edges(g) if a.get("color") == dot_room.DECLARED_STYLE["tied"][0]]
-    assert "tailport" not in share and "headport" not in share
+    assert "tailport" not in share
+    assert "headport" not in share
     assert (declared["tailport"], declared["headport"]) == (side, side)
 
 
@@ -686,4 +696,5 @@ def test_legend_has_an_entry_for_every_node_kind_drawn(build):
     slots = [a for n, a in _nodes(g).items() if n.startswith("s")]
     dashed = {a["fillcolor"] for a in slots if a["style"] == "rounded,filled,dashed"}  # buffer slots
     assert dashed == {dot_room.EMBED_FILL}  # the embedding's own buffer, its only buffer slot
-    assert "buffer slot" in legend and "slot of the input embedding" in legend
+    assert "buffer slot" in legend
+    assert "slot of the input embedding" in legend

@@ -151,7 +151,7 @@ def case(request: pytest.FixtureRequest, build: Callable[..., tiegraph.TieGraph]
     torch.manual_seed(0)
     with torch.device(mode):
         model = PEFT_MODELS[name]()
-    yield Case(name, mode, model, build(model), EXPECTED[name])
+    return Case(name, mode, model, build(model), EXPECTED[name])
 
 
 def test_real_paths(case: Case) -> None:

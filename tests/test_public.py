@@ -8,7 +8,8 @@ import tiegraph
 def test_dir_shows_the_public_names_only() -> None:
     """Issue 12.11: ``dir(tiegraph)`` listed ``annotations`` and ``nn`` (this module's own imports)."""
     names = dir(tiegraph)
-    assert "annotations" not in names and "nn" not in names
+    assert "annotations" not in names
+    assert "nn" not in names
     assert names == sorted([*tiegraph.__all__, "__version__"])
     for name in tiegraph.__all__:
         assert getattr(tiegraph, name) is not None

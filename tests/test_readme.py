@@ -66,7 +66,8 @@ def test_command_line_example_prints_what_it_says() -> None:
     (block,) = re.findall(r"```text\n(.*?)```", _section("Command line"), flags=re.S)
     lines = block.splitlines()
     command, expected_exit = lines[0], lines[-1]
-    assert command.startswith("$ tiegraph ") and lines[-2] == "$ echo $?", block
+    assert command.startswith("$ tiegraph "), block
+    assert lines[-2] == "$ echo $?", block
     expected = [line.rstrip() for line in lines[1:-2] if line.strip() != "..."]
     result = subprocess.run(
         [sys.executable, "-m", "tiegraph", *shlex.split(command.removeprefix("$ tiegraph "))],

@@ -66,7 +66,8 @@ def test_subset_covers_every_finding_kind(committed: dict[str, Any]) -> None:
     covered = {
         f["kind"] for r in committed["results"] if r["model_type"] in SUBSET for f in r.get("findings") or []
     }
-    assert seen and covered == seen
+    assert seen
+    assert covered == seen
 
 
 @pytest.mark.slow
@@ -95,13 +96,16 @@ def _row(model_type: str, cls: str, task: str) -> dict[str, Any]:
 
 def test_default_config_that_builds_needs_no_repair() -> None:
     row = _row("llama", "LlamaForCausalLM", "causal-lm")
-    assert row["status"] == "ok" and row["repairs"] == [] and "repair_changes" not in row
+    assert row["status"] == "ok"
+    assert row["repairs"] == []
+    assert "repair_changes" not in row
 
 
 def test_asserted_flag_repair_sets_what_the_class_asserts() -> None:
     """ReformerModelWithLMHead asserts ``config.is_decoder``; the default config has it False."""
     row = _row("reformer", "ReformerModelWithLMHead", "causal-lm")
-    assert row["status"] == "ok" and row["repairs"] == ["asserted-flag"]
+    assert row["status"] == "ok"
+    assert row["repairs"] == ["asserted-flag"]
     assert row["repair_changes"] == ["is_decoder=True"]
     assert "is_decoder=True" in row["default_error"]
 
@@ -111,7 +115,8 @@ def test_validator_value_goes_into_the_sub_config_that_has_it() -> None:
     with pytest.raises(Exception, match="hidden_size_per_layer_input must be 0"):
         transformers.AutoConfig.for_model("gemma4_assistant")
     row = _row("gemma4_assistant", "Gemma4AssistantForCausalLM", "causal-lm")
-    assert row["status"] == "ok" and row["repairs"] == ["asserted-flag"]
+    assert row["status"] == "ok"
+    assert row["repairs"] == ["asserted-flag"]
     assert "text_config.hidden_size_per_layer_input=0" in row["repair_changes"]
     assert row["tied_to_input_embedding"] == ["lm_head"]
 
@@ -132,8 +137,10 @@ def test_sub_config_and_heads_divide_hidden() -> None:
 
 def test_missing_package_is_named_not_repaired() -> None:
     row = _row("fast_vlm", "FastVlmForConditionalGeneration", "image-text-to-text")
-    assert row["status"] == "needs-dependency" and row["repairs"] == []
-    assert row["reason"].startswith("needs timm: ") and "torchvision" in row["reason"]
+    assert row["status"] == "needs-dependency"
+    assert row["repairs"] == []
+    assert row["reason"].startswith("needs timm: ")
+    assert "torchvision" in row["reason"]
 
 
 def test_repairs_never_touch_tie_flags() -> None:
@@ -143,13 +150,15 @@ def test_repairs_never_touch_tie_flags() -> None:
     config = transformers.AutoConfig.for_model("hunyuan_v1_dense")
     state = _repairs._State("hunyuan_v1_dense", transformers.HunYuanDenseV1ForCausalLM, None, config=config)
     changes = _repairs._fill_none(state, TypeError("x"))
-    assert changes and not any("tie" in c for c in changes)
+    assert changes
+    assert not any("tie" in c for c in changes)
 
 
 def test_transformers_bug_is_checked_in_transformers_alone() -> None:
     """The check behind ``transformers-bug``: the default config built without tiegraph's meta helper."""
     error = _survey._fails_in_transformers("ministral", transformers.MinistralForCausalLM, None)
-    assert error is not None and error.startswith("TypeError: unsupported operand")
+    assert error is not None
+    assert error.startswith("TypeError: unsupported operand")
     assert _survey._fails_in_transformers("llama", transformers.LlamaForCausalLM, None) is None
 
 
@@ -160,9 +169,11 @@ def test_survey_row_never_raises() -> None:
         _survey.survey_one(("llama", "NoSuchModelClass", ["causal-lm"]), time_limit=10),
     ]
     assert rows[0]["status"] == "timeout", rows[0]
-    assert rows[1]["status"] == "transformers-bug" and "NoSuchModelClass" in rows[1]["reason"]
+    assert rows[1]["status"] == "transformers-bug"
+    assert "NoSuchModelClass" in rows[1]["reason"]
     table = _survey_report.format_table(rows)
-    assert "not built (2):" in table and "timeout" in table
+    assert "not built (2):" in table
+    assert "timeout" in table
 
 
 # ---------------------------------------------------------------------------------------------- report
@@ -191,7 +202,8 @@ def test_json_holds_what_the_table_shows_and_the_repairs(committed: dict[str, An
         if row["status"] == "ok":
             assert {"tied_to_input_embedding", "tie_groups", "declared", "findings", "repairs"} <= row.keys()
             if row["repairs"]:
-                assert row["repair_changes"] and row["default_error"]
+                assert row["repair_changes"]
+                assert row["default_error"]
     assert {"seconds", "jobs", "load", "transformers"} <= committed.keys()
 
 
@@ -227,7 +239,8 @@ def test_cli_compare(committed: dict[str, Any], tmp_path: Path, capsys: pytest.C
     out = capsys.readouterr().out
     change = "declared: + lm_head.weight -> model.embed_tokens.weight (gated-off)"
     assert f"llama LlamaForCausalLM: {change}" in out
-    assert "  added (0)" in out and "removed (" in out
+    assert "  added (0)" in out
+    assert "removed (" in out
     path.write_text("[]")
     assert main([*argv, "--compare", str(path)]) == 2
     assert "not a survey written by --json" in capsys.readouterr().err
@@ -238,11 +251,13 @@ def test_inspect_picks_the_main_generation_head() -> None:
     """``tiegraph inspect whisper`` builds the conditional-generation class, not the assistant decoder."""
     built = _spec.build_spec("whisper")
     assert built.cls == "WhisperForConditionalGeneration"
-    assert "the main generation head" in built.source and "causal-lm WhisperForCausalLM" in built.source
+    assert "the main generation head" in built.source
+    assert "causal-lm WhisperForCausalLM" in built.source
     assert _spec.build_spec("whisper", task="causal-lm").cls == "WhisperForCausalLM"
     assert _spec.build_spec("bert").cls == "BertForMaskedLM"
 
 
 def test_inspect_repairs_a_default_config_and_says_so() -> None:
     built = _spec.build_spec("ministral")
-    assert built.cls == "MinistralForCausalLM" and "repaired (fill-none: head_dim=128)" in built.source
+    assert built.cls == "MinistralForCausalLM"
+    assert "repaired (fill-none: head_dim=128)" in built.source

@@ -180,7 +180,7 @@ def case(request: pytest.FixtureRequest, build: Callable[..., tiegraph.TieGraph]
     with MODES[mode]():
         model = MODELS[name]()
     before = _devices(model)
-    yield Case(name, mode, model, build(model), EXPECTED[name], before)
+    return Case(name, mode, model, build(model), EXPECTED[name], before)
 
 
 def _devices(model: nn.Module) -> list[tuple[str, str]]:

@@ -197,7 +197,7 @@ def case(request: pytest.FixtureRequest, build: Callable[..., tiegraph.TieGraph]
         request.getfixturevalue("process_group")
     torch.manual_seed(0)
     model = wrap.make()
-    yield Case(model, build(model), wrap)
+    return Case(model, build(model), wrap)
 
 
 def test_full_paths_are_real(case: Case) -> None:
@@ -252,7 +252,8 @@ def test_component_by_canonical_and_full_name(case: Case) -> None:
 # ------------------------------------------------------------------------------------ premises
 
 
-def test_ddp_does_not_forward_attributes(process_group: None) -> None:
+@pytest.mark.usefixtures("process_group")
+def test_ddp_does_not_forward_attributes() -> None:
     """DDP, unlike OptimizedModule and PeftModel, forwards no attributes: tools relying on
     ``model.get_input_embeddings()`` through DDP fail, so tiegraph must unwrap it by type."""
     torch.manual_seed(0)

@@ -353,8 +353,10 @@ def to_pydot(
     aside = {"LR": "w", "RL": "e", "TB": "n", "BT": "s"}[rankdir]
 
     def relation(a: int, b: int, color: str, style: str, tooltip: str, **extra: Any) -> None:
-        """A slot-to-slot edge: drawn, but left out of the ranking (labels go in ``xlabel``: Graphviz
-        crashes on labelled edges that do not constrain the layout)."""
+        """A slot-to-slot edge, drawn but left out of the ranking.
+
+        Its label goes in ``xlabel``: Graphviz crashes on labelled edges that do not constrain the layout.
+        """
         extra.setdefault("penwidth", "2")
         values = attrs(color=color, style=style, constraint="false", tooltip=plain(tooltip), **extra)
         dot.add_edge(pydot.Edge(f"s{a}", f"s{b}", **values))

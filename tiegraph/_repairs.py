@@ -195,7 +195,7 @@ def _own_class(state: _State, exc: BaseException) -> list[str]:
     return [f"{state.cls.__name__}._from_config"]
 
 
-def _sub_config(state: _State, exc: BaseException) -> list[str]:
+def _sub_config(state: _State, _exc: BaseException) -> list[str]:
     wanted = getattr(state.cls, "config_class", None)
     if state.config is None or wanted is None or isinstance(state.config, wanted) or state.sub:
         return []
@@ -287,7 +287,7 @@ def _largest_divisor(n: int, at_most: int) -> int:
     return next(d for d in range(min(n, at_most), 0, -1) if n % d == 0)
 
 
-def _heads_divide_hidden(state: _State, exc: BaseException) -> list[str]:
+def _heads_divide_hidden(state: _State, _exc: BaseException) -> list[str]:
     changes: list[str] = []
     for path, config in _configs(state.config) if state.config is not None else ():
         hidden, heads = _int(config, "hidden_size"), _int(config, "num_attention_heads")
@@ -300,7 +300,7 @@ def _heads_divide_hidden(state: _State, exc: BaseException) -> list[str]:
     return changes
 
 
-def _rope_per_layer_type(state: _State, exc: BaseException) -> list[str]:
+def _rope_per_layer_type(state: _State, _exc: BaseException) -> list[str]:
     changes: list[str] = []
     for path, config in _configs(state.config) if state.config is not None else ():
         types = getattr(config, "layer_types", None)

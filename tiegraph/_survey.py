@@ -57,7 +57,7 @@ def survey_items(tasks: Sequence[str], only: Sequence[str] = (), limit: int | No
     return items[:limit] if limit is not None else items
 
 
-def _alarm(signum: int, frame: Any) -> None:
+def _alarm(_signum: int, _frame: Any) -> None:
     raise _Timeout
 
 

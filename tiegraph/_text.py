@@ -20,8 +20,9 @@ def plural(n: int, word: str, words: str | None = None) -> str:
 
 
 def nearest(word: str, choices: Iterable[str], n: int = 3, *, always: bool = False) -> list[str]:
-    """The choices closest to ``word``: by spelling, then by the same last dotted part; with ``always``,
-    the closest ones whatever the distance (so a message can always name some).
+    """The choices closest to ``word``: by spelling, then by the same last dotted part.
+
+    With ``always``, the closest ones whatever the distance (so a message can always name some).
 
     Examples
     --------

@@ -91,7 +91,7 @@ _IS_PARAM = (True, False)  # by dict number & 1: parameters, then buffers
 
 
 def _storage_identity() -> bool:
-    """Does ``untyped_storage()`` return one Python object per storage (so identity is the storage key)?"""
+    """Whether ``untyped_storage()`` returns one Python object per storage (so identity is the key)."""
     base = torch.zeros(4, 4)
     views = (base, base.t(), base[1:], base.detach(), nn.Parameter(base), base.view(torch.int32))
     with torch.device("meta"):

@@ -73,7 +73,7 @@ def annotate(
         _serve(index, modules, tensors, hooked, record)
 
 
-def _quantized_layers(index: Index, modules: list[nn.Module], tensors: list[Any], layers: set[type]) -> None:
+def _quantized_layers(index: Index, modules: list[nn.Module], _tensors: list[Any], layers: set[type]) -> None:
     """Weight slots of quantized layer classes, and hqq's labels (its format lives on the layer)."""
     slots = []
     labels: dict[int, str] = {}
@@ -472,7 +472,7 @@ def _layer_labels(index: Index) -> dict[str, str]:
 
 
 def findings(tg: TieGraph) -> list[Finding]:
-    """This room's findings: quantization that unties or breaks a tie, and ties split by placement.
+    """Findings of deployed models: quantization that unties or breaks a tie, ties split by placement.
 
     ``group-split-across-devices`` is decided on placement (where the served bytes live), so an offloaded
     model and a device map checked before use are judged alike; the message names the device map entries

@@ -1,4 +1,4 @@
-"""Ties under ``torch.distributed``: do all ranks see the same tie groups?
+"""Ties under ``torch.distributed``: whether all ranks see the same tie groups.
 
 :func:`tiegraph.build_graph` already sees through DDP, FSDP1, FSDP2 ``fully_shard`` (a DTensor slot is read
 through its local shard, never gathered) and activation-checkpoint wrappers, so every rank can build its

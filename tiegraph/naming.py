@@ -187,8 +187,11 @@ _CURRENT: list[tuple[object, Resolver]] = []
 
 
 def current_resolver() -> Resolver:
-    """A :class:`Resolver` for the rules in force and the wrapper classes imported now, reused across builds
-    while neither changes (its per-type caches are what make naming cheap on the second build)."""
+    """A :class:`Resolver` for the rules in force and the wrapper classes imported now.
+
+    It is reused across builds while neither changes (its per-type caches are what make naming cheap on
+    the second build).
+    """
     key = tuple((rule, rule.resolve()) for rule in _RULES)
     if _CURRENT and _CURRENT[0][0] == key:
         return _CURRENT[0][1]
@@ -207,8 +210,10 @@ def join(prefix: str, name: str) -> str:
 
 
 def is_model_root_type(kind: type) -> bool:
-    """True for types that define a model's own namespace (transformers models and anything with
-    ``get_input_embeddings`` on its class)."""
+    """True for types that define a model's own namespace.
+
+    Those are transformers models and anything with ``get_input_embeddings`` on its class.
+    """
     modeling_utils = sys.modules.get("transformers.modeling_utils")
     if modeling_utils is not None:
         pretrained = getattr(modeling_utils, "PreTrainedModel", None)
@@ -321,7 +326,7 @@ class Namer:
             return name[len(prefix) + 1 :]
         return name
 
-    def module_names(self, index: Index, i: int) -> tuple[str, str]:
+    def module_names(self, _index: Index, i: int) -> tuple[str, str]:
         """Canonical path of module path ``i`` and of the model module it belongs to."""
         canon, belongs, _, _ = self.raw_names(i)
         return self.strip(canon), self.strip(belongs)

@@ -247,7 +247,7 @@ def _reachable(terms: list[tuple[int, int]], low: int, high: int) -> bool:
 
 
 def shares(a: Extent, b: Extent) -> bool:
-    """Exact: do two extents on one storage have a byte in common?
+    """Whether two extents on one storage have a byte in common (exact).
 
     Examples
     --------
