@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from torch import nn
 
+from ._view import view_of
 from .errors import NoInputEmbeddingError
 from .naming import join
 
 if TYPE_CHECKING:
-    from ._index import Index
+    from ._view import GraphView
     from .audit import Finding
     from .build import InputEmbedding
     from .graph import TieGraph
@@ -163,14 +164,14 @@ def _sentences(pairs: list[tuple[str, str]], d: TieDiff, mark: Any) -> Iterable[
 # ---------------------------------------------------------------------------------------------- sides
 
 
-def copy_kinds(idx: Index) -> list[tuple[str, str]]:
+def copy_kinds(view: GraphView) -> list[tuple[str, str]]:
     """``(full path prefix, kind)`` of every PEFT ``modules_to_save`` copy the builder recorded.
 
     ``kind`` is ``"active"`` (the copy a forward uses; the ``original_module`` when no copy is active),
     ``"original"`` (an ``original_module`` a copy stands in for) or ``"inactive"``.
     """
     out: list[tuple[str, str]] = []
-    for wrapper in idx.modules_to_save:
+    for wrapper in view.modules_to_save:
         path, active = wrapper.path, list(wrapper.active)
         out.append((join(path, "original_module") + ".", "original" if active else "active"))
         for name in wrapper.adapters:
@@ -190,16 +191,16 @@ def live_slots(tg: TieGraph) -> dict[str, int]:
     >>> live_slots(tiegraph.build_graph(m))
     {'a.weight': 0}
     """
-    idx = tg._index
-    kinds = copy_kinds(idx)
+    view = view_of(tg)
+    kinds = copy_kinds(view)
     rank = {"active": 0, "": 0, "original": 1, "inactive": 2}
     best: dict[str, tuple[int, int]] = {}
-    names = idx.s_name
-    for s in range(len(names)):
+    for s in range(view.num_slots):
         kind = ""
         if kinds:
-            kind = next((k for prefix, k in kinds if names[s].startswith(prefix)), "")
-        canon = idx.slot_canon_of(s)
+            name = view.slot_name(s)
+            kind = next((k for prefix, k in kinds if name.startswith(prefix)), "")
+        canon = view.slot_canonical(s)
         key = (rank[kind], s)
         if canon not in best or key < best[canon]:
             best[canon] = key
@@ -219,12 +220,11 @@ class _Side:
 
 
 def _side(tg: TieGraph) -> _Side:
-    idx = tg._index
+    view = view_of(tg)
     live = live_slots(tg)
-    roots = tg._slot_roots()
     members: dict[int, list[str]] = {}
     for canon, s in live.items():
-        members.setdefault(roots[s], []).append(canon)
+        members.setdefault(view.group_of(s), []).append(canon)
     group: dict[str, int] = {}
     pairs: set[tuple[str, str]] = set()
     for root, names in members.items():
@@ -238,7 +238,7 @@ def _side(tg: TieGraph) -> _Side:
         tied: list[str] | None = tg.tied_to_input_embedding()
     except NoInputEmbeddingError:
         tied = None
-    inside = {idx.slot_canon_of(s) for s in idx.ie_slots}
+    inside = {view.slot_canonical(s) for s in view.input_embedding_slots}
     return _Side(tg, live, group, pairs, tied, inside)
 
 
@@ -249,14 +249,14 @@ def slot_attribute(tg: TieGraph, s: int, name: str) -> object:
     served tensors, offload and quantization formats); without it a slot's placement is its device and its
     quantization None (a plain tensor).
     """
-    idx = tg._index
+    view = view_of(tg)
     if name == "dtype":
-        return idx.meta_of(s).dtype
+        return view.tensor(s).dtype
     answer = getattr(_deployed(), f"{name}_of", None)
     if callable(answer):
-        return answer(idx, s)
+        return answer(view.index, s)
     if name == "placement":
-        return idx.meta_of(s).device
+        return view.tensor(s).device
     return None
 
 

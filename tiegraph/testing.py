@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
+from ._view import view_of
 from .diff import _as_graph, diff, live_slots
 
 if TYPE_CHECKING:
@@ -31,24 +32,23 @@ def _shared(model: TieGraph | nn.Module, a: str, b: str) -> tuple[list[tuple[str
 
     Slots are the ones a forward uses (the active ``modules_to_save`` copy, not the original).
     """
-    tg = _as_graph(model, "model", None)
-    idx = tg._index
-    live = set(live_slots(tg).values())
-    side_a = [s for s in tg._resolve_slots(a) if s in live]
-    side_b = [s for s in tg._resolve_slots(b) if s in live]
+    view = view_of(_as_graph(model, "model", None))
+    live = set(live_slots(view.tg).values())
+    side_a = [s for s in view.resolve(a) if s in live]
+    side_b = [s for s in view.resolve(b) if s in live]
     only_a = [s for s in side_a if s not in set(side_b)]
     only_b = [s for s in side_b if s not in set(side_a)]
-    roots = tg._slot_roots()
-    by_root: dict[int, list[int]] = {}
+    group = view.group_of
+    by_group: dict[int, list[int]] = {}
     for s in only_b:
-        by_root.setdefault(roots[s], []).append(s)
-    canon = idx.slot_canon_of
+        by_group.setdefault(group(s), []).append(s)
+    canon = view.slot_canonical
     pairs = sorted(
-        {(canon(s), canon(t)) for s in only_a for t in by_root.get(roots[s], ()) if canon(s) != canon(t)}
+        {(canon(s), canon(t)) for s in only_a for t in by_group.get(group(s), ()) if canon(s) != canon(t)}
     )
     phrases = []
     for s in only_a:
-        others = sorted({canon(t) for t in live if roots[t] == roots[s] and canon(t) != canon(s)})
+        others = sorted({canon(t) for t in live if group(t) == group(s) and canon(t) != canon(s)})
         phrases.append(f"{canon(s)} shares memory with {', '.join(others) if others else 'nothing'}")
     return pairs, sorted(set(phrases))
 
