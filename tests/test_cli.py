@@ -303,8 +303,9 @@ def test_checkpoint_with_differing_copies(runs: dict[str, subprocess.CompletedPr
     out = runs["ckpt-differ"].stdout
     assert "in 2 safetensors files, index model.safetensors.index.json" in out
     assert "skipped (pickle, never unpickled): pytorch_model.bin" in out
-    assert "2 saved copies DIFFER (lm_head.weight, model.embed_tokens.weight)" in out
-    assert "will load them untied" in out
+    assert "2 saved copies differ (lm_head.weight, model.embed_tokens.weight)" in out
+    assert "Findings (1)\n  checkpoint-tied-copies-differ: lm_head.weight, model.embed_tokens.weight" in out
+    assert "from_pretrained keeps them apart (untied" in " ".join(out.split())
 
 
 def test_factory(runs: dict[str, subprocess.CompletedProcess[str]]) -> None:

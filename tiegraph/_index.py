@@ -201,6 +201,7 @@ class Index:
         self.tie_config: TieConfig | None = None
         self.modules_to_save: list[CopyWrapper] = []
         self.deployed = Deployed()
+        self.checkpoint: dict[str, Any] | None = None  # a checkpoint's findings (tiegraph.checkpoint)
         # canonical names: either given whole (from a graph) or computed on demand by a namer
         self._m_canon: list[str | None] = []
         self._m_belongs: list[str | None] = []
@@ -250,6 +251,8 @@ class Index:
             out["served_from"] = dict(self.deployed.served_from)
         if self.deployed.quantized_layer_slots:
             out["quantized_layer_slots"] = list(self.deployed.quantized_layer_slots)
+        if self.checkpoint is not None:
+            out["checkpoint"] = self.checkpoint
         return out
 
     def set_graph_attrs(self, attrs: dict[str, Any]) -> None:
@@ -263,6 +266,8 @@ class Index:
         self.deployed.device_map = dict(device_map) if isinstance(device_map, dict) else None
         self.deployed.served_from = dict(attrs.get("served_from") or {})
         self.deployed.quantized_layer_slots = [int(s) for s in attrs.get("quantized_layer_slots") or []]
+        checkpoint = attrs.get("checkpoint")
+        self.checkpoint = checkpoint if isinstance(checkpoint, dict) else None
 
     # ------------------------------------------------------------------ derived fields
     def path_of(self, i: int) -> str:

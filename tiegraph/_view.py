@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ._index import CopyWrapper, TieConfig
 
@@ -167,6 +167,11 @@ class GraphView:
     def modules_to_save(self) -> list[CopyWrapper]:
         """PEFT ``ModulesToSaveWrapper`` modules: ``path``, ``canonical``, ``active``, ``adapters``."""
         return list(self._idx.modules_to_save)
+
+    @property
+    def checkpoint(self) -> dict[str, Any] | None:
+        """A checkpoint's findings as :func:`tiegraph.checkpoint.check_checkpoint` recorded them, or None."""
+        return self._idx.checkpoint
 
     # ------------------------------------------------------------------ input embedding
     @property

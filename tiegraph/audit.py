@@ -17,11 +17,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from . import adapters, checkpoint
 from ._finding import Finder, Finding, finding
 from ._view import view_of
 from .deployed import KINDS as DEPLOYED_KINDS
 from .errors import NoInputEmbeddingError
 from .naming import join
+from .values import sentence
 
 if TYPE_CHECKING:
     from ._index import TieConfig
@@ -35,7 +37,7 @@ CORE_KINDS: dict[str, str] = {
     "declared-not-tied": (
         "{target} is declared tied to {source} (by {declared_by}) but they do not share memory, so they "
         "train and save as two tensors; call model.tie_weights() to tie them, or declare them untied "
-        "(config.tie_word_embeddings=False) if the checkpoint really holds two different tensors."
+        "(config.tie_word_embeddings=False) if the checkpoint really holds two different tensors{values}."
     ),
     "modules-to-save-copy-untied": (
         "The active PEFT modules_to_save copy {copy} is not tied to {other}, although {declared_by} declares "
@@ -201,8 +203,8 @@ def core_findings(view: GraphView) -> list[Finding]:
                 )
             continue
         # not-tied: the most specific reason first
-        if "inactive" in (tie.target_copy, tie.source_copy):
-            continue
+        if {"inactive", "original"} & {tie.target_copy, tie.source_copy}:
+            continue  # judged on the copies a forward uses: an active copy stands in for its original
         if "active" in (tie.target_copy, tie.source_copy):
             copy, other = (
                 (tie.target_path, tie.source)
@@ -233,6 +235,7 @@ def core_findings(view: GraphView) -> list[Finding]:
                 target=tie.target,
                 source=tie.source,
                 declared_by=by,
+                values=sentence(tie.values, tie.target, tie.source),
             )
         )
 
@@ -372,6 +375,8 @@ def _unconnected(view: GraphView, slots: list[int], links: dict[int, list[int]])
 #: explain an untied embedding, which the core's flag checks must know.)
 FINDERS: list[Finder] = [
     Finder(CORE_KINDS, core_findings),
+    Finder(adapters.KINDS, adapters.findings),
+    Finder(checkpoint.KINDS, checkpoint.findings),
 ]
 
 #: Every finding kind, in report order, with the sentence it says.

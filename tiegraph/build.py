@@ -106,7 +106,9 @@ def _storage_identity() -> bool:
 _STORAGE_IDENTITY = _storage_identity()
 
 
-def build_graph(model: nn.Module, *, input_embedding: InputEmbedding = None) -> TieGraph:
+def build_graph(
+    model: nn.Module, *, input_embedding: InputEmbedding = None, check_values: bool = False
+) -> TieGraph:
     """Build the parameter-sharing graph of a model, wrapped or not.
 
     Parameters
@@ -118,6 +120,10 @@ def build_graph(model: nn.Module, *, input_embedding: InputEmbedding = None) -> 
         The input embedding, if the model's own ``get_input_embeddings()`` should not be asked: a module of
         the model, its full or canonical path, or (for models whose embedding is a bare tensor) a tensor.
         Needed when the model holds several model roots side by side (a DPO policy and reference).
+    check_values
+        After the build, compare the values of every declared tie that does not share memory (reading only
+        those tensors) and give each :class:`DeclaredTie` its ``values`` verdict (see
+        :mod:`tiegraph.values`). Off by default: the build itself never reads tensor data.
 
     Returns
     -------
@@ -187,7 +193,12 @@ def build_graph(model: nn.Module, *, input_embedding: InputEmbedding = None) -> 
     _find_input_embedding(index, tree.modules, ids, slots.tensors, namer, input_embedding)
     capture_declarations(index, tree.modules, _declaring(tree, types, kinds), namer.root, _instances(types))
     _watch(index, model)
-    return TieGraph(index)
+    tg = TieGraph(index)
+    if check_values:  # a separate step after the build: it reads tensor data, the build never does
+        from .values import record_values
+
+        record_values(tg, model)
+    return tg
 
 
 # ------------------------------------------------------------------------------------------------ walk

@@ -13,15 +13,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ._finding import Finding, finding
 from ._spec import TASKS, Built, UsageError, _apply_sets, _build_meta, _one_line, _pick_class
 from ._text import plural
 
 if TYPE_CHECKING:
     from torch import nn
 
+    from ._view import GraphView
     from .graph import TieGraph
 
-__all__ = ["CheckpointFiles", "build_checkpoint", "check_checkpoint", "read_checkpoint"]
+__all__ = ["KINDS", "CheckpointFiles", "build_checkpoint", "check_checkpoint", "findings", "read_checkpoint"]
 
 #: Files never opened: they are pickles, and unpickling runs code.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
@@ -38,6 +40,7 @@ class CheckpointFiles:
     index: str | None = None
     missing_shards: list[str] = field(default_factory=list)
     metadata: dict[str, dict[str, str]] = field(default_factory=dict)
+    shapes: dict[str, list[int]] = field(default_factory=dict)  # tensor name -> shape (from the header)
 
 
 def read_checkpoint(directory: Path) -> CheckpointFiles:
@@ -69,17 +72,19 @@ def read_checkpoint(directory: Path) -> CheckpointFiles:
         shards = [n for n in wanted if n in shards]
     keys: dict[str, str] = {}
     metadata: dict[str, dict[str, str]] = {}
+    shapes: dict[str, list[int]] = {}
     for name in shards:
         try:
             with safe_open(str(directory / name), framework="pt") as f:
                 for key in f.keys():  # noqa: SIM118 -- safe_open is not a mapping
                     keys[key] = name
+                    shapes[key] = list(f.get_slice(key).get_shape())
                 metadata[name] = dict(f.metadata() or {})
         except Exception as exc:
             raise UsageError(
                 f"unreadable safetensors header in {directory / name}: {_one_line(exc)}"
             ) from None
-    return CheckpointFiles(directory, keys, shards, skipped, index_name, missing, metadata)
+    return CheckpointFiles(directory, keys, shards, skipped, index_name, missing, metadata, shapes)
 
 
 def _read_tensor(files: CheckpointFiles, key: str) -> Any:
@@ -135,7 +140,7 @@ def build_checkpoint(
     )
 
 
-def _file_key(name: str, keys: dict[str, str], prefix: str) -> str | None:
+def _file_key(name: str, keys: dict[str, str] | dict[str, Any], prefix: str) -> str | None:
     """The checkpoint key of a canonical slot name (also tried with/without the base model prefix)."""
     if name in keys:
         return name
@@ -147,30 +152,88 @@ def _file_key(name: str, keys: dict[str, str], prefix: str) -> str | None:
     return None
 
 
+#: Checkpoint finding kinds, in report order, with the sentence each one says (``str.format`` fields).
+KINDS: dict[str, str] = {
+    "checkpoint-shape-mismatch": (
+        "{key} is saved in {directory} with shape {saved} but the model's {slot} has shape {expected}: "
+        "from_pretrained fails with a size mismatch (ignore_mismatched_sizes=True would initialise {slot} "
+        "randomly instead); make the config match the checkpoint (vocab_size, hidden_size, ...)."
+    ),
+    "checkpoint-tied-copies-differ": (
+        "{directory} saves {saved}, which the model ties into one tensor, as different values: "
+        "from_pretrained keeps them apart (untied, with a warning, while the config still says tied); "
+        "re-save from the model you trained, or set tie_word_embeddings=False if they are meant to differ."
+    ),
+    "checkpoint-tied-target-missing": (
+        "{missing} is not saved in {directory} and {why}, so from_pretrained initialises it randomly; {fix}."
+    ),
+    "checkpoint-declared-source-missing": (
+        "{source} is not saved in {directory}; {target}, declared tied to it, is saved, but the model does "
+        "not tie them ({why}), so from_pretrained initialises {source} randomly; set "
+        "tie_word_embeddings=True to load {target}'s weight into both, or save {source}."
+    ),
+}
+
+#: Where a checkpoint's findings are recorded in a graph (plain JSON data, so JSON round trips keep them).
+EXTRA_KEY = "checkpoint"
+
+
+def _saved_shape(files: CheckpointFiles, key: str) -> tuple[int, ...] | None:
+    shape = files.shapes.get(key)
+    return None if shape is None else tuple(shape)
+
+
 def check_checkpoint(
     tg: TieGraph, model: nn.Module, files: CheckpointFiles, *, check_values: bool
-) -> tuple[list[str], bool]:
-    """Lay the checkpoint's tensors beside the tie groups.
+) -> list[str]:
+    """Lay the checkpoint's tensors beside the model's ties; record the problems as findings of ``tg``.
+
+    Headers alone (names and shapes) give shape mismatches and tensors that ``from_pretrained`` would
+    initialise randomly; ``check_values`` also reads the saved copies of a tie group and compares them.
+    The findings (:data:`KINDS`) are recorded in the graph, so ``tg.audit()``, its report and its JSON list
+    them with the model's own.
 
     Returns
     -------
-    lines, problem
-        Report lines, and whether loading would untie a tie the model makes (two saved copies differ).
+    list of str
+        Notes on what the files hold, for the report (findings are not repeated there).
     """
     prefix = getattr(model, "base_model_prefix", "") or ""
     keys = files.keys
+    directory = str(files.directory)
     lines = [
         f"checkpoint: {files.directory} ({len(keys)} tensors in {len(files.files)} safetensors file"
         f"{'' if len(files.files) == 1 else 's'}{', index ' + files.index if files.index else ''})"
     ]
+    problems: list[dict[str, Any]] = []
+
+    def problem(kind: str, paths: list[str], **fields: Any) -> None:
+        problems.append(
+            {"kind": kind, "paths": sorted(set(paths)), "fields": {"directory": directory, **fields}}
+        )
+
     if files.skipped:
         lines.append(f"  skipped (pickle, never unpickled): {', '.join(files.skipped)}")
     if files.missing_shards:
         lines.append(f"  shards named by the index but absent: {', '.join(files.missing_shards)}")
     if not files.files:
         lines.append("  no safetensors files: nothing to compare")
-        return lines, False
-    problem = False
+        _record(tg, directory, problems)
+        return lines
+    slots = _parameters(tg)
+    matched: set[str] = set()
+    mismatched: set[str] = set()  # keys saved with another shape: loading fails, values do not matter
+    for name, (kind, shape) in slots.items():
+        key = _file_key(name, keys, prefix)
+        if key is None:
+            continue
+        matched.add(key)
+        saved_shape = _saved_shape(files, key)
+        if saved_shape is not None and kind == "parameter" and saved_shape != shape:
+            mismatched.add(key)
+            problem(
+                "checkpoint-shape-mismatch", [name], key=key, slot=name, saved=saved_shape, expected=shape
+            )
     grouped: set[str] = set()
     for group in tg.tie_groups():
         grouped.update(group)
@@ -178,41 +241,112 @@ def check_checkpoint(
         absent = [n for n in group if not _file_key(n, keys, prefix)]
         head = f"  tie group {', '.join(group)}:"
         if not present:
-            lines.append(f"{head} none saved (transformers initialises the whole group randomly)")
+            problem(
+                "checkpoint-tied-target-missing",
+                group,
+                missing=f"the tie group {', '.join(group)}",
+                why="none of its slots is",
+                fix="save one of them",
+            )
+            lines.append(f"{head} none saved")
         elif len(present) == 1:
             lines.append(f"{head} saved once as {present[0][1]}; absent {', '.join(absent)} (normal)")
+        elif mismatched & {k for _, k in present}:
+            lines.append(f"{head} {len(present)} copies saved, not all of the model's shape")
         elif not check_values:
             saved = ", ".join(k for _, k in present)
             lines.append(f"{head} {len(present)} copies saved ({saved}); --check-values compares them")
         else:
-            tensors = [_read_tensor(files, k) for _, k in present]
-            first = tensors[0]
-            same = all(t.shape == first.shape and bool((t == first).all()) for t in tensors[1:])
             saved = ", ".join(k for _, k in present)
-            if same:
+            if _all_equal(files, [k for _, k in present]):
                 lines.append(f"{head} {len(present)} equal copies saved ({saved}); loads tied")
             else:
-                problem = True
-                lines.append(
-                    f"{head} {len(present)} saved copies DIFFER ({saved}): transformers will load them "
-                    "untied (and keep the config's tie flag)"
-                )
+                problem("checkpoint-tied-copies-differ", group, saved=saved)
+                lines.append(f"{head} {len(present)} saved copies differ ({saved})")
+    for tie in tg.declared_ties():
+        if tie.status not in ("not-tied", "gated-off"):
+            continue
+        target, source = _file_key(tie.target, keys, prefix), _file_key(tie.source, keys, prefix)
+        why = (
+            f"{_flag_name(tie.declared_by)} is False"
+            if tie.status == "gated-off"
+            else "they do not share memory in the model the config builds"
+        )
+        if target is None:
+            problem(
+                "checkpoint-tied-target-missing",
+                [tie.target, tie.source],
+                missing=tie.target,
+                why=f"the model does not tie it to {tie.source} ({why})",
+                fix=(
+                    f"set tie_word_embeddings=True if it is meant to be {tie.source}'s weight, or save "
+                    f"{tie.target} too"
+                ),
+            )
+        elif source is None:
+            problem(
+                "checkpoint-declared-source-missing",
+                [tie.target, tie.source],
+                source=tie.source,
+                target=tie.target,
+                why=why,
+            )
+        elif check_values and not mismatched & {target, source}:
+            same = _all_equal(files, [target, source])
+            lines.append(
+                f"  declared {tie.target} <- {tie.source} ({tie.status}): both saved, "
+                + ("equal values (tying them loses nothing)" if same else "different values")
+            )
     missing = [
         n
-        for n, t in _parameters(tg)
-        if t == "parameter" and n not in grouped and not _file_key(n, keys, prefix)
+        for n, (kind, _) in slots.items()
+        if kind == "parameter" and n not in grouped and not _file_key(n, keys, prefix)
     ]
+    reported = {p for item in problems for p in item["paths"]}
+    missing = [n for n in missing if n not in reported]
     if missing:
         shown = ", ".join(missing[:5]) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
         count = plural(len(missing), "parameter")
         lines.append(f"  {count} absent from the files (initialised randomly): {shown}")
-    return lines, problem
+    unexpected = sorted(set(keys) - matched)
+    if unexpected:
+        shown = ", ".join(unexpected[:5]) + (f" (+{len(unexpected) - 5} more)" if len(unexpected) > 5 else "")
+        lines.append(f"  {len(unexpected)} saved tensors match no slot of the model (ignored): {shown}")
+    _record(tg, directory, problems)
+    return lines
 
 
-def _parameters(tg: TieGraph) -> list[tuple[str, str]]:
-    """(canonical slot name, tensor kind) for every slot, first occurrence only."""
-    seen: dict[str, str] = {}
+def _flag_name(declared_by: str) -> str:
+    return f"{declared_by}.config.tie_word_embeddings" if declared_by else "config.tie_word_embeddings"
+
+
+def _all_equal(files: CheckpointFiles, keys: list[str]) -> bool:
+    """Whether every saved tensor named by ``keys`` has the first one's shape and values (reads them)."""
+    tensors = [_read_tensor(files, k) for k in keys]
+    first = tensors[0]
+    return all(t.shape == first.shape and bool((t == first).all()) for t in tensors[1:])
+
+
+def _record(tg: TieGraph, directory: str, problems: list[dict[str, Any]]) -> None:
+    """Keep the checkpoint's findings in the graph (its index, and its networkx graph if already made)."""
+    data = {"directory": directory, "findings": problems}
+    tg._index.checkpoint = data
+    if tg._graph is not None:
+        tg._graph.graph[EXTRA_KEY] = data
+
+
+def findings(view: GraphView) -> list[Finding]:
+    """The checkpoint findings :func:`check_checkpoint` recorded in the graph (none for a model alone)."""
+    data = view.checkpoint or {}
+    return [
+        finding(KINDS, item["kind"], item["paths"], **item["fields"]) for item in data.get("findings", [])
+    ]
+
+
+def _parameters(tg: TieGraph) -> dict[str, tuple[str, tuple[int, ...]]]:
+    """Canonical slot name -> (tensor kind, shape), first occurrence only."""
+    seen: dict[str, tuple[str, tuple[int, ...]]] = {}
     for _, data in tg.graph.nodes(data=True):
         if data["kind"] == "slot":
-            seen.setdefault(data["canonical"], data["tensor"])
-    return list(seen.items())
+            seen.setdefault(data["canonical"], (data["tensor"], tuple(data["shape"])))
+    return seen

@@ -326,13 +326,12 @@ def _inspect(args: argparse.Namespace) -> int:
 
     tg = tiegraph.build_graph(model, input_embedding=args.input_embedding)
     checkpoint_lines: list[str] = []
-    checkpoint_problem = False
-    if built.checkpoint is not None:
-        checkpoint_lines, checkpoint_problem = checkpoint.check_checkpoint(
+    if built.checkpoint is not None:  # its problems are recorded as findings of tg
+        checkpoint_lines = checkpoint.check_checkpoint(
             tg, built.model, built.checkpoint, check_values=args.check_values
         )
     summary = _summary.summarise(tg)
-    problem = bool(summary["findings"]) or checkpoint_problem
+    problem = bool(summary["findings"])
 
     if fmt != "text":
         for note in built.notes:
@@ -351,7 +350,7 @@ def _inspect(args: argparse.Namespace) -> int:
             "wrappers": wrappers,
             "parameters": _summary.count_parameters(model),
             **summary,
-            "checkpoint": _checkpoint_json(built, checkpoint_lines, checkpoint_problem),
+            "checkpoint": _checkpoint_json(built, checkpoint_lines),
             "graph": tg.to_json(),
         }
         _emit(json.dumps(data, indent=1, default=str) + "\n", args.output)
@@ -366,19 +365,17 @@ def _inspect(args: argparse.Namespace) -> int:
     if args.output:
         print(f"wrote {args.output}", file=sys.stderr)
     if args.strict and problem:
-        print(f"tiegraph inspect: --strict: {_why_strict(summary, checkpoint_problem)}", file=sys.stderr)
+        print(f"tiegraph inspect: --strict: {_why_strict(summary)}", file=sys.stderr)
         return 1
     return 0
 
 
-def _why_strict(summary: dict[str, Any], checkpoint_problem: bool) -> str:
+def _why_strict(summary: dict[str, Any]) -> str:
     """One line: what made a --strict run fail."""
     reasons = []
     kinds = [f["kind"] for f in summary.get("findings") or []]
     if kinds:
         reasons.append(f"the audit found {plural(len(kinds), 'problem')} ({', '.join(dict.fromkeys(kinds))})")
-    if checkpoint_problem:
-        reasons.append("saved copies of a tie group differ (loading would untie them)")
     return "; ".join(reasons)
 
 
@@ -416,7 +413,7 @@ def _write(path: Path, text: str) -> None:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
 
-def _checkpoint_json(built: Built, lines: list[str], problem: bool) -> dict[str, Any] | None:
+def _checkpoint_json(built: Built, lines: list[str]) -> dict[str, Any] | None:
     files = built.checkpoint
     if files is None:
         return None
@@ -427,7 +424,6 @@ def _checkpoint_json(built: Built, lines: list[str], problem: bool) -> dict[str,
         "skipped": files.skipped,
         "missing_shards": files.missing_shards,
         "tensors": len(files.keys),
-        "would_untie": problem,
         "report": lines,
     }
 

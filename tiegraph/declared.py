@@ -82,6 +82,10 @@ class DeclaredTie:
         a ``ModulesToSaveWrapper`` copy, else ``""``.
     note
         Why an ``unresolved`` declaration resolved to nothing.
+    values
+        Only when asked (``build_graph(model, check_values=True)``): ``"equal"``, ``"differ"`` or
+        ``"unknown"`` (meta or offloaded tensors; unresolved declarations); see :mod:`tiegraph.values`.
+        None when not asked.
 
     Examples
     --------
@@ -112,6 +116,7 @@ class DeclaredTie:
     target_copy: str = ""
     source_copy: str = ""
     note: str = ""
+    values: str | None = None
 
     @property
     def declarer(self) -> str:
@@ -161,6 +166,7 @@ class Declaration:
     target_copy: str = ""
     source_copy: str = ""
     note: str = ""
+    values: str | None = None
 
     @property
     def declarer(self) -> str:
@@ -190,6 +196,7 @@ class Declaration:
             target_copy=self.target_copy,
             source_copy=self.source_copy,
             note=self.note,
+            values=self.values,
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -1,0 +1,116 @@
+"""Value verdicts (issue 11, item 3): ``build_graph(model, check_values=True)`` on real tiny models."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from models import llama
+from torch import nn
+from torch.overrides import TorchFunctionMode
+
+import tiegraph
+from tiegraph.values import compare
+
+
+def _untied(delta: float = 0.0) -> nn.Module:
+    """A tied tiny Llama whose lm_head was given its own copy (plus ``delta``): declared, not tied."""
+    model = llama(True)
+    model.lm_head.weight = nn.Parameter(model.lm_head.weight.detach().clone() + delta)
+    return model
+
+
+def _tie(tg: tiegraph.TieGraph) -> tiegraph.DeclaredTie:
+    (tie,) = tg.declared_ties()
+    return tie
+
+
+def _finding(tg: tiegraph.TieGraph) -> str:
+    (finding,) = [f for f in tg.audit() if f.kind == "declared-not-tied"]
+    return finding.message
+
+
+def test_not_asked_means_none() -> None:
+    tg = tiegraph.build_graph(_untied())
+    assert _tie(tg).values is None
+    assert "values" not in _finding(tg).lower()
+
+
+def test_equal_copy_says_tie_weights_loses_nothing() -> None:
+    tg = tiegraph.build_graph(_untied(), check_values=True)
+    assert (_tie(tg).status, _tie(tg).values) == ("not-tied", "equal")
+    assert "; their values are equal, so model.tie_weights() re-ties them without loss" in _finding(tg)
+
+
+def test_differing_copy_says_what_each_way_does() -> None:
+    tg = tiegraph.build_graph(_untied(1.0), check_values=True)
+    assert _tie(tg).values == "differ"
+    message = _finding(tg)
+    assert "; their values differ (one copy was trained or loaded apart)" in message
+    assert "would replace lm_head.weight by model.embed_tokens.weight" in message
+    assert "config.tie_word_embeddings=False" in message
+
+
+def test_tied_pairs_are_equal_without_reading() -> None:
+    assert _tie(tiegraph.build_graph(llama(True), check_values=True)).values == "equal"
+
+
+def test_gated_off_pairs_are_compared_too() -> None:
+    """Config untied: the declaration is gated off, its ends are still compared (they differ: two inits)."""
+    tie = _tie(tiegraph.build_graph(llama(False), check_values=True))
+    assert (tie.status, tie.values) == ("gated-off", "differ")
+
+
+def test_meta_is_unknown() -> None:
+    with torch.device("meta"):
+        model = _untied()
+    tg = tiegraph.build_graph(model, check_values=True)
+    assert _tie(tg).values == "unknown"
+    assert "could not be compared" in _finding(tg)
+
+
+def test_only_the_pair_is_read() -> None:
+    """Every parameter a torch function sees while the values are compared is one of the two ends of the
+    untied pair (the build before it reads no data, only storage facts)."""
+    from tiegraph.values import record_values
+
+    model = _untied()
+    pair = {id(model.lm_head.weight), id(model.model.embed_tokens.weight)}
+    seen: set[int] = set()
+
+    class Spy(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            for value in [*args, *(kwargs or {}).values()]:
+                if isinstance(value, nn.Parameter):
+                    seen.add(id(value))
+            return func(*args, **(kwargs or {}))
+
+    tg = tiegraph.build_graph(model)
+    with Spy():
+        record_values(tg, model)
+    assert seen == pair
+    assert _tie(tg).values == "equal"
+
+
+def test_values_survive_json() -> None:
+    tg = tiegraph.build_graph(_untied(1.0), check_values=True)
+    again = tiegraph.TieGraph.from_json(json.loads(json.dumps(tg.to_json())))
+    assert _tie(again).values == "differ"
+    assert again.audit() == tg.audit()
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "verdict"),
+    [
+        (torch.ones(2, 3), torch.ones(2, 3), "equal"),
+        (torch.ones(2, 3), torch.ones(3, 2), "equal"),
+        (torch.ones(2, 3), torch.zeros(2, 3), "differ"),
+        (torch.ones(2, 3), torch.ones(4), "differ"),
+        (torch.ones(2, 3), torch.ones(2, 3, dtype=torch.float16), "equal"),
+        (torch.ones(2, 3), torch.ones(2, 3, device="meta"), "unknown"),
+        (torch.ones(2, 3), None, "unknown"),
+    ],
+)
+def test_compare(a: torch.Tensor, b: torch.Tensor | None, verdict: str) -> None:
+    assert compare(a, b) == verdict
