@@ -97,7 +97,8 @@ def test_merge_and_unload_of_lora_on_a_tied_head_changes_the_embedding() -> None
     assert "new finding adapter-on-tied-module: lm_head.weight, model.embed_tokens.weight" in str(d)
     merged = peft_model.merge_and_unload()
     after = tiegraph.diff(wrapped, merged)
-    assert after.broken == [] and after.removed == [
+    assert after.broken == []
+    assert after.removed == [
         "lm_head.lora_A.default.weight",
         "lm_head.lora_B.default.weight",
     ]
@@ -113,7 +114,8 @@ def test_unload_removes_the_adapters_and_leaves_the_ties() -> None:
     wrapped = tiegraph.build_graph(peft_model)
     unloaded = peft_model.unload()
     d = tiegraph.diff(wrapped, unloaded)
-    assert len(d.removed) == 4 and d.broken == [] and d.made == []
+    assert len(d.removed) == 4
+    assert d.broken == d.made == []
     assert [f.kind for f in d.findings_resolved] == ["adapter-on-tied-module"]
     assert_ties_unchanged(bare, unloaded)
 

@@ -1,4 +1,4 @@
-"""Value verdicts: when asked, are the two ends of a declared tie that does not share memory equal?
+"""Value verdicts: whether the two ends of a declared tie that does not share memory are equal, when asked.
 
 ``build_graph(model, check_values=True)`` runs :func:`record_values` after the build. It reads only the
 tensors of declared pairs that do not share memory (``not-tied`` and ``gated-off``), and records on every
