@@ -51,10 +51,12 @@ FIXES = {
     "declared-not-tied": "tie them in `post_init()`/`tie_weights()`, or drop the declaration",
     "tied-not-declared": "declare the tie in `_tied_weights_keys`",
     "stale-tied-weights-keys": "refresh `all_tied_weights_keys` after `tie_weights()`",
-    "config-flags-disagree": "make the top-level and text-config tie flags agree",
+    "config-flags-disagree": "give both flags the value transformers obeys, `{obeyed}`",
 }
 
 _FLAG = re.compile(r"\b(config(?:\.\w+)*\.tie_\w+)")
+_OBEYED = re.compile(r"transformers obeys ([\w.]+=\w+)")
+_FLAG_VALUE = re.compile(r"\b(config(?:\.\w+)*\.tie_\w+) is (True|False)\b")
 _BY = re.compile(r"\(by ([^)]*(?:\([^)]*\))?)\)")
 _DECLARES = re.compile(r"declares (\{.*?\}|\S+) but")
 _DECLARER = re.compile(r"^(\w+)(?: \([\w.]*\))? declares ")
@@ -177,6 +179,9 @@ def finding_entries(row: dict[str, Any], finding: dict[str, Any]) -> tuple[str, 
     paths = set(finding.get("paths") or [])
     flag_match = _FLAG.search(message)
     flag = flag_match.group(1) if flag_match else ""
+    values = dict.fromkeys(_FLAG_VALUE.findall(message))
+    if len(values) > 1:  # two flags that disagree: name both with their values
+        flag = ", ".join(f"{name}={value}" for name, value in values)
     entries, source = [], ""
     by = _BY.search(message) or _DECLARER.search(message)
     owner = by.group(1).split(" (")[0] if by else ""
@@ -198,7 +203,12 @@ def finding_entries(row: dict[str, Any], finding: dict[str, Any]) -> tuple[str, 
     fix = FIXES.get(str(finding.get("kind")), "")
     if not fix:
         fix = message.split("; ", 1)[-1].rstrip(".")
-    return involved, fix.format(flag=flag or "the tie flag", source=source or "the source")
+    obeyed = _OBEYED.search(message)
+    return involved, fix.format(
+        flag=flag or "the tie flag",
+        source=source or "the source",
+        obeyed=obeyed.group(1) if obeyed else "the flag it reads",
+    )
 
 
 def _findings_by_kind(
