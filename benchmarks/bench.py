@@ -391,10 +391,14 @@ def machine() -> list[str]:
     ]
 
 
+# issue 15: (workload or "*" for every other workload, label, top, bottom, limit)
 TARGETS = [
-    ("llama-70b-meta", "tg tied / accelerate", "tg tied", "accelerate", 1.0),
-    ("synthetic-100k-meta", "tg build / named_parameters", "tg build", "named_parameters", 1.5),
+    ("llama-70b-meta", "tg tied / accelerate", "tg tied", "accelerate", 0.8),
+    ("*", "tg tied / accelerate", "tg tied", "accelerate", 1.0),
+    ("*", "tg groups / accelerate", "tg groups", "accelerate", 1.0),
+    ("synthetic-100k-meta", "tg build / named_parameters", "tg build", "named_parameters", 1.3),
 ]
+PEAK_PER_SLOT = 600  # bytes of index peak per slot during build_graph
 
 
 def report(works: list[Workload], smoke: bool) -> str:
@@ -449,23 +453,22 @@ def report(works: list[Workload], smoke: bool) -> str:
     lines += table(["workload", *keys], [[w.name] + [w.answers.get(k, "n/a") for k in keys] for w in works])
     if not smoke:
         lines += ["", "### Targets", ""]
-        by_name = {w.name: w for w in works}
         for workload, label, top, bottom, limit in TARGETS:
-            w = by_name.get(workload)
-            if w is None:
-                continue
-            for clock, cpu in (("wall", False), ("CPU", True)):
-                value = ratio(w, top, bottom, cpu)
-                ok = value is not None and value <= limit
+            chosen = [w for w in works if workload in ("*", w.name)]
+            if workload == "*" and top == "tg tied":  # 70B has its own, stricter tied target
+                chosen = [w for w in chosen if w.name != "llama-70b-meta"]
+            for w in chosen:
+                cpu_value, wall_value = ratio(w, top, bottom, True), ratio(w, top, bottom)
+                ok = cpu_value is not None and cpu_value <= limit
                 lines.append(
-                    f"- {workload}: {label} = {_x(value)} by {clock} medians (target <= {limit}x): "
-                    f"{'met' if ok else 'MISSED'}"
+                    f"- {w.name}: {label} = {_x(cpu_value)} by CPU medians ({_x(wall_value)} wall) "
+                    f"(target <= {limit}x): {'met' if ok else 'MISSED'}"
                 )
         worst = max(works, key=lambda w: w.memory["index peak"] / w.slots)
         per_slot = worst.memory["index peak"] / worst.slots
         lines.append(
-            f"- index memory: at most {per_slot:,.0f} B per slot ({worst.name}, peak) (target <= 2048 B): "
-            f"{'met' if per_slot <= 2048 else 'MISSED'}"
+            f"- index memory: at most {per_slot:,.0f} B per slot ({worst.name}, peak) "
+            f"(target <= {PEAK_PER_SLOT} B): {'met' if per_slot <= PEAK_PER_SLOT else 'MISSED'}"
         )
     lines += ["", *machine()]
     return "\n".join(lines) + "\n"

@@ -1,10 +1,14 @@
 """Wrapper rules: which path segments are removed to name a place as the model's own code names it.
 
 Rules match a module by its *type* (never by ``hasattr``: ``PeftModel`` and ``OptimizedModule`` forward
-unknown attributes to the model inside them), so a user's submodule that happens to be called ``module`` or
-``model`` keeps its name. Classes are looked up lazily in ``sys.modules``: a package that was never imported
-cannot have produced a module of its type, so tiegraph never imports peft, accelerate or torch.distributed
-just to check.
+unknown attributes to the model inside them), so a segment called ``module`` or ``model`` is removed for
+being a wrapper's child, never for its name. Classes are looked up lazily in ``sys.modules``: a package that
+was never imported cannot have produced a module of its type, so tiegraph never imports peft, accelerate or
+torch.distributed just to check.
+
+Canonical names are then relative to the one model root, if there is exactly one (:class:`Namer`): a
+user's container around one model is a prefix dropped from canonical names; with several model roots side
+by side (a DPO policy and reference) nothing is dropped and the input embedding is not guessed.
 """
 
 from __future__ import annotations
