@@ -436,3 +436,57 @@ def test_json_round_trip_keeps_placement_quantization_and_findings(tmp_path):
         assert back.audit() == tg.audit()
         node = back.graph.nodes["s:lm_head.weight"]
         assert (node["placement"], node["quantization"]) == facts
+
+
+def _torchao_int8() -> nn.Module:
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+    model = tiny_llama(64)
+    quantize_(model, Int8WeightOnlyConfig())
+    return model
+
+
+def _quanto_qint8() -> nn.Module:
+    from optimum.quanto import freeze, qint8, quantize
+
+    model = tiny_llama(64)
+    quantize(model, weights=qint8)
+    freeze(model)
+    return model
+
+
+def _cpu_offload() -> nn.Module:
+    from accelerate import cpu_offload
+
+    return cpu_offload(tiny_llama(), execution_device="cpu")
+
+
+@pytest.mark.parametrize(
+    ("make", "head"),
+    [
+        (_torchao_int8, ("torchao.Int8Tensor", "cpu", "cpu")),
+        (_quanto_qint8, ("quanto.qint8", "cpu", "cpu")),
+        (_cpu_offload, (None, "cpu", "cpu")),  # meta tensors served on cpu: placement differs from device
+    ],
+    ids=["torchao", "quanto", "cpu_offload"],
+)
+def test_json_text_round_trip_diffs_empty_for_non_float8_quantization(build, make, head):
+    """Pins that quantization/placement/execution_device labels beyond float8 survive JSON text.
+
+    Non-float8 labels exist only in the graph's node attributes (not derivable from dtype), so a reader
+    that dropped them would make ``diff`` report a quantization change on an unchanged model.
+    """
+    import json
+
+    keys = ("quantization", "placement", "execution_device")
+
+    def facts(tg: tiegraph.TieGraph) -> dict[str, tuple[Any, ...]]:
+        return {n: tuple(d.get(k) for k in keys) for n, d in tg.graph.nodes(data=True) if d["kind"] == "slot"}
+
+    tg = build(make())
+    assert facts(tg)["s:lm_head.weight"] == head
+    back = tiegraph.TieGraph.from_json(json.loads(json.dumps(tg.to_json())))
+    assert facts(back) == facts(tg)
+    assert back.audit() == tg.audit()
+    assert not tiegraph.diff(tg, back)
+    assert back.to_json() == tg.to_json()
