@@ -20,7 +20,16 @@ def quiet_libraries(verbose: bool) -> None:
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore")
-    for name in ("transformers", "peft", "torch", "accelerate", "huggingface_hub"):
+    for name in (
+        "transformers",
+        "peft",
+        "torch",
+        "accelerate",
+        "huggingface_hub",
+        "torchao",
+        "bitsandbytes",
+        "hqq",
+    ):
         logging.getLogger(name).setLevel(logging.ERROR)
     if "transformers" in sys.modules:
         sys.modules["transformers"].logging.set_verbosity_error()
