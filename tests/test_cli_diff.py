@@ -53,6 +53,15 @@ def test_peft_applies_to_b(tied_dir: Path, capsys: pytest.CaptureFixture[str]) -
     assert "lm_head.weight no longer shares memory with model.embed_tokens.weight" in out
 
 
+def test_compile_applies_to_b_only(tied_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--compile wraps B, not A (A's line used to say "wrapped: torch.compile" too); names still line up."""
+    code, out, _ = _run(capsys, "diff", str(tied_dir), str(tied_dir), "--compile")
+    assert code == 0, out
+    a_line, b_line = (line for line in out.splitlines() if line.startswith(("A: ", "B: ")))
+    assert "wrapped" not in a_line
+    assert b_line.endswith("wrapped: torch.compile")
+
+
 def test_json_files_from_inspect_compare_like_specs(
     tied_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -27,6 +27,8 @@ from ._text import did_you_mean, plural
 from .errors import TiegraphError
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from ._spec import Built
     from .graph import TieGraph
 
@@ -311,20 +313,7 @@ def _inspect(args: argparse.Namespace) -> int:
         if _spec._looks_like_path(args.spec):
             raise UsageError(f"no such directory: {args.spec}")
         raise UsageError(f"--check-values needs a checkpoint directory as SPEC, not {args.spec!r}")
-    built = _spec.build_spec(
-        args.spec,
-        cls_name=args.cls,
-        task=args.task,
-        sets=sets,
-        trust_remote_code=args.trust_remote_code,
-        allow_code=args.allow_code,
-        meta=args.meta,
-    )
-    model, wrappers = _wrap.wrap(built.model, peft, args.compile)
-
-    import tiegraph
-
-    tg = tiegraph.build_graph(model, input_embedding=args.input_embedding)
+    built, model, wrappers, tg = _build(args.spec, args, sets, peft, compile=args.compile)
     checkpoint_lines: list[str] = []
     if built.checkpoint is not None:  # its problems are recorded as findings of tg
         checkpoint_lines = checkpoint.check_checkpoint(
@@ -341,7 +330,7 @@ def _inspect(args: argparse.Namespace) -> int:
         _emit(text + "\n", args.output)
     elif fmt == "json":
         data = {
-            "tiegraph": tiegraph.__version__,
+            "tiegraph": __version__,
             "spec": built.spec,
             "kind": built.kind,
             "class": built.cls,
@@ -614,6 +603,23 @@ def _diff_side(spec: str, args: argparse.Namespace, *, after: bool) -> tuple[Tie
         if after and (sets or args.compile or any((peft or {}).values())):
             raise UsageError(f"{spec} is a JSON graph: --set, --peft and --compile cannot rebuild it")
         return _read_graph(path), f"{spec} (graph read from JSON)"
+    built, _, wrappers, tg = _build(spec, args, sets, peft, compile=after and args.compile)
+    how = f"; wrapped: {'; '.join(wrappers)}" if wrappers else ""
+    return tg, f"{built.spec}: {built.cls} ({built.source}){how}"
+
+
+def _build(
+    spec: str,
+    args: argparse.Namespace,
+    sets: Sequence[tuple[list[str], Any]],
+    peft: dict[str, list[str]] | None,
+    *,
+    compile: bool,
+) -> tuple[Built, nn.Module, list[str], TieGraph]:
+    """Build ``spec`` as the build options in ``args`` say, wrap it, and build the wrapped model's graph."""
+    from . import _spec, _wrap
+    from .build import build_graph
+
     built = _spec.build_spec(
         spec,
         cls_name=args.cls,
@@ -623,12 +629,8 @@ def _diff_side(spec: str, args: argparse.Namespace, *, after: bool) -> tuple[Tie
         allow_code=args.allow_code,
         meta=args.meta,
     )
-    model, wrappers = _wrap.wrap(built.model, peft, args.compile)
-    import tiegraph
-
-    tg = tiegraph.build_graph(model, input_embedding=args.input_embedding)
-    how = f"; wrapped: {'; '.join(wrappers)}" if wrappers else ""
-    return tg, f"{built.spec}: {built.cls} ({built.source}){how}"
+    model, wrappers = _wrap.wrap(built.model, peft, compile)
+    return built, model, wrappers, build_graph(model, input_embedding=args.input_embedding)
 
 
 def _read_graph(path: Path) -> TieGraph:
