@@ -37,11 +37,11 @@ lists appended to, as before): only indexes made by the builder are lazy.
 from __future__ import annotations
 
 import weakref
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from itertools import accumulate, repeat
-from operator import eq, sub
+from itertools import accumulate, chain, repeat
+from operator import and_, eq, rshift, sub
 from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar, overload
 
 if TYPE_CHECKING:
@@ -77,6 +77,8 @@ class _Lazy(Generic[T]):
         obj.__dict__[self.private] = value
 
 
+_IS_PARAM = (True, False)  # by run number & 1: parameters, then buffers
+_LAZY_SLOTS = ("m_object", "s_owner", "s_param")
 _LAZY_NAMES = ("m_path", "m_cls", "m_slot0", "s_name")
 _LAZY_NUMBERS = ("s_tensor", "t_root", "s_root")
 _LAZY_META = (
@@ -159,6 +161,9 @@ class Index:
     """
 
     # derived on first read (see the module docstring); an index from a graph holds them as plain lists
+    m_object: _Lazy[list[int]] = _Lazy("_fill_objects")  # distinct module object number (aliases share it)
+    s_owner: _Lazy[list[int]] = _Lazy("_fill_slots")  # module path owning every slot
+    s_param: _Lazy[list[bool]] = _Lazy("_fill_slots")  # parameter (True) or buffer (False)
     m_path: _Lazy[list[str]] = _Lazy("_fill_names")
     m_cls: _Lazy[list[str]] = _Lazy("_fill_names")
     m_slot0: _Lazy[list[int]] = _Lazy("_fill_names")  # first slot owned by module path i or a later one
@@ -183,12 +188,15 @@ class Index:
         # module paths
         self.m_parent: list[int] = []  # -1 for the root
         self.m_name: list[str] = []  # segment under the parent
-        self.m_object: list[int] = []  # distinct module object number (aliases share it)
         self.m_type: list[type] | None = None  # class per path (builder only; graphs give m_cls)
         # slots
-        self.s_owner: list[int] = []
         self.s_attr: list[str] = []
-        self.s_param: list[bool] = []
+        # the builder's compact form of s_owner/s_param: one run per non-empty ``_parameters`` (number
+        # ``2 * path``) or ``_buffers`` (``2 * path + 1``) dict, in slot order, and its number of slots
+        self.d_number: list[int] = []
+        self.d_size: list[int] = []
+        self._d_start: list[int] | None = None  # first slot of every run, and the slot count last
+        self.objects_distinct = True  # (builder) no module object under two paths: m_object is range
         # sharing pairs between slots: (slot, slot, how)
         self.shares: list[tuple[int, int, str]] = []
         # input embedding
@@ -225,14 +233,14 @@ class Index:
         self.meta_filler: Callable[[Index], None] | None = None
         self.declared_filler: Callable[[Index], None] | None = None
         # a fresh index (filled by hand, e.g. from a graph) holds every field as a plain list
-        for name in (*_LAZY_NAMES, *_LAZY_NUMBERS, *_LAZY_META):
+        for name in (*_LAZY_SLOTS, *_LAZY_NAMES, *_LAZY_NUMBERS, *_LAZY_META):
             setattr(self, name, [])
         self.declared = []
 
     def make_lazy(self) -> None:
         """Mark every derived field as not computed yet (the builder calls this once)."""
         self._built = True
-        for name in (*_LAZY_NAMES, *_LAZY_NUMBERS, *_LAZY_META, "declared"):
+        for name in (*_LAZY_SLOTS, *_LAZY_NAMES, *_LAZY_NUMBERS, *_LAZY_META, "declared"):
             self.__dict__["_" + name] = None
 
     # ------------------------------------------------------------------ extras as graph attributes
@@ -287,8 +295,54 @@ class Index:
         known = self.__dict__.get("_s_name")
         if known is not None:
             return known[s]
-        owner = self.path_of(self.s_owner[s])
+        owner = self.path_of(self.owner_of(s))
         return f"{owner}.{self.s_attr[s]}" if owner else self.s_attr[s]
+
+    @property
+    def num_slots(self) -> int:
+        """How many slots."""
+        return len(self.s_attr)
+
+    def _fill_objects(self) -> None:
+        self.m_object = list(range(len(self.m_parent)))
+
+    def _fill_slots(self) -> None:
+        numbers, sizes = self.d_number, self.d_size
+        self.s_owner = list(chain.from_iterable(map(repeat, map(rshift, numbers, repeat(1)), sizes)))
+        flags = map(_IS_PARAM.__getitem__, map(and_, numbers, repeat(1)))
+        self.s_param = list(chain.from_iterable(map(repeat, flags, sizes)))
+
+    def object_of(self, i: int) -> int:
+        """Distinct module object number of module path ``i`` (without numbering every path)."""
+        known = self.__dict__.get("_m_object")
+        return i if known is None and self.objects_distinct else self.m_object[i]
+
+    def first_path_of(self, i: int) -> int:
+        """The first module path of the module object at path ``i`` (its primary path)."""
+        if self.__dict__.get("_m_object") is None and self.objects_distinct:
+            return i
+        objects = self.m_object
+        return objects.index(objects[i])
+
+    def _run_starts(self) -> list[int]:
+        starts = self._d_start
+        if starts is None:
+            starts = self._d_start = list(accumulate(self.d_size, initial=0))
+        return starts
+
+    def owner_of(self, s: int) -> int:
+        """Module path owning slot ``s`` (without expanding every slot's owner)."""
+        known = self.__dict__.get("_s_owner")
+        if known is not None:
+            return known[s]
+        return self.d_number[bisect_right(self._run_starts(), s) - 1] >> 1
+
+    def slot_start(self, i: int) -> int:
+        """The first slot owned by module path ``i`` or a later one (the slot count if none)."""
+        known = self.__dict__.get("_s_owner")
+        if known is not None:
+            return bisect_left(known, i)
+        return self._run_starts()[bisect_left(self.d_number, 2 * i)]
 
     def meta_of(self, s: int) -> SlotMeta:
         """dtype, shape, device and requires_grad of slot ``s``'s tensor.
@@ -326,7 +380,7 @@ class Index:
         self.s_name = [f"{paths[o]}.{a}" if paths[o] else a for o, a in zip(owners, self.s_attr, strict=True)]
 
     def _fill_numbers(self) -> None:
-        count = len(self.s_owner)
+        count = len(self.s_attr)
         first = list(range(count))
         for s, f in self.same_as.items():
             first[s] = f
@@ -342,7 +396,7 @@ class Index:
         self.t_root = t_root
 
     def _fill_roots(self) -> None:
-        s_root = list(range(len(self.s_owner)))
+        s_root = list(range(len(self.s_attr)))
         for s, root in self.root_of.items():
             s_root[s] = root
         self.s_root = s_root
@@ -434,7 +488,7 @@ class Index:
     def s_canon(self) -> list[str]:
         """Canonical name of every slot (named once; later reads are free)."""
         if self.slot_namer is not None and not self._s_named:
-            for s in range(len(self.s_owner)):
+            for s in range(len(self.s_attr)):
                 self.slot_canon_of(s)
             self._s_named = True
         return self._s_canon  # type: ignore[return-value]
@@ -463,7 +517,4 @@ class Index:
 
     def slots_under(self, i: int) -> range:
         """Slots owned by module path ``i`` or by any path under it."""
-        end = self.subtree_end(i)
-        owners = self.s_owner
-        start = bisect_left(owners, i)
-        return range(start, bisect_left(owners, end, start))
+        return range(self.slot_start(i), self.slot_start(self.subtree_end(i)))

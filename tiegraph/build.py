@@ -48,10 +48,11 @@ from __future__ import annotations
 import functools
 import warnings
 import weakref
+from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable
-from itertools import chain, compress, repeat
-from operator import add, and_, attrgetter, is_, is_not, lt, methodcaller, mul, ne, not_, rshift
+from itertools import accumulate, chain, compress, count, repeat
+from operator import add, attrgetter, is_, is_not, lt, methodcaller, mul, ne, not_
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
@@ -90,7 +91,6 @@ _DTYPE, _DEVICE, _SHAPE = attrgetter("dtype"), attrgetter("device"), attrgetter(
 _GRAD, _NBYTES = attrgetter("requires_grad"), attrgetter("nbytes")
 _OFFSET, _ITEMSIZE = torch.Tensor.storage_offset, torch.Tensor.element_size
 _CONTIGUOUS = torch.Tensor.is_contiguous
-_IS_PARAM = (True, False)  # by dict number & 1: parameters, then buffers
 
 
 def _storage_identity() -> bool:
@@ -173,27 +173,23 @@ def build_graph(
         raise TypeError(f"build_graph expects a torch.nn.Module, got {kind.__module__}.{kind.__qualname__}")
     tree = _walk(model)
     index = Index()
+    index.make_lazy()
     index.m_parent, index.m_name = tree.parents, tree.names
     index.m_type = types = list(map(type, tree.modules))
-    ids = list(map(id, tree.modules))
-    distinct = dict.fromkeys(ids)
-    if len(distinct) == len(ids):
-        index.m_object = list(range(len(ids)))
-    else:
-        numbers = dict(zip(distinct, range(len(distinct)), strict=True))
-        index.m_object = list(map(numbers.__getitem__, ids))
+    if _aliased(tree.modules):
+        index.objects_distinct = False
+        index.m_object = _object_numbers(tree.modules)
     kinds = set(types)
     hooked = [i for i in tree.special if _HOOK in tree.modules[i].__dict__]
     slots = _slots(tree)
-    index.s_owner, index.s_attr, index.s_param = slots.owners, slots.attrs, slots.params
-    index.make_lazy()
+    index.d_number, index.d_size, index.s_attr = tree.numbers, slots.sizes, slots.attrs
     _annotate(index, tree.modules, slots.tensors, hooked, kinds, record=True)
     namer = Namer(index)
     namer.attach()
     flat = _flat_views(tree.modules, kinds)
     with torch._C.DisableTorchFunctionSubclass():  # subclass metadata reads skip __torch_function__
         _share(index, slots.tensors, flat)
-    _find_input_embedding(index, tree.modules, ids, slots.tensors, namer, input_embedding)
+    _find_input_embedding(index, tree.modules, slots.tensors, namer, input_embedding)
     capture_declarations(index, tree.modules, _declaring(tree, types, kinds), namer.root, _instances(types))
     _watch(index, model)
     tg = TieGraph(index)
@@ -213,8 +209,8 @@ class _Tree(NamedTuple):
     parents: list[int]
     names: list[str]
     modules: list[nn.Module]
-    params: list[dict[str, Any]]  # each path's ``_parameters`` dict
-    buffers: list[dict[str, Any]]  # each path's ``_buffers`` dict
+    numbers: list[int]  # of every non-empty slot dict: 2 * path for ``_parameters``, 2 * path + 1 buffers
+    dicts: list[dict[str, Any]]  # those dicts, in slot order
     special: list[int]  # paths whose instance ``__dict__`` holds ``_hf_hook`` or ``_tied_weights_keys``
 
 
@@ -224,22 +220,28 @@ _HOOK, _TIED = "_hf_hook", "_tied_weights_keys"
 def _walk(model: nn.Module) -> _Tree:
     """Visit every module path (aliases included) with a stack of child iterators.
 
-    Each module's instance ``__dict__`` is read once, while it is in cache: its children, its parameter
-    and buffer dicts (kept, not iterated) and whether it carries a hook or its own declaration.
+    Each module's instance ``__dict__`` is read once, while it is in cache: its children, its non-empty
+    parameter and buffer dicts (kept, not iterated) and whether it carries a hook or its own declaration.
     """
     parents: list[int] = [-1]
     names: list[str] = [""]
     modules: list[nn.Module] = [model]
+    numbers: list[int] = []
+    dicts: list[dict[str, Any]] = []
     state = model.__dict__
-    params: list[dict[str, Any]] = [state["_parameters"]]
-    buffers: list[dict[str, Any]] = [state["_buffers"]]
+    if state["_parameters"]:
+        numbers.append(0)
+        dicts.append(state["_parameters"])
+    if state["_buffers"]:
+        numbers.append(1)
+        dicts.append(state["_buffers"])
     special: list[int] = [0] if _HOOK in state or _TIED in state else []
-    tree = _Tree(parents, names, modules, params, buffers, special)
+    tree = _Tree(parents, names, modules, numbers, dicts, special)
     children = state["_modules"]
     if not children:
         return tree
     add_parent, add_name, add_module = parents.append, names.append, modules.append
-    add_params, add_buffers = params.append, buffers.append
+    add_number, add_dict = numbers.append, dicts.append
     stack = [(0, iter(children.items()))]
     push, pop = stack.append, stack.pop
     limit = 64  # a path deeper than this is checked for a cycle (then the limit doubles)
@@ -254,8 +256,14 @@ def _walk(model: nn.Module) -> _Tree:
             add_name(name)
             add_module(child)
             state = child.__dict__  # (faster than child._modules: nn.Module has a __getattr__)
-            add_params(state["_parameters"])
-            add_buffers(state["_buffers"])
+            found = state["_parameters"]
+            if found:
+                add_number(i + i)
+                add_dict(found)
+            found = state["_buffers"]
+            if found:
+                add_number(i + i + 1)
+                add_dict(found)
             if _HOOK in state or _TIED in state:
                 special.append(i)
             below = state["_modules"]
@@ -267,6 +275,21 @@ def _walk(model: nn.Module) -> _Tree:
         else:
             pop()
     return tree
+
+
+def _aliased(modules: list[nn.Module]) -> bool:
+    """Whether a module object sits under two paths (a set of the modules themselves: no int per path)."""
+    try:
+        return len(set(modules)) < len(modules)
+    except TypeError:  # a module class that defines __eq__ without __hash__
+        return len(set(map(id, modules))) < len(modules)
+
+
+def _object_numbers(modules: list[nn.Module]) -> list[int]:
+    """Distinct object number of every module path (aliases share theirs), in order of first path."""
+    ids = list(map(id, modules))
+    numbers = dict(zip(dict.fromkeys(ids), count()))
+    return list(map(numbers.__getitem__, ids))
 
 
 def _check_cycle(parents: list[int], names: list[str], modules: list[nn.Module], i: int, limit: int) -> int:
@@ -329,52 +352,41 @@ def _instances(types: list[type]) -> Callable[[type], list[int]]:
 
 
 class _Slots(NamedTuple):
-    owners: list[int]
+    sizes: list[int]  # slots per non-empty dict of the walk (after dropping None entries)
     attrs: list[str]
-    params: list[bool]
     tensors: list[Any]  # the tensor in each slot (served tensors replace hooked modules' own)
 
 
 def _slots(tree: _Tree) -> _Slots:
-    """Every slot in module order, parameters before buffers, from C-level passes over chunks of modules.
+    """Every slot in module order, parameters before buffers, from C-level passes over chunks of dicts.
 
-    Per chunk: the ``_parameters`` and ``_buffers`` dicts interleaved (dict ``2 * i`` and ``2 * i + 1`` of
-    module path ``i``), the non-empty ones kept (most are empty), then names, values, owners and flags
-    each in one C-level pass; ``None`` entries (``bias=False``) dropped when the chunk's types have them.
+    Per chunk of the walk's non-empty dicts: sizes, names and values each in one C-level pass; ``None``
+    entries (``bias=False``) are dropped (and their dicts' sizes lowered) when the values include one.
+    Owners and flags are not expanded per slot: the index derives them from the dicts' numbers and sizes.
     """
-    owners: list[int] = []
+    sizes: list[int] = []
     attrs: list[str] = []
-    params: list[bool] = []
     tensors: list[Any] = []
-    for lo in range(0, len(tree.params), CHUNK):
-        hi = lo + CHUNK
-        dicts = list(chain.from_iterable(zip(tree.params[lo:hi], tree.buffers[lo:hi], strict=True)))
-        counts = list(map(len, dicts))
-        numbers = list(compress(range(2 * lo, 2 * lo + len(dicts)), counts))
-        if not numbers:
-            continue
-        full = list(compress(dicts, counts))
-        sizes = list(compress(counts, counts))
+    dicts = tree.dicts
+    for lo in range(0, len(dicts), CHUNK):
+        full = dicts[lo : lo + CHUNK]
+        size = list(map(len, full))
         try:
             values = list(chain.from_iterable(map(dict.values, full)))
         except TypeError:  # a mapping that is not a dict (TorchScript's wrappers)
             values = list(chain.from_iterable(map(_VALUES, full)))
-        owner = chain.from_iterable(map(repeat, map(rshift, numbers, repeat(1)), sizes))
-        attr = chain.from_iterable(full)
-        flags = map(_IS_PARAM.__getitem__, map(and_, numbers, repeat(1)))
-        param = chain.from_iterable(map(repeat, flags, sizes))
         keep = list(map(is_not, values, repeat(None)))  # (pointer comparisons: no tensor is touched)
-        if not all(keep):
-            owners.extend(compress(owner, keep))
-            attrs.extend(compress(attr, keep))
-            params.extend(compress(param, keep))
-            tensors.extend(compress(values, keep))
-        else:
-            owners.extend(owner)
-            attrs.extend(attr)
-            params.extend(param)
+        if all(keep):
+            attrs.extend(chain.from_iterable(full))
             tensors.extend(values)
-    return _Slots(owners, attrs, params, tensors)
+        else:
+            ends = list(accumulate(size))
+            for position in compress(range(len(keep)), map(not_, keep)):
+                size[bisect_right(ends, position)] -= 1
+            attrs.extend(compress(chain.from_iterable(full), keep))
+            tensors.extend(compress(values, keep))
+        sizes.extend(size)
+    return _Slots(sizes, attrs, tensors)
 
 
 def _annotate(
@@ -808,12 +820,14 @@ def _fill_metadata(index: Index) -> None:
             "the model's module tree changed since build_graph (a module was added, removed or replaced); "
             "call build_graph again for details of the model as it is now"
         )
-    if slots.owners != index.s_owner or slots.attrs != index.s_attr:
-        now = list(zip(slots.owners, slots.attrs, strict=True))
-        then = list(zip(index.s_owner, index.s_attr, strict=True))
-        changed = next((s for s, (a, b) in enumerate(zip(now, then, strict=False)) if a != b), len(then))
-        changed = min(changed, len(then) - 1)
-        where = index.slot_name_of(changed) if changed < len(index.s_owner) else "the end"
+    if tree.numbers != index.d_number or slots.sizes != index.d_size or slots.attrs != index.s_attr:
+        now = Index()
+        now.d_number, now.d_size, now.s_attr = tree.numbers, slots.sizes, slots.attrs
+        now.make_lazy()
+        then = list(zip(index.s_owner, index.s_attr, index.s_param, strict=True))
+        pairs = zip(zip(now.s_owner, now.s_attr, now.s_param, strict=True), then, strict=False)
+        changed = next((s for s, (a, b) in enumerate(pairs) if a != b), min(now.num_slots, len(then)))
+        where = index.slot_name_of(changed) if changed < index.num_slots else "the end"
         raise TiegraphError(
             f"the model's parameters or buffers changed since build_graph (first difference at {where!r}); "
             "call build_graph again for details of the model as it is now"
@@ -925,7 +939,6 @@ def _metadata(index: Index, tensors: list[Any], flat: FlatViews) -> None:
 def _find_input_embedding(
     index: Index,
     modules: list[nn.Module],
-    ids: list[int],
     tensors: list[Any],
     namer: Namer,
     given: InputEmbedding,
@@ -965,7 +978,7 @@ def _find_input_embedding(
         _select_module(index, _module_by_name(index, found))
     elif isinstance(found, nn.Module):
         try:
-            _select_module(index, ids.index(id(found)))
+            _select_module(index, list(map(is_, modules, repeat(found))).index(True))
         except ValueError:
             raise PathNotFoundError(
                 f"the input embedding {type(found).__name__} is not a submodule of the model; pass a module "
@@ -985,7 +998,7 @@ def _find_input_embedding(
 
 def _select_module(index: Index, module: int) -> None:
     """Make the module at path ``module`` the input embedding; its primary path is its first path."""
-    module = index.m_object.index(index.m_object[module])
+    module = index.first_path_of(module)
     index.ie_module = module
     index.ie_slots = list(index.slots_under(module))
 

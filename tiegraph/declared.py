@@ -295,7 +295,7 @@ def capture_declarations(
     root_path = index.path_of(root) if root >= 0 else ""
     captured: list[_Declaring] = []
     seen: set[int] = set()
-    firsts = [i for i in declaring if not (index.m_object[i] in seen or seen.add(index.m_object[i]))]  # type: ignore[func-returns-value]
+    firsts = [i for i in declaring if not (index.object_of(i) in seen or seen.add(index.object_of(i)))]  # type: ignore[func-returns-value]
     for i, raw in _declaring([modules[i] for i in firsts]):
         i, module = firsts[i], modules[firsts[i]]
         is_pretrained = _is_pretrained(module)
@@ -429,9 +429,9 @@ def _modules_to_save(
     found: list[CopyWrapper] = []
     seen: set[int] = set()
     for i in instances(wrapper):
-        if index.m_object[i] in seen:
+        if index.object_of(i) in seen:
             continue
-        seen.add(index.m_object[i])
+        seen.add(index.object_of(i))
         module = modules[i]
         path = index.path_of(i)
         disabled = bool(getattr(module, "disable_adapters", False))

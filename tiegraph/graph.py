@@ -142,9 +142,10 @@ class TieGraph:
         inside = set(idx.ie_slots)
         groups = self._groups()
         wanted = {idx.root_of_slot(s) for s in idx.ie_slots}
-        owners = {idx.s_owner[s] for root in wanted for s in groups.get(root, ()) if s not in inside}
+        owner_of = idx.owner_of
+        owners = {owner_of(s) for root in wanted for s in groups.get(root, ()) if s not in inside}
         if idx.ie_module < 0:
-            owners.discard(idx.s_owner[idx.ie_slots[0]])
+            owners.discard(owner_of(idx.ie_slots[0]))
         if full_paths:
             return sorted({idx.m_path[o] for o in owners})
         own = self.input_embedding()

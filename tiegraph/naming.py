@@ -253,7 +253,7 @@ class Namer:
         index = self.index
         index._m_canon = [None] * len(index.m_parent)
         index._m_belongs = [None] * len(index.m_parent)
-        index._s_canon = [None] * len(index.s_owner)
+        index._s_canon = [None] * index.num_slots
         index.namer = self.module_names
         index.slot_namer = self.slot_name
         index.model_roots = [index.path_of(i) for i in self.roots]
@@ -270,15 +270,15 @@ class Namer:
             return []
         candidates = list(compress(range(len(types)), map(verdict.__getitem__, types)))
         flagged = set(candidates)
-        parent, objects = index.m_parent, index.m_object
+        parent, object_of = index.m_parent, index.object_of
         roots: list[int] = []
         seen: set[int] = set()
         for i in candidates:
             p = parent[i]
             while p >= 0 and p not in flagged:
                 p = parent[p]
-            if p < 0 and objects[i] not in seen:
-                seen.add(objects[i])
+            if p < 0 and object_of(i) not in seen:
+                seen.add(object_of(i))
                 roots.append(i)
         return roots
 
@@ -337,7 +337,7 @@ class Namer:
 
     def slot_name(self, index: Index, s: int) -> str:
         """Canonical name of slot ``s``."""
-        owner = index.s_owner[s]
+        owner = index.owner_of(s)
         attr = index.s_attr[s]
         plist = self.parametrization_list
         parent = index.m_parent
