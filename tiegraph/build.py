@@ -84,11 +84,12 @@ InputEmbedding = nn.Module | torch.Tensor | str | None
 CHUNK = 1024
 
 _STORAGE = torch.Tensor.untyped_storage
-_DATA_PTR = torch.UntypedStorage.data_ptr
+_DATA_PTR, _TENSOR_DATA_PTR = torch.UntypedStorage.data_ptr, torch.Tensor.data_ptr
 _PARAMS, _BUFFERS = attrgetter("_parameters"), attrgetter("_buffers")
 _VALUES = methodcaller("values")
 _DTYPE, _DEVICE, _SHAPE = attrgetter("dtype"), attrgetter("device"), attrgetter("shape")
 _GRAD, _NBYTES = attrgetter("requires_grad"), attrgetter("nbytes")
+_NESTED, _TENSOR_OF = attrgetter("is_nested"), attrgetter("tensor")
 _OFFSET, _ITEMSIZE = torch.Tensor.storage_offset, torch.Tensor.element_size
 _CONTIGUOUS = torch.Tensor.is_contiguous
 
@@ -481,17 +482,22 @@ def _share(index: Index, tensors: list[Any], flat: FlatViews) -> None:
             counts[key] += 1
     if unknown:
         _unknown_warning(index, tensors, unknown)
-    merged = _merge_pointers(counts)
+    merged = _merge_pointers(counts) if _on_real_memory(tensors, keys, slow, components) else {}
     if merged:
         keys = list(map(merged.get, keys, keys))
         components = {s: [(c, merged.get(k, k)) for c, k in pairs] for s, pairs in components.items()}
     repeated = set(compress(counts, map(lt, repeat(1), counts.values())))
-    pieces = [
-        _Piece(s, tensors[s], keys[s]) for s in compress(range(len(keys)), map(repeated.__contains__, keys))
-    ]
+    plain = list(compress(range(len(keys)), map(repeated.__contains__, keys)))
+    if not (components or unknown or flat.containers or flat.shapes):
+        chosen = list(map(tensors.__getitem__, plain))
+        if not any(map(_NESTED, chosen)):  # (the common case: plain strided tensors only)
+            if plain:
+                _plain_groups(index, keys, plain, chosen)
+            return
+    pieces = [_Piece(s, tensors[s], keys[s]) for s in plain]
     for s, pairs in components.items():
         pieces.extend(_Piece(s, c, k) for c, k in pairs if k in repeated)
-    if any(p.tensor.is_nested for p in pieces):  # strided nested: its constituents' byte ranges decide
+    if any(map(_NESTED, map(_TENSOR_OF, pieces))):  # strided nested: its constituents' byte ranges decide
         pieces = [q for p in pieces for q in _unnest(p)]
     # a slow slot whose components read no repeated storage shares with nothing (one object under two
     # names counts its components twice); only unknown ones are compared by identity
@@ -542,6 +548,26 @@ def _unknown_warning(index: Index, tensors: list[Any], unknown: list[int]) -> No
         RuntimeWarning,
         stacklevel=4,
     )
+
+
+def _on_real_memory(
+    tensors: list[Any], keys: list[Any], slow: dict[int, Any], components: dict[int, list[tuple[Any, Any]]]
+) -> bool:
+    """Whether any storage can have a data pointer (else, on meta, :func:`_merge_pointers` has nothing to do).
+
+    A tensor's data pointer is its storage's plus its offset, so plain tensors that all point at 0 sit on
+    storages that all do; this stops at the first tensor on real memory and costs a third of asking every
+    storage on meta.
+    """
+    if not _STORAGE_IDENTITY:
+        return False
+    plain = compress(tensors, map(is_not, keys, repeat(None))) if slow else tensors
+    try:
+        if any(map(_TENSOR_DATA_PTR, plain)):
+            return True
+        return any(_DATA_PTR(key) for pairs in components.values() for _, key in pairs)
+    except (RuntimeError, NotImplementedError, TypeError):
+        return True
 
 
 def _merge_pointers(counts: Counter[Any]) -> dict[Any, Any]:
@@ -618,7 +644,7 @@ def _groups(
         distinct = list(compress(candidates, map(not_, repeats)))
     else:
         distinct = candidates
-    _known(index, tensors, distinct, flat)
+    _known(index, list(map(tensors.__getitem__, distinct)), distinct, flat)
     parent: dict[int, int] = {}
 
     def find(i: int) -> int:
@@ -683,9 +709,51 @@ def _groups(
             root_of.update(zip(group, repeat(root)))
 
 
-def _known(index: Index, tensors: list[Any], slots: list[int], flat: FlatViews) -> None:
-    """Metadata of the candidate slots (one per tensor object) at build, and which of them read no byte."""
-    chosen = list(map(tensors.__getitem__, slots))
+def _plain_groups(index: Index, keys: list[Any], candidates: list[int], chosen: list[torch.Tensor]) -> None:
+    """:func:`_groups` for plain strided tensors only, in C-level passes over the candidates.
+
+    Slots holding one tensor object share ``same``; the distinct tensors are grouped by storage and their
+    byte extents decide the rest (:func:`~tiegraph.storage.share_components`, whose components give the
+    groups directly: a group's root is the first slot of its first tensor). Empty tensors share nothing.
+    """
+    same_as, empty, shares = index.same_as, index.empty, index.shares
+    ids = list(map(id, chosen))
+    first_of = dict(zip(reversed(ids), reversed(candidates), strict=True))  # first slot per tensor object
+    firsts = list(map(first_of.__getitem__, ids))
+    repeats = list(map(ne, firsts, candidates))
+    if any(repeats):
+        same_as.update(compress(zip(candidates, firsts, strict=True), repeats))
+        distinct = list(compress(candidates, map(not_, repeats)))
+        parts = list(compress(chosen, map(not_, repeats)))
+    else:
+        distinct, parts = candidates, chosen
+    _known(index, parts, distinct, _NO_FLAT_VIEWS)
+    for s, f in same_as.items():
+        if f in empty:
+            empty.add(s)
+        else:
+            shares.append((f, s, "same"))
+    starts, stops, strided = _extents(parts)
+    buckets: dict[Any, list[int]] = {}
+    homes = list(map(keys.__getitem__, distinct))
+    for n in compress(range(len(parts)), stops):  # (empty tensors read no byte: in no bucket)
+        buckets.setdefault(homes[n], []).append(n)
+    roots, edges = share_components(len(parts), buckets, starts, stops, strided)
+    shares.extend([(distinct[i], distinct[j], how) for i, j, how in edges])
+    number = dict(zip(distinct, count()))
+    group = list(map(distinct.__getitem__, map(roots.__getitem__, map(number.__getitem__, firsts))))
+    if empty:
+        group = [s if f in empty else g for s, f, g in zip(candidates, firsts, group, strict=True)]
+    sizes = Counter(group)
+    if len(sizes) < len(group):
+        grouped = map(lt, repeat(1), map(sizes.__getitem__, group))
+        index.root_of.update(compress(zip(candidates, group, strict=True), grouped))
+
+
+def _known(index: Index, chosen: list[Any], slots: list[int], flat: FlatViews) -> None:
+    """Metadata of the candidate slots (one per tensor object, ``chosen`` their tensors) at build, and which
+    of them read no byte.
+    """
     known, empty = index.known, index.empty
     strings: dict[object, str] = {}
     if set(map(type, chosen)) <= PLAIN_TYPES:
@@ -700,8 +768,8 @@ def _known(index: Index, tensors: list[Any], slots: list[int], flat: FlatViews) 
         else:
             known.update(zip(slots, zip(dtypes, shapes, devices, grads, strict=True), strict=True))
             if flat.shapes:
-                for s in slots:
-                    shape = flat.shapes.get(id(tensors[s]))
+                for s, tensor in zip(slots, chosen, strict=True):
+                    shape = flat.shapes.get(id(tensor))
                     if shape is not None:
                         dtype, _, device, grad = known[s]
                         known[s] = (dtype, torch.Size(shape), device, grad)
@@ -709,8 +777,7 @@ def _known(index: Index, tensors: list[Any], slots: list[int], flat: FlatViews) 
                 if 0 in known[s][1]:
                     empty.add(s)
             return
-    for s in slots:
-        tensor = tensors[s]
+    for s, tensor in zip(slots, chosen, strict=True):
         known[s] = _slot_meta(tensor, _parts(tensor), flat, strings)
         if not _reads_bytes(tensor, flat):
             empty.add(s)

@@ -349,7 +349,18 @@ def share_components(
     for members in buckets.values():
         if len(members) < 2:
             continue
-        for i, j, how in _sweep(members, starts, stops, strided):
+        if len(members) == 2 and members[0] not in strided and members[1] not in strided:
+            i, j = sorted(members)  # (two dense extents: the sweep's answer without building Extents)
+            if starts[i] < stops[j] and starts[j] < stops[i]:
+                inside = (starts[i] <= starts[j] and stops[j] <= stops[i]) or (
+                    starts[j] <= starts[i] and stops[i] <= stops[j]
+                )
+                pairs = [(i, j, "view" if inside else "overlap")]
+            else:
+                continue
+        else:
+            pairs = list(_sweep(members, starts, stops, strided))
+        for i, j, how in pairs:
             edges.append((i, j, how))
             ri, rj = find(i), find(j)
             if ri != rj:
