@@ -751,9 +751,7 @@ def _plain_groups(index: Index, keys: list[Any], candidates: list[int], chosen: 
 
 
 def _known(index: Index, chosen: list[Any], slots: list[int], flat: FlatViews) -> None:
-    """Metadata of the candidate slots (one per tensor object, ``chosen`` their tensors) at build, and which
-    of them read no byte.
-    """
+    """Metadata of the candidate slots (one per tensor object) at build, and which of them read no byte."""
     known, empty = index.known, index.empty
     strings: dict[object, str] = {}
     if set(map(type, chosen)) <= PLAIN_TYPES:
