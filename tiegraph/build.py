@@ -48,11 +48,10 @@ from __future__ import annotations
 import functools
 import warnings
 import weakref
-from bisect import bisect_right
 from collections import Counter
 from collections.abc import Callable
 from itertools import accumulate, chain, compress, count, repeat
-from operator import add, attrgetter, is_, is_not, lt, methodcaller, mul, ne, not_
+from operator import add, attrgetter, is_, is_not, lt, methodcaller, mul, ne, not_, sub
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
@@ -380,10 +379,10 @@ def _slots(tree: _Tree) -> _Slots:
         if all(keep):
             attrs.extend(chain.from_iterable(full))
             tensors.extend(values)
-        else:
-            ends = list(accumulate(size))
-            for position in compress(range(len(keep)), map(not_, keep)):
-                size[bisect_right(ends, position)] -= 1
+        else:  # each dict's size becomes its count of kept values: differences of the running count
+            kept = list(accumulate(keep, initial=0))
+            ends = list(map(kept.__getitem__, accumulate(size)))
+            size = list(map(sub, ends, chain((0,), ends)))
             attrs.extend(compress(chain.from_iterable(full), keep))
             tensors.extend(compress(values, keep))
         sizes.extend(size)
@@ -576,7 +575,7 @@ def _merge_pointers(counts: Counter[Any]) -> dict[Any, Any]:
         return {}
     distinct = list(counts)
     pointers = list(map(_DATA_PTR, distinct))
-    if not any(pointers):  # meta (or empty): storages are known by identity only
+    if len(set(pointers)) == len(pointers):  # (the common case: no pointer twice, not even 0)
         return {}
     seen = Counter(pointers)
     seen.pop(0, None)
@@ -733,15 +732,18 @@ def _plain_groups(index: Index, keys: list[Any], candidates: list[int], chosen: 
             empty.add(s)
         else:
             shares.append((f, s, "same"))
-    starts, stops, strided = _extents(parts)
-    buckets: dict[Any, list[int]] = {}
     homes = list(map(keys.__getitem__, distinct))
-    for n in compress(range(len(parts)), stops):  # (empty tensors read no byte: in no bucket)
-        buckets.setdefault(homes[n], []).append(n)
-    roots, edges = share_components(len(parts), buckets, starts, stops, strided)
-    shares.extend([(distinct[i], distinct[j], how) for i, j, how in edges])
-    number = dict(zip(distinct, count()))
-    group = list(map(distinct.__getitem__, map(roots.__getitem__, map(number.__getitem__, firsts))))
+    if len(set(homes)) == len(homes):  # one tensor object per storage (most ties): its slots are the group
+        group = firsts
+    else:
+        starts, stops, strided = _extents(parts)
+        buckets: dict[Any, list[int]] = {}
+        for n in compress(range(len(parts)), stops):  # (empty tensors read no byte: in no bucket)
+            buckets.setdefault(homes[n], []).append(n)
+        roots, edges = share_components(len(parts), buckets, starts, stops, strided)
+        shares.extend([(distinct[i], distinct[j], how) for i, j, how in edges])
+        number = dict(zip(distinct, count()))
+        group = list(map(distinct.__getitem__, map(roots.__getitem__, map(number.__getitem__, firsts))))
     if empty:
         group = [s if f in empty else g for s, f, g in zip(candidates, firsts, group, strict=True)]
     sizes = Counter(group)

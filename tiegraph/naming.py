@@ -13,6 +13,7 @@ by side (a DPO policy and reference) nothing is dropped and the input embedding 
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass
 from itertools import compress
@@ -54,12 +55,16 @@ class WrapperRule:
         """The wrapper class, or None when its package has not been imported."""
         if not isinstance(self.cls, str):
             return self.cls
-        module_name, _, qualname = self.cls.partition(":")
-        module = sys.modules.get(module_name)
-        obj: object = module
-        for part in qualname.split("."):
+        module_name, parts = self._where
+        obj: object = sys.modules.get(module_name)
+        for part in parts:
             obj = getattr(obj, part, None)
         return obj if isinstance(obj, type) else None
+
+    @functools.cached_property
+    def _where(self) -> tuple[str, tuple[str, ...]]:
+        module_name, _, qualname = str(self.cls).partition(":")
+        return module_name, tuple(qualname.split("."))
 
 
 _RULES: list[WrapperRule] = [
