@@ -183,12 +183,14 @@ def build_graph(
     hooked = [i for i in tree.special if _HOOK in tree.modules[i].__dict__]
     slots = _slots(tree)
     index.d_number, index.d_size, index.s_attr = tree.numbers, slots.sizes, slots.attrs
-    _annotate(index, tree.modules, slots.tensors, hooked, kinds, record=True)
+    found = slots.keys
+    if _annotate(index, tree.modules, slots.tensors, hooked, kinds, record=True) or found is None:
+        found = _storages(slots.tensors)
     namer = Namer(index)
     namer.attach()
     flat = _flat_views(tree.modules, kinds)
     with torch._C.DisableTorchFunctionSubclass():  # subclass metadata reads skip __torch_function__
-        _share(index, slots.tensors, flat)
+        _share(index, slots.tensors, flat, found)
     _find_input_embedding(index, tree.modules, slots.tensors, namer, input_embedding)
     capture_declarations(index, tree.modules, _declaring(tree, types, kinds), namer.root, _instances(types))
     _watch(index, model)
@@ -215,6 +217,7 @@ class _Tree(NamedTuple):
 
 
 _HOOK, _TIED = "_hf_hook", "_tied_weights_keys"
+_NONE = type(None)
 
 
 def _walk(model: nn.Module) -> _Tree:
@@ -355,18 +358,21 @@ class _Slots(NamedTuple):
     sizes: list[int]  # slots per non-empty dict of the walk (after dropping None entries)
     attrs: list[str]
     tensors: list[Any]  # the tensor in each slot (served tensors replace hooked modules' own)
+    keys: _Keys | None  # their storage keys (None: not asked for)
 
 
-def _slots(tree: _Tree) -> _Slots:
+def _slots(tree: _Tree, keys: bool = True) -> _Slots:
     """Every slot in module order, parameters before buffers, from C-level passes over chunks of dicts.
 
     Per chunk of the walk's non-empty dicts: sizes, names and values each in one C-level pass; ``None``
     entries (``bias=False``) are dropped (and their dicts' sizes lowered) when the values include one.
     Owners and flags are not expanded per slot: the index derives them from the dicts' numbers and sizes.
+    With ``keys``, the storage keys of the chunk's tensors are taken while they are in cache (:class:`_Keys`).
     """
     sizes: list[int] = []
     attrs: list[str] = []
     tensors: list[Any] = []
+    found = _Keys() if keys else None
     dicts = tree.dicts
     for lo in range(0, len(dicts), CHUNK):
         full = dicts[lo : lo + CHUNK]
@@ -375,18 +381,24 @@ def _slots(tree: _Tree) -> _Slots:
             values = list(chain.from_iterable(map(dict.values, full)))
         except TypeError:  # a mapping that is not a dict (TorchScript's wrappers)
             values = list(chain.from_iterable(map(_VALUES, full)))
-        keep = list(map(is_not, values, repeat(None)))  # (pointer comparisons: no tensor is touched)
-        if all(keep):
-            attrs.extend(chain.from_iterable(full))
-            tensors.extend(values)
-        else:  # each dict's size becomes its count of kept values: differences of the running count
+        kinds = set(map(type, values))
+        if (
+            _NONE in kinds
+        ):  # each dict's size becomes its count of kept values: differences of a running count
+            kinds.discard(_NONE)
+            keep = list(map(is_not, values, repeat(None)))
             kept = list(accumulate(keep, initial=0))
             ends = list(map(kept.__getitem__, accumulate(size)))
             size = list(map(sub, ends, chain((0,), ends)))
             attrs.extend(compress(chain.from_iterable(full), keep))
-            tensors.extend(compress(values, keep))
+            values = list(compress(values, keep))
+        else:
+            attrs.extend(chain.from_iterable(full))
+        if found is not None:
+            found.add(values, kinds)
+        tensors.extend(values)
         sizes.extend(size)
-    return _Slots(sizes, attrs, tensors)
+    return _Slots(sizes, attrs, tensors, found)
 
 
 def _annotate(
@@ -396,40 +408,61 @@ def _annotate(
     hooked: list[int],
     kinds: set[type],
     record: bool,
-) -> None:
-    """Served tensors and quantized layers (:func:`tiegraph.deployed.annotate`), when the tree has any."""
+) -> bool:
+    """Served tensors and quantized layers (:func:`tiegraph.deployed.annotate`), when the tree has any.
+
+    Returns whether it ran (served tensors may then have replaced some of ``tensors``).
+    """
     from ._tensors import is_quantized_layer_type
 
     if hooked or any(map(is_quantized_layer_type, kinds)):
         from .deployed import annotate
 
         annotate(index, modules, tensors, hooked, kinds, record=record)
+        return True
+    return False
 
 
-def _storages(tensors: list[Any]) -> tuple[list[Any], dict[int, list[torch.Tensor] | None]]:
-    """Storage key of every slot (None for the slow path's slots) and the slow path's components by slot."""
-    keys: list[Any] = []
-    slow: dict[int, list[torch.Tensor] | None] = {}
-    for lo in range(0, len(tensors), CHUNK):
-        part = tensors[lo : lo + CHUNK]
-        if set(map(type, part)) <= PLAIN_TYPES:
+class _Keys:
+    """Storage keys of slots, added chunk by chunk (see :func:`_slots`); the slow path's slots get None."""
+
+    def __init__(self) -> None:
+        self.keys: list[Any] = []
+        self.slow: dict[int, list[torch.Tensor] | None] = {}  # the slow path's components by slot
+        self.real = False  # some plain tensor may sit on real memory (a non-zero data pointer)
+
+    def add(self, part: list[Any], kinds: set[type]) -> None:
+        """Keys of the next slots; ``kinds`` is the set of their types."""
+        keys = self.keys
+        if kinds <= PLAIN_TYPES:
             try:
-                keys.extend(list(map(_STORAGE, part)))
-                continue
+                found = list(map(_STORAGE, part))
+                if not self.real:  # (a tensor's data pointer is its storage's plus its offset)
+                    self.real = any(map(_TENSOR_DATA_PTR, part))
             except (RuntimeError, NotImplementedError, TypeError):
                 pass  # a sparse or other non-strided tensor: this chunk goes slot by slot
-        for s, tensor in enumerate(part, lo):
+            else:
+                keys.extend(found if _STORAGE_IDENTITY else [key._cdata for key in found])
+                return
+        self.real = True  # (conservative: the pointer merge then looks at every storage)
+        for s, tensor in enumerate(part, len(keys)):
             if type(tensor) in PLAIN_TYPES and tensor.layout is torch.strided:
                 try:
-                    keys.append(tensor.untyped_storage())
+                    keys.append(_key(tensor.untyped_storage()))
                     continue
                 except (RuntimeError, NotImplementedError, TypeError):
                     pass
-            slow[s] = slow_components(tensor)
+            self.slow[s] = slow_components(tensor)
             keys.append(None)
-    if not _STORAGE_IDENTITY:
-        keys = [None if key is None else key._cdata for key in keys]
-    return keys, slow
+
+
+def _storages(tensors: list[Any]) -> _Keys:
+    """Storage keys of every slot, by chunks (when the tensors changed after :func:`_slots`)."""
+    found = _Keys()
+    for lo in range(0, len(tensors), CHUNK):
+        part = tensors[lo : lo + CHUNK]
+        found.add(part, set(map(type, part)))
+    return found
 
 
 def _key(storage: torch.UntypedStorage) -> Any:
@@ -445,7 +478,7 @@ class _Piece(NamedTuple):
     storage: Any  # its storage key (merged)
 
 
-def _share(index: Index, tensors: list[Any], flat: FlatViews) -> None:
+def _share(index: Index, tensors: list[Any], flat: FlatViews, stored: _Keys) -> None:
     """Shares and tie groups: only slots on a storage read twice or more (or on the slow path) are looked at.
 
     ``flat`` (FSDP1): a parameter viewing into a ``FlatParameter`` keeps its unsharded shape, so its slice
@@ -454,7 +487,7 @@ def _share(index: Index, tensors: list[Any], flat: FlatViews) -> None:
     """
     if flat.containers:
         _flat_warning(index, tensors, flat)
-    keys, slow = _storages(tensors)
+    keys, slow = stored.keys, stored.slow
     counts = Counter(keys)
     counts.pop(None, None)
     components: dict[int, list[tuple[torch.Tensor, Any]]] = {}
@@ -481,7 +514,7 @@ def _share(index: Index, tensors: list[Any], flat: FlatViews) -> None:
             counts[key] += 1
     if unknown:
         _unknown_warning(index, tensors, unknown)
-    merged = _merge_pointers(counts) if _on_real_memory(tensors, keys, slow, components) else {}
+    merged = _merge_pointers(counts) if _on_real_memory(stored, components) else {}
     if merged:
         keys = list(map(merged.get, keys, keys))
         components = {s: [(c, merged.get(k, k)) for c, k in pairs] for s, pairs in components.items()}
@@ -549,21 +582,18 @@ def _unknown_warning(index: Index, tensors: list[Any], unknown: list[int]) -> No
     )
 
 
-def _on_real_memory(
-    tensors: list[Any], keys: list[Any], slow: dict[int, Any], components: dict[int, list[tuple[Any, Any]]]
-) -> bool:
+def _on_real_memory(found: _Keys, components: dict[int, list[tuple[Any, Any]]]) -> bool:
     """Whether any storage can have a data pointer (else, on meta, :func:`_merge_pointers` has nothing to do).
 
-    A tensor's data pointer is its storage's plus its offset, so plain tensors that all point at 0 sit on
-    storages that all do; this stops at the first tensor on real memory and costs a third of asking every
-    storage on meta.
+    The plain tensors were asked while their keys were taken (:class:`_Keys`: asking a tensor costs a third
+    of asking its storage on meta, and stops at the first one on real memory); here the slow path's
+    components are asked.
     """
     if not _STORAGE_IDENTITY:
         return False
-    plain = compress(tensors, map(is_not, keys, repeat(None))) if slow else tensors
+    if found.real:
+        return True
     try:
-        if any(map(_TENSOR_DATA_PTR, plain)):
-            return True
         return any(_DATA_PTR(key) for pairs in components.values() for _, key in pairs)
     except (RuntimeError, NotImplementedError, TypeError):
         return True
@@ -881,7 +911,7 @@ def _fill_metadata(index: Index) -> None:
     tree = _walk(model)
     modules = tree.modules
     hooked = [i for i in tree.special if _HOOK in modules[i].__dict__]
-    slots = _slots(tree)
+    slots = _slots(tree, keys=False)
     if tree.parents != index.m_parent or tree.names != index.m_name:
         raise TiegraphError(
             "the model's module tree changed since build_graph (a module was added, removed or replaced); "
