@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 warnings.filterwarnings("ignore", module=r"(transformers|torch)(\.|$)")
 
 import tiegraph  # noqa: E402
-import tiegraph.build  # noqa: E402
+import tiegraph._walk  # noqa: E402
 import tiegraph.distributed  # noqa: E402
 
 SEGMENTS = ("module", "_checkpoint_wrapped_module", "_fsdp_wrapped_module")
@@ -192,15 +192,15 @@ def run(rank: int) -> dict[str, Any]:
     _deregister_flat_param(model, model)
 
     # the core's FSDP1 handling, switched off: what a plain storage walk would say (the regression pinned)
-    real = tiegraph.build.flat_param_views
-    tiegraph.build.flat_param_views = lambda _modules: tiegraph.storage.FlatViews({}, set())  # type: ignore[assignment]
+    real = tiegraph._walk.flat_param_views
+    tiegraph._walk.flat_param_views = lambda _modules: tiegraph.storage.FlatViews({}, set())  # type: ignore[assignment]
     try:
         results["llama/fsdp1_one_unit_without_flat_views"] = observe(wrap("fsdp1_one_unit", "llama"))
         model = wrap("fsdp1_orig", "llama")
         _register_flat_param(model, model)
         results["llama/fsdp1_flat_registered_without_flat_views"] = observe(model)
     finally:
-        tiegraph.build.flat_param_views = real
+        tiegraph._walk.flat_param_views = real
 
     # one rank unties its head after wrapping: every rank must get the same finding
     ddp = wrap("ddp", "llama")
