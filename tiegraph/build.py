@@ -347,17 +347,8 @@ def _groups(
     """
     same_as = index.same_as
     empty = index.empty
-    chosen = list(map(tensors.__getitem__, candidates))
-    ids = list(map(id, chosen))
-    first_of = dict(zip(reversed(ids), reversed(candidates), strict=True))  # first slot per tensor object
-    firsts = list(map(first_of.__getitem__, ids))
-    repeats = list(map(ne, firsts, candidates))
-    if any(repeats):
-        same_as.update(compress(zip(candidates, firsts, strict=True), repeats))
-        distinct = list(compress(candidates, map(not_, repeats)))
-    else:
-        distinct = candidates
-    _known(index, list(map(tensors.__getitem__, distinct)), distinct, flat)
+    _, distinct, held = _same_objects(index, candidates, list(map(tensors.__getitem__, candidates)))
+    _known(index, held, distinct, flat)
     parent: dict[int, int] = {}
 
     def find(i: int) -> int:
@@ -422,6 +413,23 @@ def _groups(
             root_of.update(zip(group, repeat(root)))
 
 
+def _same_objects(
+    index: Index, candidates: list[int], chosen: list[Any]
+) -> tuple[list[int], list[int], list[Any]]:
+    """Record in ``index.same_as`` the slots holding a tensor object an earlier slot holds.
+
+    Returns every candidate's first slot with its object, and the distinct first slots with their tensors.
+    """
+    ids = list(map(id, chosen))
+    first_of = dict(zip(reversed(ids), reversed(candidates), strict=True))  # first slot per tensor object
+    firsts = list(map(first_of.__getitem__, ids))
+    repeats = list(map(ne, firsts, candidates))
+    if not any(repeats):
+        return firsts, candidates, chosen
+    index.same_as.update(compress(zip(candidates, firsts, strict=True), repeats))
+    return firsts, list(compress(candidates, map(not_, repeats))), list(compress(chosen, map(not_, repeats)))
+
+
 def _plain_groups(index: Index, keys: list[Any], candidates: list[int], chosen: list[torch.Tensor]) -> None:
     """:func:`_groups` for plain strided tensors only, in C-level passes over the candidates.
 
@@ -430,16 +438,7 @@ def _plain_groups(index: Index, keys: list[Any], candidates: list[int], chosen: 
     groups directly: a group's root is the first slot of its first tensor). Empty tensors share nothing.
     """
     same_as, empty, shares = index.same_as, index.empty, index.shares
-    ids = list(map(id, chosen))
-    first_of = dict(zip(reversed(ids), reversed(candidates), strict=True))  # first slot per tensor object
-    firsts = list(map(first_of.__getitem__, ids))
-    repeats = list(map(ne, firsts, candidates))
-    if any(repeats):
-        same_as.update(compress(zip(candidates, firsts, strict=True), repeats))
-        distinct = list(compress(candidates, map(not_, repeats)))
-        parts = list(compress(chosen, map(not_, repeats)))
-    else:
-        distinct, parts = candidates, chosen
+    firsts, distinct, parts = _same_objects(index, candidates, chosen)
     _known(index, parts, distinct, _NO_FLAT_VIEWS)
     for s, f in same_as.items():
         if f in empty:
