@@ -19,7 +19,7 @@ tensor (``"torchao.Int8Tensor"``, ``"bitsandbytes.nf4"``, ``"quanto.qint8"``, ``
 from __future__ import annotations
 
 import functools
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -84,9 +84,7 @@ def _collect(tensor: torch.Tensor, found: list[torch.Tensor], unknown: list[str]
         else:
             found.append(tensor)
         return
-    flatten = _FLATTEN.get(kind, _UNSET)
-    if flatten is _UNSET:
-        flatten = _FLATTEN[kind] = getattr(kind, "__tensor_flatten__", None)
+    flatten = getattr(kind, "__tensor_flatten__", None)  # (read each time: a class may be patched)
     if flatten is not None:
         try:
             names, _ = flatten(tensor)
@@ -111,10 +109,6 @@ def _collect(tensor: torch.Tensor, found: list[torch.Tensor], unknown: list[str]
         unknown.append(f"{_name(kind)} has no readable storage and no __tensor_flatten__")
         return
     found.append(tensor)  # a subclass with ordinary storage (Params4bit, Int8Params, fake tensors, ...)
-
-
-_UNSET: Any = object()
-_FLATTEN: dict[type, Any] = {}  # per class: its __tensor_flatten__, or None
 
 
 def _is_functional(tensor: torch.Tensor) -> bool:
