@@ -1,12 +1,30 @@
-"""Tensors that are not plain (``tiegraph._tensors``): wrapper subclasses read as they are at each build.
+"""The slow path read in bulk (``tiegraph._tensors.expand``): the same answers as tensor by tensor.
 
-Real torchao tensors only (``Int8Tensor`` from ``quantize_`` on CPU).
+Real torchao tensors only (``Int8Tensor``, ``Float8Tensor``, ``IntxUnpackedToInt8Tensor`` from
+``quantize_`` on CPU). The batched reading decides per class and per build; nothing it learns is kept
+between builds, so a class (or one tensor) that changes its name lists or its ``__tensor_flatten__``
+between two builds is read as it is at the second build.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 import torch
 from torch import nn
+
+import tiegraph
+from tiegraph import _tensors
+from tiegraph._tensors import expand, leaves, quantization
+
+#: torchao configs that quantize a CPU Linear into a wrapper tensor subclass (torchao's own flatten)
+CONFIGS = [
+    "Int8WeightOnlyConfig",
+    "Float8WeightOnlyConfig",
+    "Int8DynamicActivationInt8WeightConfig",
+    "IntxWeightOnlyConfig",
+]
 
 
 def quantized(config: str = "Int8WeightOnlyConfig", layers: int = 3) -> nn.Sequential:
@@ -19,6 +37,135 @@ def quantized(config: str = "Int8WeightOnlyConfig", layers: int = 3) -> nn.Seque
     return model
 
 
+def one_by_one(tensors: list[torch.Tensor]) -> tuple[list[int], list[torch.Tensor], list[int], list[Any]]:
+    """What :func:`expand` must answer, from :func:`leaves` and :func:`quantization` tensor by tensor."""
+    owners: list[int] = []
+    found: list[torch.Tensor] = []
+    unknown: list[int] = []
+    for n, tensor in enumerate(tensors):
+        got = leaves(tensor)
+        if not got.tensors or got.unknown:
+            unknown.append(n)
+            continue
+        owners += [n] * len(got.tensors)
+        found += got.tensors
+    return owners, found, unknown, [quantization(t) for t in tensors]
+
+
+def view(tensor: torch.Tensor) -> tuple[int, tuple[int, ...], tuple[int, ...], int]:
+    """Which bytes a plain tensor reads: its storage (by identity), shape, strides and offset."""
+    return id(tensor.untyped_storage()), tuple(tensor.shape), tensor.stride(), tensor.storage_offset()
+
+
+class Opaque(torch.Tensor):
+    """A wrapper subclass with neither storage nor ``__tensor_flatten__``: storage unknown."""
+
+    @staticmethod
+    def __new__(cls, like: torch.Tensor) -> Opaque:
+        return torch.Tensor._make_wrapper_subclass(cls, like.shape, dtype=like.dtype)  # type: ignore[return-value]
+
+    @classmethod
+    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        raise NotImplementedError(str(func))
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_expand_answers_as_leaves_tensor_by_tensor(config, monkeypatch):
+    """Mixed classes (torchao weights, sparse, plain, an opaque wrapper): input order and leaf order kept."""
+    model = quantized(config)
+    base = torch.arange(6.0)
+    tensors = [
+        model[0].weight,
+        torch.sparse_coo_tensor(torch.tensor([[0, 1]]), base[:2], (6,)),
+        model[1].weight,
+        Opaque(base),
+        model[0].bias,
+        model[2].weight,
+    ]
+    batched = []
+    group = _tensors._torchao_group
+    monkeypatch.setattr(_tensors, "_torchao_group", lambda *a: batched.append(group(*a)) or batched[-1])
+    got = expand(tensors)
+    assert batched
+    assert batched[0] is not None  # the torchao weights were read in bulk
+    owners, found, unknown, labels = one_by_one(tensors)
+    assert got.owners == owners
+    assert len(got.tensors) == len(found)
+    assert list(map(view, got.tensors)) == list(map(view, found))  # (sparse parts are new objects per call)
+    assert all(s is t.untyped_storage() for s, t in zip(got.storages, got.tensors, strict=True))
+    assert got.unknown == unknown == [3]
+    assert got.labels == labels
+    assert labels[0] == f"torchao.{type(model[0].weight).__name__}"
+
+
+def shared_leaves(config: str) -> nn.Sequential:
+    """Ties through torchao components: a leaf registered as a buffer, a view of one, its bytes via numpy."""
+    model = quantized(config, layers=4)
+    first, second = leaves(model[0].weight).tensors[:2]
+    model[1].register_buffer("alias", second)  # another slot's tensor object
+    model[2].register_buffer("rows", first[:2])  # a view of a component's storage
+    qdata = leaves(model[3].weight).tensors[0].view(torch.uint8)  # (numpy has no float8)
+    model[3].register_buffer("numpy_alias", torch.from_numpy(qdata.numpy()))
+    return model
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_build_answers_the_same_with_the_bulk_reading_off(build, monkeypatch, config):
+    """The whole graph (JSON) is the same when every slow slot is read tensor by tensor."""
+    model = shared_leaves(config)
+    on = build(model)
+    assert on.tie_groups() == [
+        ["0.weight", "1.alias", "2.rows"],
+        ["3.numpy_alias", "3.weight"],  # another storage object over the same bytes (from_numpy)
+    ]
+    monkeypatch.setattr(_tensors, "_torchao_flatten", lambda: None)
+    off = build(model)
+    assert on.to_json() == off.to_json()
+
+
+def test_a_quantized_llama_builds_the_same_with_the_bulk_reading_off(build, monkeypatch):
+    """The benchmark's shape: a tied Llama, every Linear (lm_head too) torchao int8: nothing is shared."""
+    from torchao.quantization import Int8WeightOnlyConfig, quantize_
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(
+        "llama",
+        vocab_size=64,
+        hidden_size=64,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        tie_word_embeddings=True,
+    )
+    model = AutoModelForCausalLM.from_config(config)
+    quantize_(model, Int8WeightOnlyConfig())
+    on = build(model)
+    assert on.tie_groups() == []
+    monkeypatch.setattr(_tensors, "_torchao_flatten", lambda: None)
+    assert on.to_json() == build(model).to_json()
+
+
+def test_an_optional_component_set_on_one_tensor_only_is_followed(build):
+    """``act_pre_scale`` (an optional data name of Int8Tensor) set on one weight: that weight reads it."""
+    model = quantized()
+    model[0].weight.act_pre_scale = model[2].bias
+    assert build(model).tie_groups() == [["0.weight", "2.bias"]]
+
+
+def test_a_class_changing_its_names_between_builds_is_read_as_it_is_now(build, monkeypatch):
+    model = quantized()
+    kind = type(model[0].weight)
+    model[1].register_buffer("scale_alias", model[0].weight.scale)
+    model[2].register_buffer("zero_alias", model[0].weight.zero_point)
+    tied = [["0.weight", "1.scale_alias", "2.zero_alias"]]
+    assert build(model).tie_groups() == tied
+    monkeypatch.setattr(kind, "tensor_data_names", ["qdata"])
+    assert build(model).tie_groups() == [["0.weight", "2.zero_alias"]]
+    monkeypatch.setattr(kind, "optional_tensor_data_names", ["act_pre_scale"])
+    assert build(model).tie_groups() == []
+    monkeypatch.undo()
+    assert build(model).tie_groups() == tied
+
+
 def test_a_class_replacing_its_flatten_between_builds_is_read_as_it_is_now(build, monkeypatch):
     """Regression: ``__tensor_flatten__`` was cached per class for the life of the process."""
     model = quantized()
@@ -29,3 +176,31 @@ def test_a_class_replacing_its_flatten_between_builds_is_read_as_it_is_now(build
     assert build(model).tie_groups() == []
     monkeypatch.undo()
     assert build(model).tie_groups() == [["0.weight", "1.scale_alias"]]
+
+
+def test_one_tensor_with_its_own_name_list_is_read_with_it(build):
+    """An instance attribute ``tensor_data_names`` is what torchao's ``__tensor_flatten__`` reads for it."""
+    model = quantized()
+    model[1].register_buffer("scale_alias", model[0].weight.scale)
+    model[2].register_buffer("other_scale", model[2].weight.scale)
+    model[0].weight.tensor_data_names = ["qdata"]
+    assert build(model).tie_groups() == [["2.other_scale", "2.weight"]]
+
+
+def test_a_missing_attribute_leaves_that_tensor_unknown_as_torchao_would(build):
+    """torchao's ``__tensor_flatten__`` raises when an attribute is gone: that slot's storage is unknown."""
+    model = quantized()
+    del model[1].weight.block_size
+    with pytest.warns(RuntimeWarning, match=r"storage unknown for 1\.weight"):
+        tg = build(model)
+    assert tg.tie_groups() == []
+
+
+def test_quantization_labels_are_one_string_per_class():
+    model = quantized()
+    got = expand([model[0].weight, model[1].weight])
+    assert got.labels[0] == "torchao.Int8Tensor"
+    assert got.labels[0] is got.labels[1]
+    assert tiegraph.build_graph(model)._index.deployed.slot_quantization == {
+        s: "torchao.Int8Tensor" for s in (0, 2, 4)
+    }

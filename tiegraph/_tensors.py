@@ -14,19 +14,39 @@ any data:
 A slot reads every storage its leaves read; what cannot be followed gets a reason instead, and the
 builder records it as unknown storage with a warning. :func:`quantization` names the format of a slot's
 tensor (``"torchao.Int8Tensor"``, ``"bitsandbytes.nf4"``, ``"quanto.qint8"``, ``"hqq.4bit"``) or None.
+
+The builder asks both for all its slow slots at once, through :func:`expand`: the same answers, decided
+per class within the call. torchao classes that keep torchao's own ``__tensor_flatten__`` are read in
+C-level passes over all their tensors (a quantized model has one class for a hundred weights; calling
+``__tensor_flatten__`` per weight cost about 1.3 us and the recursion as much again); the label is one
+string per class. Nothing is cached between calls, so a class patched between two builds is read as it is.
 """
 
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
+import sys
+from collections import deque
+from collections.abc import Sequence
+from itertools import chain, compress, repeat
+from operator import attrgetter, gt, is_, is_not, not_
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
-__all__ = ["Leaves", "is_quantized_layer", "is_quantized_layer_type", "leaves", "quantization"]
+__all__ = [
+    "Expanded",
+    "Leaves",
+    "expand",
+    "is_quantized_layer",
+    "is_quantized_layer_type",
+    "leaves",
+    "quantization",
+]
 
 _PLAIN = (torch.Tensor, nn.Parameter)
+_PLAIN_SET = frozenset(_PLAIN)
 _MAX_DEPTH = 16
 
 # the component tensors of each sparse layout, by method name
@@ -109,6 +129,205 @@ def _collect(tensor: torch.Tensor, found: list[torch.Tensor], unknown: list[str]
         unknown.append(f"{_name(kind)} has no readable storage and no __tensor_flatten__")
         return
     found.append(tensor)  # a subclass with ordinary storage (Params4bit, Int8Params, fake tensors, ...)
+
+
+class Expanded(NamedTuple):
+    """The leaves of many tensors at once (:func:`expand`), as flat columns.
+
+    ``owners[i]`` is the input position leaf ``i`` belongs to (ascending; each input's leaves in the order
+    :func:`leaves` gives them), ``storages[i]`` its untyped storage (None when it cannot be read),
+    ``unknown`` the input positions that cannot be followed (no leaves, or a reason :func:`leaves` would
+    give) and whose leaves are left out, ``labels[n]`` the :func:`quantization` of input ``n``.
+    """
+
+    owners: list[int]
+    tensors: list[torch.Tensor]
+    storages: list[Any]
+    unknown: list[int]
+    labels: list[str | None]
+
+
+def expand(tensors: Sequence[torch.Tensor]) -> Expanded:
+    """:func:`leaves`, their storages and :func:`quantization` of many tensors, decided per class.
+
+    The answers are those of :func:`leaves` and :func:`quantization` tensor by tensor; what is cheaper is how
+    they are found. The tensors are grouped by class. A torchao class whose ``__tensor_flatten__`` is
+    torchao's own (``TorchAOBaseTensor``: names from ``tensor_data_names`` plus the
+    ``optional_tensor_data_names`` that are not None) is read in C-level passes over its group: the name
+    lists of every instance (one equal list each, else the group goes tensor by tensor), the data and
+    attribute values (one ``attrgetter`` each; a missing one sends the group tensor by tensor, where
+    ``__tensor_flatten__`` raises as it would have), and one real ``__tensor_flatten__`` call on the
+    group's first tensor to check that torchao's rule still is the one read here. A tensor whose values
+    are not all plain, strided, non-nested tensors with a readable storage goes tensor by tensor too.
+    Nothing is kept between calls: a class that changes its names or its ``__tensor_flatten__`` is read
+    as it is now. Every other class goes tensor by tensor through :func:`leaves`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> base = torch.zeros(4)
+    >>> found = expand([torch.sparse_coo_tensor(torch.tensor([[0, 1]]), base[:2], (4,)), base])
+    >>> found.owners, [t is base for t in found.tensors], found.unknown, found.labels
+    ([0, 0, 1], [False, False, True], [], [None, None])
+    """
+    kinds = list(map(type, tensors))
+    distinct = dict.fromkeys(kinds)
+    if len(distinct) == 1:
+        groups = {kinds[0]: list(range(len(kinds)))} if kinds else {}
+    else:
+        groups = {kind: [] for kind in distinct}
+        for n, kind in enumerate(kinds):
+            groups[kind].append(n)
+    stock = _torchao_flatten()
+    labels: list[str | None] = [None] * len(kinds)
+    columns: list[tuple[list[int], list[torch.Tensor], list[Any]]] = []
+    rest: list[int] = []
+    for kind, positions in groups.items():
+        group = list(map(tensors.__getitem__, positions))
+        label = _class_label(kind)
+        if label is not None:  # one string per class, shared by its slots
+            for n in positions:
+                labels[n] = label
+        else:
+            for n, tensor in zip(positions, group, strict=True):
+                labels[n] = quantization(tensor)
+        if stock is not None and kind not in _PLAIN and getattr(kind, "__tensor_flatten__", None) is stock:
+            done = _torchao_group(kind, group, positions)
+            if done is not None:
+                columns.append(done[:3])
+                rest.extend(done[3])
+                continue
+        rest.extend(positions)
+    unknown: list[int] = []
+    if rest:
+        rest.sort()
+        owners: list[int] = []
+        found: list[torch.Tensor] = []
+        storages: list[Any] = []
+        for n in rest:
+            got = leaves(tensors[n])
+            if not got.tensors or got.unknown:
+                unknown.append(n)
+                continue
+            owners.extend(repeat(n, len(got.tensors)))
+            found.extend(got.tensors)
+            storages.extend(map(_storage_or_none, got.tensors))
+        columns.append((owners, found, storages))
+    if len(columns) == 1:
+        owners, found, storages = columns[0]
+    else:
+        owners = list(chain.from_iterable(c[0] for c in columns))
+        found = list(chain.from_iterable(c[1] for c in columns))
+        storages = list(chain.from_iterable(c[2] for c in columns))
+        if any(map(gt, owners, owners[1:])):  # several groups: back to input order (stable: leaf order kept)
+            order = sorted(range(len(owners)), key=owners.__getitem__)
+            owners = list(map(owners.__getitem__, order))
+            found = list(map(found.__getitem__, order))
+            storages = list(map(storages.__getitem__, order))
+    return Expanded(owners, found, storages, unknown, labels)
+
+
+_STORAGE = torch.Tensor.untyped_storage
+_IS_NESTED = attrgetter("is_nested")
+_AO_NAMES = (
+    "tensor_data_names",
+    "tensor_attribute_names",
+    "optional_tensor_data_names",
+    "optional_tensor_attribute_names",
+)
+
+
+def _torchao_flatten() -> Any:
+    """torchao's own ``TorchAOBaseTensor.__tensor_flatten__`` (None when torchao is not imported)."""
+    module = sys.modules.get("torchao.utils")
+    base = getattr(module, "TorchAOBaseTensor", None)
+    return base.__dict__.get("__tensor_flatten__") if isinstance(base, type) else None
+
+
+def _class_label(kind: type) -> str | None:
+    """:func:`quantization` of every tensor of class ``kind`` when the class alone decides it (torchao)."""
+    if kind in _PLAIN or kind.__module__.partition(".")[0] != "torchao":
+        return None
+    return f"torchao.{kind.__name__}"
+
+
+def _storage_or_none(tensor: torch.Tensor) -> Any:
+    try:
+        return tensor.untyped_storage()
+    except (RuntimeError, NotImplementedError, TypeError):
+        return None
+
+
+def _torchao_group(
+    kind: type, group: list[torch.Tensor], positions: list[int]
+) -> tuple[list[int], list[torch.Tensor], list[Any], list[int]] | None:
+    """Leaves of torchao tensors of one class with torchao's own ``__tensor_flatten__``, in C-level passes.
+
+    Returns (owners, leaves, storages, positions left for :func:`leaves`), or None when the whole group
+    must go tensor by tensor. The rule read here is ``TorchAOBaseTensor.__tensor_flatten__``'s: the names
+    are ``tensor_data_names`` and the ``optional_tensor_data_names`` whose value is not None, it raises
+    when the class lacks ``tensor_data_names`` or ``tensor_attribute_names`` or an optional or attribute
+    value is missing; :func:`_collect` then follows each name's value that is a tensor.
+    """
+    if getattr(kind, "__getattr__", None) is not None:
+        return None  # names an instance answers for itself: ask __tensor_flatten__ tensor by tensor
+    present = [name for name in _AO_NAMES if hasattr(kind, name)]
+    if present[:2] != list(_AO_NAMES[:2]):
+        return None
+    absent = [name for name in _AO_NAMES[2:] if name not in present]
+    if absent and any(name in vars(t) for t in group for name in absent):
+        return None  # an instance carries a name list its class lacks
+    lists = {name: getattr(group[0], name) for name in present}
+    for name, value in lists.items():  # (C-level passes, no list: memory matters here too)
+        if not all(map(is_, map(attrgetter(name), group), repeat(value))):
+            return None  # an instance carries a name list of its own
+    required = list(lists["tensor_data_names"])
+    optional = list(lists.get("optional_tensor_data_names", ()))
+    attributes = [*lists["tensor_attribute_names"], *lists.get("optional_tensor_attribute_names", ())]
+    try:  # (attribute values are read, and dropped, only because torchao's __tensor_flatten__ reads them)
+        if attributes:
+            deque(map(attrgetter(*attributes), group), maxlen=0)
+        columns = [list(map(attrgetter(name), group)) for name in (*required, *optional)]
+        names, _ = kind.__tensor_flatten__(group[0])  # type: ignore[attr-defined]
+    except Exception:  # (then torchao's __tensor_flatten__ or leaves() fails the same way on some tensor)
+        return None
+    firsts = [column[0] for column in columns[len(required) :]]
+    if list(names) != [
+        *required,
+        *(name for name, value in zip(optional, firsts, strict=True) if value is not None),
+    ]:
+        return None  # torchao's rule is not the one read here (another version): tensor by tensor
+    # one column per data name, in the order of the names; a column of None (an unset optional) is dropped
+    columns = [column for column in columns if any(map(is_not, column, repeat(None)))]
+    if not columns:
+        return None  # no tensor holds a byte: leaves() says so tensor by tensor
+    found = list(chain.from_iterable(zip(*columns, strict=True)))
+    owners = list(chain.from_iterable(zip(*repeat(positions, len(columns)), strict=True)))
+    bad: set[int] = set()
+    if not set(map(type, found)) <= _PLAIN_SET:  # None where an optional is unset, or not a plain tensor
+        is_tensor = list(map(isinstance, found, repeat(torch.Tensor)))  # other values are not followed
+        if not all(is_tensor):
+            found = list(compress(found, is_tensor))
+            owners = list(compress(owners, is_tensor))
+        if not set(map(type, found)) <= _PLAIN_SET:  # a wrapper inside a wrapper: leaves() follows it
+            bad.update(compress(owners, map(not_, map(_PLAIN_SET.__contains__, map(type, found)))))
+        bad.update(set(positions).difference(owners))  # no tensor value at all: leaves() says why
+    try:
+        storages = list(map(_STORAGE, found))
+    except (RuntimeError, NotImplementedError, TypeError, AttributeError):
+        storages = list(map(_storage_or_none, found))
+        bad.update(compress(owners, map(is_, storages, repeat(None))))
+    if any(map(_IS_NESTED, found)):
+        bad.update(compress(owners, map(_IS_NESTED, found)))
+    if not bad:
+        return owners, found, storages, []
+    good = list(map(not_, map(bad.__contains__, owners)))
+    return (
+        list(compress(owners, good)),
+        list(compress(found, good)),
+        list(compress(storages, good)),
+        sorted(bad),
+    )
 
 
 def _is_functional(tensor: torch.Tensor) -> bool:

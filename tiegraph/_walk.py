@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .errors import CycleError
-from .storage import _NO_FLAT_VIEWS, PLAIN_TYPES, FlatViews, flat_param_views, slow_components
+from .storage import _NO_FLAT_VIEWS, PLAIN_TYPES, FlatViews, flat_param_views
 
 if TYPE_CHECKING:
     from ._index import Index
@@ -269,7 +269,7 @@ class Keys:
 
     def __init__(self) -> None:
         self.keys: list[Any] = []
-        self.slow: dict[int, list[torch.Tensor] | None] = {}  # the slow path's components by slot
+        self.slow: list[int] = []  # the slow path's slots (build._share reads them all at once)
         self.real = False  # some plain tensor may sit on real memory (a non-zero data pointer)
 
     def add(self, part: list[Any], kinds: set[type]) -> None:
@@ -293,7 +293,7 @@ class Keys:
                     continue
                 except (RuntimeError, NotImplementedError, TypeError):
                     pass
-            self.slow[s] = slow_components(tensor)
+            self.slow.append(s)
             keys.append(None)
 
 

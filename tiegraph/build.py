@@ -23,8 +23,8 @@ little per-slot Python as it can and lets C loops (``map``, ``itertools``, ``Cou
    checked once at import (:data:`_STORAGE_IDENTITY`, else the key is ``_cdata``). A chunk whose types are
    not all :data:`~tiegraph.storage.PLAIN_TYPES`, or where ``untyped_storage()`` raises, goes slot by slot,
    and every tensor that is not a plain strided tensor goes to the one slow path,
-   :func:`tiegraph.storage.slow_components`. A ``Counter`` finds storages read twice or more; on real devices
-   separate storage objects with the same (device, data pointer) are merged first.
+   :func:`tiegraph.storage.slow_parts` (all at once). A ``Counter`` finds storages read twice or more; on
+   real devices separate storage objects with the same (device, data pointer) are merged first.
 4. **Metadata only where it decides something** (:func:`_share`): byte extents only for the tensors on a
    storage read by two or more slots (6,120 of 99,962 slots on the 100k tree; 2 on 70B), then one
    :func:`~tiegraph.storage.share_components` call. dtype/shape/device/requires_grad, extents of the other
@@ -47,9 +47,10 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
+from collections.abc import Iterable
 from itertools import compress, count, repeat
-from operator import add, attrgetter, lt, mul, ne, not_
-from typing import TYPE_CHECKING, Any, NamedTuple
+from operator import add, attrgetter, is_not, lt, mul, ne, not_
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import torch
 from torch import nn
@@ -68,14 +69,13 @@ from ._walk import (
     declaring,
     flat_views,
     instances,
-    key_of,
     object_numbers,
     slots_of,
     storages,
     walk,
 )
 from .naming import Namer
-from .storage import Extent, FlatViews, share_components, slow_components, strided_extent
+from .storage import Extent, FlatViews, share_components, slow_components, slow_parts, strided_extent
 
 if TYPE_CHECKING:
     from .graph import TieGraph
@@ -204,45 +204,59 @@ def _share(index: Index, tensors: list[Any], flat: FlatViews, stored: Keys) -> N
     keys, slow = stored.keys, stored.slow
     counts = Counter(keys)
     counts.pop(None, None)
-    components: dict[int, list[tuple[torch.Tensor, Any]]] = {}
-    unknown = []
+    # the slow path's slots: their components (slot, tensor, storage key) as flat columns
+    part_slots: list[int] = []
+    part_tensors: list[torch.Tensor] = []
+    part_keys: list[Any] = []
+    unknown: list[int] = []
     if slow:
-        from ._tensors import quantization
-
+        found = slow_parts(list(map(tensors.__getitem__, slow)))
         labels = index.deployed.slot_quantization
-        for s in slow:
-            label = quantization(tensors[s])
-            if label:
+        named = cast(
+            "Iterable[tuple[int, str]]", compress(zip(slow, found.labels, strict=True), found.labels)
+        )
+        if labels:  # (labels of quantized layer classes, recorded first, stand)
+            for s, label in named:
                 labels.setdefault(s, label)
-    for s, found in slow.items():
-        if found is None:
-            unknown.append(s)
-            continue
-        pairs = components[s] = []
-        for component in found:
-            try:
-                key = key_of(component.untyped_storage())
-            except (RuntimeError, NotImplementedError, TypeError):
-                continue
-            pairs.append((component, key))
-            counts[key] += 1
+        else:
+            labels.update(named)
+        unknown = list(map(slow.__getitem__, found.unknown))
+        part_slots = list(map(slow.__getitem__, found.owners))
+        part_tensors, part_keys = found.tensors, found.storages
+        readable = list(map(is_not, part_keys, repeat(None)))
+        if not all(readable):  # a component whose storage cannot be read reads nothing
+            part_slots = list(compress(part_slots, readable))
+            part_tensors = list(compress(part_tensors, readable))
+            part_keys = list(compress(part_keys, readable))
+        if not _STORAGE_IDENTITY:
+            part_keys = [storage._cdata for storage in part_keys]
+        counts.update(part_keys)
     if unknown:
         _unknown_warning(index, tensors, unknown)
-    merged = _merge_pointers(counts) if _on_real_memory(stored, components) else {}
+    merged = _merge_pointers(counts) if _on_real_memory(stored, part_keys) else {}
     if merged:
         keys = list(map(merged.get, keys, keys))
-        components = {s: [(c, merged.get(k, k)) for c, k in pairs] for s, pairs in components.items()}
+        part_keys = list(map(merged.get, part_keys, part_keys))
     repeated = set(compress(counts, map(lt, repeat(1), counts.values())))
     plain = list(compress(range(len(keys)), map(repeated.__contains__, keys)))
-    if not (components or unknown or flat.containers or flat.shapes):
+    if not (part_keys or unknown or flat.containers or flat.shapes):
         chosen = list(map(tensors.__getitem__, plain))
         if not any(map(_NESTED, chosen)):  # (the common case: plain strided tensors only)
             if plain:
                 _plain_groups(index, keys, plain, chosen)
             return
     pieces = [_Piece(s, tensors[s], keys[s]) for s in plain]
-    for s, pairs in components.items():
-        pieces.extend(_Piece(s, c, k) for c, k in pairs if k in repeated)
+    if part_keys:
+        chosen = list(map(repeated.__contains__, part_keys))
+        if any(chosen):
+            pieces.extend(
+                map(
+                    _Piece,
+                    compress(part_slots, chosen),
+                    compress(part_tensors, chosen),
+                    compress(part_keys, chosen),
+                )
+            )
     if any(map(_NESTED, map(_TENSOR_OF, pieces))):  # strided nested: its constituents' byte ranges decide
         pieces = [q for p in pieces for q in _unnest(p)]
     # a slow slot whose components read no repeated storage shares with nothing (one object under two
@@ -296,7 +310,7 @@ def _unknown_warning(index: Index, tensors: list[Any], unknown: list[int]) -> No
     )
 
 
-def _on_real_memory(found: Keys, components: dict[int, list[tuple[Any, Any]]]) -> bool:
+def _on_real_memory(found: Keys, components: list[Any]) -> bool:
     """Whether any storage can have a data pointer (else, on meta, :func:`_merge_pointers` has nothing to do).
 
     The plain tensors were asked while their keys were taken (:class:`Keys`: asking a tensor costs a third
@@ -308,7 +322,7 @@ def _on_real_memory(found: Keys, components: dict[int, list[tuple[Any, Any]]]) -
     if found.real:
         return True
     try:
-        return any(_DATA_PTR(key) for pairs in components.values() for _, key in pairs)
+        return any(map(_DATA_PTR, components))
     except (RuntimeError, NotImplementedError, TypeError):
         return True
 

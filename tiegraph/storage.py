@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import torch
 
-from ._tensors import leaves
+from ._tensors import Expanded, expand, leaves
 
 __all__ = [
     "PLAIN_TYPES",
@@ -27,6 +27,7 @@ __all__ = [
     "share_components",
     "shares",
     "slow_components",
+    "slow_parts",
     "strided_extent",
 ]
 
@@ -67,13 +68,14 @@ def _local(tensor: torch.Tensor) -> torch.Tensor:
 def slow_components(tensor: torch.Tensor) -> list[torch.Tensor] | None:
     """The plain tensors holding the bytes of a tensor the builder's bulk path does not handle.
 
-    This is the builder's one slow path. The builder reads every slot's storage in C-level passes over
-    chunks of slots; a chunk goes slot by slot only when its set of tensor types is not a subset of
-    :data:`PLAIN_TYPES` or when ``untyped_storage()`` raises for one of its tensors (sparse, mkldnn and
-    other non-strided layouts do). In that chunk a slot whose tensor is a plain type with a strided layout
-    and a readable storage still takes the plain rule; every other slot's tensor comes here. A strided
-    nested tensor (a plain type) comes here too when its storage is read by another slot (only then do
-    its constituents' byte ranges decide anything).
+    This is the rule of the builder's one slow path; the builder asks it for many tensors at once through
+    :func:`slow_parts` (the same answers, read in bulk per class). The builder reads every slot's storage
+    in C-level passes over chunks of slots; a chunk goes slot by slot only when its set of tensor types is
+    not a subset of :data:`PLAIN_TYPES` or when ``untyped_storage()`` raises for one of its tensors (sparse,
+    mkldnn and other non-strided layouts do). In that chunk a slot whose tensor is a plain type with a
+    strided layout and a readable storage still takes the plain rule; every other slot's tensor comes
+    here. A strided nested tensor (a plain type) comes here too when its storage is read by another slot
+    (only then do its constituents' byte ranges decide anything).
 
     Notes
     -----
@@ -103,6 +105,28 @@ def slow_components(tensor: torch.Tensor) -> list[torch.Tensor] | None:
     """
     found = leaves(tensor)
     return found.tensors if found.tensors and not found.unknown else None
+
+
+def slow_parts(tensors: Sequence[torch.Tensor]) -> Expanded:
+    """:func:`slow_components` of many tensors at once, with their storages and quantization labels.
+
+    The builder calls this once per build with every slot tensor its bulk path did not take. The answer per
+    tensor is :func:`slow_components`'s (``unknown`` lists the positions it answers None for; their
+    components are left out) and :func:`tiegraph._tensors.quantization`'s (``labels``); columns are flat
+    (``owners[i]`` is the position of the tensor component ``i`` belongs to, ascending) so that the builder
+    counts storages in C-level passes. ``storages[i]`` is component ``i``'s ``untyped_storage()``, None when
+    that raises (the component then reads nothing). The work is decided per class
+    (:func:`tiegraph._tensors.expand`): torchao tensors are read in C-level passes, others one by one.
+
+    Examples
+    --------
+    >>> import torch
+    >>> w = torch.zeros(3)
+    >>> found = slow_parts([torch.eye(2).to_sparse(), w])
+    >>> found.owners, found.storages[2] is w.untyped_storage(), found.unknown
+    ([0, 0, 1], True, [])
+    """
+    return expand(tensors)
 
 
 class FlatViews(NamedTuple):
