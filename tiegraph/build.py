@@ -48,8 +48,8 @@ from __future__ import annotations
 import warnings
 from collections import Counter
 from collections.abc import Iterable
-from itertools import compress, count, repeat
-from operator import add, attrgetter, is_not, lt, mul, ne, not_
+from itertools import chain, compress, count, islice, repeat
+from operator import add, attrgetter, eq, is_, is_not, lt, mul, ne, not_
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import torch
@@ -221,16 +221,17 @@ def _share(index: Index, tensors: list[Any], flat: FlatViews, stored: Keys) -> N
         else:
             labels.update(named)
         unknown = list(map(slow.__getitem__, found.unknown))
-        part_slots = list(map(slow.__getitem__, found.owners))
-        part_tensors, part_keys = found.tensors, found.storages
-        readable = list(map(is_not, part_keys, repeat(None)))
-        if not all(readable):  # a component whose storage cannot be read reads nothing
-            part_slots = list(compress(part_slots, readable))
-            part_tensors = list(compress(part_tensors, readable))
-            part_keys = list(compress(part_keys, readable))
-        if not _STORAGE_IDENTITY:
-            part_keys = [storage._cdata for storage in part_keys]
-        counts.update(part_keys)
+        if found.storages and not _read_once(found.storages, counts):
+            part_slots = list(map(slow.__getitem__, found.owners))
+            part_tensors, part_keys = found.tensors, found.storages
+            readable = list(map(is_not, part_keys, repeat(None)))
+            if not all(readable):  # a component whose storage cannot be read reads nothing
+                part_slots = list(compress(part_slots, readable))
+                part_tensors = list(compress(part_tensors, readable))
+                part_keys = list(compress(part_keys, readable))
+            if not _STORAGE_IDENTITY:
+                part_keys = [storage._cdata for storage in part_keys]
+            counts.update(part_keys)
     if unknown:
         _unknown_warning(index, tensors, unknown)
     merged = _merge_pointers(counts) if _on_real_memory(stored, part_keys) else {}
@@ -265,6 +266,21 @@ def _share(index: Index, tensors: list[Any], flat: FlatViews, stored: Keys) -> N
     if not candidates:
         return
     _groups(index, tensors, candidates, pieces, flat)
+
+
+def _read_once(storages: list[Any], counts: Counter[Any]) -> bool:
+    """Whether no storage in ``storages`` (the slow path's components) can turn out to be read twice.
+
+    True when every one has a data pointer (not 0: meta and empty storages are known by identity only)
+    that no other storage there or in ``counts`` (the plain slots' storages) has: then neither the same
+    storage object nor :func:`_merge_pointers` can make one of them shared, and the components need not be
+    counted (a torchao model's quantized weights: 3 components each, none shared). Sorted pointers, not a
+    set: this is the build's peak of memory.
+    """
+    if not _STORAGE_IDENTITY or any(map(is_, storages, repeat(None))):
+        return False
+    pointers = sorted(chain(map(_DATA_PTR, storages), map(_DATA_PTR, counts)))
+    return bool(pointers[0]) and not any(map(eq, pointers, islice(pointers, 1, None)))
 
 
 def _extents(chosen: list[torch.Tensor]) -> tuple[list[int], list[int], dict[int, Extent]]:
