@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import torch
+from test_deployed import Opaque, tiny_llama
 from torch import nn
 
 import tiegraph
@@ -56,18 +57,6 @@ def one_by_one(tensors: list[torch.Tensor]) -> tuple[list[int], list[torch.Tenso
 def view(tensor: torch.Tensor) -> tuple[int, tuple[int, ...], tuple[int, ...], int]:
     """Which bytes a plain tensor reads: its storage (by identity), shape, strides and offset."""
     return id(tensor.untyped_storage()), tuple(tensor.shape), tensor.stride(), tensor.storage_offset()
-
-
-class Opaque(torch.Tensor):
-    """A wrapper subclass with neither storage nor ``__tensor_flatten__``: storage unknown."""
-
-    @staticmethod
-    def __new__(cls, like: torch.Tensor) -> Opaque:
-        return torch.Tensor._make_wrapper_subclass(cls, like.shape, dtype=like.dtype)  # type: ignore[return-value]
-
-    @classmethod
-    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
-        raise NotImplementedError(str(func))
 
 
 @pytest.mark.parametrize("config", CONFIGS)
@@ -129,17 +118,8 @@ def test_build_answers_the_same_with_the_bulk_reading_off(build, monkeypatch, co
 def test_a_quantized_llama_builds_the_same_with_the_bulk_reading_off(build, monkeypatch):
     """The benchmark's shape: a tied Llama, every Linear (lm_head too) torchao int8: nothing is shared."""
     from torchao.quantization import Int8WeightOnlyConfig, quantize_
-    from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.for_model(
-        "llama",
-        vocab_size=64,
-        hidden_size=64,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        tie_word_embeddings=True,
-    )
-    model = AutoModelForCausalLM.from_config(config)
+    model = tiny_llama(64)
     quantize_(model, Int8WeightOnlyConfig())
     on = build(model)
     assert on.tie_groups() == []
