@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from itertools import compress, repeat
+from itertools import compress, count, repeat
 from operator import is_
 from typing import Any
 
@@ -58,13 +58,13 @@ def find_input_embedding(
     if isinstance(found, str):
         _select_module(index, _module_by_name(index, found))
     elif isinstance(found, nn.Module):
-        try:
-            _select_module(index, list(map(is_, modules, repeat(found))).index(True))
-        except ValueError:
+        path = next(compress(count(), map(is_, modules, repeat(found))), -1)  # (stops at the first)
+        if path < 0:
             raise PathNotFoundError(
                 f"the input embedding {type(found).__name__} is not a submodule of the model; pass a module "
                 "that the model holds, or its path"
-            ) from None
+            )
+        _select_module(index, path)
     elif isinstance(found, torch.Tensor):
         slots = list(compress(range(len(tensors)), map(is_, tensors, repeat(found))))
         if not slots:

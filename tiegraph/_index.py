@@ -342,7 +342,10 @@ class Index:
         known = self.__dict__.get("_s_owner")
         if known is not None:
             return bisect_left(known, i)
-        return self._run_starts()[bisect_left(self.d_number, 2 * i)]
+        run = bisect_left(self.d_number, 2 * i)
+        if self._d_start is None and run < 4096:  # (near the top, as an input embedding is: no running sums)
+            return sum(self.d_size[:run])
+        return self._run_starts()[run]
 
     def meta_of(self, s: int) -> SlotMeta:
         """dtype, shape, device and requires_grad of slot ``s``'s tensor.

@@ -53,6 +53,7 @@ class Tree(NamedTuple):
     parents: list[int]
     names: list[str]
     modules: list[nn.Module]
+    types: list[type]  # each path's module class
     numbers: list[int]  # of every non-empty slot dict: 2 * path for ``_parameters``, 2 * path + 1 buffers
     dicts: list[dict[str, Any]]  # those dicts, in slot order
     special: list[int]  # paths whose instance ``__dict__`` holds ``_hf_hook`` or ``_tied_weights_keys``
@@ -73,6 +74,7 @@ def walk(model: nn.Module) -> Tree:
     parents: list[int] = [-1]
     names: list[str] = [""]
     modules: list[nn.Module] = [model]
+    types: list[type] = [type(model)]
     numbers: list[int] = []
     dicts: list[dict[str, Any]] = []
     state = model.__dict__
@@ -83,11 +85,11 @@ def walk(model: nn.Module) -> Tree:
         numbers.append(1)
         dicts.append(state["_buffers"])
     special: list[int] = [0] if _HOOK in state or _TIED in state else []
-    tree = Tree(parents, names, modules, numbers, dicts, special)
+    tree = Tree(parents, names, modules, types, numbers, dicts, special)
     children = state["_modules"]
     if not children:
         return tree
-    add_parent, add_name, add_module = parents.append, names.append, modules.append
+    add_parent, add_name, add_module, add_type = parents.append, names.append, modules.append, types.append
     add_number, add_dict = numbers.append, dicts.append
     stack = [(0, iter(children.items()))]
     push, pop = stack.append, stack.pop
@@ -102,6 +104,7 @@ def walk(model: nn.Module) -> Tree:
             add_parent(owner)
             add_name(name)
             add_module(child)
+            add_type(type(child))
             state = child.__dict__  # (faster than child._modules: nn.Module has a __getattr__)
             found = state["_parameters"]
             if found:

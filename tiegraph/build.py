@@ -156,7 +156,7 @@ def build_graph(
     index = Index()
     index.make_lazy()
     index.m_parent, index.m_name = tree.parents, tree.names
-    index.m_type = types = list(map(type, tree.modules))
+    index.m_type = types = tree.types
     if aliased(tree.modules):
         index.objects_distinct = False
         index.m_object = object_numbers(tree.modules)
