@@ -128,6 +128,43 @@ def test_a_quantized_llama_builds_the_same_with_the_bulk_reading_off(build, monk
     assert on.to_json() == build(model).to_json()
 
 
+def bitsandbytes_layers() -> nn.Sequential:
+    """bitsandbytes 4-bit and 8-bit layers on CPU: Params4bit, Int8Params hold their own storage."""
+    import bitsandbytes as bnb
+
+    torch.manual_seed(0)
+    layers = [
+        bnb.nn.Linear4bit(64, 64, quant_type="nf4"),
+        bnb.nn.Linear8bitLt(64, 64, has_fp16_weights=False),
+    ]
+    model = nn.Sequential(*layers, nn.Linear(64, 64))
+    for layer in layers:
+        layer.load_state_dict(nn.Linear(64, 64).state_dict())
+    model = model.to("cpu")
+    model[2].register_buffer("alias", model[0].weight.data[:4])  # a plain view of the packed 4-bit bytes
+    return model
+
+
+def test_subclasses_with_storage_answer_as_leaves_tensor_by_tensor():
+    model = bitsandbytes_layers()
+    tensors = [model[0].weight, model[1].weight, model[0].weight]
+    assert {type(t).__name__ for t in tensors} == {"Params4bit", "Int8Params"}
+    got = expand(tensors)
+    owners, found, unknown, labels = one_by_one(tensors)
+    assert (got.owners, got.unknown, got.labels) == (owners, unknown, labels)
+    assert all(a is b for a, b in zip(got.tensors, found, strict=True))
+    assert all(s is t.untyped_storage() for s, t in zip(got.storages, got.tensors, strict=True))
+
+
+def test_a_bitsandbytes_model_builds_the_same_with_the_bulk_reading_off(build, monkeypatch):
+    model = bitsandbytes_layers()
+    on = build(model)
+    assert on.tie_groups() == [["0.weight", "2.alias"]]
+    monkeypatch.setattr(_tensors, "_storage_group", lambda _: None)
+    monkeypatch.setattr(builder, "_read_once", lambda *_: False)
+    assert on.to_json() == build(model).to_json()
+
+
 def test_an_optional_component_set_on_one_tensor_only_is_followed(build):
     """``act_pre_scale`` (an optional data name of Int8Tensor) set on one weight: that weight reads it."""
     model = quantized()

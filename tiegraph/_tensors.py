@@ -19,7 +19,9 @@ The builder asks both for all its slow slots at once, through :func:`expand`: th
 per class within the call. torchao classes that keep torchao's own ``__tensor_flatten__`` are read in
 C-level passes over all their tensors (a quantized model has one class for a hundred weights; calling
 ``__tensor_flatten__`` per weight cost about 1.3 us and the recursion as much again); the label is one
-string per class. Nothing is cached between calls, so a class patched between two builds is read as it is.
+string per class. Subclasses without ``__tensor_flatten__`` that hold their own storage (bitsandbytes) are
+checked in C-level passes too. Nothing is cached between calls, so a class patched between two builds is
+read as it is.
 """
 
 from __future__ import annotations
@@ -160,7 +162,9 @@ def expand(tensors: Sequence[torch.Tensor]) -> Expanded:
     group's first tensor to check that torchao's rule still is the one read here. A tensor whose values
     are not all plain, strided, non-nested tensors with a readable storage goes tensor by tensor too.
     Nothing is kept between calls: a class that changes its names or its ``__tensor_flatten__`` is read
-    as it is now. Every other class goes tensor by tensor through :func:`leaves`.
+    as it is now. A class without ``__tensor_flatten__`` (bitsandbytes' ``Params4bit``, ``Int8Params``) is
+    its own leaf when, in C-level passes over its group, no tensor is functional, sparse or nested and every
+    storage's data pointer can be read. Every other class goes tensor by tensor through :func:`leaves`.
 
     Examples
     --------
@@ -191,12 +195,19 @@ def expand(tensors: Sequence[torch.Tensor]) -> Expanded:
         else:
             for n, tensor in zip(positions, group, strict=True):
                 labels[n] = quantization(tensor)
-        if stock is not None and kind not in _PLAIN and getattr(kind, "__tensor_flatten__", None) is stock:
-            done = _torchao_group(kind, group, positions)
-            if done is not None:
-                columns.append(done[:3])
-                rest.extend(done[3])
-                continue
+        if kind not in _PLAIN:
+            flatten = getattr(kind, "__tensor_flatten__", None)
+            if flatten is None:  # a subclass with ordinary storage (bitsandbytes' Params4bit, ...)
+                held = _storage_group(group)
+                if held is not None:
+                    columns.append((positions, group, held))
+                    continue
+            elif flatten is stock:
+                done = _torchao_group(kind, group, positions)
+                if done is not None:
+                    columns.append(done[:3])
+                    rest.extend(done[3])
+                    continue
         rest.extend(positions)
     unknown: list[int] = []
     if rest:
@@ -229,6 +240,8 @@ def expand(tensors: Sequence[torch.Tensor]) -> Expanded:
 
 _STORAGE = torch.Tensor.untyped_storage
 _IS_NESTED = attrgetter("is_nested")
+_LAYOUT = attrgetter("layout")
+_DATA_PTR = torch.UntypedStorage.data_ptr
 _AO_NAMES = (
     "tensor_data_names",
     "tensor_attribute_names",
@@ -256,6 +269,25 @@ def _storage_or_none(tensor: torch.Tensor) -> Any:
         return tensor.untyped_storage()
     except (RuntimeError, NotImplementedError, TypeError):
         return None
+
+
+def _storage_group(group: list[torch.Tensor]) -> list[Any] | None:
+    """Storages of tensors of one subclass without ``__tensor_flatten__``, each its own one leaf; or None.
+
+    :func:`_collect`'s rule for such a tensor, in C-level passes over the group: not functional (no
+    ``elem``), a layout that is neither sparse nor nested, a storage whose data pointer can be read. When a
+    tensor of the group fails one of these, the whole group goes tensor by tensor (None).
+    """
+    try:
+        if any(map(hasattr, group, repeat("elem"))) or any(map(torch._is_functional_tensor, group)):
+            return None
+        if not set(map(_LAYOUT, group)).isdisjoint(_SPARSE) or any(map(_IS_NESTED, group)):
+            return None
+        storages = list(map(_STORAGE, group))
+        deque(map(_DATA_PTR, storages), maxlen=0)
+    except (RuntimeError, NotImplementedError, TypeError, AttributeError):
+        return None
+    return storages
 
 
 def _torchao_group(
