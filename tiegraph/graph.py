@@ -20,6 +20,7 @@ Edges (a :class:`networkx.MultiDiGraph`; the edge key is its kind):
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import networkx as nx
@@ -72,15 +73,18 @@ class TieGraph:
         self._index = index
         self._graph: nx.MultiDiGraph | None = None
         self._members: dict[int, list[int]] | None = None
-        self._view_cache: GraphView | None = None
+        # (weak: the view holds the graph, so a strong cache would be a cycle the collector has to find)
+        self._view_cache: weakref.ref[GraphView] | None = None
         self._svg: str | None = None  # the default picture, rendered once (Jupyter asks for HTML and SVG)
         self._svg_done = False
 
     def _view(self) -> GraphView:
         """The read-only internal interface the audit, report and exports read (see :mod:`tiegraph._view`)."""
-        if self._view_cache is None:
-            self._view_cache = GraphView(self, self._index)
-        return self._view_cache
+        view = self._view_cache() if self._view_cache is not None else None
+        if view is None:
+            view = GraphView(self, self._index)
+            self._view_cache = weakref.ref(view)
+        return view
 
     # ------------------------------------------------------------------ the graph
     @property

@@ -242,7 +242,7 @@ class Namer:
     """
 
     def __init__(self, index: Index) -> None:
-        self.index = index
+        self.index: Index | None = index  # until attach(): the index then holds this namer, not both ways
         self.types: list[type] = index.m_type or []  # per module path
         self.resolver = current_resolver()
         n = len(index.m_parent)
@@ -250,12 +250,18 @@ class Namer:
         self.prefix = ""
         plist = sys.modules.get("torch.nn.utils.parametrize")
         self.parametrization_list = getattr(plist, "ParametrizationList", None)
-        self.roots = self.model_roots()
+        self.roots = self.model_roots(index)
         self.root = self.roots[0] if len(self.roots) == 1 else -1
 
     def attach(self) -> None:
-        """Make the index name its places through this namer; record the model root(s)."""
+        """Make the index name its places through this namer; record the model root(s).
+
+        The namer lets its index go (the index passes itself to every call), so an index and its namer form
+        no reference cycle and a graph is freed as soon as it is dropped.
+        """
         index = self.index
+        assert index is not None, "a namer is attached once"
+        self.index = None
         index._m_canon = [None] * len(index.m_parent)
         index._m_belongs = [None] * len(index.m_parent)
         index._s_canon = [None] * index.num_slots
@@ -264,11 +270,11 @@ class Namer:
         index.model_roots = [index.path_of(i) for i in self.roots]
         index.model_root = index.model_roots[0] if self.root >= 0 else None
         if self.root >= 0:
-            self.prefix = self.raw_names(self.root)[0]
+            self.prefix = self.raw_names(index, self.root)[0]
 
-    def model_roots(self) -> list[int]:
+    def model_roots(self, index: Index) -> list[int]:
         """First path of every outermost model root (non-wrapper, model type, no model root above it)."""
-        index, types = self.index, self.types
+        types = self.types
         is_root = self.resolver.is_root
         verdict = {kind: is_root(kind) for kind in set(types)}
         if not any(verdict.values()):
@@ -287,13 +293,12 @@ class Namer:
                 roots.append(i)
         return roots
 
-    def raw_names(self, i: int) -> tuple[str, str, bool, bool]:
+    def raw_names(self, index: Index, i: int) -> tuple[str, str, bool, bool]:
         """Names with wrapper segments removed, before dropping the prefix above the model root."""
         raw = self.raw
         found = raw[i]
         if found is not None:
             return found
-        index = self.index
         chain = []
         j = i
         while j >= 0 and raw[j] is None:
@@ -335,9 +340,9 @@ class Namer:
             return name[len(prefix) + 1 :]
         return name
 
-    def module_names(self, _index: Index, i: int) -> tuple[str, str]:
+    def module_names(self, index: Index, i: int) -> tuple[str, str]:
         """Canonical path of module path ``i`` and of the model module it belongs to."""
-        canon, belongs, _, _ = self.raw_names(i)
+        canon, belongs, _, _ = self.raw_names(index, i)
         return self.strip(canon), self.strip(belongs)
 
     def slot_name(self, index: Index, s: int) -> str:

@@ -1,0 +1,144 @@
+"""The lazy index (issue 15): what a build records at once, what it reads on first use, and its errors.
+
+A build records the module paths, the slots and the share relation; dtype, shape, device and byte extents
+of slots that share nothing are read on first use by re-walking the model through a weak reference. These
+tests pin the contract around that: answers survive the model, a changed model is refused with a clear
+error instead of a mixed answer, tie-group members keep their metadata, and a dropped graph is freed at once.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import weakref
+
+import pytest
+import torch
+from torch import nn
+
+import tiegraph
+from tiegraph import TiegraphError
+
+
+class Tied(nn.Module):
+    """An embedding tied to a head, a norm with a buffer, and a bias=False linear (a None slot)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(10, 4)
+        self.norm = nn.BatchNorm1d(4)
+        self.proj = nn.Linear(4, 4, bias=False)
+        self.head = nn.Linear(4, 10, bias=False)
+        self.head.weight = self.embed.weight
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embed
+
+
+def test_graph_outlives_its_model() -> None:
+    """``build_graph(make())`` with nothing else holding the model: metadata is read when the model dies."""
+    tg = tiegraph.build_graph(Tied())
+    gc.collect()
+    data = tg.to_json()
+    slots = {n["id"]: n for n in data["nodes"] if n["id"].startswith("s:")}
+    assert slots["s:proj.weight"]["shape"] == [4, 4]
+    assert slots["s:norm.running_mean"]["dtype"] == "float32"
+    assert tg.tie_groups() == [["embed.weight", "head.weight"]]
+
+
+def test_same_answers_as_an_eager_read() -> None:
+    """The lazily read metadata equals what the tensors say (every slot, shared or not)."""
+    model = Tied()
+    tg = tiegraph.build_graph(model)
+    named = dict(model.named_parameters(remove_duplicate=False))
+    named.update(model.named_buffers(remove_duplicate=False))
+    nodes = {n: d for n, d in tg.graph.nodes(data=True) if n.startswith("s:")}
+    assert set(nodes) == {f"s:{name}" for name in named}
+    for name, tensor in named.items():
+        data = nodes[f"s:{name}"]
+        assert tuple(data["shape"]) == tuple(tensor.shape), name
+        assert data["dtype"] == str(tensor.dtype).removeprefix("torch."), name
+        assert data["requires_grad"] == tensor.requires_grad, name
+
+
+def test_changed_module_tree_is_refused() -> None:
+    """A module added after the build: reading metadata raises, naming the cause and the fix."""
+    model = Tied()
+    tg = tiegraph.build_graph(model)
+    model.extra = nn.Linear(2, 2)
+    with pytest.raises(TiegraphError, match=r"module tree changed since build_graph.*build_graph again"):
+        tg.to_json()
+
+
+def test_renamed_slot_is_refused_naming_the_first_difference() -> None:
+    """Same number of slots, one renamed: the error names the first slot that differs."""
+    model = Tied()
+    tg = tiegraph.build_graph(model)
+    weight = model.proj._parameters.pop("weight")
+    model.proj.register_parameter("kernel", weight)
+    with pytest.raises(TiegraphError, match=r"parameters or buffers changed.*'proj\.weight'"):
+        tg.to_json()
+
+
+def test_parameter_turned_buffer_is_refused() -> None:
+    """A parameter re-registered as a buffer under the same name is a change too."""
+    model = Tied()
+    tg = tiegraph.build_graph(model)
+    weight = model.proj._parameters.pop("weight")
+    model.proj.register_buffer("weight", weight.detach())
+    with pytest.raises(TiegraphError, match=r"parameters or buffers changed.*'proj\.weight'"):
+        tg.to_json()
+
+
+def test_tie_group_members_keep_their_metadata_after_a_change() -> None:
+    """Slots on shared storages were read at build: a diff across a step still has their facts."""
+    model = Tied()
+    tg = tiegraph.build_graph(model)
+    model.head.weight = nn.Parameter(model.embed.weight.detach().clone())  # untie (same names)
+    model.extra = nn.Linear(2, 2)  # and change the tree
+    view = tg._view()
+    names = {view.slot_name(s): s for s in range(view.num_slots)}
+    facts = view.tensor(names["head.weight"])
+    assert (facts.dtype, facts.shape) == ("float32", (10, 4))
+    assert tg.tie_groups() == [["embed.weight", "head.weight"]]  # the graph answers for the build
+
+
+def test_dropped_graph_is_freed_without_the_garbage_collector() -> None:
+    """No reference cycle between the index and its namer: dropping the graph frees the index at once."""
+    model = Tied()
+    gc.disable()
+    try:
+        tg = tiegraph.build_graph(model)
+        assert tg.tied_to_input_embedding() == ["head"]
+        assert isinstance(tg.audit(), list)  # (the audit caches the graph's read-only view)
+        index, graph = weakref.ref(tg._index), weakref.ref(tg)
+        del tg
+        assert graph() is None
+        assert index() is None
+    finally:
+        gc.enable()
+
+
+def test_json_of_a_lazy_graph_round_trips() -> None:
+    """A graph whose metadata was read lazily writes the same JSON as its reloaded copy."""
+    model = Tied()
+    tg = tiegraph.build_graph(model)
+    text = json.dumps(tg.to_json())
+    back = tiegraph.TieGraph.from_json(json.loads(text))
+    assert back.to_json() == tg.to_json()
+    assert back.tie_groups() == tg.tie_groups()
+
+
+def test_meta_model_none_slots_and_owners() -> None:
+    """On meta, with None entries in slot dicts: owners and parameter flags come out per slot as torch's."""
+    with torch.device("meta"):
+        model = Tied()
+    tg = tiegraph.build_graph(model)
+    view = tg._view()
+    got = [(view.slot_name(s), view.is_parameter(s)) for s in range(view.num_slots)]
+    params = [(n, True) for n, _ in model.named_parameters(remove_duplicate=False)]
+    buffers = [(n, False) for n, _ in model.named_buffers(remove_duplicate=False)]
+    assert sorted(got) == sorted(params + buffers)
+    owners = {view.slot_name(s): view.module_path(view.slot_owner(s)) for s in range(view.num_slots)}
+    assert owners["norm.num_batches_tracked"] == "norm"
+    assert owners["head.weight"] == "head"
