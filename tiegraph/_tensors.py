@@ -29,7 +29,7 @@ from __future__ import annotations
 import functools
 import sys
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Container, Sequence
 from itertools import chain, compress, repeat
 from operator import attrgetter, gt, is_, is_not, not_
 from typing import Any, NamedTuple
@@ -139,7 +139,8 @@ class Expanded(NamedTuple):
     ``owners[i]`` is the input position leaf ``i`` belongs to (ascending; each input's leaves in the order
     :func:`leaves` gives them), ``storages[i]`` its untyped storage (None when it cannot be read),
     ``unknown`` the input positions that cannot be followed (no leaves, or a reason :func:`leaves` would
-    give) and whose leaves are left out, ``labels[n]`` the :func:`quantization` of input ``n``.
+    give) and whose leaves are left out, ``labels[n]`` the :func:`quantization` of input ``n`` (None for
+    the positions the caller said it has labelled, unless the class alone decides the label).
     """
 
     owners: list[int]
@@ -149,7 +150,7 @@ class Expanded(NamedTuple):
     labels: list[str | None]
 
 
-def expand(tensors: Sequence[torch.Tensor]) -> Expanded:
+def expand(tensors: Sequence[torch.Tensor], labelled: Container[int] = ()) -> Expanded:
     """:func:`leaves`, their storages and :func:`quantization` of many tensors, decided per class.
 
     The answers are those of :func:`leaves` and :func:`quantization` tensor by tensor; what is cheaper is how
@@ -194,7 +195,8 @@ def expand(tensors: Sequence[torch.Tensor]) -> Expanded:
                 labels[n] = label
         else:
             for n, tensor in zip(positions, group, strict=True):
-                labels[n] = quantization(tensor)
+                if n not in labelled:  # (a label the caller has already: not asked again)
+                    labels[n] = quantization(tensor)
         if kind not in _PLAIN:
             flatten = getattr(kind, "__tensor_flatten__", None)
             if flatten is None:  # a subclass with ordinary storage (bitsandbytes' Params4bit, ...)

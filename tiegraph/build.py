@@ -210,8 +210,9 @@ def _share(index: Index, tensors: list[Any], flat: FlatViews, stored: Keys) -> N
     part_keys: list[Any] = []
     unknown: list[int] = []
     if slow:
-        found = slow_parts(list(map(tensors.__getitem__, slow)))
         labels = index.deployed.slot_quantization
+        labelled = set(compress(count(), map(labels.__contains__, slow))) if labels else ()
+        found = slow_parts(list(map(tensors.__getitem__, slow)), labelled)
         named = cast(
             "Iterable[tuple[int, str]]", compress(zip(slow, found.labels, strict=True), found.labels)
         )

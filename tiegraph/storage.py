@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Container, Iterable, Sequence
 from typing import NamedTuple
 
 import torch
@@ -107,7 +107,7 @@ def slow_components(tensor: torch.Tensor) -> list[torch.Tensor] | None:
     return found.tensors if found.tensors and not found.unknown else None
 
 
-def slow_parts(tensors: Sequence[torch.Tensor]) -> Expanded:
+def slow_parts(tensors: Sequence[torch.Tensor], labelled: Container[int] = ()) -> Expanded:
     """:func:`slow_components` of many tensors at once, with their storages and quantization labels.
 
     The builder calls this once per build with every slot tensor its bulk path did not take. The answer per
@@ -115,7 +115,8 @@ def slow_parts(tensors: Sequence[torch.Tensor]) -> Expanded:
     components are left out) and :func:`tiegraph._tensors.quantization`'s (``labels``); columns are flat
     (``owners[i]`` is the position of the tensor component ``i`` belongs to, ascending) so that the builder
     counts storages in C-level passes. ``storages[i]`` is component ``i``'s ``untyped_storage()``, None when
-    that raises (the component then reads nothing). The work is decided per class
+    that raises (the component then reads nothing); ``labelled`` lists the positions whose label the
+    builder has already (quantized layer classes: bitsandbytes, hqq). The work is decided per class
     (:func:`tiegraph._tensors.expand`): torchao tensors are read in C-level passes, others one by one.
 
     Examples
@@ -126,7 +127,7 @@ def slow_parts(tensors: Sequence[torch.Tensor]) -> Expanded:
     >>> found.owners, found.storages[2] is w.untyped_storage(), found.unknown
     ([0, 0, 1], True, [])
     """
-    return expand(tensors)
+    return expand(tensors, labelled)
 
 
 class FlatViews(NamedTuple):
