@@ -6,29 +6,34 @@ classes, and one weak reference to the model), so a graph never keeps a model al
 
 Design (issue 15): eager what decides a tie, lazy everything else
 ------------------------------------------------------------------
-A build records, per module path, its parent, segment name, object number and class; per slot, its owner,
-attribute and parameter/buffer flag; the share relation (``shares`` pairs, and the tie groups as a small
-dict of root slot per grouped slot) and which slots hold the same tensor object; the input embedding; the
-declaring modules' raw declarations and the tie config. That is all :meth:`TieGraph.tied_to_input_embedding`
-and :meth:`TieGraph.tie_groups` need, so ``build_graph`` + one query costs about one module walk.
+A build records, per module path, its parent, segment name and class; per non-empty slot dict, one
+run (``d_number``: ``2 * path`` for parameters, ``2 * path + 1`` for buffers; ``d_size``: its slots); per
+slot, its attribute name; the share relation (``shares`` pairs, and the tie groups as a small dict of
+root slot per grouped slot), which slots hold the same tensor object and the metadata of the slots on
+shared storages; the input embedding; the declaring modules' raw declarations and the tie config. That is all
+:meth:`TieGraph.tied_to_input_embedding` and :meth:`TieGraph.tie_groups` need, so ``build_graph`` + one query
+costs about one module walk.
 
 Derived on first read, each group at once (a :class:`_Lazy` field is ``None`` until then):
 
+- slots: ``s_owner`` and ``s_param`` expanded from the runs, ``m_object`` (``range`` unless the build found
+  module aliases); meanwhile :meth:`Index.owner_of`, :meth:`Index.slot_start` and :meth:`Index.object_of`
+  answer single questions without expanding;
 - names: full paths ``m_path``/``s_name``, class names ``m_cls``, first slots ``m_slot0``, and canonical
   names (per place, memoised: :meth:`Index.canon_of`, :meth:`Index.slot_canon_of`; or all at once);
 - object and component numbers ``s_tensor``, ``t_root``, ``s_root`` (from the build's share data, no walk);
 - tensor metadata ``t_dtype``, ``t_shape``, ``t_device``, ``t_grad``, byte extents ``t_storage``,
   ``t_start``, ``t_stop`` and the storage table ``st_*``: by one re-walk of the model through the weak
-  reference, checked against the recorded (owner, attribute) lists; if the model is gone or its module tree
-  or slots changed since the build, a :class:`~tiegraph.errors.TiegraphError` says so (the answers that
-  need no metadata stay available);
+  reference (:mod:`tiegraph._metadata`), checked against the recorded paths and slot runs; if the model is
+  gone or its module tree or slots changed since the build, a :class:`~tiegraph.errors.TiegraphError` says
+  so (the answers that need no metadata stay available);
 - ``declared``: declarations expanded against the slot names (recorded raw during the build).
 
 Why: measured on the 70B-shaped meta Llama and the 100k-slot tree (see ``benchmarks/RESULTS.md`` and the
-builder's docstring), per-slot Python work is the whole cost. Reading dtype/shape/device/requires_grad of
-every slot at build put the 100k tree at ~1.5x a bare ``named_parameters`` walk (target 1.3x) and the 70B
-query at ~0.65x accelerate; recording everything eagerly at ~2.5x and ~0.95x. Exports and audits already
-cost 10-30x a walk, so they pay for the re-walk without noticing.
+builder's docstring), per-slot Python work and passes over cold objects are the whole cost. Reading
+dtype/shape/device/requires_grad of every slot at build put the 100k tree at ~1.5x a bare
+``named_parameters`` walk (target 1.3x); per-slot owner and flag lists cost ~15 ms of a 170 ms build there.
+Exports and audits already cost 10-30x a walk, so they pay for the re-walk without noticing.
 
 An index rebuilt from a graph (:func:`tiegraph.graph.from_networkx`) is given every field whole (plain
 lists appended to, as before): only indexes made by the builder are lazy.

@@ -5,42 +5,49 @@ are derived from the index (:mod:`tiegraph.graph`); nothing here reads tensor da
 
 Design (issue 15): what a build does, and what it leaves for later
 -------------------------------------------------------------------
-The cost of a build is Python work per module and per slot, not the C calls, so the builder does as
-little per-slot Python as it can and lets C loops (``map``, ``itertools``, ``Counter``) do the rest:
+The cost of a build is Python work per module and per slot, and on large models memory traffic (each pass
+over 100k cold tensors costs milliseconds), not the C calls. So the builder does as little per-slot Python
+as it can, lets C loops (``map``, ``itertools``, ``Counter``) do the rest, and touches each object while it
+is in cache. The rooms:
 
-1. **Walk modules only** (:func:`_walk`): a stack of ``iter(module._modules.items())`` iterators, one Python
-   iteration per module path, recording parent, segment name and module object. No path strings are built.
-   Object numbers, classes, the "declares ``_tied_weights_keys``" flag and the "carries an accelerate
-   ``_hf_hook``" flag come from C-level passes over the recorded modules.
-2. **Slots in C-level passes** (:func:`_slots`): over chunks of :data:`CHUNK` modules (the chunk keeps the
-   data in cache), the ``_parameters``/``_buffers`` dicts give owners, attribute names, flags and tensors
-   with ``chain.from_iterable``/``map``; ``None`` entries are dropped when the chunk's set of types has
-   ``NoneType``. Served tensors replace slots of modules carrying an accelerate ``_hf_hook`` in one place,
-   :func:`tiegraph.deployed.annotate` (called only when such a module or a quantized layer class is in
-   the tree, so a plain model pays one ``__dict__`` lookup per module and one check per class).
-3. **The storage object is the key** (:func:`_storages`): in torch 2.13 ``untyped_storage()`` returns one
-   Python object per storage (views, ``detach``, ``set_``, ``Parameter(t)``, dtype views; CPU and meta),
-   checked once at import (:data:`_STORAGE_IDENTITY`, else the key is ``_cdata``). A chunk whose types are
-   not all :data:`~tiegraph.storage.PLAIN_TYPES`, or where ``untyped_storage()`` raises, goes slot by slot,
-   and every tensor that is not a plain strided tensor goes to the one slow path,
-   :func:`tiegraph.storage.slow_parts` (all at once). A ``Counter`` finds storages read twice or more; on
-   real devices separate storage objects with the same (device, data pointer) are merged first.
-4. **Metadata only where it decides something** (:func:`_share`): byte extents only for the tensors on a
-   storage read by two or more slots (6,120 of 99,962 slots on the 100k tree; 2 on 70B), then one
-   :func:`~tiegraph.storage.share_components` call. dtype/shape/device/requires_grad, extents of the other
-   slots and the storage table are left to the index, which fills them on first use by re-walking the model
-   through a weak reference (:func:`_fill_metadata`, checked against the recorded (owner, attribute) lists).
-   Declarations are captured raw (declaring modules found by the walk's flag) and expanded on first use.
+1. **Walk modules only** (:func:`tiegraph._walk.walk`): a stack of ``iter(module._modules.items())``
+   iterators, one Python iteration per module path, recording parent, segment name, module object and class,
+   the non-empty ``_parameters``/``_buffers`` dicts (numbered ``2 * path`` and ``2 * path + 1``; most dicts
+   are empty) and the modules carrying an accelerate ``_hf_hook`` or their own ``_tied_weights_keys``. No
+   path strings are built. Module aliases are looked for with one ``set`` of the modules (numbered only when
+   there are any).
+2. **Slots in C-level passes over chunks** (:func:`tiegraph._walk.slots_of`): per
+   :data:`~tiegraph._walk.CHUNK` dicts, sizes, names and values each in one pass; the chunk's set of types
+   finds ``None`` entries (``bias=False``: dropped, their dicts' sizes lowered by a running count) and routes
+   subclasses to the slow path. The storage keys are taken in the same chunk while its tensors are in cache
+   (:class:`tiegraph._walk.Keys`). Owners and parameter flags are not expanded per slot: the index keeps one
+   run per dict and expands them on first read (``owner_of``/``slot_start`` answer by bisection meanwhile).
+   Served tensors replace slots of hooked modules in one place, :func:`tiegraph.deployed.annotate` (only
+   when such a module or a quantized layer class is present).
+3. **The storage object is the key**: in torch 2.13 ``untyped_storage()`` returns one Python object per
+   storage (views, ``detach``, ``set_``, ``Parameter(t)``, dtype views; CPU and meta), checked once at import
+   (``_STORAGE_IDENTITY``, else the key is ``_cdata``). Tensors that are not plain strided go to the slow
+   path (:func:`tiegraph.storage.slow_parts`, in bulk per class). A ``Counter`` finds storages read twice or
+   more. Separate storage objects at one (device, data pointer) are merged, looked for only when some tensor
+   has a non-zero data pointer (a tensor's pointer is its storage's plus its offset: all zero on meta).
+4. **Metadata only where it decides something** (:func:`_share`): only the slots on a storage read twice
+   or more are candidates (6,120 of 99,962 on the 100k tree; 2 on 70B). Plain candidates (the common case)
+   take :func:`_plain_groups`: same-object slots, then byte extents only when a storage holds two distinct
+   tensors, and the groups read off :func:`~tiegraph.storage.share_components`' components; slow-path
+   components, FSDP1 flat views and nested tensors take the general :func:`_groups`. The candidates'
+   dtype/shape/device/requires_grad are read at build (so a graph answers for its tie groups after the model
+   changed); everything else is read on first use by re-walking the model through a weak reference
+   (:mod:`tiegraph._metadata`, checked against the recorded paths and slots). Declarations are captured raw
+   and expanded on first use; the input embedding is found without a pass over every path
+   (:mod:`tiegraph._embedding`).
 
-Measured (median ratios in one run of ``benchmarks/bench.py``; see ``benchmarks/RESULTS.md``): the 70B-shaped
-meta Llama, ``build_graph`` + ``tied_to_input_embedding()`` against accelerate's ``find_tied_parameters``,
-and the 100k-slot tree's build against a bare ``named_parameters`` walk. Run of 2026-11-29 16:11 UTC (CPU
-medians, loaded 2-core machine): 70B 0.71x accelerate (was 1.44x), DeepSeek-V3 0.72x, T5 0.91x, 400-layer
-Llama 0.63x, PEFT LoRA 0.87x; 100k tree 1.54x the bare walk (was 4.7x; target 1.3x not met); index peak
-278-735 B/slot on plain models (was 786-1,697). Alternatives
-measured and dropped (issue 15): eager metadata at build (~1.5x the bare walk on 100k), ``named_modules()``
-as the walk (twice the iterator stack), and ``data_ptr()``, ``_base`` or ``id(tensor)`` as storage keys
-(offsets, meta zeros, ``detach``/``from_numpy`` aliasing make them wrong).
+Measured: see ``benchmarks/RESULTS.md`` (one run of ``benchmarks/bench.py``) and the docs' Benchmarks page.
+BENCH_SUMMARY Alternatives measured and dropped (issue 15): eager metadata at build (~1.5x the bare walk on
+100k), ``named_modules()`` as the walk (twice the iterator stack), per-slot owner and flag lists (~15 ms of
+a 170 ms build on 100k), asking every storage for its data pointer on meta (~13 ms), a Python union-find
+over the candidate slots (~25 ms), ``torch._C._storage_id`` as the key (slower than ``untyped_storage``),
+and ``data_ptr()``, ``_base`` or ``id(tensor)`` as storage keys (offsets, meta zeros,
+``detach``/``from_numpy`` aliasing make them wrong).
 """
 
 from __future__ import annotations
