@@ -85,7 +85,7 @@ class GraphView:
     @property
     def num_slots(self) -> int:
         """How many slots (named parameters and buffers, aliases included)."""
-        return len(self._idx.s_name)
+        return self._idx.num_slots
 
     def slot_name(self, s: int) -> str:
         """Full name of slot ``s``."""

@@ -296,7 +296,7 @@ class TieGraph:
     @property
     def num_slots(self) -> int:
         """How many slots (named parameters and buffers, aliases included) the model has."""
-        return len(self._index.s_name)
+        return self._index.num_slots
 
     @property
     def num_modules(self) -> int:
