@@ -27,7 +27,7 @@ _TENSOR_DATA_PTR = torch.Tensor.data_ptr
 _VALUES = methodcaller("values")
 
 
-#: Modules per chunk of the C-level slot passes (about 1,000 keeps a chunk's dicts and tensors in cache).
+#: Slot dicts per chunk of the C-level slot passes (about 1,000 keeps a chunk's dicts and tensors in cache).
 CHUNK = 1024
 
 
@@ -226,9 +226,7 @@ def slots_of(tree: Tree, keys: bool = True) -> Slots:
         except TypeError:  # a mapping that is not a dict (TorchScript's wrappers)
             values = list(chain.from_iterable(map(_VALUES, full)))
         kinds = set(map(type, values))
-        if (
-            _NONE in kinds
-        ):  # each dict's size becomes its count of kept values: differences of a running count
+        if _NONE in kinds:  # a dict's size becomes its count of kept values (a running count's steps)
             kinds.discard(_NONE)
             keep = list(map(is_not, values, repeat(None)))
             kept = list(accumulate(keep, initial=0))
