@@ -10,7 +10,7 @@ import functools
 import sys
 from collections.abc import Callable
 from itertools import accumulate, chain, compress, count, repeat
-from operator import is_not, methodcaller, sub
+from operator import attrgetter, is_, is_not, methodcaller, not_, sub
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 _STORAGE = torch.Tensor.untyped_storage
 _TENSOR_DATA_PTR = torch.Tensor.data_ptr
 _VALUES = methodcaller("values")
+_LAYOUT, _CDATA = attrgetter("layout"), attrgetter("_cdata")
 
 
 #: Slot dicts per chunk of the C-level slot passes (about 1,000 keeps a chunk's dicts and tensors in cache).
@@ -287,7 +288,22 @@ class Keys:
                 keys.extend(found if _STORAGE_IDENTITY else [key._cdata for key in found])
                 return
         self.real = True  # (conservative: the pointer merge then looks at every storage)
-        for s, tensor in enumerate(part, len(keys)):
+        base = len(keys)
+        plain = list(map(PLAIN_TYPES.__contains__, map(type, part)))
+        chosen = list(compress(part, plain))
+        if all(map(is_, map(_LAYOUT, chosen), repeat(torch.strided))):
+            try:  # the plain tensors in C-level passes, the others to the slow path
+                found = list(map(_STORAGE, chosen))
+            except (RuntimeError, NotImplementedError, TypeError):
+                pass
+            else:
+                chunk: list[Any] = [None] * len(part)
+                places = compress(range(len(part)), plain)
+                list(map(chunk.__setitem__, places, found if _STORAGE_IDENTITY else map(_CDATA, found)))
+                keys.extend(chunk)
+                self.slow.extend(compress(count(base), map(not_, plain)))
+                return
+        for s, tensor in enumerate(part, base):
             if type(tensor) in PLAIN_TYPES and tensor.layout is torch.strided:
                 try:
                     keys.append(key_of(tensor.untyped_storage()))
