@@ -217,6 +217,20 @@ def test_a_missing_attribute_leaves_that_tensor_unknown_as_torchao_would(build):
     assert tg.tie_groups() == []
 
 
+def test_a_component_whose_property_raises_leaves_that_tensor_unknown(build, monkeypatch):
+    """A data name read through a property that raises (not AttributeError): a warning, not a crash."""
+    model = quantized()
+    kind = type(model[0].weight)
+
+    def broken(_tensor: torch.Tensor) -> torch.Tensor:
+        raise RuntimeError("qdata is not materialized")
+
+    monkeypatch.setattr(kind, "qdata", property(broken), raising=False)  # (wins over the instance dict)
+    with pytest.warns(RuntimeWarning, match=r"storage unknown for 0\.weight.*qdata raised RuntimeError"):
+        tg = build(model)
+    assert tg.tie_groups() == []
+
+
 def test_quantization_labels_are_one_string_per_class():
     model = quantized()
     got = expand([model[0].weight, model[1].weight])

@@ -114,7 +114,11 @@ def _collect(tensor: torch.Tensor, found: list[torch.Tensor], unknown: list[str]
             unknown.append(f"{_name(kind)}.__tensor_flatten__ raised {type(error).__name__}")
             return
         for name in names:
-            inner = getattr(tensor, name, None)
+            try:
+                inner = getattr(tensor, name, None)
+            except Exception as error:  # a property of the subclass's own code may raise anything
+                unknown.append(f"{_name(kind)}.{name} raised {type(error).__name__}")
+                return
             if isinstance(inner, torch.Tensor):
                 _collect(inner, found, unknown, depth + 1)
         return
