@@ -153,7 +153,7 @@ def fill_metadata(index: Index) -> None:
             f"the model's parameters or buffers changed since build_graph (first difference at {where!r}); "
             "call build_graph again for details of the model as it is now"
         )
-    kinds = set(map(type, modules))
+    kinds = set(tree.types)
     annotate_deployed(index, modules, slots.tensors, hooked, kinds, record=False)
     flat = flat_views(modules, kinds)
     with torch._C.DisableTorchFunctionSubclass():

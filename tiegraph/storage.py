@@ -306,11 +306,16 @@ def shares(a: Extent, b: Extent) -> bool:
         return True
 
 
+def _dense_how(a_start: int, a_stop: int, b_start: int, b_stop: int) -> str:
+    """:func:`_how` for two dense extents: ``view`` when one range contains the other, else ``overlap``."""
+    inside = (a_start <= b_start and b_stop <= a_stop) or (b_start <= a_start and a_stop <= b_stop)
+    return "view" if inside else "overlap"
+
+
 def _how(a: Extent, b: Extent) -> str:
     """``view`` when one tensor's bytes contain the other's, else ``overlap``."""
     if a.dense and b.dense:
-        inside = (a.start <= b.start and b.stop <= a.stop) or (b.start <= a.start and a.stop <= b.stop)
-        return "view" if inside else "overlap"
+        return _dense_how(a.start, a.stop, b.start, b.stop)
     if a.start == b.start and a.stop == b.stop and _terms(a) == _terms(b):
         return "view"
     if (a.dense and a.start <= b.start and b.stop <= a.stop) or (
@@ -377,10 +382,7 @@ def share_components(
         if len(members) == 2 and members[0] not in strided and members[1] not in strided:
             i, j = sorted(members)  # (two dense extents: the sweep's answer without building Extents)
             if starts[i] < stops[j] and starts[j] < stops[i]:
-                inside = (starts[i] <= starts[j] and stops[j] <= stops[i]) or (
-                    starts[j] <= starts[i] and stops[i] <= stops[j]
-                )
-                pairs = [(i, j, "view" if inside else "overlap")]
+                pairs = [(i, j, _dense_how(starts[i], stops[i], starts[j], stops[j]))]
             else:
                 continue
         else:
