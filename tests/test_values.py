@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -114,3 +116,101 @@ def test_values_survive_json() -> None:
 )
 def test_compare(a: torch.Tensor, b: torch.Tensor | None, verdict: str) -> None:
     assert compare(a, b) == verdict
+
+
+# ------------------------------------------------------------------------------- offloaded by accelerate
+
+
+def _cpu_offload(model: nn.Module, _tmp_path: Path) -> nn.Module:
+    from accelerate import cpu_offload
+
+    return cpu_offload(model, execution_device="cpu")
+
+
+def _disk_offload(model: nn.Module, tmp_path: Path) -> nn.Module:
+    """accelerate's own disk offload: every name in its own ``.dat`` file, read back through a memmap."""
+    from accelerate import disk_offload
+
+    return disk_offload(model, tmp_path / "offload", execution_device="cpu")
+
+
+def _disk_from_pretrained(model: nn.Module, tmp_path: Path) -> nn.Module:
+    """Saved, then loaded all to disk: the hooks serve the checkpoint's own safetensors entries."""
+    from transformers import AutoModelForCausalLM
+
+    model.save_pretrained(tmp_path / "ckpt")
+    return AutoModelForCausalLM.from_pretrained(
+        tmp_path / "ckpt", device_map={"": "disk"}, offload_folder=tmp_path / "offload"
+    )
+
+
+OFFLOADS = {
+    "cpu_offload": _cpu_offload,
+    "disk_offload": _disk_offload,
+    "from_pretrained": _disk_from_pretrained,
+}
+
+
+@pytest.mark.parametrize("offload", OFFLOADS)
+@pytest.mark.parametrize(
+    ("delta", "verdict", "says"),
+    [(0.0, "equal", "are equal, so"), (1.0, "differ", "differ (one copy")],
+    ids=["equal", "differ"],
+)
+def test_offloaded_ends_are_read_from_the_hooks_store(
+    build: Any, tmp_path: Path, offload: str, delta: float, verdict: str, says: str
+) -> None:
+    """The modules hold meta placeholders; the verdict comes from the values the hooks serve (it was
+    ``unknown`` before), and the finding that explains the untied pair says it."""
+    model = OFFLOADS[offload](_untied(delta), tmp_path)
+    assert model.lm_head.weight.is_meta
+    tg = build(model, check_values=True)
+    assert (_tie(tg).status, _tie(tg).values) == ("not-tied", verdict)
+    (finding,) = tg.audit()
+    assert finding.kind == "group-split-across-devices"
+    assert f"; their values {says}" in finding.message
+
+
+def test_disk_offload_reads_only_the_pair(build: Any, tmp_path: Path) -> None:
+    """Every other offloaded file is gone: the verdict needs only the two ``.dat`` files of the pair."""
+    model = _disk_offload(_untied(1.0), tmp_path)
+    pair = {"lm_head.weight.dat", "model.embed_tokens.weight.dat"}
+    files = list((tmp_path / "offload").glob("*.dat"))
+    assert pair < {f.name for f in files}
+    for file in files:
+        if file.name not in pair:
+            file.unlink()
+    assert _tie(build(model, check_values=True)).values == "differ"
+
+
+def test_cpu_offload_compares_the_stores_tensors_only() -> None:
+    """The only tensors compared are the two the cpu_offload hooks serve for the pair (their dict's)."""
+    from accelerate import cpu_offload
+
+    from tiegraph.values import record_values
+
+    model = cpu_offload(_untied(), execution_device="cpu")
+    store = model.lm_head._hf_hook.weights_map.dataset
+    pair = {id(store["lm_head.weight"]), id(store["model.embed_tokens.weight"])}
+    seen: set[int] = set()
+
+    class Spy(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+            seen.update(id(v) for v in [*args, *(kwargs or {}).values()] if isinstance(v, torch.Tensor))
+            return func(*args, **(kwargs or {}))
+
+    tg = tiegraph.build_graph(model)
+    with Spy():
+        record_values(tg, model)
+    assert pair <= seen
+    assert not seen & {id(t) for t in store.values()} - pair
+    assert _tie(tg).values == "equal"
+
+
+def test_offloaded_file_gone_is_unknown(build: Any, tmp_path: Path) -> None:
+    """A store that cannot be read (the head's ``.dat`` file deleted) gives ``unknown``, not a crash."""
+    model = _disk_offload(_untied(), tmp_path)
+    (tmp_path / "offload" / "lm_head.weight.dat").unlink()
+    tg = build(model, check_values=True)
+    assert _tie(tg).values == "unknown"
+    assert "could not be compared" in tg.audit()[0].message

@@ -48,7 +48,7 @@ CORE_KINDS: dict[str, str] = {
     "group-split-across-devices": (
         "{paths} should be one tensor but sit on {devices}: a device map split the tie; keep them on one "
         "device (pass the tie group to infer_auto_device_map / no_split_module_classes) and call "
-        "model.tie_weights()."
+        "model.tie_weights(){values}."
     ),
     "untied-by-quantization": DEPLOYED_KINDS["untied-by-quantization"],
     "quantized-layer-holds-tied-weight": DEPLOYED_KINDS["quantized-layer-holds-tied-weight"],

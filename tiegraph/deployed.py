@@ -28,8 +28,9 @@ Notes
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+import os
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import nn
@@ -123,45 +124,87 @@ class _Stand:
         return found
 
 
-def _served(
-    hook: Any, name: str, current: torch.Tensor, stand: _Stand
-) -> tuple[torch.Tensor | None, str, str]:
-    """(tensor the hook serves, placement, where from) for tensor ``name`` relative to the hooked module."""
+class _Location(NamedTuple):
+    """Where a hook's ``weights_map`` keeps one tensor (found without reading any data)."""
+
+    placement: str  # a device, "disk", "meta" (nowhere) or "offloaded" (a store tiegraph does not open)
+    source: str  # for the report: weights_map['name'], file['weight name'] or folder/name.dat
+    tensor: torch.Tensor | None = None  # the store's own tensor (cpu offload, a loader's state dict)
+    file: tuple[str, str] | None = None  # (safetensors file, weight name) or (folder, name) of a .dat file
+    info: Mapping[str, Any] | None = None  # the loader's index entry (dtype, shape) for a file
+
+
+def _locate(hook: Any, name: str) -> _Location:
+    """Where ``hook`` serves tensor ``name`` (relative to the hooked module) from."""
     weights = hook.weights_map
     prefix = getattr(weights, "prefix", None)
     dataset = getattr(weights, "dataset", None) if prefix is not None else weights
     key = f"{prefix or ''}{name}"
     state = getattr(dataset, "state_dict", None)
     index = getattr(dataset, "index", None)
+    missing = _Location("meta", f"missing from weights_map ({key!r})")
     if isinstance(dataset, Mapping) and not isinstance(index, Mapping):
         value = dataset.get(key)
-        if isinstance(value, torch.Tensor):
-            return value, _device(value.device) or "cpu", f"weights_map[{key!r}]"
-        return stand.get(None, current.shape, current.dtype), "meta", f"missing from weights_map ({key!r})"
+        return _stored(value, key) if isinstance(value, torch.Tensor) else missing
     if isinstance(index, Mapping):  # accelerate's OffloadedWeightsLoader: a state dict and files
         if isinstance(state, Mapping) and isinstance(state.get(key), torch.Tensor):
-            value = state[key]
-            return value, _device(value.device) or "cpu", f"weights_map[{key!r}]"
+            return _stored(state[key], key)
         info = index.get(key)
         if not isinstance(info, Mapping):
-            missing = f"missing from weights_map ({key!r})"
-            return stand.get(None, current.shape, current.dtype), "meta", missing
-        dtype = getattr(torch, str(info.get("dtype", "")), None)
-        dtype = dtype if isinstance(dtype, torch.dtype) else current.dtype
-        shape = info.get("shape") or current.shape
+            return missing
         if info.get("safetensors_file") is not None:
             where = (str(info["safetensors_file"]), str(info.get("weight_name", key)))
-            return stand.get(where, shape, dtype), "disk", f"{where[0]}[{where[1]!r}]"
+            return _Location("disk", f"{where[0]}[{where[1]!r}]", file=where, info=info)
         folder = str(getattr(dataset, "save_folder", ""))
-        return stand.get((folder, key), shape, dtype), "disk", f"{folder}/{key}.dat"
-    return None, "offloaded", f"{type(dataset).__name__}[{key!r}]"
+        return _Location("disk", f"{folder}/{key}.dat", file=(folder, key), info=info)
+    return _Location("offloaded", f"{type(dataset).__name__}[{key!r}]")
+
+
+def _stored(value: torch.Tensor, key: str) -> _Location:
+    return _Location(_device(value.device) or "cpu", f"weights_map[{key!r}]", tensor=value)
+
+
+def _served(
+    hook: Any, name: str, current: torch.Tensor, stand: _Stand
+) -> tuple[torch.Tensor | None, str, str]:
+    """(tensor the hook serves, placement, where from) for tensor ``name`` relative to the hooked module."""
+    found = _locate(hook, name)
+    if found.tensor is not None or found.placement == "offloaded":
+        return found.tensor, found.placement, found.source
+    if found.info is None:  # missing: exists nowhere
+        return stand.get(None, current.shape, current.dtype), found.placement, found.source
+    dtype = getattr(torch, str(found.info.get("dtype", "")), None)
+    dtype = dtype if isinstance(dtype, torch.dtype) else current.dtype
+    shape = found.info.get("shape") or current.shape
+    return stand.get(found.file, shape, dtype), found.placement, found.source
+
+
+def _offloads(hook: Any) -> bool:
+    """Whether ``hook`` (an accelerate hook: it has an execution device) serves from a ``weights_map``."""
+    return (
+        hasattr(hook, "execution_device")
+        and bool(getattr(hook, "offload", False))
+        and getattr(hook, "weights_map", None) is not None
+    )
+
+
+def _served_slots(module: nn.Module, hook: Any) -> Iterator[tuple[nn.Module, str, str, torch.Tensor]]:
+    """``(holder, attr, name, tensor)`` of every tensor an offloading ``hook`` on ``module`` serves."""
+    from accelerate.utils import named_module_tensors
+
+    for name, tensor in named_module_tensors(
+        module,
+        include_buffers=bool(getattr(hook, "offload_buffers", False)),
+        recurse=bool(getattr(hook, "place_submodules", False)),
+        remove_non_persistent=True,
+    ):
+        owner_path, _, attr = name.rpartition(".")
+        yield (module.get_submodule(owner_path) if owner_path else module), attr, name, tensor
 
 
 def _serve(
     index: Index, modules: list[nn.Module], tensors: list[Any], hooked: list[int], record: bool
 ) -> None:
-    from accelerate.utils import named_module_tensors
-
     stand = _Stand()
     served: dict[tuple[int, str], tuple[torch.Tensor | None, str, str, str | None]] = {}
     executes: dict[int, str | None] = {}
@@ -174,16 +217,9 @@ def _serve(
                 continue
             device = _device(hook.execution_device)
             executes.setdefault(id(module), device)
-            if not getattr(hook, "offload", False) or getattr(hook, "weights_map", None) is None:
+            if not _offloads(hook):
                 continue
-            for name, tensor in named_module_tensors(
-                module,
-                include_buffers=bool(getattr(hook, "offload_buffers", False)),
-                recurse=bool(getattr(hook, "place_submodules", False)),
-                remove_non_persistent=True,
-            ):
-                owner_path, _, attr = name.rpartition(".")
-                holder = module.get_submodule(owner_path) if owner_path else module
+            for holder, attr, name, tensor in _served_slots(module, hook):
                 value, where, source = _served(hook, name, tensor, stand)
                 served[(id(holder), attr)] = (value, where, source, device)
     m_exec: list[str | None] = []
@@ -213,6 +249,58 @@ def _serve(
     device_map = getattr(modules[0], "hf_device_map", None)
     if isinstance(device_map, Mapping):
         index.deployed.device_map = {str(k): str(v) for k, v in device_map.items()}
+
+
+# -------------------------------------------------------------------------------------- served values
+
+
+def served_value(model: nn.Module, index: Index, s: int) -> torch.Tensor | None:
+    """The values an accelerate hook serves in slot ``s``, read from its ``weights_map``; None if unreadable.
+
+    For :mod:`tiegraph.values`, on slots a hook serves (``index.deployed.served_from``). The hook is the one
+    :func:`annotate` took the slot's served tensor from (the nearest offloading hook above the slot), and
+    only that one tensor is read: the store's own tensor (``cpu_offload``, ``dispatch_model``'s cpu state
+    dict), one safetensors entry (``safe_open(...).get_tensor``) or one ``.dat`` file through a numpy
+    memmap (accelerate's ``load_offloaded_weight``). Nothing is unpickled. None when the hook serves the
+    slot from nowhere (a name missing from its store) or from a store of a kind tiegraph does not open.
+    """
+    owner, attr = index.owner_of(s), index.s_attr[s]
+    try:
+        holder = model.get_submodule(index.path_of(owner))
+    except AttributeError:
+        return None
+    i = owner
+    while i >= 0:
+        module = model.get_submodule(index.path_of(i))
+        for hook in reversed([h for h in _hooks(module) if _offloads(h)]):  # the last hook wins in _serve
+            for served, served_attr, name, _ in _served_slots(module, hook):
+                if served is holder and served_attr == attr:
+                    return _read(_locate(hook, name))
+        i = index.m_parent[i]
+    return None
+
+
+def _read(found: _Location) -> torch.Tensor | None:
+    """The values at ``found``: the store's tensor, one safetensors entry or one memory-mapped .dat file."""
+    from safetensors import SafetensorError, safe_open
+
+    if found.tensor is not None:
+        return found.tensor
+    if found.file is None or found.info is None:
+        return None
+    file, name = found.file
+    try:
+        if found.info.get("safetensors_file") is not None:
+            with safe_open(file, framework="pt", device="cpu") as f:
+                value: torch.Tensor = f.get_tensor(name)
+            dtype = getattr(torch, str(found.info.get("dtype", "")), None)
+            return value.to(dtype) if isinstance(dtype, torch.dtype) else value
+        from accelerate.utils.offload import load_offloaded_weight
+
+        loaded: torch.Tensor = load_offloaded_weight(os.path.join(file, f"{name}.dat"), found.info)
+        return loaded
+    except (OSError, KeyError, ValueError, TypeError, RuntimeError, SafetensorError):
+        return None
 
 
 # ------------------------------------------------------------------------------------ per-slot answers
@@ -479,6 +567,7 @@ def findings(tg: TieGraph) -> list[Finding]:
     to change when the model has a device map.
     """
     from .declared import declared_ties
+    from .values import sentence
 
     index = tg._index
     out: list[Finding] = []
@@ -509,7 +598,9 @@ def findings(tg: TieGraph) -> list[Finding]:
                 )
             )
         else:
-            out.append(_split(tg, [t, s], [tie.target, tie.source]))
+            out.append(
+                _split(tg, [t, s], [tie.target, tie.source], sentence(tie.values, tie.target, tie.source))
+            )
     for slots in tg._groups().values():
         places = {placement_of(index, s) for s in slots}
         if len(places) > 1:
@@ -518,7 +609,8 @@ def findings(tg: TieGraph) -> list[Finding]:
     return out
 
 
-def _split(tg: TieGraph, slots: list[int], names: list[str]) -> Finding:
+def _split(tg: TieGraph, slots: list[int], names: list[str], values: str = "") -> Finding:
+    """A ``group-split-across-devices`` finding; ``values`` ends it with a declared pair's value verdict."""
     from .audit import _finding
 
     index = tg._index
@@ -535,7 +627,7 @@ def _split(tg: TieGraph, slots: list[int], names: list[str]) -> Finding:
     devices = " and ".join(distinct)
     if len({placement_of(index, s) for s in slots}) == 1:
         devices += ", served by the offload hooks as separate copies"
-    finding = _finding("group-split-across-devices", names, devices=devices)
+    finding = _finding("group-split-across-devices", names, devices=devices, values=values)
     advice = split_advice(tg, slots)
     if advice:
         from .audit import Finding

@@ -7,8 +7,30 @@ declared tie one of :data:`VERDICTS`:
 - ``equal``: same values (a tied pair is equal without reading anything): ``tie_weights()`` re-ties them
   without loss;
 - ``differ``: one copy was trained or loaded apart;
-- ``unknown``: a tensor holds no values here (meta, offloaded to an accelerate hook's store, a subclass that
-  cannot be compared), or the declaration names nothing (``unresolved``).
+- ``unknown``: a tensor holds no values here (meta, served by an accelerate hook from nowhere or from a
+  store tiegraph does not open, a subclass that cannot be compared), or the declaration names nothing
+  (``unresolved``).
+
+An end that an accelerate offload hook serves (``cpu_offload``, ``disk_offload``, ``dispatch_model``,
+``from_pretrained(device_map=...)``) is compared by the values its hook's ``weights_map`` serves, not by
+the meta placeholder in the module: the store's own tensor, one safetensors entry, or one ``.dat`` file
+read through a numpy memmap. Only those tensors are read, and nothing is unpickled.
+
+Examples
+--------
+>>> import tempfile, torch, tiegraph
+>>> from accelerate import disk_offload
+>>> class Tiny(torch.nn.Module):
+...     _tied_weights_keys = {"head.weight": "embed.weight"}
+...     def __init__(self):
+...         super().__init__()
+...         self.embed = torch.nn.Embedding(10, 4)
+...         self.head = torch.nn.Linear(4, 10, bias=False)
+>>> with tempfile.TemporaryDirectory() as folder:
+...     model = disk_offload(Tiny(), folder, execution_device="cpu")  # the weights are now .dat files
+...     tg = tiegraph.build_graph(model, check_values=True)
+>>> model.head.weight.device, [(tie.status, tie.values) for tie in tg.declared_ties()]
+(device(type='meta'), [('not-tied', 'differ')])
 """
 
 from __future__ import annotations
@@ -19,7 +41,10 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from .deployed import served_value
+
 if TYPE_CHECKING:
+    from ._index import Index
     from .graph import TieGraph
 
 __all__ = ["VERDICTS", "compare", "record_values", "sentence"]
@@ -53,12 +78,15 @@ def compare(a: torch.Tensor | None, b: torch.Tensor | None) -> str:
         return "unknown"
 
 
-def _tensor(model: nn.Module, owner: str, attr: str) -> torch.Tensor | None:
-    """The tensor at ``owner.attr`` of the model (its own ``_parameters``/``_buffers``), or None."""
+def _tensor(model: nn.Module, idx: Index, s: int) -> torch.Tensor | None:
+    """The values of slot ``s``: what its accelerate hook serves, else the module's own tensor, or None."""
+    if idx.slot_name_of(s) in idx.deployed.served_from:  # an offload hook serves it: read its store
+        return served_value(model, idx, s)
     try:
-        module = model.get_submodule(owner)
+        module = model.get_submodule(idx.path_of(idx.owner_of(s)))
     except AttributeError:
         return None
+    attr = idx.s_attr[s]
     found: torch.Tensor | None = module._parameters.get(attr)
     if found is None:
         found = module._buffers.get(attr)
@@ -68,10 +96,11 @@ def _tensor(model: nn.Module, owner: str, attr: str) -> torch.Tensor | None:
 def record_values(tg: TieGraph, model: nn.Module) -> None:
     """Give every declared tie of ``tg`` its verdict; read only the ends of pairs that do not share memory.
 
-    ``model`` must be the module ``tg`` was built from, unchanged since.
+    ``model`` must be the module ``tg`` was built from, unchanged since. A slot an accelerate offload hook
+    serves is read from the hook's ``weights_map`` (that one tensor; see
+    :func:`tiegraph.deployed.served_value`), not from the meta tensor sitting in the module.
     """
     idx = tg._index
-    owner_of = idx.s_owner
     verdicts: list[str] = []
     for entry in idx.declared:
         target, source, status = entry.target_slot, entry.source_slot, entry.status
@@ -80,9 +109,7 @@ def record_values(tg: TieGraph, model: nn.Module) -> None:
         elif status == "tied":
             verdicts.append("equal")
         else:
-            a = _tensor(model, idx.m_path[owner_of[target]], idx.s_attr[target])
-            b = _tensor(model, idx.m_path[owner_of[source]], idx.s_attr[source])
-            verdicts.append(compare(a, b))
+            verdicts.append(compare(_tensor(model, idx, target), _tensor(model, idx, source)))
     idx.declared = [
         dataclasses.replace(entry, values=verdict)
         for entry, verdict in zip(idx.declared, verdicts, strict=True)
@@ -99,7 +126,7 @@ def sentence(values: str | None, target: str, source: str) -> str:
     Examples
     --------
     >>> sentence("unknown", "head.weight", "embed.weight")
-    '; their values could not be compared here (meta or offloaded tensors)'
+    '; their values could not be compared here (meta tensors, or an offload store that cannot be read)'
     """
     if values == "equal":
         return (
@@ -114,5 +141,8 @@ def sentence(values: str | None, target: str, source: str) -> str:
             "config.tie_word_embeddings=False keeps both and says so"
         )
     if values == "unknown":
-        return "; their values could not be compared here (meta or offloaded tensors)"
+        return (
+            "; their values could not be compared here (meta tensors, or an offload store that cannot be "
+            "read)"
+        )
     return ""
