@@ -14,7 +14,16 @@ from typing import Any, ClassVar
 
 import pytest
 import torch
-from models import HIDDEN, VOCAB, llama, llava, modules_to_save_embed_tokens, modules_to_save_lm_head
+from models import (
+    HIDDEN,
+    VOCAB,
+    gpt2,
+    llama,
+    llava,
+    modules_to_save_embed_tokens,
+    modules_to_save_lm_head,
+)
+from test_declared import _blip2 as blip2
 from torch import nn
 
 import tiegraph
@@ -385,6 +394,99 @@ def test_config_flags_disagree_names_the_flag_transformers_obeys(build: Any, top
 def test_config_flags_agreeing_is_no_finding(build: Any, flag: bool) -> None:
     """Both flags equal: no config-flags-disagree (and a tied or untied Llava audits clean)."""
     assert "config-flags-disagree" not in _kinds(build(llava(flag)))
+
+
+# ------------------------------------------------------------- composite models: the submodel's flag governs
+
+
+def _vision_encoder_decoder() -> nn.Module:
+    """ViT + GPT-2. VisionEncoderDecoderModel sets its own flag to False; the decoder declares its head's tie
+    and gates it on its own config (GPT-2: True)."""
+    from transformers import AutoConfig, VisionEncoderDecoderConfig, VisionEncoderDecoderModel
+
+    vit = AutoConfig.for_model(
+        "vit",
+        hidden_size=HIDDEN,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        image_size=16,
+        patch_size=8,
+    )
+    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(vit, gpt2().config)
+    return VisionEncoderDecoderModel(config)
+
+
+def _blip2(top: bool, text: bool) -> nn.Module:
+    """Blip-2 (its OPT head tied under the text config) with a top-level flag set to ``top``."""
+    model = blip2(text)
+    model.config.tie_word_embeddings = top
+    return model
+
+
+def _bert2bert() -> nn.Module:
+    """EncoderDecoderModel of two BERTs: the input embedding is the encoder's; the decoder ties its own."""
+    from transformers import AutoConfig, EncoderDecoderConfig, EncoderDecoderModel
+
+    bert = {
+        "hidden_size": HIDDEN,
+        "intermediate_size": 32,
+        "num_hidden_layers": 1,
+        "num_attention_heads": 2,
+        "vocab_size": VOCAB,
+        "max_position_embeddings": 32,
+        "pad_token_id": 0,
+    }
+    decoder = AutoConfig.for_model("bert", is_decoder=True, add_cross_attention=True, **bert)
+    config = EncoderDecoderConfig.from_encoder_decoder_configs(AutoConfig.for_model("bert", **bert), decoder)
+    return EncoderDecoderModel(config)
+
+
+@pytest.mark.parametrize(
+    ("factory", "head", "flag"),
+    [
+        (_vision_encoder_decoder, "decoder.lm_head", "decoder.config"),
+        (lambda: _blip2(top=False, text=True), "language_model.lm_head", "language_model.config"),
+    ],
+    ids=["vision-encoder-decoder", "blip2"],
+)
+def test_submodel_tie_is_judged_by_the_submodels_flag(build: Any, factory: Any, head: str, flag: str) -> None:
+    """Top-level flag False, the (text) config of the submodel that declares the head's tie True: transformers
+    ties it (the declaring module reads its own config), so it is no tied-although-config-says-not (that
+    was reported from the top-level flag); the two flags still disagree."""
+    model = factory()
+    assert model.config.tie_word_embeddings is False
+    assert model.get_submodule(flag.rpartition(".")[0]).config.tie_word_embeddings is True
+    tg = build(model)
+    assert tg.tied_to_input_embedding() == [head]
+    assert _kinds(tg) == ["config-flags-disagree"]
+    assert f"transformers obeys {flag}.tie_word_embeddings=True" in tg.audit()[0].message
+
+
+def test_submodel_flag_off_names_the_submodels_flag(build: Any) -> None:
+    """The other way round (top True, text False): untied is right; tied by hand, the finding names the
+    language model's own flag, not the top-level one that says True."""
+    model = _blip2(top=True, text=False)
+    tg = build(model)
+    assert tg.tied_to_input_embedding() == []
+    assert _kinds(tg) == ["config-flags-disagree"]
+    lm = model.language_model
+    lm.lm_head.weight = lm.get_input_embeddings().weight
+    found = _one(build(model), "tied-although-config-says-not")
+    assert "although language_model.config.tie_word_embeddings is False" in found.message
+
+
+def test_embedding_beside_another_submodels_tie_is_governed_by_no_flag(build: Any) -> None:
+    """bert2bert: the decoder's flag (the text config's) governs the decoder's own head, not the encoder's
+    embedding, which nothing declares a tie for: no config-says-tied-but-nothing-is, whose advice (set the
+    text config's flag to False) would untie the decoder's head."""
+    model = _bert2bert()
+    assert model.config.get_text_config().tie_word_embeddings is True
+    tg = build(model)
+    assert tg.input_embedding() == "encoder.embeddings.word_embeddings"
+    assert tg.tied_to_input_embedding() == []
+    assert [t.status for t in tg.declared_ties()] == ["tied", "tied"]
+    assert _kinds(tg) == []
 
 
 # ------------------------------------------------------------------------------------- registry

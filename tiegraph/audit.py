@@ -151,7 +151,7 @@ def core_findings(view: GraphView) -> list[Finding]:
     """The audit's own kinds (:data:`CORE_KINDS`): declared pairs, tie groups, and the tie flag."""
     found: list[Finding] = []
     ie = set(view.input_embedding_slots)
-    flag_name, flag = _effective_flag(view.tie_config)
+    flag_name, flag = _governing_flag(view) if ie else ("", None)
     explained_gated = False
     from .deployed import findings as deployed_findings
     from .deployed import untied_pairs
@@ -262,6 +262,56 @@ def core_findings(view: GraphView) -> list[Finding]:
 
 # a split device map or a PEFT copy explains an untied embedding better than a wrong flag does
 _EXPLAIN_UNTIED = ("group-split-across-devices", "modules-to-save-copy-untied", "untied-by-quantization")
+
+
+_FLAG = "config.tie_word_embeddings"
+
+
+def _governing_flag(view: GraphView) -> tuple[str, bool | None]:
+    """The tie flag that governs the input embedding's ties, and its name (None: no flag governs them).
+
+    transformers gates every ``_tied_weights_keys`` on the declaring module's own config, so in a composite
+    model (a language model inside a vision-language model, the decoder of an encoder-decoder) the flag that
+    counts is that submodel's (text) config's, not the top-level one. In order:
+
+    1. the flag of the declarations that pair a slot of the input embedding (on if any of them is on);
+    2. else the flag of the deepest declaring module that holds the input embedding;
+    3. else, when no declaration has a config flag (none at all, or plain modules' own), the top-level flag
+       (its text config's when it has none): :func:`_effective_flag`.
+
+    An input embedding beside which only other submodels declare ties (the encoder's embedding of an
+    encoder-decoder whose decoder ties its head) is governed by no flag.
+
+    Examples
+    --------
+    A vision-encoder-decoder model sets its top-level flag to False, while its decoder (GPT-2 here)
+    declares and ties its own head under its own config:
+
+    >>> import tiegraph
+    >>> from transformers import AutoConfig, VisionEncoderDecoderConfig, VisionEncoderDecoderModel
+    >>> vit = AutoConfig.for_model("vit", hidden_size=16, intermediate_size=16, num_hidden_layers=1,
+    ...                            num_attention_heads=2, image_size=16, patch_size=8)
+    >>> gpt2 = AutoConfig.for_model("gpt2", n_embd=16, n_layer=1, n_head=2, vocab_size=64, n_positions=16)
+    >>> model = VisionEncoderDecoderModel(VisionEncoderDecoderConfig.from_encoder_decoder_configs(vit, gpt2))
+    >>> model.config.tie_word_embeddings, model.decoder.config.tie_word_embeddings
+    (False, True)
+    >>> _governing_flag(view_of(tiegraph.build_graph(model)))
+    ('decoder.config.tie_word_embeddings', True)
+    """
+    ie = set(view.input_embedding_slots)
+    flagged = [d for d in view.declarations if d.flag is not None]
+    pairing = [d for d in flagged if d.resolved and (d.target_slot in ie or d.source_slot in ie)]
+    if pairing:
+        chosen = next((d for d in pairing if d.flag), pairing[0])
+        return join(chosen.declared_by, _FLAG), chosen.flag
+    embedding = view.tg.input_embedding() or ""
+    holding = [d for d in flagged if not d.declared_by or embedding.startswith(d.declared_by + ".")]
+    if holding:
+        deepest = max(holding, key=lambda d: d.declared_by.count(".") + bool(d.declared_by))
+        return join(deepest.declared_by, _FLAG), deepest.flag
+    if flagged:
+        return _FLAG, None
+    return _effective_flag(view.tie_config)
 
 
 def _effective_flag(flags: TieConfig) -> tuple[str, bool | None]:
