@@ -13,7 +13,12 @@ __all__ = ["quiet_libraries"]
 
 
 def quiet_libraries(verbose: bool) -> None:
-    """Silence transformers/peft/torch warnings and logging unless ``verbose``; call before importing them."""
+    """Silence transformers/peft/torch warnings and logging unless ``verbose``; call before importing them.
+
+    This covers what torchao prints when it is imported (transformers imports it to build a model): its
+    ``Failed to load .../torchao/_C_mxfp8...so`` lines (the ``torchao`` logger) and torch's pytree warnings
+    about torchao's ``KernelPreference`` enums (the ``torch`` logger); ``tests/test_quiet.py`` pins it.
+    """
     if verbose:
         return
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
