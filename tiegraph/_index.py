@@ -99,6 +99,8 @@ _LAZY_META = (
     "st_nbytes",
     "st_id",
 )
+_LAZY_FIELDS = (*_LAZY_SLOTS, *_LAZY_NAMES, *_LAZY_NUMBERS, *_LAZY_META, "declared")
+_NOT_COMPUTED: dict[str, Any] = dict.fromkeys(("_" + name for name in _LAZY_FIELDS), None)
 
 
 class SlotMeta(NamedTuple):
@@ -189,7 +191,7 @@ class Index:
     st_id: _Lazy[list[str]] = _Lazy("_fill_meta")  # ``device:0xpointer`` or ``device:storage-N``
     declared: _Lazy[list[Declaration]] = _Lazy("_fill_declared")
 
-    def __init__(self) -> None:
+    def __init__(self, lazy: bool = False) -> None:
         # module paths
         self.m_parent: list[int] = []  # -1 for the root
         self.m_name: list[str] = []  # segment under the parent
@@ -229,7 +231,6 @@ class Index:
         # metadata read at build, for the slots on shared storages: a SlotMeta, or the raw
         # (torch.dtype, shape, torch.device, requires_grad) the builder read in bulk (named on first use)
         self.known: dict[int, SlotMeta | tuple[Any, tuple[int, ...], Any, bool]] = {}
-        self._built = False  # made by the builder (share data in root_of/same_as), not given whole
         self._groups: dict[int, list[int]] | None = None
         # on-demand sources (builder only)
         self.model_ref: Callable[[], Any] | None = None  # a weak reference to the model
@@ -237,16 +238,10 @@ class Index:
         self.meta_error = ""  # why the metadata could not be read when the model died
         self.meta_filler: Callable[[Index], None] | None = None
         self.declared_filler: Callable[[Index], None] | None = None
-        # a fresh index (filled by hand, e.g. from a graph) holds every field as a plain list
-        for name in (*_LAZY_SLOTS, *_LAZY_NAMES, *_LAZY_NUMBERS, *_LAZY_META):
-            setattr(self, name, [])
-        self.declared = []
-
-    def make_lazy(self) -> None:
-        """Mark every derived field as not computed yet (the builder calls this once)."""
-        self._built = True
-        for name in (*_LAZY_SLOTS, *_LAZY_NAMES, *_LAZY_NUMBERS, *_LAZY_META, "declared"):
-            self.__dict__["_" + name] = None
+        # a fresh index (filled by hand, e.g. from a graph) holds every field as a plain list; the
+        # builder's (``lazy``) derives them on first read and keeps share data in root_of/same_as
+        self._built = lazy
+        self.__dict__.update(_NOT_COMPUTED if lazy else {"_" + name: [] for name in _LAZY_FIELDS})
 
     # ------------------------------------------------------------------ extras as graph attributes
     def graph_attrs(self) -> dict[str, Any]:

@@ -142,9 +142,8 @@ def fill_metadata(index: Index) -> None:
             "call build_graph again for details of the model as it is now"
         )
     if tree.numbers != index.d_number or slots.sizes != index.d_size or slots.attrs != index.s_attr:
-        now = Index()
+        now = Index(lazy=True)
         now.d_number, now.d_size, now.s_attr = tree.numbers, slots.sizes, slots.attrs
-        now.make_lazy()
         then = list(zip(index.s_owner, index.s_attr, index.s_param, strict=True))
         pairs = zip(zip(now.s_owner, now.s_attr, now.s_param, strict=True), then, strict=False)
         changed = next((s for s, (a, b) in enumerate(pairs) if a != b), min(now.num_slots, len(then)))
