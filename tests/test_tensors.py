@@ -83,6 +83,7 @@ def test_expand_answers_as_leaves_tensor_by_tensor(config, monkeypatch):
     assert len(got.tensors) == len(found)
     assert list(map(view, got.tensors)) == list(map(view, found))  # (sparse parts are new objects per call)
     assert all(s is t.untyped_storage() for s, t in zip(got.storages, got.tensors, strict=True))
+    assert sorted(map(id, got.read)) == sorted(map(id, got.storages))  # (the same storages, unordered)
     assert got.unknown == unknown == [3]
     assert got.labels == labels
     assert labels[0] == f"torchao.{type(model[0].weight).__name__}"
@@ -217,18 +218,38 @@ def test_a_missing_attribute_leaves_that_tensor_unknown_as_torchao_would(build):
     assert tg.tie_groups() == []
 
 
-def test_a_component_whose_property_raises_leaves_that_tensor_unknown(build, monkeypatch):
-    """A data name read through a property that raises (not AttributeError): a warning, not a crash."""
+@pytest.mark.parametrize("name", ["qdata", "block_size"])
+def test_a_value_whose_property_raises_leaves_that_tensor_unknown(build, monkeypatch, name):
+    """A data or attribute name read through a property that raises (not AttributeError): a warning."""
     model = quantized()
     kind = type(model[0].weight)
 
     def broken(_tensor: torch.Tensor) -> torch.Tensor:
-        raise RuntimeError("qdata is not materialized")
+        raise RuntimeError(f"{name} is not materialized")
 
-    monkeypatch.setattr(kind, "qdata", property(broken), raising=False)  # (wins over the instance dict)
-    with pytest.warns(RuntimeWarning, match=r"storage unknown for 0\.weight.*qdata raised RuntimeError"):
+    monkeypatch.setattr(kind, name, property(broken), raising=False)  # (wins over the instance dict)
+    with pytest.warns(RuntimeWarning, match=r"storage unknown for 0\.weight.*raised RuntimeError"):
         tg = build(model)
     assert tg.tie_groups() == []
+
+
+def test_a_class_value_answers_for_an_instance_without_its_own(build, monkeypatch):
+    """``getattr`` falls back to the class when an instance dict lacks a name: the bulk reading too."""
+    model = quantized()
+    kind = type(model[0].weight)
+    shared = torch.zeros(64)
+    monkeypatch.setattr(kind, "act_pre_scale", shared, raising=False)
+    del model[0].weight.act_pre_scale  # (the other weights keep their own None)
+    model[2].register_buffer("alias", shared)
+    batched = []
+    group = _tensors._torchao_group
+    monkeypatch.setattr(_tensors, "_torchao_group", lambda *a: batched.append(group(*a)) or batched[-1])
+    on = build(model)
+    assert on.tie_groups() == [["0.weight", "2.alias"]]
+    assert batched[0] is not None  # (read in bulk, not tensor by tensor)
+    monkeypatch.setattr(_tensors, "_torchao_flatten", lambda: None)
+    monkeypatch.setattr(builder, "_read_once", lambda *_: False)
+    assert on.to_json() == build(model).to_json()
 
 
 def test_quantization_labels_are_one_string_per_class():

@@ -31,7 +31,8 @@ import sys
 from collections import deque
 from collections.abc import Container, Sequence
 from itertools import chain, compress, repeat
-from operator import attrgetter, gt, is_, is_not, not_
+from operator import attrgetter, eq, gt, is_, is_not, itemgetter, not_
+from types import GetSetDescriptorType
 from typing import Any, NamedTuple
 
 import torch
@@ -137,7 +138,11 @@ def _collect(tensor: torch.Tensor, found: list[torch.Tensor], unknown: list[str]
     found.append(tensor)  # a subclass with ordinary storage (Params4bit, Int8Params, fake tensors, ...)
 
 
-class Expanded(NamedTuple):
+_Block = tuple[list[int], list[Sequence[Any]], list[Any]]  # positions, a column per data name, storages
+_Columns = tuple[list[int], list[Any], list[Any]]  # owners, leaves, storages
+
+
+class Expanded:
     """The leaves of many tensors at once (:func:`expand`), as flat columns.
 
     ``owners[i]`` is the input position leaf ``i`` belongs to (ascending; each input's leaves in the order
@@ -145,13 +150,78 @@ class Expanded(NamedTuple):
     ``unknown`` the input positions that cannot be followed (no leaves, or a reason :func:`leaves` would
     give) and whose leaves are left out, ``labels[n]`` the :func:`quantization` of input ``n`` (None for
     the positions the caller said it has labelled, unless the class alone decides the label).
+
+    ``read`` holds the same storages as ``storages`` in no particular order, ready at once; ``owners``,
+    ``tensors`` and ``storages`` are put in input order on first access (the builder asks for them only
+    when some storage may be read twice, which on a quantized model is rare).
     """
 
-    owners: list[int]
-    tensors: list[torch.Tensor]
-    storages: list[Any]
-    unknown: list[int]
-    labels: list[str | None]
+    def __init__(
+        self,
+        blocks: list[_Block],
+        columns: list[_Columns],
+        unknown: list[int],
+        labels: list[str | None],
+    ) -> None:
+        self._blocks, self._columns = blocks, columns
+        self.unknown, self.labels = unknown, labels
+        self._ordered: _Columns | None = None
+
+    @property
+    def read(self) -> list[Any]:
+        """Every leaf's storage (None when it cannot be read), in no particular order."""
+        parts = [block[2] for block in self._blocks] + [column[2] for column in self._columns]
+        return parts[0] if len(parts) == 1 else list(chain.from_iterable(parts))
+
+    @property
+    def owners(self) -> list[int]:
+        return self._order()[0]
+
+    @property
+    def tensors(self) -> list[torch.Tensor]:
+        return self._order()[1]
+
+    @property
+    def storages(self) -> list[Any]:
+        return self._order()[2]
+
+    def _order(self) -> _Columns:
+        if self._ordered is None:
+            columns = [*map(_interleave, self._blocks), *self._columns]
+            self._ordered = _merge(columns)
+        return self._ordered
+
+
+def _interleave(block: _Block) -> _Columns:
+    """A torchao block as flat columns in input order (each tensor's leaves in the order of its names).
+
+    The block's storages are its columns' one column after the other.
+    """
+    positions, columns, storages = block
+    n = len(positions)
+    split = [storages[k * n : (k + 1) * n] for k in range(len(columns))]
+    return (
+        list(chain.from_iterable(zip(*repeat(positions, len(columns)), strict=True))),
+        list(chain.from_iterable(zip(*columns, strict=True))),
+        list(chain.from_iterable(zip(*split, strict=True))),
+    )
+
+
+def _merge(columns: list[_Columns]) -> _Columns:
+    """Flat columns of several groups as one, back in input order (stable: each input's leaf order kept)."""
+    if not columns:
+        return [], [], []
+    if len(columns) == 1:
+        return columns[0]
+    owners = list(chain.from_iterable(c[0] for c in columns))
+    found = list(chain.from_iterable(c[1] for c in columns))
+    storages = list(chain.from_iterable(c[2] for c in columns))
+    if any(map(gt, owners, owners[1:])):
+        order = sorted(range(len(owners)), key=owners.__getitem__)
+        owners = list(map(owners.__getitem__, order))
+        found = list(map(found.__getitem__, order))
+        storages = list(map(storages.__getitem__, order))
+    return owners, found, storages
 
 
 def expand(tensors: Sequence[torch.Tensor], labelled: Container[int] = ()) -> Expanded:
@@ -160,16 +230,16 @@ def expand(tensors: Sequence[torch.Tensor], labelled: Container[int] = ()) -> Ex
     The answers are those of :func:`leaves` and :func:`quantization` tensor by tensor; what is cheaper is how
     they are found. The tensors are grouped by class. A torchao class whose ``__tensor_flatten__`` is
     torchao's own (``TorchAOBaseTensor``: names from ``tensor_data_names`` plus the
-    ``optional_tensor_data_names`` that are not None) is read in C-level passes over its group: the name
-    lists of every instance (one equal list each, else the group goes tensor by tensor), the data and
-    attribute values (one ``attrgetter`` each; a missing one sends the group tensor by tensor, where
-    ``__tensor_flatten__`` raises as it would have), and one real ``__tensor_flatten__`` call on the
-    group's first tensor to check that torchao's rule still is the one read here. A tensor whose values
-    are not all plain, strided, non-nested tensors with a readable storage goes tensor by tensor too.
-    Nothing is kept between calls: a class that changes its names or its ``__tensor_flatten__`` is read
-    as it is now. A class without ``__tensor_flatten__`` (bitsandbytes' ``Params4bit``, ``Int8Params``) is
-    its own leaf when, in C-level passes over its group, no tensor is functional, sparse or nested and every
-    storage's data pointer can be read. Every other class goes tensor by tensor through :func:`leaves`.
+    ``optional_tensor_data_names`` that are not None) is read in C-level passes over its group
+    (:func:`_torchao_group`): how each name resolves is decided once per class, the values come from the
+    instance dicts (or the class, or the attribute itself when a descriptor decides it), and one real
+    ``__tensor_flatten__`` call on the group's first tensor checks that torchao's rule still is the one
+    read here. A tensor whose values are not all plain, strided, non-nested tensors with a readable storage
+    goes tensor by tensor. Nothing is kept between calls: a class that changes its names or its
+    ``__tensor_flatten__`` is read as it is now. A class without ``__tensor_flatten__`` (bitsandbytes'
+    ``Params4bit``, ``Int8Params``) is its own leaf when, in C-level passes over its group, no tensor is
+    functional, sparse or nested and every storage's data pointer can be read. Every other class goes
+    tensor by tensor through :func:`leaves`.
 
     Examples
     --------
@@ -189,14 +259,17 @@ def expand(tensors: Sequence[torch.Tensor], labelled: Container[int] = ()) -> Ex
             groups[kind].append(n)
     stock = _torchao_flatten()
     labels: list[str | None] = [None] * len(kinds)
-    columns: list[tuple[list[int], list[torch.Tensor], list[Any]]] = []
+    blocks: list[_Block] = []
+    columns: list[_Columns] = []
     rest: list[int] = []
     for kind, positions in groups.items():
-        group = list(map(tensors.__getitem__, positions))
+        group = list(map(tensors.__getitem__, positions)) if len(groups) > 1 else list(tensors)
         label = _class_label(kind)
         if label is not None:  # one string per class, shared by its slots
-            for n in positions:
-                labels[n] = label
+            if len(groups) == 1:
+                labels = [label] * len(kinds)
+            else:
+                deque(map(labels.__setitem__, positions, repeat(label)), maxlen=0)
         else:
             for n, tensor in zip(positions, group, strict=True):
                 if n not in labelled:  # (a label the caller has already: not asked again)
@@ -210,9 +283,12 @@ def expand(tensors: Sequence[torch.Tensor], labelled: Container[int] = ()) -> Ex
                     continue
             elif flatten is stock:
                 done = _torchao_group(kind, group, positions)
+                if isinstance(done, _Partial):
+                    columns.append(done.found)
+                    rest.extend(done.left)
+                    continue
                 if done is not None:
-                    columns.append(done[:3])
-                    rest.extend(done[3])
+                    blocks.append(done)
                     continue
         rest.extend(positions)
     unknown: list[int] = []
@@ -230,18 +306,7 @@ def expand(tensors: Sequence[torch.Tensor], labelled: Container[int] = ()) -> Ex
             found.extend(got.tensors)
             storages.extend(map(_storage_or_none, got.tensors))
         columns.append((owners, found, storages))
-    if len(columns) == 1:
-        owners, found, storages = columns[0]
-    else:
-        owners = list(chain.from_iterable(c[0] for c in columns))
-        found = list(chain.from_iterable(c[1] for c in columns))
-        storages = list(chain.from_iterable(c[2] for c in columns))
-        if any(map(gt, owners, owners[1:])):  # several groups: back to input order (stable: leaf order kept)
-            order = sorted(range(len(owners)), key=owners.__getitem__)
-            owners = list(map(owners.__getitem__, order))
-            found = list(map(found.__getitem__, order))
-            storages = list(map(storages.__getitem__, order))
-    return Expanded(owners, found, storages, unknown, labels)
+    return Expanded(blocks, columns, unknown, labels)
 
 
 _STORAGE = torch.Tensor.untyped_storage
@@ -296,36 +361,106 @@ def _storage_group(group: list[torch.Tensor]) -> list[Any] | None:
     return storages
 
 
-def _torchao_group(
-    kind: type, group: list[torch.Tensor], positions: list[int]
-) -> tuple[list[int], list[torch.Tensor], list[Any], list[int]] | None:
+class _Partial(NamedTuple):
+    """A torchao group read in part: flat columns of the tensors read, and the positions left for leaves()."""
+
+    found: _Columns
+    left: list[int]
+
+
+# how ``getattr(tensor, name)`` resolves for a class (decided once per class, per call of _torchao_group)
+_INSTANCE, _DEFAULT, _BASE, _DESCRIPTOR = range(4)
+_TENSOR_BASE = torch._C.TensorBase
+_NOT_CALLED = frozenset({_INSTANCE, _DEFAULT, _BASE})  # how attribute names resolve without a call
+
+
+def _resolve(kind: type, name: str) -> tuple[int, Any]:
+    """How ``getattr(t, name)`` is answered for a ``kind`` instance ``t`` (a class without ``__getattr__``).
+
+    ``_INSTANCE``: from ``t.__dict__`` only (no class in the MRO defines it: missing there means
+    AttributeError); ``_DEFAULT``: the instance dict, else this class value (a plain value, no descriptor);
+    ``_BASE``: a C-level getter of ``torch._C.TensorBase`` (``dtype``, ``shape``, ...) that reads the tensor
+    itself and cannot fail; ``_DESCRIPTOR``: anything else (a property, a method), which only calling
+    ``getattr`` answers.
+    """
+    for klass in kind.__mro__:
+        if name in klass.__dict__:
+            found = klass.__dict__[name]
+            break
+    else:
+        return _INSTANCE, None
+    getter = type(found)
+    if hasattr(getter, "__set__") or hasattr(getter, "__delete__"):
+        base = klass is _TENSOR_BASE and isinstance(found, GetSetDescriptorType)
+        return (_BASE if base else _DESCRIPTOR), found
+    return (_DESCRIPTOR if hasattr(getter, "__get__") else _DEFAULT), found
+
+
+def _column(kind: type, name: str, dicts: list[dict[str, Any]], group: list[torch.Tensor]) -> list[Any]:
+    """``getattr(t, name)`` for every ``t`` of ``group`` in one C-level pass (raises as ``getattr`` would)."""
+    how, found = _resolve(kind, name)
+    if how == _INSTANCE:
+        try:
+            return list(map(dict.__getitem__, dicts, repeat(name)))
+        except KeyError:
+            raise AttributeError(name) from None
+    if how == _DEFAULT:
+        return list(map(dict.get, dicts, repeat(name), repeat(found)))
+    return list(map(attrgetter(name), group))
+
+
+def _torchao_group(kind: type, group: list[torch.Tensor], positions: list[int]) -> _Block | _Partial | None:
     """Leaves of torchao tensors of one class with torchao's own ``__tensor_flatten__``, in C-level passes.
 
-    Returns (owners, leaves, storages, positions left for :func:`leaves`), or None when the whole group
-    must go tensor by tensor. The rule read here is ``TorchAOBaseTensor.__tensor_flatten__``'s: the names
-    are ``tensor_data_names`` and the ``optional_tensor_data_names`` whose value is not None, it raises
-    when the class lacks ``tensor_data_names`` or ``tensor_attribute_names`` or an optional or attribute
-    value is missing; :func:`_collect` then follows each name's value that is a tensor.
+    The rule read here is ``TorchAOBaseTensor.__tensor_flatten__``'s: the names are ``tensor_data_names``
+    and the ``optional_tensor_data_names`` whose value is not None; it raises when the class lacks
+    ``tensor_data_names`` or ``tensor_attribute_names`` or an optional or attribute value is missing;
+    :func:`_collect` then follows each name's value that is a tensor. How each name resolves is decided once
+    (:func:`_resolve`); the name lists must be plain class values that no instance overrides. When every
+    data and attribute value lives in the instance dicts (``vars``; torchao's own classes), one
+    ``itemgetter`` pass over them reads them all; otherwise one pass per name, as ``getattr`` answers.
+
+    Returns, in the common case (every value a plain, strided, non-nested tensor with a readable storage),
+    a block: the positions, one tensor column per data name that is set, and their storages column after
+    column (:class:`Expanded` puts them in input order only when asked). A group some of whose tensors must
+    be read tensor by tensor gives a :class:`_Partial`; None sends the whole group tensor by tensor.
     """
     if getattr(kind, "__getattr__", None) is not None:
         return None  # names an instance answers for itself: ask __tensor_flatten__ tensor by tensor
-    present = [name for name in _AO_NAMES if hasattr(kind, name)]
-    if present[:2] != list(_AO_NAMES[:2]):
+    lists: dict[str, Any] = {}
+    for name in _AO_NAMES:
+        how, found = _resolve(kind, name)
+        if how == _DEFAULT:
+            lists[name] = found
+        elif how != _INSTANCE:
+            return None  # a name list a descriptor answers: it may differ per tensor
+    if "tensor_data_names" not in lists or "tensor_attribute_names" not in lists:
         return None
-    absent = [name for name in _AO_NAMES[2:] if name not in present]
-    if absent and any(name in vars(t) for t in group for name in absent):
-        return None  # an instance carries a name list its class lacks
-    lists = {name: getattr(group[0], name) for name in present}
-    for name, value in lists.items():  # (C-level passes, no list: memory matters here too)
-        if not all(map(is_, map(attrgetter(name), group), repeat(value))):
-            return None  # an instance carries a name list of its own
+    if not isinstance(_resolve(kind, "__dict__")[1], GetSetDescriptorType):
+        return None  # instance attributes that do not live in the ordinary instance dict
+    dicts = list(map(vars, group))
+    for name in _AO_NAMES:
+        if any(map(dict.__contains__, dicts, repeat(name))):
+            return None  # an instance carries a name list of its own: tensor by tensor
     required = list(lists["tensor_data_names"])
     optional = list(lists.get("optional_tensor_data_names", ()))
     attributes = [*lists["tensor_attribute_names"], *lists.get("optional_tensor_attribute_names", ())]
-    try:  # (attribute values are read, and dropped, only because torchao's __tensor_flatten__ reads them)
-        if attributes:
-            deque(map(attrgetter(*attributes), group), maxlen=0)
-        columns = [list(map(attrgetter(name), group)) for name in (*required, *optional)]
+    data = (*required, *optional)
+    hows = [_resolve(kind, name)[0] for name in (*data, *attributes)]
+    columns: list[Sequence[Any]]
+    try:
+        if len(data) > 1 and set(hows[: len(data)]) == {_INSTANCE} and set(hows[len(data) :]) <= _NOT_CALLED:
+            # (the common case: every value in the instance dicts) one pass for them all, then columns
+            kept = compress(attributes, map(eq, hows[len(data) :], repeat(_INSTANCE)))
+            wanted = [*data, *kept]
+            columns = list(zip(*map(itemgetter(*wanted), dicts), strict=True))[: len(data)]  # type: ignore[assignment]
+        else:  # (attribute values are read, and dropped, only because torchao's flatten reads them)
+            for name, how in zip(attributes, hows[len(data) :], strict=True):
+                if how == _INSTANCE and not all(map(dict.__contains__, dicts, repeat(name))):
+                    return None  # missing: torchao's __tensor_flatten__ raises, leaves() says so
+                if how == _DESCRIPTOR:
+                    deque(map(attrgetter(name), group), maxlen=0)
+            columns = [_column(kind, name, dicts, group) for name in data]
         names, _ = kind.__tensor_flatten__(group[0])  # type: ignore[attr-defined]
     except Exception:  # (then torchao's __tensor_flatten__ or leaves() fails the same way on some tensor)
         return None
@@ -339,33 +474,40 @@ def _torchao_group(
     columns = [column for column in columns if any(map(is_not, column, repeat(None)))]
     if not columns:
         return None  # no tensor holds a byte: leaves() says so tensor by tensor
-    found = list(chain.from_iterable(zip(*columns, strict=True)))
-    owners = list(chain.from_iterable(zip(*repeat(positions, len(columns)), strict=True)))
+    found = list(chain.from_iterable(columns))
+    if set(map(type, found)) <= _PLAIN_SET:
+        try:
+            storages = list(map(_STORAGE, found))
+        except (RuntimeError, NotImplementedError, TypeError, AttributeError):
+            pass
+        else:
+            if not any(map(_IS_NESTED, found)):
+                return positions, columns, storages
+    return _mixed(_interleave((positions, columns, [None] * len(found))), positions)
+
+
+def _mixed(read: _Columns, positions: list[int]) -> _Partial:
+    """A torchao group whose values are not all plain tensors with a readable storage, read in part.
+
+    The tensors whose values all are such tensors are read here; the others (a wrapper inside, a nested
+    tensor, an unreadable storage, no tensor at all) are left for leaves().
+    """
+    owners, found, _ = read
     bad: set[int] = set()
-    if not set(map(type, found)) <= _PLAIN_SET:  # None where an optional is unset, or not a plain tensor
-        is_tensor = list(map(isinstance, found, repeat(torch.Tensor)))  # other values are not followed
-        if not all(is_tensor):
-            found = list(compress(found, is_tensor))
-            owners = list(compress(owners, is_tensor))
-        if not set(map(type, found)) <= _PLAIN_SET:  # a wrapper inside a wrapper: leaves() follows it
-            bad.update(compress(owners, map(not_, map(_PLAIN_SET.__contains__, map(type, found)))))
-        bad.update(set(positions).difference(owners))  # no tensor value at all: leaves() says why
-    try:
-        storages = list(map(_STORAGE, found))
-    except (RuntimeError, NotImplementedError, TypeError, AttributeError):
-        storages = list(map(_storage_or_none, found))
-        bad.update(compress(owners, map(is_, storages, repeat(None))))
+    is_tensor = list(map(isinstance, found, repeat(torch.Tensor)))  # other values are not followed
+    if not all(is_tensor):
+        found = list(compress(found, is_tensor))
+        owners = list(compress(owners, is_tensor))
+    if not set(map(type, found)) <= _PLAIN_SET:  # a wrapper inside a wrapper: leaves() follows it
+        bad.update(compress(owners, map(not_, map(_PLAIN_SET.__contains__, map(type, found)))))
+    bad.update(set(positions).difference(owners))  # no tensor value at all: leaves() says why
+    storages = list(map(_storage_or_none, found))
+    bad.update(compress(owners, map(is_, storages, repeat(None))))
     if any(map(_IS_NESTED, found)):
         bad.update(compress(owners, map(_IS_NESTED, found)))
-    if not bad:
-        return owners, found, storages, []
     good = list(map(not_, map(bad.__contains__, owners)))
-    return (
-        list(compress(owners, good)),
-        list(compress(found, good)),
-        list(compress(storages, good)),
-        sorted(bad),
-    )
+    kept = (list(compress(owners, good)), list(compress(found, good)), list(compress(storages, good)))
+    return _Partial(kept, sorted(bad))
 
 
 def _is_functional(tensor: torch.Tensor) -> bool:

@@ -163,8 +163,7 @@ def build_graph(
         kind = type(model)
         raise TypeError(f"build_graph expects a torch.nn.Module, got {kind.__module__}.{kind.__qualname__}")
     tree = walk(model)
-    index = Index()
-    index.make_lazy()
+    index = Index(lazy=True)
     index.m_parent, index.m_name = tree.parents, tree.names
     index.m_type = types = tree.types
     if aliased(tree.modules):
@@ -219,6 +218,7 @@ def _share(index: Index, tensors: list[Any], flat: FlatViews, stored: Keys) -> N
     part_tensors: list[torch.Tensor] = []
     part_keys: list[Any] = []
     unknown: list[int] = []
+    apart = False  # every storage's data pointer is known to be its own (nothing for _merge_pointers)
     if slow:
         labels = index.deployed.slot_quantization
         labelled = set(compress(count(), map(labels.__contains__, slow))) if labels else ()
@@ -232,7 +232,9 @@ def _share(index: Index, tensors: list[Any], flat: FlatViews, stored: Keys) -> N
         else:
             labels.update(named)
         unknown = list(map(slow.__getitem__, found.unknown))
-        if found.storages and not _read_once(found.storages, counts):
+        read = found.read
+        apart = bool(read) and _read_once(read, counts)
+        if read and not apart:
             part_slots = list(map(slow.__getitem__, found.owners))
             part_tensors, part_keys = found.tensors, found.storages
             readable = list(map(is_not, part_keys, repeat(None)))
@@ -245,7 +247,7 @@ def _share(index: Index, tensors: list[Any], flat: FlatViews, stored: Keys) -> N
             counts.update(part_keys)
     if unknown:
         _unknown_warning(index, tensors, unknown)
-    merged = _merge_pointers(counts) if _on_real_memory(stored, part_keys) else {}
+    merged = _merge_pointers(counts) if not apart and _on_real_memory(stored, part_keys) else {}
     if merged:
         keys = list(map(merged.get, keys, keys))
         part_keys = list(map(merged.get, part_keys, part_keys))
