@@ -24,7 +24,7 @@ SURVEY_MD = ROOT / "docs" / "survey.md"
 
 #: Ten model types that cover every finding kind of the committed survey, and the repairs and statuses
 #: beside them: marian (input-embedding-is-declared-target), luke (config-says-tied-but-nothing-is),
-#: vision-encoder-decoder (tied-although-config-says-not, config-flags-disagree), qwen3_omni_moe
+#: vision-encoder-decoder (config-flags-disagree), qwen3_omni_moe
 #: (unresolved-declaration, after fill-none), t5 (one tensor under four names), bert (weight and bias ties,
 #: three heads), llama (gated off), reformer (asserted-flag), musicgen (sub-config), fast_vlm
 #: (needs-dependency).

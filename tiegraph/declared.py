@@ -84,7 +84,8 @@ class DeclaredTie:
         Why an ``unresolved`` declaration resolved to nothing.
     values
         Only when asked (``build_graph(model, check_values=True)``): ``"equal"``, ``"differ"`` or
-        ``"unknown"`` (meta or offloaded tensors; unresolved declarations); see :mod:`tiegraph.values`.
+        ``"unknown"`` (meta tensors, or an offload store that cannot be read; unresolved declarations);
+        see :mod:`tiegraph.values`.
         None when not asked.
 
     Examples
