@@ -226,7 +226,12 @@ SMOKE: list[tuple[str, Callable[[], nn.Module], int, str]] = [
     ("llama-thin-cpu (8 layers)", lambda: llama_thin_cpu(8), 3, "cpu"),
     ("synthetic-500-meta", lambda: synthetic_meta(500), 3, "meta"),
     ("peft-lora-llama-cpu (2 layers)", lambda: peft_llama(2), 3, "cpu"),
-    ("llama64-cpu (torchao int8, 2 layers)", lambda: llama64_cpu(2, quantized=True), 3, "cpu, wrapper tensors"),
+    (
+        "llama64-cpu (torchao int8, 2 layers)",
+        lambda: llama64_cpu(2, quantized=True),
+        3,
+        "cpu, wrapper tensors",
+    ),
 ]
 
 
