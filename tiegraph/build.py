@@ -41,16 +41,19 @@ is in cache. The rooms:
    and expanded on first use; the input embedding is found without a pass over every path
    (:mod:`tiegraph._embedding`).
 
-Measured (``benchmarks/RESULTS.md``, one run of ``benchmarks/bench.py`` on 2026-11-29 19:01 UTC, idle 2-core
-machine, CPU medians): build + ``tied_to_input_embedding()`` 0.55x accelerate's ``find_tied_parameters`` on
-the 70B-shaped meta Llama (was 1.44x before the lazy index), 0.52-0.90x on the other plain-tensor workloads,
-1.56x on a torchao int8 model (slow path); the 100k-slot tree's build 1.21x a bare ``named_parameters`` walk
-(was 4.7x); build peak 184-443 B per slot. Alternatives measured and dropped (issue 15): eager metadata at
-build (~1.5x the bare walk on 100k), ``named_modules()`` as the walk (twice the iterator stack), per-slot
-owner and flag lists (~15 ms of a 170 ms build on 100k), asking every storage for its data pointer on meta
-(~13 ms), a Python union-find over the candidate slots (~25 ms), ``torch._C._storage_id`` as the key (slower
-than ``untyped_storage``), and ``data_ptr()``, ``_base`` or ``id(tensor)`` as storage keys (offsets, meta
-zeros, ``detach``/``from_numpy`` aliasing make them wrong).
+Measured (``benchmarks/RESULTS.md``, one run of ``benchmarks/bench.py`` on 2026-11-29 20:52 UTC, idle 2-core
+machine, CPU medians): build + ``tied_to_input_embedding()`` 0.56x accelerate's ``find_tied_parameters`` on
+the 70B-shaped meta Llama (was 1.44x before the lazy index), 0.54-0.91x on the other plain-tensor workloads,
+1.53x on a torchao int8 model (slow path), where the bench's read floor (the reads an exact answer cannot
+skip) alone is 1.11x and tiegraph is 1.38x that floor, as on the plain model; the 100k-slot tree's build
+1.18x a bare ``named_parameters`` walk (was 4.7x); build peak 184-506 B per slot.
+
+Alternatives measured and dropped (issue 15): eager metadata at build (~1.5x the bare walk on 100k),
+``named_modules()`` as the walk (twice the iterator stack), per-slot owner and flag lists (~15 ms of a 170 ms
+build on 100k), asking every storage for its data pointer on meta (~13 ms), a Python union-find over the
+candidate slots (~25 ms), ``torch._C._storage_id`` as the key (slower than ``untyped_storage``), and
+``data_ptr()``, ``_base`` or ``id(tensor)`` as storage keys (offsets, meta zeros, ``detach``/``from_numpy``
+aliasing make them wrong).
 """
 
 from __future__ import annotations
