@@ -46,7 +46,7 @@ CORE_KINDS: dict[str, str] = {
         "config.tie_word_embeddings=False."
     ),
     "group-split-across-devices": (
-        "{paths} should be one tensor but sit on {devices}: a device map split the tie; keep them on one "
+        "{paths} should be one tensor but sit on {devices}: the placement holds them apart; keep them on one "
         "device (pass the tie group to infer_auto_device_map / no_split_module_classes) and call "
         "model.tie_weights(){values}."
     ),
