@@ -252,6 +252,26 @@ def test_a_class_value_answers_for_an_instance_without_its_own(build, monkeypatc
     assert on.to_json() == build(model).to_json()
 
 
+def test_a_class_with_its_own_getattribute_is_read_tensor_by_tensor(build, monkeypatch):
+    """``__getattribute__`` decides every lookup, so the instance dicts are not asked (bulk reading off)."""
+    model = quantized()
+    kind = type(model[0].weight)
+    model[1].register_buffer("scale_alias", model[0].weight.scale)
+    swapped = model[2].weight.scale
+
+    def lookup(tensor: torch.Tensor, name: str) -> Any:
+        if name == "scale" and tensor is model[0].weight:
+            return swapped  # (what getattr answers, not what the instance dict holds)
+        return object.__getattribute__(tensor, name)
+
+    batched = []
+    group = _tensors._torchao_group
+    monkeypatch.setattr(_tensors, "_torchao_group", lambda *a: batched.append(group(*a)) or batched[-1])
+    monkeypatch.setattr(kind, "__getattribute__", lookup, raising=False)
+    assert build(model).tie_groups() == [["0.weight", "2.weight"]]
+    assert batched == [None]
+
+
 def test_quantization_labels_are_one_string_per_class():
     model = quantized()
     got = expand([model[0].weight, model[1].weight])

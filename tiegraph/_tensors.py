@@ -371,11 +371,12 @@ class _Partial(NamedTuple):
 # how ``getattr(tensor, name)`` resolves for a class (decided once per class, per call of _torchao_group)
 _INSTANCE, _DEFAULT, _BASE, _DESCRIPTOR = range(4)
 _TENSOR_BASE = torch._C.TensorBase
+_GETATTRIBUTE = object.__getattribute__  # (torch.Tensor's: attribute lookup as the instance dicts see it)
 _NOT_CALLED = frozenset({_INSTANCE, _DEFAULT, _BASE})  # how attribute names resolve without a call
 
 
 def _resolve(kind: type, name: str) -> tuple[int, Any]:
-    """How ``getattr(t, name)`` is answered for a ``kind`` instance ``t`` (a class without ``__getattr__``).
+    """How ``getattr(t, name)`` is answered for a ``kind`` instance ``t`` (ordinary attribute lookup).
 
     ``_INSTANCE``: from ``t.__dict__`` only (no class in the MRO defines it: missing there means
     AttributeError); ``_DEFAULT``: the instance dict, else this class value (a plain value, no descriptor);
@@ -425,7 +426,7 @@ def _torchao_group(kind: type, group: list[torch.Tensor], positions: list[int]) 
     column (:class:`Expanded` puts them in input order only when asked). A group some of whose tensors must
     be read tensor by tensor gives a :class:`_Partial`; None sends the whole group tensor by tensor.
     """
-    if getattr(kind, "__getattr__", None) is not None:
+    if getattr(kind, "__getattr__", None) is not None or kind.__getattribute__ is not _GETATTRIBUTE:
         return None  # names an instance answers for itself: ask __tensor_flatten__ tensor by tensor
     lists: dict[str, Any] = {}
     for name in _AO_NAMES:
