@@ -37,6 +37,10 @@ _LLAMA: dict[str, Any] = {
 }
 
 
+#: A tied tiny Llama's config keywords, for the tests that save it or hand it to the command line
+TINY_LLAMA: dict[str, Any] = {**_LLAMA, "tie_word_embeddings": True}
+
+
 def _config(model_type: str, **kwargs: Any) -> Any:
     from transformers import AutoConfig
 

@@ -11,18 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from models import TINY_LLAMA
 
 from tiegraph.cli import _parser, main
-
-TINY_LLAMA = {
-    "hidden_size": 16,
-    "intermediate_size": 32,
-    "num_hidden_layers": 1,
-    "num_attention_heads": 2,
-    "num_key_value_heads": 2,
-    "vocab_size": 64,
-    "tie_word_embeddings": True,
-}
 
 BROKEN_FACTORY = """
 import torch

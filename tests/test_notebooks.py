@@ -11,8 +11,7 @@ temporary directory.
 
 from __future__ import annotations
 
-import json
-import sys
+import importlib.util
 from pathlib import Path
 
 import jupytext
@@ -20,12 +19,20 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOKS = sorted(
-    path
-    for path in (Path(__file__).resolve().parent.parent / "notebooks").glob("*.py")
-    if path.read_text().startswith("# ---\n# jupyter:")  # a jupytext script, not notebooks/execute.py
-)
-KERNEL = "tiegraph-tests"
+
+def _execute_module():
+    """``notebooks/execute.py`` (what ``python3 dev.py notebooks`` runs): the same scripts and kernel spec."""
+    path = Path(__file__).resolve().parent.parent / "notebooks" / "execute.py"
+    spec = importlib.util.spec_from_file_location("notebooks_execute", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+execute = _execute_module()
+NOTEBOOKS = execute.scripts()  # the jupytext scripts, not notebooks/execute.py
 
 
 def test_there_are_notebooks():
@@ -60,20 +67,9 @@ def test_notebook_pair_in_sync(path: Path) -> None:
 
 @pytest.fixture
 def kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A kernel spec running ``sys.executable -m ipykernel_launcher``, found through JUPYTER_PATH."""
-    spec = tmp_path / "kernels" / KERNEL
-    spec.mkdir(parents=True)
-    # No IPython history database: the kernel writes nothing outside the temporary directory.
-    argv = [
-        sys.executable,
-        "-m",
-        "ipykernel_launcher",
-        "-f",
-        "{connection_file}",
-        "--HistoryManager.enabled=False",
-    ]
-    spec_json = {"argv": argv, "display_name": KERNEL, "language": "python"}
-    (spec / "kernel.json").write_text(json.dumps(spec_json))
+    """A kernel spec running ``sys.executable -m ipykernel_launcher`` with no IPython history database
+    (``notebooks/execute.py``'s ``kernel_spec``), found through JUPYTER_PATH."""
+    name = execute.kernel_spec(tmp_path)
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
     for var, sub in [
         ("IPYTHONDIR", "ipython"),
@@ -82,7 +78,7 @@ def kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     ]:
         monkeypatch.setenv(var, str(tmp_path / sub))  # not ~/.ipython, ~/.local/share/jupyter
     monkeypatch.setenv("PYDEVD_DISABLE_FILE_VALIDATION", "1")
-    return KERNEL
+    return name
 
 
 @pytest.mark.slow
