@@ -156,7 +156,7 @@ def core_findings(view: GraphView) -> list[Finding]:
     from .deployed import findings as deployed_findings
     from .deployed import untied_pairs
 
-    placed_or_quantized = untied_pairs(view.tg)  # their own kinds say more than declared-not-tied
+    placed_or_quantized = untied_pairs(view)  # their own kinds say more than declared-not-tied
 
     for tie in view.declarations:
         by = _who(tie.declared_by, tie.declared_by_cls)
@@ -242,7 +242,7 @@ def core_findings(view: GraphView) -> list[Finding]:
     found.extend(_group_findings(view))
     # deployed's kinds (placement, quantization, device splits) explain an untied embedding, so they run
     # here, before the flag checks below read what was found
-    found.extend(deployed_findings(view.tg))
+    found.extend(deployed_findings(view))
 
     if ie and flag is not None:
         tg = view.tg

@@ -39,8 +39,8 @@ from ._tensors import is_quantized_layer_type, quantization
 
 if TYPE_CHECKING:
     from ._index import Index
+    from ._view import GraphView
     from .audit import Finding
-    from .graph import TieGraph
 
 __all__ = ["check_device_map", "execution_device_of", "placement_of", "quantization_of"]
 
@@ -454,9 +454,9 @@ def _device_name(value: object) -> str:
 # -------------------------------------------------------------------------------------------- findings
 
 
-def split_advice(tg: TieGraph, slots: list[int]) -> str:
+def split_advice(view: GraphView, slots: list[int]) -> str:
     """The device map entries to change so that ``slots`` land on one device ('' without a device map)."""
-    index = tg._index
+    index = view.index
     device_map = index.deployed.device_map
     if not device_map:
         return ""
@@ -520,24 +520,22 @@ def _make(kind: str, paths: list[str], **fields: Any) -> Finding:
     return Finding(kind, ordered, KINDS[kind].format(**fields))
 
 
-def untied_pairs(tg: TieGraph) -> dict[tuple[str, str], str]:
+def untied_pairs(view: GraphView) -> dict[tuple[str, str], str]:
     """Declared pairs (target, source) that a finding of this room explains better than declared-not-tied.
 
     Values are the finding kind: ``untied-by-quantization`` (an end is quantized) or
     ``group-split-across-devices`` (the ends are served from different places, or as separate copies).
     """
-    from .declared import declared_ties
-
-    index = tg._index
+    index = view.index
     out: dict[tuple[str, str], str] = {}
     sources = index.deployed.served_from
     layers = _layer_labels(index)
-    for entry, tie in zip(index.declared, declared_ties(tg), strict=True):
+    for tie in view.declarations:
         if tie.status == "unresolved" and tie.target.rpartition(".")[0] in layers:
             out[(tie.target, tie.source)] = "untied-by-quantization"  # hqq: the weight became W_q
         if tie.status != "not-tied":
             continue
-        t, s = entry.target_slot, entry.source_slot
+        t, s = tie.target_slot, tie.source_slot
         if quantization_of(index, t) or quantization_of(index, s):
             out[(tie.target, tie.source)] = "untied-by-quantization"
         elif (
@@ -559,24 +557,23 @@ def _layer_labels(index: Index) -> dict[str, str]:
     return out
 
 
-def findings(tg: TieGraph) -> list[Finding]:
+def findings(view: GraphView) -> list[Finding]:
     """Findings of deployed models: quantization that unties or breaks a tie, ties split by placement.
 
     ``group-split-across-devices`` is decided on placement (where the served bytes live), so an offloaded
     model and a device map checked before use are judged alike; the message names the device map entries
     to change when the model has a device map.
     """
-    from .declared import declared_ties
     from .values import sentence
 
-    index = tg._index
+    index = view.index
     out: list[Finding] = []
-    explained = untied_pairs(tg)
-    for entry, tie in zip(index.declared, declared_ties(tg), strict=True):
+    explained = untied_pairs(view)
+    for tie in view.declarations:
         kind = explained.get((tie.target, tie.source))
         if kind is None:
             continue
-        t, s = entry.target_slot, entry.source_slot
+        t, s = tie.target_slot, tie.source_slot
         if kind == "untied-by-quantization":
             if t >= 0:
                 module = index.belongs_of(index.s_owner[t])
@@ -590,7 +587,7 @@ def findings(tg: TieGraph) -> list[Finding]:
                     [tie.target, tie.source],
                     target=tie.target,
                     source=tie.source,
-                    declared_by=tie.declared_by or entry.declared_by_cls or "the model",
+                    declared_by=tie.declared_by or tie.declared_by_cls or "the model",
                     target_q=target_q,
                     source_q=(quantization_of(index, s) if s >= 0 else None) or "not quantized",
                     target_module=module,
@@ -599,21 +596,21 @@ def findings(tg: TieGraph) -> list[Finding]:
             )
         else:
             out.append(
-                _split(tg, [t, s], [tie.target, tie.source], sentence(tie.values, tie.target, tie.source))
+                _split(view, [t, s], [tie.target, tie.source], sentence(tie.values, tie.target, tie.source))
             )
-    for slots in tg._groups().values():
+    for slots in view.groups():
         places = {placement_of(index, s) for s in slots}
         if len(places) > 1:
-            out.append(_split(tg, slots, sorted({index.slot_canon_of(s) for s in slots})))
-    out += _layer_findings(tg)
+            out.append(_split(view, slots, sorted({index.slot_canon_of(s) for s in slots})))
+    out += _layer_findings(view)
     return out
 
 
-def _split(tg: TieGraph, slots: list[int], names: list[str], values: str = "") -> Finding:
+def _split(view: GraphView, slots: list[int], names: list[str], values: str = "") -> Finding:
     """A ``group-split-across-devices`` finding; ``values`` ends it with a declared pair's value verdict."""
     from .audit import _finding
 
-    index = tg._index
+    index = view.index
     places = []
     for s in slots:
         where = placement_of(index, s)
@@ -628,7 +625,7 @@ def _split(tg: TieGraph, slots: list[int], names: list[str], values: str = "") -
     if len({placement_of(index, s) for s in slots}) == 1:
         devices += ", served by the offload hooks as separate copies"
     finding = _finding("group-split-across-devices", names, devices=devices, values=values)
-    advice = split_advice(tg, slots)
+    advice = split_advice(view, slots)
     if advice:
         from .audit import Finding
 
@@ -636,14 +633,14 @@ def _split(tg: TieGraph, slots: list[int], names: list[str], values: str = "") -
     return finding
 
 
-def _layer_findings(tg: TieGraph) -> list[Finding]:
-    index = tg._index
+def _layer_findings(view: GraphView) -> list[Finding]:
+    index = view.index
     out: list[Finding] = []
     candidates = index.deployed.quantized_layer_slots
     if not candidates:
         return out
     members: dict[int, list[int]] = {}
-    for slots in tg._groups().values():
+    for slots in view.groups():
         for s in slots:
             members[s] = slots
     for s in candidates:
