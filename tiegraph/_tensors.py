@@ -397,9 +397,14 @@ def _resolve(kind: type, name: str) -> tuple[int, Any]:
     return (_DESCRIPTOR if hasattr(getter, "__get__") else _DEFAULT), found
 
 
-def _column(kind: type, name: str, dicts: list[dict[str, Any]], group: list[torch.Tensor]) -> list[Any]:
-    """``getattr(t, name)`` for every ``t`` of ``group`` in one C-level pass (raises as ``getattr`` would)."""
-    how, found = _resolve(kind, name)
+def _column(
+    name: str, resolved: tuple[int, Any], dicts: list[dict[str, Any]], group: list[torch.Tensor]
+) -> list[Any]:
+    """``getattr(t, name)`` for every ``t`` of ``group`` in one C-level pass (raises as ``getattr`` would).
+
+    ``resolved`` is :func:`_resolve`'s answer for the group's class.
+    """
+    how, found = resolved
     if how == _INSTANCE:
         try:
             return list(map(dict.__getitem__, dicts, repeat(name)))
@@ -447,7 +452,8 @@ def _torchao_group(kind: type, group: list[torch.Tensor], positions: list[int]) 
     optional = list(lists.get("optional_tensor_data_names", ()))
     attributes = [*lists["tensor_attribute_names"], *lists.get("optional_tensor_attribute_names", ())]
     data = (*required, *optional)
-    hows = [_resolve(kind, name)[0] for name in (*data, *attributes)]
+    resolved = [_resolve(kind, name) for name in (*data, *attributes)]
+    hows = [how for how, _ in resolved]
     columns: list[Sequence[Any]]
     try:
         if len(data) > 1 and set(hows[: len(data)]) == {_INSTANCE} and set(hows[len(data) :]) <= _NOT_CALLED:
@@ -461,7 +467,7 @@ def _torchao_group(kind: type, group: list[torch.Tensor], positions: list[int]) 
                     return None  # missing: torchao's __tensor_flatten__ raises, leaves() says so
                 if how == _DESCRIPTOR:
                     deque(map(attrgetter(name), group), maxlen=0)
-            columns = [_column(kind, name, dicts, group) for name in data]
+            columns = [_column(name, got, dicts, group) for name, got in zip(data, resolved, strict=False)]
         names, _ = kind.__tensor_flatten__(group[0])  # type: ignore[attr-defined]
     except Exception:  # (then torchao's __tensor_flatten__ or leaves() fails the same way on some tensor)
         return None
