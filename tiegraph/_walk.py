@@ -10,13 +10,13 @@ import functools
 import sys
 from collections.abc import Callable
 from itertools import accumulate, chain, compress, count, repeat
-from operator import attrgetter, is_, is_not, methodcaller, not_, sub
+from operator import attrgetter, is_, is_not, not_, sub
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
 from torch import nn
 
-from .errors import CycleError
+from .errors import CycleError, TiegraphError
 from .storage import _NO_FLAT_VIEWS, PLAIN_TYPES, FlatViews, flat_param_views
 
 if TYPE_CHECKING:
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
 _STORAGE = torch.Tensor.untyped_storage
 _TENSOR_DATA_PTR = torch.Tensor.data_ptr
-_VALUES = methodcaller("values")
 _LAYOUT, _CDATA = attrgetter("layout"), attrgetter("_cdata")
 
 
@@ -71,7 +70,16 @@ def walk(model: nn.Module) -> Tree:
 
     Each module's instance ``__dict__`` is read once, while it is in cache: its children, its non-empty
     parameter and buffer dicts (kept, not iterated) and whether it carries a hook or its own declaration.
+    A module whose state is not in its ``__dict__`` (a traced TorchScript module) makes the walk start over
+    through ``named_modules`` (:func:`_walk_named`).
     """
+    try:
+        return _walk(model)
+    except KeyError:
+        return _walk_named(model)
+
+
+def _walk(model: nn.Module) -> Tree:
     parents: list[int] = [-1]
     names: list[str] = [""]
     modules: list[nn.Module] = [model]
@@ -126,6 +134,47 @@ def walk(model: nn.Module) -> Tree:
         else:
             pop()
     return tree
+
+
+def _walk_named(model: nn.Module) -> Tree:
+    """:func:`walk` through ``named_modules(remove_duplicate=False)`` and each module's attributes.
+
+    For modules that keep their parameters, buffers and children behind ``__getattr__`` (a traced
+    TorchScript module forwards them to its script module; a scripted one wraps them in its own mappings),
+    read as plain dicts. A module that has none (its ``__init__`` never ran) is a clear error.
+    """
+    parents: list[int] = []
+    names: list[str] = []
+    modules: list[nn.Module] = []
+    numbers: list[int] = []
+    dicts: list[dict[str, Any]] = []
+    special: list[int] = []
+    number: dict[str, int] = {}
+    for i, (path, module) in enumerate(model.named_modules(remove_duplicate=False)):
+        number[path] = i
+        above, _, name = path.rpartition(".")
+        parents.append(number[above] if path else -1)
+        names.append(name)
+        modules.append(module)
+        for n, attr in ((i + i, "_parameters"), (i + i + 1, "_buffers")):
+            found = _state(module, path, attr)
+            if found:
+                numbers.append(n)
+                dicts.append(found)
+        if _HOOK in module.__dict__ or _TIED in module.__dict__:
+            special.append(i)
+    return Tree(parents, names, modules, list(map(type, modules)), numbers, dicts, special)
+
+
+def _state(module: nn.Module, path: str, attr: str) -> dict[str, Any]:
+    try:
+        found = getattr(module, attr)
+    except AttributeError:
+        raise TiegraphError(
+            f"module {path or '<root>'!r} ({type(module).__name__}) has no {attr}: was nn.Module.__init__ "
+            "called in its __init__?"
+        ) from None
+    return dict(found.items())
 
 
 def aliased(modules: list[nn.Module]) -> bool:
@@ -224,8 +273,9 @@ def slots_of(tree: Tree, keys: bool = True) -> Slots:
         size = list(map(len, full))
         try:
             values = list(chain.from_iterable(map(dict.values, full)))
-        except TypeError:  # a mapping that is not a dict (TorchScript's wrappers)
-            values = list(chain.from_iterable(map(_VALUES, full)))
+        except TypeError:  # a mapping that is not a dict (a scripted module's wrappers): read as dicts
+            full = [dict(found.items()) for found in full]
+            values = list(chain.from_iterable(map(dict.values, full)))
         kinds = set(map(type, values))
         if _NONE in kinds:  # a dict's size becomes its count of kept values (a running count's steps)
             kinds.discard(_NONE)
