@@ -182,7 +182,10 @@ def test_removed_slots_break_their_pairs() -> None:
 
 @pytest.mark.parametrize("bad", [None, "model", {"nodes": []}])
 def test_bad_sides_are_type_errors(bad: object) -> None:
-    with pytest.raises(TypeError, match=r"diff expects a TieGraph or a torch\.nn\.Module as after"):
+    with pytest.raises(
+        TypeError,
+        match=r"diff expects a TieGraph, a torch\.nn\.Module or a torch\.export\.ExportedProgram as after",
+    ):
         tiegraph.diff(nn.Linear(2, 2), bad)  # type: ignore[arg-type]
 
 

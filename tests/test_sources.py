@@ -1,18 +1,20 @@
-"""What build_graph accepts besides a plain module tree: TorchScript modules.
+"""What build_graph accepts besides a plain module tree: TorchScript modules and exported programs.
 
 Regression tests: ``torch.jit.script``/``torch.jit.trace`` modules raised a raw ``KeyError: '_parameters'``
-/ ``TypeError`` from the walk; both hold named parameters and buffers with their ties, and are analysed
-like the module they came from.
+/ ``TypeError`` from the walk, and ``build_graph(torch.export.export(...))`` a ``TypeError``; all three
+hold named parameters and buffers with their ties, and are analysed like the module they came from.
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Callable
 
 import pytest
 import torch
 from conftest import BuildFn
+from invariants import check_invariants
 from models import TINY_LLAMA
 from torch import nn
 
@@ -78,6 +80,47 @@ def test_traced_transformers_model(build: BuildFn) -> None:
         traced = torch.jit.trace(model, torch.tensor([[1, 2, 3]]), strict=False)
     tg = build(traced, input_embedding="model.embed_tokens")
     assert tg.tie_groups() == [["lm_head.weight", "model.embed_tokens.weight"]]
+
+
+def test_exported_program_ties() -> None:
+    """An ExportedProgram: its state_dict keeps both names of a tied head (one object), and the graph
+    names every parameter and buffer as the original model does."""
+    model = _Tied()
+    ep = torch.export.export(model, (_TOKENS,))
+    assert ep.state_dict["head.weight"] is ep.state_dict["embed.weight"]  # what export keeps of a tie
+    tg = tiegraph.build_graph(ep, input_embedding="embed")
+    check_invariants(ep.module(), tg)
+    assert tg.tie_groups() == _GROUP
+    assert tg.tied_to_input_embedding() == ["head", "proj"]
+    assert sorted(tg.component("")) == sorted(_SLOTS)
+    assert str(tiegraph.diff(model, ep, input_embedding="embed")).startswith("ties unchanged")
+
+
+def test_exported_program_metadata_after_its_module_is_gone() -> None:
+    """The module tree ``ep.module()`` gives is the builder's own: details are read before it is collected."""
+    ep = torch.export.export(_Tied(), (_TOKENS,))
+    data = tiegraph.build_graph(ep, input_embedding="embed").to_json()
+    assert any(node.get("shape") == [10, 4] for node in data["nodes"])
+
+
+def test_exported_transformers_model() -> None:
+    """A tiny Gemma (tied by default) exported with torch.export: the head stays tied to the embedding."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.for_model(
+        "gemma", **{**TINY_LLAMA, "num_key_value_heads": 2, "head_dim": 8}, use_cache=False
+    )
+    model = AutoModelForCausalLM.from_config(config).eval()
+    ep = torch.export.export(model, (torch.tensor([[1, 2, 3]]),))
+    tg = tiegraph.build_graph(ep, input_embedding="model.embed_tokens")
+    assert tg.tie_groups() == [["lm_head.weight", "model.embed_tokens.weight"]]
+    assert {"lm_head.weight", "model.embed_tokens.weight"} <= set(ep.state_dict)
+
+
+def test_other_objects_name_what_is_accepted() -> None:
+    expected = "torch.nn.Module or a torch.export.ExportedProgram, got builtins.dict"
+    with pytest.raises(TypeError, match=re.escape(expected)):
+        tiegraph.build_graph({"w": torch.zeros(2)})  # type: ignore[arg-type]
 
 
 def test_module_without_init_is_a_clear_error() -> None:

@@ -71,6 +71,7 @@ from torch import nn
 from ._embedding import InputEmbedding, find_input_embedding
 from ._index import Index
 from ._metadata import byte_extent, parts_of, shape_of, slot_meta, watch
+from ._sources import as_module
 from ._walk import (
     _HOOK,
     _NO_FLAT_VIEWS,
@@ -91,6 +92,8 @@ from .naming import Namer
 from .storage import Extent, FlatViews, share_components, slow_components, slow_parts, strided_extent
 
 if TYPE_CHECKING:
+    from torch.export import ExportedProgram
+
     from .graph import TieGraph
 
 __all__ = ["InputEmbedding", "build_graph"]
@@ -104,15 +107,17 @@ _CONTIGUOUS = torch.Tensor.is_contiguous
 
 
 def build_graph(
-    model: nn.Module, *, input_embedding: InputEmbedding = None, check_values: bool = False
+    model: nn.Module | ExportedProgram, *, input_embedding: InputEmbedding = None, check_values: bool = False
 ) -> TieGraph:
     """Build the parameter-sharing graph of a model, wrapped or not.
 
     Parameters
     ----------
     model
-        Any ``nn.Module``: a transformers model, a PEFT model, ``torch.compile``/DDP/FSDP-wrapped models, or
-        a user's own module tree.
+        Any ``nn.Module``: a transformers model, a PEFT model, ``torch.compile``/DDP/FSDP-wrapped models, a
+        TorchScript module (``torch.jit.script``/``trace``), or a user's own module tree. Or a
+        ``torch.export.ExportedProgram``: its parameters and buffers under their original names, as
+        ``ep.module()`` holds them.
     input_embedding
         The input embedding, if the model's own ``get_input_embeddings()`` should not be asked: a module of
         the model, its full or canonical path, or (for models whose embedding is a bare tensor) a tensor.
@@ -131,7 +136,7 @@ def build_graph(
     Raises
     ------
     TypeError
-        If ``model`` is not an ``nn.Module``.
+        If ``model`` is neither an ``nn.Module`` nor an ``ExportedProgram``.
     PathNotFoundError
         If ``input_embedding`` names no module of the model.
     CycleError
@@ -162,9 +167,7 @@ def build_graph(
     from .declared import capture_declarations
     from .graph import TieGraph
 
-    if not isinstance(model, nn.Module):
-        kind = type(model)
-        raise TypeError(f"build_graph expects a torch.nn.Module, got {kind.__module__}.{kind.__qualname__}")
+    model = as_module(model, "build_graph")
     tree = walk(model)
     index = Index(lazy=True)
     index.m_parent, index.m_name = tree.parents, tree.names

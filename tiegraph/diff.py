@@ -268,7 +268,8 @@ def _deployed() -> object:
         return None
 
 
-def _as_graph(obj: TieGraph | nn.Module, which: str, input_embedding: InputEmbedding) -> TieGraph:
+def _as_graph(obj: object, which: str, input_embedding: InputEmbedding) -> TieGraph:
+    from ._sources import as_module
     from .build import build_graph
     from .graph import TieGraph
 
@@ -276,10 +277,15 @@ def _as_graph(obj: TieGraph | nn.Module, which: str, input_embedding: InputEmbed
         return obj
     if isinstance(obj, nn.Module):
         return build_graph(obj, input_embedding=input_embedding)
-    kind = type(obj)
-    raise TypeError(
-        f"diff expects a TieGraph or a torch.nn.Module as {which}, got {kind.__module__}.{kind.__qualname__}"
-    )
+    try:
+        model = as_module(obj, "diff")
+    except TypeError:
+        kind = type(obj)
+        raise TypeError(
+            f"diff expects a TieGraph, a torch.nn.Module or a torch.export.ExportedProgram as {which}, got "
+            f"{kind.__module__}.{kind.__qualname__}"
+        ) from None
+    return build_graph(model, input_embedding=input_embedding)
 
 
 def _findings(tg: TieGraph) -> dict[tuple[str, tuple[str, ...]], Finding]:
