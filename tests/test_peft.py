@@ -178,7 +178,7 @@ def test_tied_to_input_embedding(case: Case) -> None:
 
 
 def test_module_level_tied_to_input_embedding(case: Case) -> None:
-    """``tiegraph.tied_to_input_embedding(peft_model)``: a drop-in for peft's helper, canonical names."""
+    """``tiegraph.tied_to_input_embedding(peft_model)``: peft's question, answered in canonical names."""
     assert tiegraph.tied_to_input_embedding(case.model) == list(case.expect.tied), case.expect.why
 
 

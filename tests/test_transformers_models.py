@@ -205,7 +205,7 @@ def test_tied_to_input_embedding(case: Case) -> None:
 
 
 def test_module_level_tied_to_input_embedding(case: Case) -> None:
-    """``tiegraph.tied_to_input_embedding(model)`` (peft's drop-in) gives the canonical answer."""
+    """``tiegraph.tied_to_input_embedding(model)`` (peft's question) gives the canonical answer."""
     assert tiegraph.tied_to_input_embedding(case.model) == case.expect.tied, case.expect.why
 
 

@@ -63,8 +63,10 @@ def __dir__() -> list[str]:
 def tied_to_input_embedding(model: nn.Module, *, input_embedding: InputEmbedding = None) -> list[str]:
     """Canonical paths of the modules that really share memory with the input embedding.
 
-    A drop-in for PEFT's ``_get_module_names_tied_with_embedding``, answering from what is shared, not
-    from ``_tied_weights_keys`` or ``config.tie_word_embeddings``.
+    Answers PEFT's question (which modules are tied to the input embedding?) from what is shared, not
+    from ``_tied_weights_keys`` or ``config.tie_word_embeddings``, in canonical names. Not a drop-in: PEFT's
+    callers want the current paths under the base model and a False flag to win; that is
+    :func:`tiegraph.compat.get_module_names_tied_with_embedding`.
 
     Parameters
     ----------

@@ -78,6 +78,7 @@ from ._walk import (
     _STORAGE_IDENTITY,
     PLAIN_TYPES,
     Keys,
+    Tree,
     aliased,
     annotate_deployed,
     declaring,
@@ -168,6 +169,35 @@ def build_graph(
     from .graph import TieGraph
 
     model = as_module(model, "build_graph")
+    index, tree, tensors, namer = shared_slots(model)
+    types, modules = tree.types, tree.modules
+    find_input_embedding(index, modules, tensors, namer, input_embedding)
+    capture_declarations(index, modules, declaring(tree, types, set(types)), namer.root, instances(types))
+    watch(index, model)
+    tg = TieGraph(index)
+    if check_values:  # a separate step after the build: it reads tensor data, the build never does
+        from .values import record_values
+
+        record_values(tg, model)
+    return tg
+
+
+class Shared(NamedTuple):
+    """What :func:`shared_slots` returns: the index with its share relation, and what the walk read."""
+
+    idx: Index
+    tree: Tree
+    tensors: list[Any]  # the tensor of every slot (a served tensor where a hook serves one)
+    namer: Namer
+
+
+def shared_slots(model: nn.Module, *, serve: bool = True) -> Shared:
+    """The first half of a build: walk, slots and the share relation, no input embedding or declarations.
+
+    :func:`build_graph` continues from here; :mod:`tiegraph.compat` stops here (its drop-ins need only the
+    tie groups). With ``serve=False`` the slots of modules carrying accelerate hooks keep the tensors the
+    module tree holds (what accelerate's own helpers see) instead of the tensors the hooks serve.
+    """
     tree = walk(model)
     index = Index(lazy=True)
     index.m_parent, index.m_name = tree.parents, tree.names
@@ -176,7 +206,7 @@ def build_graph(
         index.objects_distinct = False
         index.m_object = object_numbers(tree.modules)
     kinds = set(types)
-    hooked = [i for i in tree.special if _HOOK in tree.modules[i].__dict__]
+    hooked = [i for i in tree.special if _HOOK in tree.modules[i].__dict__] if serve else []
     slots = slots_of(tree)
     index.d_number, index.d_size, index.s_attr = tree.numbers, slots.sizes, slots.attrs
     found = slots.keys
@@ -187,15 +217,7 @@ def build_graph(
     flat = flat_views(tree.modules, kinds)
     with torch._C.DisableTorchFunctionSubclass():  # subclass metadata reads skip __torch_function__
         _share(index, slots.tensors, flat, found)
-    find_input_embedding(index, tree.modules, slots.tensors, namer, input_embedding)
-    capture_declarations(index, tree.modules, declaring(tree, types, kinds), namer.root, instances(types))
-    watch(index, model)
-    tg = TieGraph(index)
-    if check_values:  # a separate step after the build: it reads tensor data, the build never does
-        from .values import record_values
-
-        record_values(tg, model)
-    return tg
+    return Shared(index, tree, slots.tensors, namer)
 
 
 # ------------------------------------------------------------------------------------------------ share

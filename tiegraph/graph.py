@@ -23,13 +23,13 @@ from __future__ import annotations
 import weakref
 from typing import TYPE_CHECKING, Any
 
-import networkx as nx
-
 from ._index import Index
 from ._view import GraphView
 from .errors import NoInputEmbeddingError, PathNotFoundError
 
 if TYPE_CHECKING:
+    import networkx as nx
+
     from .audit import Finding
     from .declared import DeclaredTie
 
@@ -322,6 +322,8 @@ def _slot_node(name: str) -> str:
 
 def to_networkx(idx: Index) -> nx.MultiDiGraph:
     """Build the public networkx graph from the index alone (no walk over the model)."""
+    import networkx as nx  # here, not at import: the drop-ins in tiegraph.compat import with torch alone
+
     G = nx.MultiDiGraph()
     m_nodes = [module_node(p) for p in idx.m_path]
     s_nodes = [_slot_node(n) for n in idx.s_name]

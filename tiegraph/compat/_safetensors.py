@@ -1,0 +1,156 @@
+"""safetensors' ``_find_shared_tensors``, on a plain mapping of names to tensors."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, NamedTuple
+
+import torch
+
+from ..storage import extent_of, share_components, slow_components
+
+__all__ = ["find_shared_tensors"]
+
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+_META = torch.device("meta")
+
+
+class _Piece(NamedTuple):
+    name: str
+    tensor: torch.Tensor  # a plain tensor whose bytes the named tensor reads
+    key: Any  # its storage
+
+
+def find_shared_tensors(state_dict: Mapping[str, torch.Tensor], *, exact: bool = False) -> list[set[str]]:
+    """safetensors' ``_find_shared_tensors``: the names of a state dict grouped by the memory they read.
+
+    Same call shape and return type as the peer: a list of sets of names, one set per group, names that
+    share nothing in sets of their own, groups in the order of their first tensor, the pieces of one storage
+    by where they start. No module is needed.
+
+    Parameters
+    ----------
+    state_dict
+        A mapping of names to tensors (a ``state_dict()``, a dict you built). Wrapper subclasses (torchao,
+        DTensor, sparse) are followed to the tensors holding their bytes.
+    exact
+        ``False`` (default): the peer's grouping: tensors on one storage whose byte spans (first to last
+        byte) overlap are one group; meta tensors, and tensors on a storage of no bytes, are left out, as
+        the peer's tests assert. ``True`` (truth first): tiegraph's share relation: exact bytes (``x[::2]``
+        and ``x[1::2]`` share nothing), meta tensors grouped by storage object, empty tensors alone.
+
+    Returns
+    -------
+    list of set of str
+
+    Notes
+    -----
+    Where the default differs from safetensors 0.8 (tests in ``tests/test_compat_peers.py``):
+
+    - A transposed or other non-contiguous view: the peer crashes (its ``_end_ptr`` calls ``view(-1)``);
+      here its span is read from its strides.
+    - ``A, A[10:20], A[50:60]``: the peer's sweep keeps only the last span, so it answers
+      ``[{A, A[10:20]}, {A[50:60]}]`` and ``save_model`` keeps a slice of ``A`` as a separate tensor; here
+      one group.
+    - Wrapper subclasses: the peer reads the wrapper's own (empty or absent) storage; here its components.
+
+    ``exact=True`` differs further where the spans of two strided views overlap but no byte does, and on
+    meta tensors (the peer's test asserts they share nothing).
+
+    Examples
+    --------
+    >>> import torch
+    >>> from tiegraph.compat import find_shared_tensors
+    >>> a = torch.zeros(100)
+    >>> groups = find_shared_tensors({"a": a, "b": a[10:20], "c": a[50:60], "d": torch.zeros(3)})
+    >>> [sorted(g) for g in groups]
+    [['a', 'b', 'c'], ['d']]
+    >>> x = torch.zeros(10)
+    >>> [sorted(g) for g in find_shared_tensors({"even": x[::2], "odd": x[1::2]}, exact=True)]
+    [['even'], ['odd']]
+    """
+    pieces = list(_pieces(state_dict, exact))
+    by_key: dict[Any, list[_Piece]] = {}
+    for piece in pieces:
+        by_key.setdefault(piece.key, []).append(piece)
+    found: list[set[str]] = []
+    for members in by_key.values():
+        found.extend(_exact_groups(members) if exact else _span_groups(members))
+    return _merge(found)
+
+
+def _components(tensor: torch.Tensor) -> list[torch.Tensor]:
+    if type(tensor) in _PLAIN and tensor.layout is torch.strided:
+        return [tensor]
+    return slow_components(tensor) or []
+
+
+def _pieces(state_dict: Mapping[str, torch.Tensor], exact: bool) -> Iterable[_Piece]:
+    """The plain tensors each name reads, with their storage key; what the mode leaves out is skipped."""
+    for name, tensor in state_dict.items():
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"find_shared_tensors: {name!r} is a {type(tensor).__name__}, not a tensor")
+        for part in _components(tensor):
+            storage = part.untyped_storage()
+            pointer = storage.data_ptr()
+            if not exact and (part.device == _META or not pointer or not storage.nbytes()):
+                continue
+            key = (part.device, pointer, storage.nbytes()) if pointer else ("storage", storage._cdata)
+            yield _Piece(name, part, key)
+
+
+def _span(tensor: torch.Tensor) -> tuple[int, int]:
+    extent = extent_of(tensor)
+    return (extent.start, extent.stop) if extent is not None else (0, 0)
+
+
+def _span_groups(members: list[_Piece]) -> list[set[str]]:
+    """The peer's split of one storage by byte spans, with the sweep keeping the furthest stop seen."""
+    spans = sorted((*_span(p.tensor), p.name) for p in members)
+    groups: list[set[str]] = []
+    furthest = -1
+    for start, stop, name in spans:
+        if groups and start < furthest:
+            groups[-1].add(name)
+        else:
+            groups.append({name})
+        furthest = max(furthest, stop)
+    return groups
+
+
+def _exact_groups(members: list[_Piece]) -> list[set[str]]:
+    """Components of the exact share relation over the pieces on one storage, ordered by first byte."""
+    extents = [extent_of(p.tensor) for p in members]
+    starts = [e.start if e else 0 for e in extents]
+    stops = [e.stop if e else 0 for e in extents]
+    strided = {i: e for i, e in enumerate(extents) if e is not None and not e.dense}
+    bucket = [i for i, e in enumerate(extents) if e is not None]
+    roots, _ = share_components(len(members), {0: bucket}, starts, stops, strided)
+    parts: dict[int, set[str]] = {}
+    for i in sorted(range(len(members)), key=lambda i: (starts[i], stops[i], members[i].name)):
+        parts.setdefault(roots[i], set()).add(members[i].name)
+    return list(parts.values())
+
+
+def _merge(groups: list[set[str]]) -> list[set[str]]:
+    """Groups that name one tensor (a wrapper reads several storages) become one, at the first's place."""
+    where: dict[str, int] = {}
+    out: list[set[str] | None] = []
+    for group in groups:
+        hits = sorted({where[n] for n in group if n in where})
+        if not hits:
+            target = len(out)
+            out.append(set(group))
+        else:
+            target = hits[0]
+            merged = out[target]
+            assert merged is not None
+            merged |= group
+            for other in hits[1:]:
+                moved = out[other]
+                assert moved is not None
+                merged |= moved
+                out[other] = None
+        for name in out[target] or ():
+            where[name] = target
+    return [group for group in out if group is not None]
