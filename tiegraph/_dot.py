@@ -239,9 +239,6 @@ def to_pydot(
         cluster_of(parent).add_subgraph(cluster)
         return cluster
 
-    from .deployed import slot_facts
-
-    served = slot_facts(view.index)  # (placement, execution device, quantization) per slot
     used: set[str] = set()  # legend entries
     slot_order = [s for s in pic.slots if s in chosen]
     # dot stacks what is added first at the bottom of an LR picture: add in reverse to read top-down
@@ -253,7 +250,7 @@ def to_pydot(
         if full_paths and name != canonical:
             lines.append(small(esc(name)))
         facts = [shape_text(t.shape), t.dtype, t.device]
-        placement, _, quantization = served[s]
+        placement, quantization = view.placement(s), view.quantization(s)
         if quantization:
             facts.insert(2, quantization)
         if placement not in (None, t.device):

@@ -148,7 +148,7 @@ class CopyWrapper:
 
 @dataclass
 class Deployed:
-    """What :mod:`tiegraph.deployed` records: served tensors, placement, quantized layers (see there)."""
+    """What the build step :mod:`tiegraph._served` records: served tensors, placement, quantized layers."""
 
     placement: list[str | None] | None = None  # per slot; None: where its tensor sits
     execution_device: list[str | None] | None = None  # per slot

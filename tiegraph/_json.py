@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import networkx as nx
 
 from ._index import Index
+from ._placement import read_slot_facts
 from .errors import GraphFormatError
 from .graph import DECLARED_STATUSES, NODE_KINDS, SHARE_HOWS, module_node
 
@@ -188,8 +189,6 @@ def from_networkx(G: nx.MultiDiGraph) -> Index:
         "declared",
     }
     idx.set_graph_attrs({k: v for k, v in G.graph.items() if k not in reserved})
-    from .deployed import read_slot_facts
-
     read_slot_facts(idx, read_facts)
     return idx
 

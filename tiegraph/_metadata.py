@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from ._index import Index, SlotMeta
-from ._walk import _HOOK, PLAIN_TYPES, annotate_deployed, flat_views, key_of, slots_of, walk
+from ._tensors import ragged_shape
+from ._walk import PLAIN_TYPES, flat_views, hooked_paths, key_of, serve_hooked, slots_of, walk
 from .errors import TiegraphError
 from .storage import Extent, FlatViews, slow_components, strided_extent
 
@@ -26,9 +27,7 @@ def shape_of(tensor: Any, flat: FlatViews) -> tuple[int, ...]:
     try:
         return tuple(tensor.shape)
     except (RuntimeError, NotImplementedError, TypeError, AttributeError):
-        from ._tensors import _shape as ragged
-
-        return ragged(tensor)  # nested: -1 for ragged dimensions
+        return ragged_shape(tensor)  # nested: -1 for ragged dimensions
 
 
 def byte_extent(tensor: torch.Tensor) -> tuple[int, int, Extent | None]:
@@ -134,7 +133,7 @@ def fill_metadata(index: Index) -> None:
         )
     tree = walk(model)
     modules = tree.modules
-    hooked = [i for i in tree.special if _HOOK in modules[i].__dict__]
+    hooked = hooked_paths(tree)
     slots = slots_of(tree, keys=False)
     if tree.parents != index.m_parent or tree.names != index.m_name:
         raise TiegraphError(
@@ -153,7 +152,7 @@ def fill_metadata(index: Index) -> None:
             "call build_graph again for details of the model as it is now"
         )
     kinds = set(tree.types)
-    annotate_deployed(index, modules, slots.tensors, hooked, kinds, record=False)
+    serve_hooked(index, modules, slots.tensors, hooked, kinds, record=False)
     flat = flat_views(modules, kinds)
     with torch._C.DisableTorchFunctionSubclass():
         read_metadata(index, slots.tensors, flat)

@@ -595,7 +595,7 @@ def is_quantized_layer_type(kind: type) -> bool:
     return names is not None and any(k.__name__ in names for k in kind.__mro__)
 
 
-def _shape(tensor: torch.Tensor) -> tuple[int, ...]:
+def ragged_shape(tensor: torch.Tensor) -> tuple[int, ...]:
     """The shape, with -1 for ragged dimensions (nested tensors)."""
     try:
         return tuple(int(size) if isinstance(size, int) else -1 for size in tensor.shape)

@@ -10,11 +10,12 @@ A finding function (see :mod:`tiegraph.audit`) takes a ``GraphView``; ``view.tg`
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._index import CopyWrapper, TieConfig
+from ._placement import execution_device_of, placement_of, quantization_of
 
 if TYPE_CHECKING:
     from ._index import Index
@@ -43,14 +44,6 @@ class GraphView:
         self._idx = index
         self._groups: list[list[int]] | None = None
 
-    @property
-    def index(self) -> Index:
-        """The compact index itself, for room helpers that take it (``deployed.placement_of``, ...).
-
-        Read it, never change it: the graph, its queries and its pictures are derived from it.
-        """
-        return self._idx
-
     # ------------------------------------------------------------------ modules
     @property
     def num_modules(self) -> int:
@@ -76,10 +69,6 @@ class GraphView:
     def module_parent(self, i: int) -> int:
         """Parent module path of ``i`` (-1 for the root)."""
         return self._idx.m_parent[i]
-
-    def module_object(self, i: int) -> int:
-        """Distinct module object number (paths of one shared module have the same)."""
-        return self._idx.m_object[i]
 
     # ------------------------------------------------------------------ slots
     @property
@@ -151,6 +140,38 @@ class GraphView:
         Raises :class:`~tiegraph.errors.PathNotFoundError` naming the nearest names.
         """
         return self.tg._resolve_slots(name)
+
+    # ------------------------------------------------------------------ placement and quantization
+    def placement(self, s: int) -> str:
+        """Where slot ``s``'s bytes live: a device, ``"disk"``, or ``"meta"`` when they exist nowhere."""
+        return placement_of(self._idx, s)
+
+    def execution_device(self, s: int) -> str:
+        """The device slot ``s`` is computed on (its hook's execution device, else where it sits)."""
+        return execution_device_of(self._idx, s)
+
+    def quantization(self, s: int) -> str | None:
+        """The quantization format of slot ``s``'s tensor (``torchao.Int8Tensor``, ...), or None."""
+        return quantization_of(self._idx, s)
+
+    def served_from(self, s: int) -> str | None:
+        """Where an accelerate offload hook reads slot ``s`` from (for the report), or None (not served)."""
+        return self._idx.deployed.served_from.get(self._idx.s_name[s])
+
+    @property
+    def has_placement(self) -> bool:
+        """Whether a hook or a checked device map placed the slots (else each sits where its tensor is)."""
+        return bool(self._idx.deployed.placement)
+
+    @property
+    def device_map(self) -> Mapping[str, str] | None:
+        """The model's ``hf_device_map``, or the device map checked by :func:`tiegraph.check_device_map`."""
+        return self._idx.deployed.device_map
+
+    @property
+    def quantized_layer_slots(self) -> Sequence[int]:
+        """The weight slots of quantized layer classes (bitsandbytes, hqq, ...)."""
+        return self._idx.deployed.quantized_layer_slots
 
     # ------------------------------------------------------------------ the model's own words
     @property

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 from torch import nn
 
+from ._served import HOOK, annotate
+from ._tensors import is_quantized_layer_type
 from .errors import CycleError, TiegraphError
 from .storage import _NO_FLAT_VIEWS, PLAIN_TYPES, FlatViews, flat_param_views
 
@@ -59,7 +61,7 @@ class Tree(NamedTuple):
     special: list[int]  # paths whose instance ``__dict__`` holds ``_hf_hook`` or ``_tied_weights_keys``
 
 
-_HOOK, _TIED = "_hf_hook", "_tied_weights_keys"
+_TIED = "_tied_weights_keys"
 
 
 _NONE = type(None)
@@ -93,7 +95,7 @@ def _walk(model: nn.Module) -> Tree:
     if state["_buffers"]:
         numbers.append(1)
         dicts.append(state["_buffers"])
-    special: list[int] = [0] if _HOOK in state or _TIED in state else []
+    special: list[int] = [0] if HOOK in state or _TIED in state else []
     tree = Tree(parents, names, modules, types, numbers, dicts, special)
     children = state["_modules"]
     if not children:
@@ -123,7 +125,7 @@ def _walk(model: nn.Module) -> Tree:
             if found:
                 add_number(i + i + 1)
                 add_dict(found)
-            if _HOOK in state or _TIED in state:
+            if HOOK in state or _TIED in state:
                 special.append(i)
             below = state["_modules"]
             if below:
@@ -161,7 +163,7 @@ def _walk_named(model: nn.Module) -> Tree:
             if found:
                 numbers.append(n)
                 dicts.append(found)
-        if _HOOK in module.__dict__ or _TIED in module.__dict__:
+        if HOOK in module.__dict__ or _TIED in module.__dict__:
             special.append(i)
     return Tree(parents, names, modules, list(map(type, modules)), numbers, dicts, special)
 
@@ -294,7 +296,12 @@ def slots_of(tree: Tree, keys: bool = True) -> Slots:
     return Slots(sizes, attrs, tensors, found)
 
 
-def annotate_deployed(
+def hooked_paths(tree: Tree) -> list[int]:
+    """The module paths whose instance ``__dict__`` holds an accelerate hook (``_hf_hook``)."""
+    return [i for i in tree.special if HOOK in tree.modules[i].__dict__]
+
+
+def serve_hooked(
     index: Index,
     modules: list[nn.Module],
     tensors: list[Any],
@@ -302,15 +309,11 @@ def annotate_deployed(
     kinds: set[type],
     record: bool,
 ) -> bool:
-    """Served tensors and quantized layers (:func:`tiegraph.deployed.annotate`), when the tree has any.
+    """Served tensors and quantized layers (:func:`tiegraph._served.annotate`), when the tree has any.
 
     Returns whether it ran (served tensors may then have replaced some of ``tensors``).
     """
-    from ._tensors import is_quantized_layer_type
-
     if hooked or any(map(is_quantized_layer_type, kinds)):
-        from .deployed import annotate
-
         annotate(index, modules, tensors, hooked, kinds, record=record)
         return True
     return False

@@ -17,10 +17,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import adapters, checkpoint
+from . import adapters, checkpoint, deployed
 from ._finding import Finder, Finding, finding
 from ._view import view_of
-from .deployed import KINDS as DEPLOYED_KINDS
 from .errors import NoInputEmbeddingError
 from .naming import join
 from .values import sentence
@@ -33,6 +32,8 @@ if TYPE_CHECKING:
 __all__ = ["FINDERS", "KINDS", "Finder", "Finding", "audit", "finding"]
 
 #: The audit's own finding kinds, in report order, with the sentence each one says (``str.format`` fields).
+#: :mod:`tiegraph.deployed`'s kinds (its own finder makes them) sit among them for the report order: like
+#: the PEFT copy kind, they say why a declared pair is not tied.
 CORE_KINDS: dict[str, str] = {
     "declared-not-tied": (
         "{target} is declared tied to {source} (by {declared_by}) but they do not share memory, so they "
@@ -45,13 +46,7 @@ CORE_KINDS: dict[str, str] = {
         "model reloads tied; leave {module} out of modules_to_save, or save with "
         "config.tie_word_embeddings=False."
     ),
-    "group-split-across-devices": (
-        "{paths} should be one tensor but sit on {devices}: the placement holds them apart; keep them on one "
-        "device (pass the tie group to infer_auto_device_map / no_split_module_classes) and call "
-        "model.tie_weights(){values}."
-    ),
-    "untied-by-quantization": DEPLOYED_KINDS["untied-by-quantization"],
-    "quantized-layer-holds-tied-weight": DEPLOYED_KINDS["quantized-layer-holds-tied-weight"],
+    **deployed.KINDS,
     "group-dtype-or-shape-mismatch": (
         "{paths} cannot be the same weight: {detail}; give them one dtype and shape (e.g. "
         "model.resize_token_embeddings() resizes both) before tying."
@@ -102,11 +97,6 @@ def _core(kind: str, paths: list[str] | tuple[str, ...], **fields: Any) -> Findi
     return finding(CORE_KINDS, kind, paths, **fields)
 
 
-def _finding(kind: str, paths: list[str] | tuple[str, ...], **fields: Any) -> Finding:
-    """A finding of any registered kind (kept for rooms that build theirs through audit)."""
-    return finding(KINDS, kind, paths, **fields)
-
-
 def audit(tg: TieGraph) -> list[Finding]:
     """Findings where the declared ties, ``config.tie_word_embeddings`` and the memory disagree.
 
@@ -153,10 +143,7 @@ def core_findings(view: GraphView) -> list[Finding]:
     ie = set(view.input_embedding_slots)
     flag_name, flag = _governing_flag(view) if ie else ("", None)
     explained_gated = False
-    from .deployed import findings as deployed_findings
-    from .deployed import untied_pairs
-
-    placed_or_quantized = untied_pairs(view)  # their own kinds say more than declared-not-tied
+    placed_or_quantized = deployed.untied_pairs(view)  # their own kinds say more than declared-not-tied
 
     for tie in view.declarations:
         by = _who(tie.declared_by, tie.declared_by_cls)
@@ -240,16 +227,16 @@ def core_findings(view: GraphView) -> list[Finding]:
         )
 
     found.extend(_group_findings(view))
-    # deployed's kinds (placement, quantization, device splits) explain an untied embedding, so they run
-    # here, before the flag checks below read what was found
-    found.extend(deployed_findings(view))
 
     if ie and flag is not None:
         tg = view.tg
         tied_to = tg.tied_to_input_embedding()
         embedding = tg.input_embedding() or ""
         resolved = any(tie.status in ("tied", "not-tied") for tie in view.declarations)
-        explained = any(f.kind in _EXPLAIN_UNTIED for f in found)
+        # a split device map, a quantization or a PEFT copy explains an untied embedding better than a flag
+        explained = deployed.explains_untied(view) or any(
+            f.kind == "modules-to-save-copy-untied" for f in found
+        )
         if flag and not tied_to and resolved and not explained:
             found.append(
                 _core("config-says-tied-but-nothing-is", [embedding], flag=flag_name, embedding=embedding)
@@ -258,10 +245,6 @@ def core_findings(view: GraphView) -> list[Finding]:
             found.append(_core("tied-although-config-says-not", [embedding, *tied_to], flag=flag_name))
     found.extend(_flags_disagree(view))
     return found
-
-
-# a split device map or a PEFT copy explains an untied embedding better than a wrong flag does
-_EXPLAIN_UNTIED = ("group-split-across-devices", "modules-to-save-copy-untied", "untied-by-quantization")
 
 
 _FLAG = "config.tie_word_embeddings"
@@ -420,14 +403,15 @@ def _unconnected(view: GraphView, slots: list[int], links: dict[int, list[int]])
 
 # ---------------------------------------------------------------------------------------------- registry
 
-#: Every finder the audit runs, in report order. A room adding finding kinds registers here, one line:
-#: ``Finder(myroom.KINDS, myroom.findings),``. (tiegraph.deployed's kinds run inside core_findings: they
-#: explain an untied embedding, which the core's flag checks must know.)
+#: Every finder the audit runs. A room adding finding kinds registers here, one line:
+#: ``Finder(myroom.KINDS, myroom.findings),``.
 FINDERS: list[Finder] = [
     Finder(CORE_KINDS, core_findings),
+    Finder(deployed.KINDS, deployed.findings),
     Finder(adapters.KINDS, adapters.findings),
     Finder(checkpoint.KINDS, checkpoint.findings),
 ]
+
 
 #: Every finding kind, in report order, with the sentence it says.
 KINDS: dict[str, str] = {kind: text for finder in FINDERS for kind, text in finder.kinds.items()}

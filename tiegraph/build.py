@@ -22,7 +22,7 @@ is in cache. The rooms:
    subclasses to the slow path. The storage keys are taken in the same chunk while its tensors are in cache
    (:class:`tiegraph._walk.Keys`). Owners and parameter flags are not expanded per slot: the index keeps one
    run per dict and expands them on first read (``owner_of``/``slot_start`` answer by bisection meanwhile).
-   Served tensors replace slots of hooked modules in one place, :func:`tiegraph.deployed.annotate` (only
+   Served tensors replace slots of hooked modules in one place, :func:`tiegraph._served.annotate` (only
    when such a module or a quantized layer class is present).
 3. **The storage object is the key**: in torch 2.13 ``untyped_storage()`` returns one Python object per
    storage (views, ``detach``, ``set_``, ``Parameter(t)``, dtype views; CPU and meta), checked once at import
@@ -68,34 +68,36 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 import torch
 from torch import nn
 
+from ._compare import verdicts
 from ._embedding import InputEmbedding, find_input_embedding
 from ._index import Index
 from ._metadata import byte_extent, parts_of, shape_of, slot_meta, watch
 from ._sources import as_module
+from ._tensors import leaves
 from ._walk import (
-    _HOOK,
     _NO_FLAT_VIEWS,
     _STORAGE_IDENTITY,
     PLAIN_TYPES,
     Keys,
     Tree,
     aliased,
-    annotate_deployed,
     declaring,
     flat_views,
+    hooked_paths,
     instances,
     object_numbers,
+    serve_hooked,
     slots_of,
     storages,
     walk,
 )
+from .declared import capture_declarations
+from .graph import TieGraph
 from .naming import Namer
 from .storage import Extent, FlatViews, share_components, slow_components, slow_parts, strided_extent
 
 if TYPE_CHECKING:
     from torch.export import ExportedProgram
-
-    from .graph import TieGraph
 
 __all__ = ["InputEmbedding", "build_graph"]
 
@@ -165,21 +167,15 @@ def build_graph(
     >>> tg.tie_groups()
     [['embed.weight', 'head.weight']]
     """
-    from .declared import capture_declarations
-    from .graph import TieGraph
-
     model = as_module(model, "build_graph")
     index, tree, tensors, namer = shared_slots(model)
     types, modules = tree.types, tree.modules
     find_input_embedding(index, modules, tensors, namer, input_embedding)
     capture_declarations(index, modules, declaring(tree, types, set(types)), namer.root, instances(types))
     watch(index, model)
-    tg = TieGraph(index)
-    if check_values:  # a separate step after the build: it reads tensor data, the build never does
-        from .values import record_values
-
-        record_values(tg, model)
-    return tg
+    if check_values:  # the one step that reads tensor data, and only when asked
+        index.declared = verdicts(index, model)
+    return TieGraph(index)
 
 
 class Shared(NamedTuple):
@@ -206,11 +202,11 @@ def shared_slots(model: nn.Module, *, serve: bool = True) -> Shared:
         index.objects_distinct = False
         index.m_object = object_numbers(tree.modules)
     kinds = set(types)
-    hooked = [i for i in tree.special if _HOOK in tree.modules[i].__dict__] if serve else []
+    hooked = hooked_paths(tree) if serve else []
     slots = slots_of(tree)
     index.d_number, index.d_size, index.s_attr = tree.numbers, slots.sizes, slots.attrs
     found = slots.keys
-    if annotate_deployed(index, tree.modules, slots.tensors, hooked, kinds, record=True) or found is None:
+    if serve_hooked(index, tree.modules, slots.tensors, hooked, kinds, record=True) or found is None:
         found = storages(slots.tensors)
     namer = Namer(index)
     namer.attach()
@@ -353,8 +349,6 @@ def _unnest(piece: _Piece) -> list[_Piece]:
 
 
 def _unknown_warning(index: Index, tensors: list[Any], unknown: list[int]) -> None:
-    from ._tensors import leaves
-
     described = []
     for s in unknown:
         reason = leaves(tensors[s]).unknown or "it holds no tensor"

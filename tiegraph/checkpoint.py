@@ -329,10 +329,7 @@ def _all_equal(files: CheckpointFiles, keys: list[str]) -> bool:
 
 def _record(tg: TieGraph, directory: str, problems: list[dict[str, Any]]) -> None:
     """Keep the checkpoint's findings in the graph (its index, and its networkx graph if already made)."""
-    data = {"directory": directory, "findings": problems}
-    tg._index.checkpoint = data
-    if tg._graph is not None:
-        tg._graph.graph[EXTRA_KEY] = data
+    tg._amend(checkpoint={"directory": directory, "findings": problems})
 
 
 def findings(view: GraphView) -> list[Finding]:

@@ -12,7 +12,6 @@ only when no copy is active; inactive copies never).
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -243,29 +242,13 @@ def _side(tg: TieGraph) -> _Side:
 
 
 def slot_attribute(tg: TieGraph, s: int, name: str) -> object:
-    """A slot's ``dtype``, ``placement`` or ``quantization``, as the graph recorded it.
-
-    Placement and quantization are answered by :mod:`tiegraph.deployed` where it is installed (it records
-    served tensors, offload and quantization formats); without it a slot's placement is its device and its
-    quantization None (a plain tensor).
-    """
+    """A slot's ``dtype``, ``placement`` or ``quantization``, as the graph recorded it."""
     view = view_of(tg)
     if name == "dtype":
         return view.tensor(s).dtype
-    answer = getattr(_deployed(), f"{name}_of", None)
-    if callable(answer):
-        return answer(view.index, s)
     if name == "placement":
-        return view.tensor(s).device
-    return None
-
-
-def _deployed() -> object:
-    """:mod:`tiegraph.deployed` when this tiegraph has it, else None."""
-    try:
-        return importlib.import_module(f"{__package__}.deployed")
-    except ImportError:
-        return None
+        return view.placement(s)
+    return view.quantization(s)
 
 
 def _as_graph(obj: object, which: str, input_embedding: InputEmbedding) -> TieGraph:

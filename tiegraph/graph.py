@@ -23,12 +23,17 @@ from __future__ import annotations
 import weakref
 from typing import TYPE_CHECKING, Any
 
+from ._compare import verdicts
 from ._index import Index
+from ._placement import place, slot_facts
 from ._view import GraphView
 from .errors import NoInputEmbeddingError, PathNotFoundError
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import networkx as nx
+    from torch import nn
 
     from .audit import Finding
     from .declared import DeclaredTie
@@ -85,6 +90,37 @@ class TieGraph:
             view = GraphView(self, self._index)
             self._view_cache = weakref.ref(view)
         return view
+
+    def _amend(
+        self,
+        *,
+        values_of: nn.Module | None = None,
+        device_map: Mapping[str, str] | None = None,
+        checkpoint: dict[str, Any] | None = None,
+    ) -> None:
+        """The one way to add to a built graph; drops every cache derived from it.
+
+        What a build leaves for later and can be added legitimately: ``values_of``, the model the graph
+        was built from, unchanged since, whose declared pairs that do not share memory get their value
+        verdicts (:mod:`tiegraph.values`); ``device_map``, module name -> device name, the placement
+        :func:`tiegraph.check_device_map` judges; ``checkpoint``, the findings
+        :func:`tiegraph.checkpoint.check_checkpoint` read from a folder. Afterwards the networkx graph, the
+        view and the pictures are made afresh from the amended index, so no cached picture shows the graph
+        as it was before.
+
+        Raises ``ValueError`` (changing nothing) when ``device_map`` leaves a slot unplaced.
+        """
+        index = self._index
+        if device_map is not None:
+            place(index, device_map)
+        if values_of is not None:
+            index.declared = verdicts(index, values_of)
+        if checkpoint is not None:
+            index.checkpoint = checkpoint
+        self._graph = None
+        self._members = None
+        self._view_cache = None
+        self._svg, self._svg_done = None, False
 
     # ------------------------------------------------------------------ the graph
     @property
@@ -341,8 +377,6 @@ def to_networkx(idx: Index) -> nx.MultiDiGraph:
         G.add_node(
             f"t:{i}", kind="storage", storage_id=node, device=idx.st_device[i], nbytes=idx.st_nbytes[i]
         )
-    from .deployed import slot_facts
-
     facts = slot_facts(idx)
     for s, node in enumerate(s_nodes):
         t = idx.s_tensor[s]
@@ -397,12 +431,3 @@ def to_networkx(idx: Index) -> nx.MultiDiGraph:
     G.graph["declared"] = declared
     G.graph.update(idx.graph_attrs())
     return G
-
-
-def __getattr__(name: str) -> Any:
-    """``lint`` and ``from_networkx`` moved to :mod:`tiegraph._json` (the JSON I/O room); still found here."""
-    if name in ("lint", "from_networkx"):
-        from . import _json
-
-        return getattr(_json, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from ._text import plural
 from ._view import view_of
 from .audit import audit
+from .deployed import deployed_rows
 
 if TYPE_CHECKING:
     from .graph import TieGraph
@@ -104,9 +105,7 @@ def report(tg: TieGraph) -> str:
     if count > _MAX_GROUPS:
         lines.append(f"  ... {count - _MAX_GROUPS} more (all of them: tg.tie_groups())")
 
-    from .deployed import deployed_rows
-
-    placed = deployed_rows(view.index)
+    placed = deployed_rows(view)
     if placed:
         lines += ["", f"Quantized or offloaded slots ({len(placed)})"]
         lines += _table(["slot", "quantization", "placement", "runs on"], placed)

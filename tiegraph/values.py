@@ -1,6 +1,7 @@
 """Value verdicts: whether the two ends of a declared tie that does not share memory are equal, when asked.
 
-``build_graph(model, check_values=True)`` runs :func:`record_values` after the build. It reads only the
+``build_graph(model, check_values=True)`` computes them as a step of the build (:mod:`tiegraph._compare`),
+and :func:`record_values` adds them to a graph built without. Either reads only the
 tensors of declared pairs that do not share memory (``not-tied`` and ``gated-off``), and records on every
 declared tie one of :data:`VERDICTS`:
 
@@ -35,16 +36,13 @@ Examples
 
 from __future__ import annotations
 
-import dataclasses
 from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-
-from .deployed import served_value
+from ._compare import compare
 
 if TYPE_CHECKING:
-    from ._index import Index
+    from torch import nn
+
     from .graph import TieGraph
 
 __all__ = ["VERDICTS", "compare", "record_values", "sentence"]
@@ -52,70 +50,15 @@ __all__ = ["VERDICTS", "compare", "record_values", "sentence"]
 VERDICTS = ("equal", "differ", "unknown")
 
 
-def compare(a: torch.Tensor | None, b: torch.Tensor | None) -> str:
-    """``equal``, ``differ`` or ``unknown`` for two tensors (a transposed copy counts as equal).
-
-    Examples
-    --------
-    >>> import torch
-    >>> w = torch.arange(6.0).reshape(2, 3)
-    >>> compare(w, w.clone()), compare(w, w.t().clone()), compare(w, w + 1), compare(w, w.to("meta"))
-    ('equal', 'equal', 'differ', 'unknown')
-    """
-    if a is None or b is None or a.is_meta or b.is_meta:
-        return "unknown"
-    try:
-        with torch.no_grad():
-            x, y = a.detach(), b.detach()
-            if x.dtype != y.dtype:
-                x, y = x.double(), y.double()
-            if x.shape == y.shape:
-                return "equal" if torch.equal(x, y) else "differ"
-            if x.dim() == 2 and x.shape == y.shape[::-1]:
-                return "equal" if torch.equal(x, y.t()) else "differ"
-            return "differ"
-    except (RuntimeError, TypeError, NotImplementedError):  # subclasses without equal/double
-        return "unknown"
-
-
-def _tensor(model: nn.Module, idx: Index, s: int) -> torch.Tensor | None:
-    """The values of slot ``s``: what its accelerate hook serves, else the module's own tensor, or None."""
-    if idx.slot_name_of(s) in idx.deployed.served_from:  # an offload hook serves it: read its store
-        return served_value(model, idx, s)
-    try:
-        module = model.get_submodule(idx.path_of(idx.owner_of(s)))
-    except AttributeError:
-        return None
-    attr = idx.s_attr[s]
-    found: torch.Tensor | None = module._parameters.get(attr)
-    if found is None:
-        found = module._buffers.get(attr)
-    return found
-
-
 def record_values(tg: TieGraph, model: nn.Module) -> None:
     """Give every declared tie of ``tg`` its verdict; read only the ends of pairs that do not share memory.
 
     ``model`` must be the module ``tg`` was built from, unchanged since. A slot an accelerate offload hook
-    serves is read from the hook's ``weights_map`` (that one tensor; see
-    :func:`tiegraph.deployed.served_value`), not from the meta tensor sitting in the module.
+    serves is read from the hook's ``weights_map`` (that one tensor), not from the meta tensor sitting in
+    the module. The verdicts go into the graph through :meth:`tiegraph.TieGraph._amend`, so its networkx
+    graph and pictures are made afresh.
     """
-    idx = tg._index
-    verdicts: list[str] = []
-    for entry in idx.declared:
-        target, source, status = entry.target_slot, entry.source_slot, entry.status
-        if target < 0 or source < 0:
-            verdicts.append("unknown")
-        elif status == "tied":
-            verdicts.append("equal")
-        else:
-            verdicts.append(compare(_tensor(model, idx, target), _tensor(model, idx, source)))
-    idx.declared = [
-        dataclasses.replace(entry, values=verdict)
-        for entry, verdict in zip(idx.declared, verdicts, strict=True)
-    ]
-    if tg._graph is not None:  # the networkx graph was made already: remake it with the verdicts
-        tg._graph = None
+    tg._amend(values_of=model)
 
 
 def sentence(values: str | None, target: str, source: str) -> str:
