@@ -1,0 +1,25 @@
+"""llama.cpp's runtime: what the head holds when it loads the GGUF its converter wrote from a folder.
+
+Read from the llama-cpp-python 0.3.36 sdist (``vendor/llama.cpp/src/models``): ``llama.cpp`` and
+``qwen2.cpp`` ``load_tensors`` create ``output`` with ``TENSOR_NOT_REQUIRED`` and fall back to ``token_embd``
+(``TENSOR_DUPLICATED``) when the GGUF has none; ``gemma.cpp`` always uses ``token_embd``. The GGUF is the
+converter's (:mod:`tiegraph.engines.llamacpp_convert`), so the head is the one the converter wrote.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from . import llamacpp_convert
+
+__all__ = ["RULE"]
+
+RULE = replace(
+    llamacpp_convert.RULE,
+    engine="llama.cpp-runtime",
+    source_ref=(
+        "src/models/llama.cpp, src/models/qwen2.cpp: load_tensors (output TENSOR_NOT_REQUIRED, else "
+        "token_embd TENSOR_DUPLICATED); src/models/gemma.cpp: load_tensors (output = token_embd); "
+        "on the GGUF of " + llamacpp_convert.SOURCE
+    ),
+)

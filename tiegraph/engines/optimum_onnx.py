@@ -1,0 +1,27 @@
+"""optimum's ONNX export (``optimum-onnx``): the head of the exported model.
+
+Read from optimum-onnx 0.1.0: it requires ``transformers<4.58`` and exports the model
+``from_pretrained`` loads (``optimum/exporters/onnx``), so the head is what transformers 4.57 loads
+(:mod:`tiegraph.engines.transformers4`); ``optimum/onnx/transformations_utils.py``
+``_get_weights_to_tie`` then deduplicates only what the loaded torch model ties.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from . import transformers4
+
+__all__ = ["RULE"]
+
+RULE = replace(
+    transformers4.RULE,
+    engine="optimum-onnx",
+    package="optimum-onnx",
+    versions=("0.1", "0.1"),
+    source_ref=(
+        "optimum/exporters/onnx (loads with transformers 4.57 from_pretrained); "
+        "optimum/onnx/transformations_utils.py: _get_weights_to_tie; then " + transformers4.SOURCE
+    ),
+    verified=False,
+)
