@@ -327,12 +327,12 @@ def test_report_plain_model_golden(build: Any) -> None:
           status    target       source        declared by
           not-tied  head.weight  embed.weight  Declared
 
-        Findings (2)
-          declared-not-tied: embed.weight, head.weight
+        Findings (1 error, 1 warning)
+          [error] declared-not-tied: embed.weight, head.weight
             head.weight is declared tied to embed.weight (by Declared) but they do not share memory, so they
             train and save as two tensors; call model.tie_weights() to tie them, or declare them untied
             (config.tie_word_embeddings=False) if the checkpoint really holds two different tensors.
-          tied-not-declared: again.weight, other.weight
+          [warning] tied-not-declared: again.weight, other.weight
             again.weight and other.weight share memory but no _tied_weights_keys declares it, so loaders and
             PEFT do not know they are one weight; declare the tie on the model, or untie them by giving one
             a copy, nn.Parameter(weight.detach().clone())."""

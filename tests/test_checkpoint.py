@@ -234,6 +234,6 @@ def test_strict_exits_1_exactly_when_there_are_findings(
         assert "Findings: none" in text
         assert kinds == []
     else:
-        assert "Findings (1)" in text
-        assert f"  {kind}: " in text
+        assert "Findings (1 error)" in text
+        assert f"  [error] {kind}: " in text
         assert kinds == [kind]

@@ -295,7 +295,8 @@ def test_checkpoint_with_differing_copies(runs: dict[str, subprocess.CompletedPr
     assert "in 2 safetensors files, index model.safetensors.index.json" in out
     assert "skipped (pickle, never unpickled): pytorch_model.bin" in out
     assert "2 saved copies differ (lm_head.weight, model.embed_tokens.weight)" in out
-    assert "Findings (1)\n  checkpoint-tied-copies-differ: lm_head.weight, model.embed_tokens.weight" in out
+    finding = "[error] checkpoint-tied-copies-differ: lm_head.weight, model.embed_tokens.weight"
+    assert f"Findings (1 error)\n  {finding}" in out
     assert "from_pretrained keeps them apart (untied" in " ".join(out.split())
 
 

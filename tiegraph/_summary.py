@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from torch import nn
 
+    from .acceptance import Acceptance
     from .graph import TieGraph
 
 __all__ = ["count_parameters", "human_count", "summarise"]
@@ -32,13 +33,15 @@ def human_count(n: int) -> str:
     return str(n)
 
 
-def summarise(tg: TieGraph) -> dict[str, Any]:
+def summarise(tg: TieGraph, *, accept: Iterable[Acceptance | str] = ()) -> dict[str, Any]:
     """Plain-data answers of one graph: input embedding, tied targets, tie groups, declarations, findings.
 
     A declaration's ``declared_by`` names the declaring module as the text report does (its class, after
     its canonical path unless it is the root); ``declared_by_canonical`` is that canonical path (``""``:
-    the root) and ``declared_by_cls`` the class.
+    the root) and ``declared_by_cls`` the class. Each finding has its ``severity`` and whether it is
+    ``accepted`` (``accept``: see :mod:`tiegraph.acceptance`; acceptances that match nothing are findings).
     """
+    from .acceptance import accept as apply_acceptances
     from .errors import NoInputEmbeddingError
 
     out: dict[str, Any] = {"input_embedding": tg.input_embedding()}
@@ -58,7 +61,8 @@ def summarise(tg: TieGraph) -> dict[str, Any]:
         }
         for d in tg.declared_ties()
     ]
-    out["findings"] = [_plain(f, ("kind", "paths", "message")) for f in tg.audit()]
+    found = apply_acceptances(tg.audit(), accept)
+    out["findings"] = [_plain(f, ("kind", "severity", "accepted", "paths", "message")) for f in found]
     return out
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._finding import Finding, finding
+from ._finding import Finding, finding, kinds
 
 if TYPE_CHECKING:
     from ._view import GraphView
@@ -23,14 +23,17 @@ if TYPE_CHECKING:
 __all__ = ["KINDS", "findings", "tuner_layers"]
 
 #: The finding kinds of this room, with the sentence each one says.
-KINDS: dict[str, str] = {
-    "adapter-on-tied-module": (
-        "PEFT adapters on {module} ({cls}) are not tied to anything, but its base weight {base} shares "
-        "memory with {others}: merging (merge_and_unload, merge_adapter) writes {module}'s delta into the "
-        "shared tensor and changes {outside} too (peft#2018); adapt both with "
-        "LoraConfig(ensure_weight_tying=True), leave {module} out of target_modules, or untie it first."
-    ),
-}
+KINDS: dict[str, str] = kinds(
+    {
+        "adapter-on-tied-module": (
+            "warning",
+            "PEFT adapters on {module} ({cls}) are not tied to anything, but its base weight {base} shares "
+            "memory with {others}: merging (merge_and_unload, merge_adapter) writes {module}'s delta into "
+            "the shared tensor and changes {outside} too (peft#2018); adapt both with "
+            "LoraConfig(ensure_weight_tying=True), leave {module} out of target_modules, or untie it first.",
+        ),
+    }
+)
 
 
 def tuner_layers(view: GraphView) -> dict[int, int]:

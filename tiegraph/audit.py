@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from . import adapters, checkpoint, deployed
-from ._finding import Finder, Finding, finding
+from ._finding import Finder, Finding, finding, kinds
 from ._view import view_of
 from .errors import NoInputEmbeddingError
 from .naming import join
@@ -34,57 +34,74 @@ __all__ = ["FINDERS", "KINDS", "Finder", "Finding", "audit", "finding"]
 #: The audit's own finding kinds, in report order, with the sentence each one says (``str.format`` fields).
 #: :mod:`tiegraph.deployed`'s kinds (its own finder makes them) sit among them for the report order: like
 #: the PEFT copy kind, they say why a declared pair is not tied.
-CORE_KINDS: dict[str, str] = {
-    "declared-not-tied": (
-        "{target} is declared tied to {source} (by {declared_by}) but they do not share memory, so they "
-        "train and save as two tensors; call model.tie_weights() to tie them, or declare them untied "
-        "(config.tie_word_embeddings=False) if the checkpoint really holds two different tensors{values}."
-    ),
-    "modules-to-save-copy-untied": (
-        "The active PEFT modules_to_save copy {copy} is not tied to {other}, although {declared_by} declares "
-        "the tie and its original_module is tied (peft#2777): training updates the copy alone and a merged "
-        "model reloads tied; leave {module} out of modules_to_save, or save with "
-        "config.tie_word_embeddings=False."
-    ),
-    **deployed.KINDS,
-    "group-dtype-or-shape-mismatch": (
-        "{paths} cannot be the same weight: {detail}; give them one dtype and shape (e.g. "
-        "model.resize_token_embeddings() resizes both) before tying."
-    ),
-    "unresolved-declaration": (
-        "{declared_by} declares {declared_as} but {note}; fix that _tied_weights_keys entry (names are "
-        "relative to the declaring module)."
-    ),
-    "tied-not-declared": (
-        "{paths} share memory but no _tied_weights_keys declares it, so loaders and PEFT do not know they "
-        "are one weight; declare the tie on the model, or untie them by "
-        "giving one a copy, nn.Parameter(weight.detach().clone())."
-    ),
-    "config-says-tied-but-nothing-is": (
-        "{flag} is True but the input embedding {embedding} shares memory with nothing; call "
-        "model.tie_weights() if it should be tied, or set {flag}=False so the saved config says what the "
-        "weights are."
-    ),
-    "tied-although-config-says-not": (
-        "{paths} share memory although {flag} is False: save_pretrained stores one of them and "
-        "from_pretrained, not tying, initializes the other afresh; set {flag}=True, or untie them by "
-        "giving one a copy, nn.Parameter(weight.detach().clone())."
-    ),
-    "input-embedding-is-declared-target": (
-        "The input embedding's {target} is itself a declared tie target of {source} (by {declared_by}): "
-        "tie_weights() replaces the embedding's weight with {source}, so edit, resize or adapt {source}, "
-        "not the embedding."
-    ),
-    "config-flags-disagree": (
-        "{top} is {top_value} but {text} is {text_value}; {obeys}; give both the same value so the saved "
-        "config says what the weights are."
-    ),
-    "stale-tied-weights-keys": (
-        "{target} is tied to {source}, but transformers' all_tied_weights_keys does not list it "
-        "(tie_weights() does not refresh it, and loading and device maps read it); refresh it with "
-        "model.all_tied_weights_keys = model.get_expanded_tied_weights_keys(all_submodels=True)."
-    ),
-}
+_PAIR_KINDS: dict[str, str] = kinds(
+    {
+        "declared-not-tied": (
+            "error",
+            "{target} is declared tied to {source} (by {declared_by}) but they do not share memory, so they "
+            "train and save as two tensors; call model.tie_weights() to tie them, or declare them untied "
+            "(config.tie_word_embeddings=False) if the checkpoint really holds two different "
+            "tensors{values}.",
+        ),
+        "modules-to-save-copy-untied": (
+            "warning",
+            "The active PEFT modules_to_save copy {copy} is not tied to {other}, although {declared_by} "
+            "declares the tie and its original_module is tied (peft#2777): training updates the copy alone "
+            "and a merged model reloads tied; leave {module} out of modules_to_save, or save with "
+            "config.tie_word_embeddings=False.",
+        ),
+    }
+)
+_GROUP_AND_FLAG_KINDS: dict[str, str] = kinds(
+    {
+        "group-dtype-or-shape-mismatch": (
+            "error",
+            "{paths} cannot be the same weight: {detail}; give them one dtype and shape (e.g. "
+            "model.resize_token_embeddings() resizes both) before tying.",
+        ),
+        "unresolved-declaration": (
+            "warning",
+            "{declared_by} declares {declared_as} but {note}; fix that _tied_weights_keys entry (names are "
+            "relative to the declaring module).",
+        ),
+        "tied-not-declared": (
+            "warning",
+            "{paths} share memory but no _tied_weights_keys declares it, so loaders and PEFT do not know "
+            "they are one weight; declare the tie on the model, or untie them by giving one a copy, "
+            "nn.Parameter(weight.detach().clone()).",
+        ),
+        "config-says-tied-but-nothing-is": (
+            "error",
+            "{flag} is True but the input embedding {embedding} shares memory with nothing; call "
+            "model.tie_weights() if it should be tied, or set {flag}=False so the saved config says what "
+            "the weights are.",
+        ),
+        "tied-although-config-says-not": (
+            "error",
+            "{paths} share memory although {flag} is False: save_pretrained stores one of them and "
+            "from_pretrained, not tying, initializes the other afresh; set {flag}=True, or untie them by "
+            "giving one a copy, nn.Parameter(weight.detach().clone()).",
+        ),
+        "input-embedding-is-declared-target": (
+            "warning",
+            "The input embedding's {target} is itself a declared tie target of {source} (by {declared_by}): "
+            "tie_weights() replaces the embedding's weight with {source}, so edit, resize or adapt "
+            "{source}, not the embedding.",
+        ),
+        "config-flags-disagree": (
+            "warning",
+            "{top} is {top_value} but {text} is {text_value}; {obeys}; give both the same value so the "
+            "saved config says what the weights are.",
+        ),
+        "stale-tied-weights-keys": (
+            "warning",
+            "{target} is tied to {source}, but transformers' all_tied_weights_keys does not list it "
+            "(tie_weights() does not refresh it, and loading and device maps read it); refresh it with "
+            "model.all_tied_weights_keys = model.get_expanded_tied_weights_keys(all_submodels=True).",
+        ),
+    }
+)
+CORE_KINDS: dict[str, str] = {**_PAIR_KINDS, **deployed.KINDS, **_GROUP_AND_FLAG_KINDS}
 
 
 def _who(path: str, cls: str) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._finding import Finding, finding
+from ._finding import Finding, finding, kinds
 from ._spec import TASKS, Built, UsageError, _apply_sets, _build_meta, _one_line, _pick_class
 from ._text import plural
 
@@ -153,26 +153,34 @@ def _file_key(name: str, keys: dict[str, str] | dict[str, Any], prefix: str) -> 
 
 
 #: Checkpoint finding kinds, in report order, with the sentence each one says (``str.format`` fields).
-KINDS: dict[str, str] = {
-    "checkpoint-shape-mismatch": (
-        "{key} is saved in {directory} with shape {saved} but the model's {slot} has shape {expected}: "
-        "from_pretrained fails with a size mismatch (ignore_mismatched_sizes=True would initialise {slot} "
-        "randomly instead); make the config match the checkpoint (vocab_size, hidden_size, ...)."
-    ),
-    "checkpoint-tied-copies-differ": (
-        "{directory} saves {saved}, which the model ties into one tensor, as different values: "
-        "from_pretrained keeps them apart (untied, with a warning, while the config still says tied); "
-        "re-save from the model you trained, or set tie_word_embeddings=False if they are meant to differ."
-    ),
-    "checkpoint-tied-target-missing": (
-        "{missing} is not saved in {directory} and {why}, so from_pretrained initialises it randomly; {fix}."
-    ),
-    "checkpoint-declared-source-missing": (
-        "{source} is not saved in {directory}; {target}, declared tied to it, is saved, but the model does "
-        "not tie them ({why}), so from_pretrained initialises {source} randomly; set "
-        "tie_word_embeddings=True to load {target}'s weight into both, or save {source}."
-    ),
-}
+KINDS: dict[str, str] = kinds(
+    {
+        "checkpoint-shape-mismatch": (
+            "error",
+            "{key} is saved in {directory} with shape {saved} but the model's {slot} has shape {expected}: "
+            "from_pretrained fails with a size mismatch (ignore_mismatched_sizes=True would initialise "
+            "{slot} randomly instead); make the config match the checkpoint (vocab_size, hidden_size, ...).",
+        ),
+        "checkpoint-tied-copies-differ": (
+            "error",
+            "{directory} saves {saved}, which the model ties into one tensor, as different values: "
+            "from_pretrained keeps them apart (untied, with a warning, while the config still says tied); "
+            "re-save from the model you trained, or set tie_word_embeddings=False if they are meant to "
+            "differ.",
+        ),
+        "checkpoint-tied-target-missing": (
+            "error",
+            "{missing} is not saved in {directory} and {why}, so from_pretrained initialises it randomly; "
+            "{fix}.",
+        ),
+        "checkpoint-declared-source-missing": (
+            "error",
+            "{source} is not saved in {directory}; {target}, declared tied to it, is saved, but the model "
+            "does not tie them ({why}), so from_pretrained initialises {source} randomly; set "
+            "tie_word_embeddings=True to load {target}'s weight into both, or save {source}.",
+        ),
+    }
+)
 
 #: Where a checkpoint's findings are recorded in a graph (plain JSON data, so JSON round trips keep them).
 EXTRA_KEY = "checkpoint"

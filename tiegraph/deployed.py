@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from ._finding import Finding, finding
+from ._finding import Finding, finding, kinds
 from ._placement import map_entry
 from ._served import device_label
 from .build import build_graph
@@ -152,26 +152,31 @@ def _rank(place: str) -> int:
 
 
 #: Finding kinds of this room, with the sentence each one says (``str.format`` fields).
-KINDS: dict[str, str] = {
-    "group-split-across-devices": (
-        "{paths} should be one tensor but sit on {devices}: the placement holds them apart; keep them on one "
-        "device (pass the tie group to infer_auto_device_map / no_split_module_classes) and call "
-        "model.tie_weights(){values}."
-    ),
-    "untied-by-quantization": (
-        "{target} is declared tied to {source} (by {declared_by}) but quantization keeps them apart "
-        "({target}: {target_q}; {source}: {source_q}); model.tie_weights() is not the fix here: it would put "
-        "the unquantized {source} back into {target_module} and drop its quantization; to keep one weight, "
-        "leave {target_module} out of quantization ({how}) and then tie, or quantize the tied pair as one "
-        "tensor where the library supports it; to keep both quantized copies, set "
-        "config.tie_word_embeddings=False so the saved model says so."
-    ),
-    "quantized-layer-holds-tied-weight": (
-        "{layer} is a quantized layer ({cls}) but its {attr} is an unquantized {dtype} tensor shared with "
-        "{others}: its forward expects the quantized format; leave {layer} out of quantization (e.g. "
-        "bitsandbytes llm_int8_skip_modules=[{layer_name!r}]) or untie it before quantizing."
-    ),
-}
+KINDS: dict[str, str] = kinds(
+    {
+        "group-split-across-devices": (
+            "error",
+            "{paths} should be one tensor but sit on {devices}: the placement holds them apart; keep them "
+            "on one device (pass the tie group to infer_auto_device_map / no_split_module_classes) and call "
+            "model.tie_weights(){values}.",
+        ),
+        "untied-by-quantization": (
+            "warning",
+            "{target} is declared tied to {source} (by {declared_by}) but quantization keeps them apart "
+            "({target}: {target_q}; {source}: {source_q}); model.tie_weights() is not the fix here: it "
+            "would put the unquantized {source} back into {target_module} and drop its quantization; to "
+            "keep one weight, leave {target_module} out of quantization ({how}) and then tie, or quantize "
+            "the tied pair as one tensor where the library supports it; to keep both quantized copies, set "
+            "config.tie_word_embeddings=False so the saved model says so.",
+        ),
+        "quantized-layer-holds-tied-weight": (
+            "error",
+            "{layer} is a quantized layer ({cls}) but its {attr} is an unquantized {dtype} tensor shared "
+            "with {others}: its forward expects the quantized format; leave {layer} out of quantization "
+            "(e.g. bitsandbytes llm_int8_skip_modules=[{layer_name!r}]) or untie it before quantizing.",
+        ),
+    }
+)
 
 _HOW = (
     "torchao: quantize_(model, config, filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear) and "

@@ -30,11 +30,12 @@ from ._view import GraphView
 from .errors import NoInputEmbeddingError, PathNotFoundError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterable, Mapping
 
     import networkx as nx
     from torch import nn
 
+    from .acceptance import Acceptance
     from .audit import Finding
     from .declared import DeclaredTie
 
@@ -265,11 +266,14 @@ class TieGraph:
 
         return audit(self)
 
-    def report(self) -> str:
-        """A compact human-readable table of tie groups, declarations and findings."""
+    def report(self, *, accept: Iterable[Acceptance | str] = ()) -> str:
+        """A compact human-readable table of tie groups, declarations and findings (see :func:`report`).
+
+        ``accept``: ``"KIND[:PATH]"`` acceptances (:mod:`tiegraph.acceptance`) to mark in the findings.
+        """
         from .report import report
 
-        return report(self)
+        return report(self, accept=accept)
 
     def __str__(self) -> str:
         return self.report()

@@ -7,28 +7,35 @@ graph through the read-only :class:`tiegraph._view.GraphView` and the public que
 from __future__ import annotations
 
 import textwrap
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from ._finding import SEVERITIES, Finding
 from ._text import plural
 from ._view import view_of
+from .acceptance import accept as apply_acceptances
 from .audit import audit
 from .deployed import deployed_rows
 
 if TYPE_CHECKING:
+    from .acceptance import Acceptance
     from .graph import TieGraph
 
-__all__ = ["report"]
+__all__ = ["findings_lines", "report"]
 
 _WIDTH = 100
 _MAX_ROWS = 40
 _MAX_GROUPS = 20
 
 
-def report(tg: TieGraph) -> str:
+def report(tg: TieGraph, *, accept: Iterable[Acceptance | str] = ()) -> str:
     """A compact table of tie groups, declared ties with their status, and findings; ``str(tg)`` too.
 
     Names are canonical; where the model you gave names a place differently (wrappers), the full path
-    follows in brackets.
+    follows in brackets. Each finding shows its severity; ``accept`` (``"KIND[:PATH]"``, see
+    :mod:`tiegraph.acceptance`) marks the findings it matches accepted and reports acceptances that match
+    nothing.
 
     Examples
     --------
@@ -134,15 +141,23 @@ def report(tg: TieGraph) -> str:
                 below[i - 1], _WIDTH, initial_indent=indent, subsequent_indent=indent + " "
             )
 
-    findings = audit(tg)
-    if not findings:
-        lines += ["", "Findings: none (declarations, config and memory agree)"]
-    else:
-        lines += ["", f"Findings ({len(findings)})"]
-        for finding in findings:
-            lines.append(f"  {finding.kind}: {', '.join(finding.paths)}")
-            lines += textwrap.wrap(finding.message, _WIDTH, initial_indent="    ", subsequent_indent="    ")
+    lines += findings_lines(apply_acceptances(audit(tg), accept))
     return "\n".join(lines)
+
+
+def findings_lines(findings: Sequence[Finding]) -> list[str]:
+    """The report's Findings section: a count by severity, then each finding with its severity and message."""
+    if not findings:
+        return ["", "Findings: none (declarations, config and memory agree)"]
+    counts = Counter(f.severity for f in findings)
+    by = ", ".join(plural(counts[s], s, "info" if s == "info" else None) for s in SEVERITIES if counts[s])
+    accepted = sum(f.accepted for f in findings)
+    lines = ["", f"Findings ({by}{f'; {accepted} accepted' if accepted else ''})"]
+    for f in findings:
+        mark = f"{f.severity}, accepted" if f.accepted else f.severity
+        lines.append(f"  [{mark}] {f.kind}: {', '.join(f.paths)}")
+        lines += textwrap.wrap(f.message, _WIDTH, initial_indent="    ", subsequent_indent="    ")
+    return lines
 
 
 def _both(canonical: str | None, full: str | None) -> str:

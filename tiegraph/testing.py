@@ -13,18 +13,22 @@ AssertionError: head.weight shares memory with embed.weight
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from torch import nn
 
 from ._view import view_of
+from .acceptance import accept as apply_acceptances
 from .diff import _as_graph, diff, live_slots
 
 if TYPE_CHECKING:
+    from .acceptance import Acceptance
     from .build import InputEmbedding
     from .graph import TieGraph
 
-__all__ = ["assert_not_tied", "assert_tied", "assert_ties_unchanged"]
+__all__ = ["assert_no_findings", "assert_not_tied", "assert_tied", "assert_ties_unchanged"]
 
 
 def _shared(model: TieGraph | nn.Module, a: str, b: str) -> tuple[list[tuple[str, str]], list[str]]:
@@ -101,8 +105,57 @@ def assert_not_tied(model: TieGraph | nn.Module, a: str, b: str) -> None:
         raise AssertionError("; ".join(f"{x} shares memory with {y}" for x, y in pairs))
 
 
+def assert_no_findings(
+    model: TieGraph | nn.Module,
+    *,
+    accept: Iterable[Acceptance | str] = (),
+    input_embedding: InputEmbedding = None,
+) -> None:
+    """Assert that the audit finds no error or warning you did not accept (what ``--strict`` checks).
+
+    Parameters
+    ----------
+    model
+        An ``nn.Module`` (its graph is built on the spot) or a :class:`tiegraph.TieGraph`.
+    accept
+        ``"KIND"`` or ``"KIND:PATH"`` acceptances (see :mod:`tiegraph.acceptance`); an acceptance that
+        matches no finding fails too (it is stale and could hide a new finding later).
+    input_embedding
+        Passed to :func:`tiegraph.build_graph` when ``model`` is a module.
+
+    Raises
+    ------
+    AssertionError
+        Naming each failing finding (``info`` findings never fail).
+
+    Examples
+    --------
+    >>> import torch, tiegraph.testing
+    >>> class Tiny(torch.nn.Module):
+    ...     _tied_weights_keys = {"head.weight": "embed.weight"}
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.embed = torch.nn.Embedding(8, 4)
+    ...         self.head = torch.nn.Linear(4, 8, bias=False)
+    >>> tiegraph.testing.assert_no_findings(Tiny(), accept=["declared-not-tied:head.weight"])
+    >>> tiegraph.testing.assert_no_findings(Tiny())
+    Traceback (most recent call last):
+    ...
+    AssertionError: [error] declared-not-tied: head.weight is declared tied to embed.weight (by Tiny) ...
+    """
+    __tracebackhide__ = True
+    tg = _as_graph(model, "model", input_embedding)
+    failing = [f for f in apply_acceptances(tg.audit(), accept) if f.fails]
+    if failing:
+        raise AssertionError("\n".join(f"[{f.severity}] {f}" for f in failing))
+
+
 def assert_ties_unchanged(
-    before: TieGraph | nn.Module, after: TieGraph | nn.Module, *, input_embedding: InputEmbedding = None
+    before: TieGraph | nn.Module,
+    after: TieGraph | nn.Module,
+    *,
+    input_embedding: InputEmbedding = None,
+    accept: Iterable[Acceptance | str] = (),
 ) -> None:
     """Assert that nothing about the ties changed from ``before`` to ``after`` (see :func:`tiegraph.diff`).
 
@@ -113,11 +166,15 @@ def assert_ties_unchanged(
         in place needs ``before = tiegraph.build_graph(model)`` taken before it).
     input_embedding
         Passed to :func:`tiegraph.build_graph` for a side given as a module.
+    accept
+        ``"KIND[:PATH]"`` acceptances (see :mod:`tiegraph.acceptance`): a finding they match, added or
+        resolved, is no change; an acceptance that matches no added or resolved finding fails.
 
     Raises
     ------
     AssertionError
-        If ``tiegraph.diff(before, after)`` is true; the message is the diff.
+        If ``tiegraph.diff(before, after)`` is true once accepted findings are set aside; the message is
+        the diff.
 
     Examples
     --------
@@ -137,5 +194,17 @@ def assert_ties_unchanged(
     """
     __tracebackhide__ = True
     d = diff(before, after, input_embedding=input_embedding)
+    acceptances = list(accept)
+    if acceptances:
+        marked = apply_acceptances([*d.findings_added, *d.findings_resolved], acceptances)
+        unmatched = [f for f in marked if f.kind == "unmatched-acceptance"]
+        kept = {(f.kind, f.paths) for f in marked if not f.accepted}
+        d = dataclasses.replace(
+            d,
+            findings_added=[f for f in d.findings_added if (f.kind, f.paths) in kept],
+            findings_resolved=[f for f in d.findings_resolved if (f.kind, f.paths) in kept],
+        )
+        if unmatched:
+            raise AssertionError("\n".join([*d.lines(), *(f.message for f in unmatched)]))
     if d:
         raise AssertionError(str(d))
