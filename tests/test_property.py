@@ -5,14 +5,17 @@ containers and a list of registration operations) and :func:`build_model` execut
 random nesting of ``nn.Module`` / ``nn.ModuleList`` / ``nn.ModuleDict`` / ``nn.Embedding``, aliasing of
 parameters, buffers and whole modules (never a cycle: a module is only ever added under a module created
 before it), transposed / sliced / strided / reshaped / detached / expanded / dtype-reinterpreting views,
-empty tensors, on CPU, on the meta device or mixed. The answers of :func:`tiegraph.build_graph` are then
-compared with an oracle that knows nothing of tiegraph:
+the same bytes through another storage object (``torch.from_numpy(x.numpy())``, ``set_`` onto a slice of
+the storage), empty tensors, on CPU, on the meta device or mixed. The answers of
+:func:`tiegraph.build_graph` are then compared with an oracle that knows nothing of tiegraph:
 
 * slots are what torch's own ``named_parameters(remove_duplicate=False)`` and
   ``named_buffers(remove_duplicate=False)`` yield;
 * every slot's bytes are enumerated element by element,
-  ``(storage_offset + sum(i_k * stride_k)) * element_size + [0, element_size)``, keyed by the storage
-  (real: ``(device, untyped_storage().data_ptr())``; meta: the storage object's ``_cdata``);
+  ``(storage_offset + sum(i_k * stride_k)) * element_size + [0, element_size)``, as addresses (real: the
+  device and ``untyped_storage().data_ptr()`` plus that, so separate storage objects over one memory meet,
+  as ``torch.from_numpy`` views and ``set_`` onto a slice of a storage make; meta: the storage object's
+  ``_cdata`` and that);
 * two slots share iff they are the same object or some byte belongs to both; empty tensors share with
   nothing; tie groups are the connected components with at least two slots;
 * tied targets are every module path (aliases included) owning a slot in the component of a slot inside
@@ -191,6 +194,8 @@ _view_ops = st.one_of(
     st.just(("detach",)),
     st.tuples(st.just("dtype"), st.sampled_from(sorted(VIEW_DTYPES))),
     st.tuples(st.just("expand"), st.integers(1, 3)),
+    st.just(("numpy",)),
+    st.tuples(st.just("substorage"), st.integers(0, 4)),
 )
 
 
@@ -363,7 +368,26 @@ def _apply_view_op(
     if kind == "expand":
         _, times = op
         return x.unsqueeze(0).expand(times, *x.shape), f"{var}.unsqueeze(0).expand({times}, *{var}.shape)"
+    if kind in ("numpy", "substorage"):
+        return _alias(x, op, var)
     raise AssertionError(f"unknown view op {op!r}")
+
+
+def _alias(x: torch.Tensor, op: tuple, var: str) -> tuple[torch.Tensor, str | None]:
+    """The same bytes through another storage object at another base pointer (CPU only)."""
+    if x.device.type != "cpu":
+        return x, None
+    if op[0] == "numpy":
+        try:
+            return torch.from_numpy(x.detach().numpy()), f"torch.from_numpy({var}.detach().numpy())"
+        except (RuntimeError, TypeError, ValueError):
+            return x, None
+    keep = min(op[1], x.storage_offset())  # elements of offset left inside the sub-storage
+    start = (x.storage_offset() - keep) * x.element_size()
+    sub = x.untyped_storage()[start:]
+    y = torch.empty(0, dtype=x.dtype).set_(sub, keep, x.shape, x.stride())
+    sizes = f"{tuple(x.shape)}, {x.stride()}"
+    return y, f"torch.empty(0, dtype={x.dtype}).set_({var}.untyped_storage()[{start}:], {keep}, {sizes})"
 
 
 def _free_name(module: nn.Module, name: str, replaceable: dict) -> str:
@@ -473,6 +497,14 @@ def storage_key(t: torch.Tensor) -> tuple:
     return (str(t.device), t.untyped_storage().data_ptr())
 
 
+def address_space(t: torch.Tensor) -> tuple[tuple, int]:
+    """Where ``t``'s storage bytes are numbered from: a real device's addresses from the storage's data
+    pointer (two storage objects over one memory meet there), a meta storage's own numbering from 0."""
+    if t.device.type == "meta":
+        return ("meta", t.untyped_storage()._cdata), 0
+    return (str(t.device),), t.untyped_storage().data_ptr()
+
+
 def byte_addresses(t: torch.Tensor) -> Iterator[int]:
     """Every byte of storage ``t`` reads (tiny tensors only)."""
     size, offset = t.element_size(), t.storage_offset()
@@ -533,9 +565,9 @@ def oracle(model: nn.Module, embedding: nn.Module | None) -> Oracle:
         first = first_by_object.setdefault(id(t), name)
         if first != name:
             union(name, first)
-        key = storage_key(t)
+        key, origin = address_space(t)
         for byte in byte_addresses(t):
-            first = first_by_byte.setdefault((key, byte), name)
+            first = first_by_byte.setdefault((key, origin + byte), name)
             if first != name:
                 union(name, first)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -431,6 +432,52 @@ def dtype_view_overlap_is_byte_exact(device: str) -> nn.Module:
         e=holder(last=x.view(torch.uint8)[7:8]),
         f=holder(w=P(x[3:])),
         g=holder(h16=x.view(torch.float16)[5:6]),
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# separate storage objects over the same memory (CPU only: meta has no memory to alias)
+
+
+@case(groups=[["a.w", "b.w"], ["c.w", "d.w"]], components={"e.w": ["e.w"]}, devices=("cpu",))
+def numpy_views_of_one_array_share(_device: str) -> nn.Module:
+    """Two ``torch.from_numpy`` views of one array are two storage objects; overlapping ranges share at
+    different base pointers (``arr[:8]``, ``arr[4:]``); of another array, ``other[::2]`` meets
+    ``other[2::4]`` and an odd element (``other[1::2][:1]``) meets neither."""
+    arr, other = np.zeros(16, dtype=np.float32), np.zeros(16, dtype=np.float32)
+    return tree(
+        a=holder(w=P(torch.from_numpy(arr[:8]))),
+        b=holder(w=P(torch.from_numpy(arr[4:]))),
+        c=holder(w=P(torch.from_numpy(other[::2]))),
+        d=holder(w=P(torch.from_numpy(other[2::4]))),
+        e=holder(w=P(torch.from_numpy(other[1::2][:1]))),
+    )
+
+
+@case(groups=[["a.w", "b.w", "c.w"]], components={"d.w": ["d.w"]}, devices=("cpu",))
+def frombuffer_twice_over_one_buffer_shares(_device: str) -> nn.Module:
+    """``torch.frombuffer`` twice over one buffer (at offset 0 and at 8 bytes) shares; a range of the same
+    buffer past both (``d``, a third storage) does not."""
+    buf = bytearray(64)
+    return tree(
+        a=holder(w=P(torch.frombuffer(buf, dtype=torch.float32, count=8))),
+        b=holder(w=P(torch.frombuffer(buf, dtype=torch.float32, count=4, offset=8))),
+        c=holder(w=P(torch.frombuffer(buf, dtype=torch.float32, count=4))),
+        d=holder(w=P(torch.frombuffer(buf, dtype=torch.float32, offset=32))),
+    )
+
+
+@case(groups=[["a.w", "b.w"]], components={"c.w": ["c.w"]}, devices=("cpu",))
+def set_onto_a_sub_storage_shares(_device: str) -> nn.Module:
+    """``set_`` onto a slice of a storage (``untyped_storage()[8:16]``: a storage object at another base
+    pointer) shares with ``base[:4]`` (bytes 0-15 of the whole storage); a slice past it (bytes 16-47)
+    does not."""
+    base = torch.zeros(16)
+    sub = base.untyped_storage()[16:48]
+    return tree(
+        a=holder(w=P(base[:4])),
+        b=holder(w=P(torch.empty(0).set_(base.untyped_storage()[8:16], 0, (2,), (1,)))),
+        c=holder(w=P(torch.empty(0).set_(sub, 0, (8,), (1,)))),
     )
 
 

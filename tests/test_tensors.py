@@ -111,7 +111,7 @@ def test_build_answers_the_same_with_the_bulk_reading_off(build, monkeypatch, co
         ["3.numpy_alias", "3.weight"],  # another storage object over the same bytes (from_numpy)
     ]
     monkeypatch.setattr(_tensors, "_torchao_flatten", lambda: None)
-    monkeypatch.setattr(builder, "_read_once", lambda *_: False)
+    monkeypatch.setattr(builder, "read_once", lambda *_: False)
     off = build(model)
     assert on.to_json() == off.to_json()
 
@@ -125,7 +125,7 @@ def test_a_quantized_llama_builds_the_same_with_the_bulk_reading_off(build, monk
     on = build(model)
     assert on.tie_groups() == []
     monkeypatch.setattr(_tensors, "_torchao_flatten", lambda: None)
-    monkeypatch.setattr(builder, "_read_once", lambda *_: False)
+    monkeypatch.setattr(builder, "read_once", lambda *_: False)
     assert on.to_json() == build(model).to_json()
 
 
@@ -162,7 +162,7 @@ def test_a_bitsandbytes_model_builds_the_same_with_the_bulk_reading_off(build, m
     on = build(model)
     assert on.tie_groups() == [["0.weight", "2.alias"]]
     monkeypatch.setattr(_tensors, "_storage_group", lambda _: None)
-    monkeypatch.setattr(builder, "_read_once", lambda *_: False)
+    monkeypatch.setattr(builder, "read_once", lambda *_: False)
     assert on.to_json() == build(model).to_json()
 
 
@@ -248,7 +248,7 @@ def test_a_class_value_answers_for_an_instance_without_its_own(build, monkeypatc
     assert on.tie_groups() == [["0.weight", "2.alias"]]
     assert batched[0] is not None  # (read in bulk, not tensor by tensor)
     monkeypatch.setattr(_tensors, "_torchao_flatten", lambda: None)
-    monkeypatch.setattr(builder, "_read_once", lambda *_: False)
+    monkeypatch.setattr(builder, "read_once", lambda *_: False)
     assert on.to_json() == build(model).to_json()
 
 

@@ -28,8 +28,10 @@ is in cache. The rooms:
    storage (views, ``detach``, ``set_``, ``Parameter(t)``, dtype views; CPU and meta), checked once at import
    (``_STORAGE_IDENTITY``, else the key is ``_cdata``). Tensors that are not plain strided go to the slow
    path (:func:`tiegraph.storage.slow_parts`, in bulk per class). A ``Counter`` finds storages read twice or
-   more. Separate storage objects at one (device, data pointer) are merged, looked for only when some tensor
-   has a non-zero data pointer (a tensor's pointer is its storage's plus its offset: all zero on meta).
+   more. Separate storage objects whose address ranges overlap on one device (``torch.from_numpy`` views of
+   one array, ``frombuffer`` twice over one buffer, ``set_`` onto a slice of a storage) are merged, looked
+   for only when some tensor has a non-zero data pointer (a tensor's pointer is its storage's plus its
+   offset: all zero on meta) and some storage was not allocated by torch itself (not resizable).
 4. **Metadata only where it decides something** (:func:`_share`): only the slots on a storage read twice
    or more are candidates (6,120 of 99,962 on the 100k tree; 2 on 70B). Plain candidates (the common case)
    take :func:`_plain_groups`: same-object slots, then byte extents only when a storage holds two distinct
@@ -61,8 +63,8 @@ from __future__ import annotations
 import warnings
 from collections import Counter
 from collections.abc import Iterable
-from itertools import chain, compress, count, islice, repeat
-from operator import add, attrgetter, eq, is_, is_not, lt, mul, ne, not_
+from itertools import compress, count, repeat
+from operator import add, attrgetter, is_not, lt, mul, ne, not_
 from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 import torch
@@ -71,6 +73,7 @@ from torch import nn
 from ._compare import verdicts
 from ._embedding import InputEmbedding, find_input_embedding
 from ._index import Index
+from ._memory import Extents, merge_overlapping, read_once, rebase
 from ._metadata import byte_extent, parts_of, shape_of, slot_meta, watch
 from ._sources import as_module
 from ._tensors import leaves
@@ -242,7 +245,7 @@ def _share(index: Index, tensors: list[Any], flat: FlatViews, stored: Keys) -> N
     part_tensors: list[torch.Tensor] = []
     part_keys: list[Any] = []
     unknown: list[int] = []
-    apart = False  # every storage's data pointer is known to be its own (nothing for _merge_pointers)
+    apart = False  # no component storage can be read twice (nothing for merge_overlapping)
     if slow:
         labels = index.deployed.slot_quantization
         labelled = set(compress(count(), map(labels.__contains__, slow))) if labels else ()
@@ -257,7 +260,7 @@ def _share(index: Index, tensors: list[Any], flat: FlatViews, stored: Keys) -> N
             labels.update(named)
         unknown = list(map(slow.__getitem__, found.unknown))
         read = found.read
-        apart = bool(read) and _read_once(read, counts)
+        apart = bool(read) and read_once(read, counts)
         if read and not apart:
             part_slots = list(map(slow.__getitem__, found.owners))
             part_tensors, part_keys = found.tensors, found.storages
@@ -271,7 +274,7 @@ def _share(index: Index, tensors: list[Any], flat: FlatViews, stored: Keys) -> N
             counts.update(part_keys)
     if unknown:
         _unknown_warning(index, tensors, unknown)
-    merged = _merge_pointers(counts) if not apart and _on_real_memory(stored, part_keys) else {}
+    merged = merge_overlapping(counts) if not apart and _on_real_memory(stored, part_keys) else {}
     if merged:
         keys = list(map(merged.get, keys, keys))
         part_keys = list(map(merged.get, part_keys, part_keys))
@@ -281,7 +284,7 @@ def _share(index: Index, tensors: list[Any], flat: FlatViews, stored: Keys) -> N
         chosen = list(map(tensors.__getitem__, plain))
         if not any(map(_NESTED, chosen)):  # (the common case: plain strided tensors only)
             if plain:
-                _plain_groups(index, keys, plain, chosen)
+                _plain_groups(index, keys, plain, chosen, bool(merged))
             return
     pieces = [_Piece(s, tensors[s], keys[s]) for s in plain]
     if part_keys:
@@ -302,26 +305,23 @@ def _share(index: Index, tensors: list[Any], flat: FlatViews, stored: Keys) -> N
     candidates = sorted({p.slot for p in pieces}.union(unknown))
     if not candidates:
         return
-    _groups(index, tensors, candidates, pieces, flat)
+    _groups(index, tensors, candidates, pieces, flat, bool(merged))
 
 
-def _read_once(storages: list[Any], counts: Counter[Any]) -> bool:
-    """Whether no storage in ``storages`` (the slow path's components) can turn out to be read twice.
+def _extents(chosen: list[torch.Tensor], homes: list[Any] | None = None) -> Extents:
+    """Byte extents (start, stop) of plain tensors in bulk, and the full Extent of the non-contiguous ones.
 
-    True when every one has a data pointer (not 0: meta and empty storages are known by identity only)
-    that no other storage there or in ``counts`` (the plain slots' storages) has: then neither the same
-    storage object nor :func:`_merge_pointers` can make one of them shared, and the components need not be
-    counted (a torchao model's quantized weights: 3 components each, none shared). Sorted pointers, not a
-    set: this is the build's peak of memory.
+    ``homes``: each tensor's storage key after :func:`~tiegraph._memory.merge_overlapping` merged some
+    (else None); the extents of tensors whose storage was merged into one at a lower pointer are made
+    relative to that one.
     """
-    if not _STORAGE_IDENTITY or any(map(is_, storages, repeat(None))):
-        return False
-    pointers = sorted(chain(map(_DATA_PTR, storages), map(_DATA_PTR, counts)))
-    return bool(pointers[0]) and not any(map(eq, pointers, islice(pointers, 1, None)))
+    found = _bulk_extents(chosen)
+    if homes is not None:
+        rebase(chosen, homes, found)
+    return found
 
 
-def _extents(chosen: list[torch.Tensor]) -> tuple[list[int], list[int], dict[int, Extent]]:
-    """Byte extents (start, stop) of plain tensors in bulk, and the full Extent of the non-contiguous ones."""
+def _bulk_extents(chosen: list[torch.Tensor]) -> Extents:
     try:
         itemsizes = list(map(_ITEMSIZE, chosen))
         starts = list(map(mul, map(_OFFSET, chosen), itemsizes))
@@ -362,7 +362,7 @@ def _unknown_warning(index: Index, tensors: list[Any], unknown: list[int]) -> No
 
 
 def _on_real_memory(found: Keys, components: list[Any]) -> bool:
-    """Whether any storage can have a data pointer (else, on meta, :func:`_merge_pointers` has nothing to do).
+    """Whether any storage can have a data pointer (else, on meta, storages never overlap).
 
     The plain tensors were asked while their keys were taken (:class:`Keys`: asking a tensor costs a third
     of asking its storage on meta, and stops at the first one on real memory); here the slow path's
@@ -378,32 +378,13 @@ def _on_real_memory(found: Keys, components: list[Any]) -> bool:
         return True
 
 
-def _merge_pointers(counts: Counter[Any]) -> dict[Any, Any]:
-    """Storage objects on real devices that report the same (device, data pointer): key -> first key."""
-    if not _STORAGE_IDENTITY:
-        return {}
-    distinct = list(counts)
-    pointers = list(map(_DATA_PTR, distinct))
-    if len(set(pointers)) == len(pointers):  # (the common case: no pointer twice, not even 0)
-        return {}
-    seen = Counter(pointers)
-    seen.pop(0, None)
-    clashes = set(compress(seen, map(lt, repeat(1), seen.values())))
-    if not clashes:
-        return {}
-    first: dict[tuple[str, int], Any] = {}
-    merged: dict[Any, Any] = {}
-    for storage, pointer in zip(distinct, pointers, strict=True):
-        if pointer in clashes:
-            home = first.setdefault((str(storage.device), pointer), storage)
-            if home is not storage:
-                merged[storage] = home
-                counts[home] += counts.pop(storage)
-    return merged
-
-
 def _groups(
-    index: Index, tensors: list[Any], candidates: list[int], pieces: list[_Piece], flat: FlatViews
+    index: Index,
+    tensors: list[Any],
+    candidates: list[int],
+    pieces: list[_Piece],
+    flat: FlatViews,
+    merged: bool = False,
 ) -> None:
     """Union the candidate slots by object identity and byte overlap; record shares and tie groups.
 
@@ -457,7 +438,7 @@ def _groups(
         ):  # a component that is another slot's tensor object
             shares.append((min(owner[n], piece.slot), max(owner[n], piece.slot), "view"))
             union(owner[n], piece.slot)
-    starts, stops, strided = _extents(parts)
+    starts, stops, strided = _extents(parts, homes if merged else None)
     buckets: dict[Any, list[int]] = {}
     containers = flat.containers
     for n, (stop, home) in enumerate(zip(stops, homes, strict=True)):
@@ -495,7 +476,9 @@ def _same_objects(
     return firsts, list(compress(candidates, map(not_, repeats))), list(compress(chosen, map(not_, repeats)))
 
 
-def _plain_groups(index: Index, keys: list[Any], candidates: list[int], chosen: list[torch.Tensor]) -> None:
+def _plain_groups(
+    index: Index, keys: list[Any], candidates: list[int], chosen: list[torch.Tensor], merged: bool = False
+) -> None:
     """:func:`_groups` for plain strided tensors only, in C-level passes over the candidates.
 
     Slots holding one tensor object share ``same``; the distinct tensors are grouped by storage and their
@@ -514,7 +497,7 @@ def _plain_groups(index: Index, keys: list[Any], candidates: list[int], chosen: 
     if len(set(homes)) == len(homes):  # one tensor object per storage (most ties): its slots are the group
         group = firsts
     else:
-        starts, stops, strided = _extents(parts)
+        starts, stops, strided = _extents(parts, homes if merged else None)
         buckets: dict[Any, list[int]] = {}
         for n in compress(range(len(parts)), stops):  # (empty tensors read no byte: in no bucket)
             buckets.setdefault(homes[n], []).append(n)
