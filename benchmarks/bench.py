@@ -16,6 +16,8 @@ Timed, per workload:
 - ``peft``: ``peft.utils.other._get_module_names_tied_with_embedding(model)`` (declarations only)
 - ``safetensors``: ``safetensors.torch._find_shared_tensors(state_dict)`` (CPU state dicts of plain tensors
   only: it raises on wrapper tensors such as torchao's; the state dict is made once, outside the timing)
+- ``compat accelerate``, ``compat peft``, ``compat safetensors``: :mod:`tiegraph.compat`'s drop-ins for those
+  three helpers, same arguments (each must cost at most its peer: see "Drop-ins beside their peers")
 - ``named_parameters``: ``list(model.named_parameters(remove_duplicate=False))`` (floor)
 - ``named_modules``: ``list(model.named_modules())`` (floor)
 - ``read floor``: :func:`read_floor`, the least reading an exact answer of tiegraph's kind needs (every slot's
@@ -55,6 +57,7 @@ import torch
 from torch import nn
 
 import tiegraph
+from tiegraph import compat
 from tiegraph._walk import slots_of, walk
 
 # --------------------------------------------------------------------------------------------- workloads
@@ -260,6 +263,8 @@ def timed_functions(work: Workload) -> dict[str, Callable[[], object]]:
         "tg groups": lambda: build(model).tie_groups(),
         "accelerate": lambda: find_tied_parameters(model),
         "peft": lambda: _get_module_names_tied_with_embedding(model),
+        "compat accelerate": lambda: compat.find_tied_parameters(model),
+        "compat peft": lambda: compat.get_module_names_tied_with_embedding(model),
         "named_parameters": lambda: list(model.named_parameters(remove_duplicate=False)),
         "named_modules": lambda: list(model.named_modules()),
         "read floor": lambda: read_floor(model),
@@ -269,6 +274,7 @@ def timed_functions(work: Workload) -> dict[str, Callable[[], object]]:
 
         state_dict = work.state_dict
         fns["safetensors"] = lambda: _find_shared_tensors(state_dict)
+        fns["compat safetensors"] = lambda: compat.find_shared_tensors(state_dict)
     return fns
 
 
@@ -467,6 +473,8 @@ TARGETS = [
     ("*", "tg groups / accelerate", "tg groups", "accelerate", 1.0),
     ("synthetic-100k-meta", "tg build / named_parameters", "tg build", "named_parameters", 1.3),
 ]
+#: each drop-in of tiegraph.compat against its peer's own helper, on every workload (target <= 1.0x)
+DROP_INS = [(f"compat {p} / {p}", f"compat {p}", p) for p in ("accelerate", "peft", "safetensors")]
 PEAK_PER_SLOT = 600  # bytes of index peak per slot during build_graph
 QUANTIZED_OVER_PLAIN = 3.0  # issue 10: build_graph on the torchao int8 llama64 vs the plain one
 
@@ -493,6 +501,11 @@ def report(works: list[Workload], smoke: bool) -> str:
             [w.name] + [f"{_x(ratio(w, a, b))} / {_x(ratio(w, a, b, cpu=True))}" for _, a, b in RATIOS]
             for w in works
         ],
+    )
+    lines += ["", "### Drop-ins beside their peers (CPU medians; target <= 1.00x on every workload)", ""]
+    lines += table(
+        ["workload", *(label for label, _, _ in DROP_INS)],
+        [[w.name] + [_x(ratio(w, a, b, cpu=True)) for _, a, b in DROP_INS] for w in works],
     )
     lines += [
         "",
@@ -541,7 +554,7 @@ def report(works: list[Workload], smoke: bool) -> str:
     lines += table(["workload", *keys], [[w.name] + [w.answers.get(k, "n/a") for k in keys] for w in works])
     if not smoke:
         lines += ["", "### Targets", ""]
-        for workload, label, top, bottom, limit in TARGETS:
+        for workload, label, top, bottom, limit in TARGETS + [("*", *drop_in, 1.0) for drop_in in DROP_INS]:
             chosen = [w for w in works if workload in ("*", w.name)]
             if workload == "*" and top == "tg tied":  # 70B has its own, stricter tied target
                 chosen = [w for w in chosen if w.name != "llama-70b-meta"]

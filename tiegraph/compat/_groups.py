@@ -8,10 +8,13 @@ grouped slots are looked at again.
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections import Counter
+from itertools import accumulate, chain, compress, repeat
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
+from .._walk import Tree, slots_of, walk
 from ..build import shared_slots
 
 if TYPE_CHECKING:
@@ -76,6 +79,8 @@ def tie_groups(
     """
     if split not in _SPLITS:
         raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
+    if split is not None and not served:
+        return _split_groups(model, split, parameters_only)
     idx, _tree, tensors, _namer = shared_slots(model, serve=served)
     groups: list[list[int]] = list(idx.groups().values())
     if parameters_only:
@@ -94,6 +99,52 @@ def tie_groups(
     found = sorted((part for part in found if len(part) >= 2), key=lambda part: part[0])
     name = idx.slot_name_of
     return [[name(s) for s in part] for part in found]
+
+
+def _split_groups(model: nn.Module, split: str, parameters_only: bool) -> list[list[str]]:
+    """:func:`tie_groups` split by object or layout on the module tree: no share relation is needed.
+
+    Tensors of one object or one layout read one storage, so only slots whose storage is read twice are
+    looked at (a ``Counter`` over the walk's storage keys); a wrapper tensor (no storage key) groups by
+    identity only, so its components are never read.
+    """
+    tree = walk(model)
+    slots = slots_of(tree)
+    tensors = slots.tensors
+    keys: list[Any] = slots.keys.keys if split == "layout" and slots.keys is not None else []
+    if len(keys) != len(tensors):
+        keys = list(map(id, tensors))
+    elif None in keys:
+        keys = [key if key is not None else id(t) for key, t in zip(keys, tensors, strict=True)]
+    chosen: range | list[int] = range(len(keys))
+    if parameters_only:
+        flags = map(_IS_PARAM.__getitem__, map((1).__and__, tree.numbers))
+        chosen = list(compress(chosen, chain.from_iterable(map(repeat, flags, slots.sizes))))
+    picked = list(map(keys.__getitem__, chosen))
+    counts = Counter(picked)
+    repeated = {key for key, n in counts.items() if n > 1}
+    parts: dict[Any, list[int]] = {}
+    for s in compress(chosen, map(repeated.__contains__, picked)):
+        key = id(tensors[s]) if split == "object" else _layout(tensors[s])
+        parts.setdefault(key, []).append(s)
+    starts = list(accumulate(slots.sizes))
+    return [
+        [_slot_name(tree, starts, s, slots.attrs) for s in part] for part in parts.values() if len(part) > 1
+    ]
+
+
+_IS_PARAM = (True, False)
+
+
+def _slot_name(tree: Tree, ends: list[int], s: int, attrs: list[str]) -> str:
+    """Full name of slot ``s`` from the walk alone (``ends``: running sums of the slot dicts' sizes)."""
+    run = bisect_right(ends, s)
+    i = tree.numbers[run] >> 1
+    parts = [attrs[s]]
+    while tree.parents[i] >= 0:
+        parts.append(tree.names[i])
+        i = tree.parents[i]
+    return ".".join(reversed(parts))
 
 
 def _parameter_test(idx: Index) -> Any:

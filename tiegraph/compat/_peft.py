@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from itertools import compress
+from typing import Any, NamedTuple
 
-from ..build import build_graph
-from ..errors import NoInputEmbeddingError
+from torch import nn
+
+from .._index import Index
+from .._walk import _STORAGE_IDENTITY, aliased, object_numbers, slots_of, walk
+from ..naming import Namer
+from ..storage import extent_of, share_components
 from ._groups import _parameter_test
-
-if TYPE_CHECKING:
-    from torch import nn
-
-    from .._index import Index
-    from ..graph import TieGraph
 
 __all__ = ["get_module_names_tied_with_embedding"]
 
@@ -54,6 +53,10 @@ def get_module_names_tied_with_embedding(model: nn.Module, *, config_false_wins:
       declarations are a dict.
     - With ``config_false_wins=False``, a model tied in memory with the flag False names its tied modules.
 
+    The input embedding is what ``get_input_embeddings()`` returns, as PEFT asks it. Only slots on one of
+    its storages, or holding one of its tensor objects, are compared (exact bytes), so a wrapper tensor
+    elsewhere (a quantized layer) is not unpacked: that keeps the cost at or below PEFT's own.
+
     Examples
     --------
     >>> import torch
@@ -79,38 +82,93 @@ def get_module_names_tied_with_embedding(model: nn.Module, *, config_false_wins:
     if config_false_wins and getattr(config, "tie_word_embeddings", None) is False:
         return []
     try:
-        tg = build_graph(model)
-    except NoInputEmbeddingError:
+        embedding = found.get_input_embeddings()
+    except (AttributeError, NotImplementedError):
         return []
-    return _tied_module_paths(tg)
+    if not isinstance(embedding, nn.Module):
+        return []
+    return _tied_module_paths(model, embedding)
 
 
-def _tied_module_paths(tg: TieGraph) -> list[str]:
-    """Owners of parameters sharing with the input embedding that hold the model module's own weight."""
-    idx = tg._index
-    if idx.ie_module < 0 and not idx.ie_slots:
+class _Walked(NamedTuple):
+    idx: Index  # module tree and slot runs, named on demand (no share relation)
+    tensors: list[Any]
+    keys: list[Any]  # storage key per slot (None: a wrapper tensor, compared by identity)
+    inside: list[bool]  # per module path: the embedding (at any of its paths) or under it
+
+
+def _walked(model: nn.Module, embedding: nn.Module) -> _Walked:
+    tree = walk(model)
+    slots = slots_of(tree)
+    idx = Index(lazy=True)
+    idx.m_parent, idx.m_name, idx.m_type = tree.parents, tree.names, tree.types
+    if aliased(tree.modules):
+        idx.objects_distinct = False
+        idx.m_object = object_numbers(tree.modules)
+    idx.d_number, idx.d_size, idx.s_attr = tree.numbers, slots.sizes, slots.attrs
+    Namer(idx).attach()
+    inside: list[bool] = []
+    for module, parent in zip(tree.modules, tree.parents, strict=True):
+        inside.append(module is embedding or (parent >= 0 and inside[parent]))
+    keys = slots.keys.keys if slots.keys is not None else [None] * len(slots.tensors)
+    if not _STORAGE_IDENTITY:  # (storage objects are keys only where torch returns one per storage)
+        keys = [key if key is None else key._cdata for key in keys]
+    return _Walked(idx, slots.tensors, keys, inside)
+
+
+def _tied_module_paths(model: nn.Module, embedding: nn.Module) -> list[str]:
+    """Owners of parameters sharing memory with the embedding's that hold the model module's own weight.
+
+    Only slots on one of the embedding's storages (or holding one of its tensor objects) can share with
+    it, so the share relation is computed over those alone; wrapper tensors elsewhere are not followed.
+    """
+    w = _walked(model, embedding)
+    idx, tensors, keys = w.idx, w.tensors, w.keys
+    starts = idx._run_starts()
+    own = [
+        s
+        for r, number in enumerate(idx.d_number)
+        if w.inside[number >> 1]
+        for s in range(starts[r], starts[r + 1])
+    ]
+    if not own:
         return []
-    inside = set(idx.ie_slots)
-    groups = idx.groups()
+    own_keys = {keys[s] for s in own} - {None}
+    own_ids = {id(tensors[s]) for s in own}
+    near = set(compress(range(len(keys)), map(own_keys.__contains__, keys)))
+    near.update(compress(range(len(keys)), map(own_ids.__contains__, map(id, tensors))))
+    near.difference_update(own)
+    tied = _sharing(sorted(near), own, tensors, keys)
     is_param = _parameter_test(idx)
     found: set[str] = set()
-    for root in {idx.root_of_slot(s) for s in idx.ie_slots}:
-        for s in groups.get(root, ()):
-            if s in inside or not is_param(s):
-                continue
-            owner = idx.owner_of(s)
-            # an adapter's own tensor (lora_A, trainable_tokens_delta) is named under its layer: skip it
-            if idx.slot_canon_of(s) != f"{idx.belongs_of(owner)}.{idx.s_attr[s]}".lstrip("."):
-                continue
-            if idx.ie_module < 0 or not _under_object(idx, owner, idx.object_of(idx.ie_module)):
-                found.add(idx.path_of(owner))
+    for s in tied:
+        owner = idx.owner_of(s)
+        if not is_param(s) or w.inside[owner]:
+            continue
+        # an adapter's own tensor (lora_A, trainable_tokens_delta) is named under its layer: skip it
+        if idx.slot_canon_of(s) == f"{idx.belongs_of(owner)}.{idx.s_attr[s]}".lstrip("."):
+            found.add(idx.path_of(owner))
     return sorted(found)
 
 
-def _under_object(idx: Index, i: int, obj: int) -> bool:
-    """Whether module path ``i`` or one above it is the module object ``obj`` (the embedding's aliases)."""
-    while i >= 0:
-        if idx.object_of(i) == obj:
-            return True
-        i = idx.m_parent[i]
-    return False
+def _sharing(near: list[int], own: list[int], tensors: list[Any], keys: list[Any]) -> list[int]:
+    """The slots of ``near`` in a share component with a slot of ``own`` (exact bytes, by storage)."""
+    slots = own + near
+    objects = {id(tensors[s]) for s in own}
+    buckets: dict[Any, list[int]] = {}
+    for n, s in enumerate(slots):
+        if keys[s] is not None:
+            buckets.setdefault(keys[s], []).append(n)
+    extents = [extent_of(tensors[s]) if keys[s] is not None else None for s in slots]
+    starts = [e.start if e else 0 for e in extents]
+    stops = [e.stop if e else 0 for e in extents]
+    strided = {n: e for n, e in enumerate(extents) if e is not None and not e.dense}
+    for bucket in buckets.values():
+        bucket[:] = [n for n in bucket if extents[n] is not None]
+    roots, _ = share_components(len(slots), buckets, starts, stops, strided)
+    wanted = {roots[n] for n in range(len(own)) if extents[n] is not None}
+    return [
+        s
+        for n, s in enumerate(near, start=len(own))
+        if id(tensors[s]) in objects or (extents[n] is not None and roots[n] in wanted)
+    ]

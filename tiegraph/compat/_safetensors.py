@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections import Counter
+from collections.abc import Mapping
+from itertools import compress
 from typing import Any, NamedTuple
 
 import torch
@@ -12,7 +14,6 @@ from ..storage import extent_of, share_components, slow_components
 __all__ = ["find_shared_tensors"]
 
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
-_META = torch.device("meta")
 
 
 class _Piece(NamedTuple):
@@ -69,14 +70,56 @@ def find_shared_tensors(state_dict: Mapping[str, torch.Tensor], *, exact: bool =
     >>> [sorted(g) for g in find_shared_tensors({"even": x[::2], "odd": x[1::2]}, exact=True)]
     [['even'], ['odd']]
     """
-    pieces = list(_pieces(state_dict, exact))
+    if not exact:
+        fast = _plain(state_dict)
+        if fast is not None:
+            return fast
     by_key: dict[Any, list[_Piece]] = {}
-    for piece in pieces:
-        by_key.setdefault(piece.key, []).append(piece)
+    split = False  # some name reads several storages (a wrapper): its groups are merged at the end
+    for name, tensor in state_dict.items():
+        parts = _pieces(name, tensor, exact)
+        split = split or len(parts) > 1
+        for piece in parts:
+            by_key.setdefault(piece.key, []).append(piece)
     found: list[set[str]] = []
     for members in by_key.values():
-        found.extend(_exact_groups(members) if exact else _span_groups(members))
-    return _merge(found)
+        if len(members) == 1:
+            found.append({members[0].name})
+        else:
+            found.extend(_exact_groups(members) if exact else _span_groups(members))
+    return _merge(found) if split else found
+
+
+_STORAGE, _GET_DEVICE = torch.Tensor.untyped_storage, torch.Tensor.get_device
+_DATA_PTR, _NBYTES = torch.UntypedStorage.data_ptr, torch.UntypedStorage.nbytes
+
+
+def _plain(state_dict: Mapping[str, torch.Tensor]) -> list[set[str]] | None:
+    """The default mode when every value is a plain strided tensor (None otherwise), in C-level passes."""
+    values = list(state_dict.values())
+    if not set(map(type, values)) <= set(_PLAIN):
+        return None
+    try:
+        storages = list(map(_STORAGE, values))
+    except (RuntimeError, NotImplementedError, TypeError):  # sparse and other layouts: the general path
+        return None
+    names = list(state_dict)
+    pointers, sizes = list(map(_DATA_PTR, storages)), list(map(_NBYTES, storages))
+    keys = list(zip(pointers, sizes, map(_GET_DEVICE, values), strict=True))
+    counts = Counter(keys)
+    shared: dict[Any, list[_Piece]] = {}
+    for i in compress(range(len(keys)), map((1).__lt__, map(counts.__getitem__, keys))):
+        shared.setdefault(keys[i], []).append(_Piece(names[i], values[i], keys[i]))
+    found: list[set[str]] = []
+    for name, key, pointer, size in zip(names, keys, pointers, sizes, strict=True):
+        if not pointer or not size:  # meta, or a storage of no bytes: left out, as the peer does
+            continue
+        members = shared.get(key)
+        if members is None:
+            found.append({name})
+        elif members[0].name == name:  # the storage's first tensor: its pieces go here
+            found.extend(_span_groups(members))
+    return found
 
 
 def _components(tensor: torch.Tensor) -> list[torch.Tensor]:
@@ -85,18 +128,25 @@ def _components(tensor: torch.Tensor) -> list[torch.Tensor]:
     return slow_components(tensor) or []
 
 
-def _pieces(state_dict: Mapping[str, torch.Tensor], exact: bool) -> Iterable[_Piece]:
-    """The plain tensors each name reads, with their storage key; what the mode leaves out is skipped."""
-    for name, tensor in state_dict.items():
-        if not isinstance(tensor, torch.Tensor):
-            raise TypeError(f"find_shared_tensors: {name!r} is a {type(tensor).__name__}, not a tensor")
-        for part in _components(tensor):
-            storage = part.untyped_storage()
-            pointer = storage.data_ptr()
-            if not exact and (part.device == _META or not pointer or not storage.nbytes()):
+def _pieces(name: str, tensor: torch.Tensor, exact: bool) -> list[_Piece]:
+    """The plain tensors a name reads, with their storage keys; what the mode leaves out is left out."""
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"find_shared_tensors: {name!r} is a {type(tensor).__name__}, not a tensor")
+    found = []
+    for part in _components(tensor):
+        storage = part.untyped_storage()
+        pointer = storage.data_ptr()
+        if pointer:  # (meta tensors' pointers are all 0)
+            # (the device as its index, -1 on cpu: hashing a torch.device costs more than the rest)
+            key: Any = (pointer, storage.nbytes(), part.get_device())
+            if not key[1] and not exact:
                 continue
-            key = (part.device, pointer, storage.nbytes()) if pointer else ("storage", storage._cdata)
-            yield _Piece(name, part, key)
+        elif exact:
+            key = ("storage", storage._cdata)
+        else:
+            continue
+        found.append(_Piece(name, part, key))
+    return found
 
 
 def _span(tensor: torch.Tensor) -> tuple[int, int]:
