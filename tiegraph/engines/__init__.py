@@ -38,11 +38,14 @@ from . import (
 )
 from ._facts import HEAD_STATES, FolderError, FolderFacts, folder_facts, tie_flags
 from ._kinds import KINDS, SEVERITY, findings
+from ._lint import folder_findings
 from ._outcome import EngineOutcome, intended_head, predict
 from ._rule import OUTCOMES, Case, Flag, Rule
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from .._finding import Finding
 
 __all__ = [
     "ENGINE_IDS",
@@ -60,6 +63,7 @@ __all__ = [
     "findings",
     "folder_facts",
     "intended_head",
+    "lint",
     "outcomes",
     "tie_flags",
 ]
@@ -147,3 +151,22 @@ def outcomes(
 
         facts = model_facts(source, check_values=check_values)
     return [predict(RULES[e], facts) for e in chosen]
+
+
+def lint(source: str | os.PathLike[str] | FolderFacts) -> list[Finding]:
+    """Findings about a folder's config that consumers read differently.
+
+    Today one kind: ``tie-flag-missing-defaults-disagree``.
+
+    Examples
+    --------
+    >>> import json, tempfile, torch
+    >>> from safetensors.torch import save_file
+    >>> d = tempfile.mkdtemp()
+    >>> _ = open(f"{d}/config.json", "w").write(json.dumps({"model_type": "llama"}))  # no tie_word_embeddings
+    >>> save_file({"model.embed_tokens.weight": torch.zeros(8, 4)}, f"{d}/model.safetensors")
+    >>> [f.kind for f in lint(d)]
+    ['tie-flag-missing-defaults-disagree']
+    """
+    facts = source if isinstance(source, FolderFacts) else folder_facts(source)
+    return folder_findings(facts, list(RULES.values()))
