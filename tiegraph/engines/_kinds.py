@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .._finding import Finding, finding
+from .._finding import Finding, Severity, finding, kinds
 from ._outcome import EngineOutcome
 
 __all__ = ["KINDS", "SEVERITY", "findings"]
 
 #: kind -> (severity, sentence). ``{engine}``, ``{verdict}`` and ``{source}`` are filled per consumer.
-TABLE: dict[str, tuple[str, str]] = {
+TABLE: dict[str, tuple[Severity, str]] = {
     "engine-drops-trained-head": (
         "error",
         "{engine} ({rule}) puts the input embedding where {head} holds a different, trained head: {verdict}; "
@@ -52,8 +52,8 @@ TABLE: dict[str, tuple[str, str]] = {
     ),
 }
 
-KINDS: dict[str, str] = {kind: sentence for kind, (_, sentence) in TABLE.items()}
-SEVERITY: dict[str, str] = {kind: severity for kind, (severity, _) in TABLE.items()}
+KINDS: dict[str, str] = kinds(TABLE)
+SEVERITY: dict[str, Severity] = {kind: severity for kind, (severity, _) in TABLE.items()}
 
 
 def findings(outcomes: Sequence[EngineOutcome], head: str | None = None) -> list[Finding]:

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .._finding import Finding, finding
+from .._finding import Finding, Severity, finding, kinds
 from ._facts import FolderFacts
 from ._flags import installed_version, resolve
 
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["KINDS", "findings", "folder_findings"]
 
 #: kind -> (severity, sentence).
-TABLE: dict[str, tuple[str, str]] = {
+TABLE: dict[str, tuple[Severity, str]] = {
     "list-tied-weights-keys": (
         "error",
         "{declared_by} declares _tied_weights_keys as a list ({declared_as}), the transformers 4 style; "
@@ -51,8 +51,8 @@ TABLE: dict[str, tuple[str, str]] = {
         "({value} for what the files hold) at every config level.",
     ),
 }
-KINDS: dict[str, str] = {kind: sentence for kind, (_, sentence) in TABLE.items()}
-SEVERITY: dict[str, str] = {kind: severity for kind, (severity, _) in TABLE.items()}
+KINDS: dict[str, str] = kinds(TABLE)
+SEVERITY: dict[str, Severity] = {kind: severity for kind, (severity, _) in TABLE.items()}
 
 
 def _major() -> int:
