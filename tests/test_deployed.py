@@ -133,9 +133,56 @@ def test_check_device_map_dict_places_nothing():
     split = tiegraph.check_device_map(model, {"model": "cpu", "lm_head": "disk"})
     assert [f.kind for f in split] == ["group-split-across-devices"]
     assert "device_map['lm_head'] = 'cpu'" in split[0].message
-    assert tiegraph.check_device_map(model, {"": "disk"}) == []
+    assert tiegraph.check_device_map(model, {"": "disk"}, placed_by="from_pretrained") == []
     assert not hasattr(model, "hf_device_map")
     assert model.lm_head.weight.device.type == "cpu"
+
+
+_TEXT = {"model.embed_tokens": "cpu", "model.layers": "cpu", "model.norm": "cpu", "model.rotary_emb": "cpu"}
+
+
+@pytest.mark.parametrize(
+    "device_map",
+    [
+        {"": "disk"},
+        {"model": "disk", "lm_head": "disk"},
+        {**_TEXT, "model.embed_tokens": "disk", "lm_head": "disk"},
+        {**_TEXT, "lm_head": "disk"},
+        {"model": "cpu", "lm_head": "cpu"},
+    ],
+    ids=["all-disk", "both-ends-disk", "ends-disk-rest-cpu", "head-disk", "all-cpu"],
+)
+def test_check_device_map_agrees_with_the_dispatched_model(build, tmp_path, device_map):
+    """The pre-flight predicts what the audit of the model accelerate placed says, on every map: both ends
+    on disk are two files, so two copies (``{"": "disk"}`` is ``disk_offload``; dispatch_model refuses it)."""
+    from accelerate import disk_offload, dispatch_model
+
+    model = tiny_llama()
+    before = tiegraph.check_device_map(model, device_map)
+    if device_map == {"": "disk"}:
+        disk_offload(model, tmp_path, execution_device="cpu")
+    else:
+        dispatch_model(model, device_map, main_device="cpu", offload_dir=tmp_path, force_hooks=True)
+    placed = build(model).audit()
+    assert [(f.kind, f.paths, f.message) for f in before] == [(f.kind, f.paths, f.message) for f in placed]
+    assert bool(placed) == ("disk" in device_map.values())
+    model(X)
+
+
+@pytest.mark.parametrize(
+    "device_map", [{"": "disk"}, {"model": "disk", "lm_head": "disk"}], ids=["all-disk", "both-ends-disk"]
+)
+def test_check_device_map_from_pretrained_serves_one_entry(build, tmp_path, device_map):
+    """from_pretrained serves both ends of a tie on disk from the checkpoint's one entry: no finding, and
+    the pre-flight says so when told who places the model."""
+    tiny_llama().save_pretrained(tmp_path / "ckpt")
+    model = AutoModelForCausalLM.from_pretrained(
+        tmp_path / "ckpt", device_map=device_map, offload_folder=tmp_path / "off"
+    )
+    assert build(model).audit() == []
+    assert tiegraph.check_device_map(tiny_llama(), device_map, placed_by="from_pretrained") == []
+    with pytest.raises(ValueError, match="placed_by must be"):
+        tiegraph.check_device_map(tiny_llama(), device_map, placed_by="accelerate")
 
 
 def test_check_device_map_auto_resolves_through_accelerate():

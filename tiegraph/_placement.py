@@ -86,8 +86,13 @@ def map_entry(device_map: Mapping[str, str], path: str) -> str | None:
     return best
 
 
-def place(index: Index, device_map: Mapping[str, str]) -> None:
+def place(index: Index, device_map: Mapping[str, str], own_files: bool = True) -> None:
     """Record the placement a device map (module name -> device name) gives every slot.
+
+    ``own_files``: the model is placed by accelerate (``dispatch_model``, ``disk_offload``), which writes
+    every parameter a disk entry places to a file of its own, so the ends of a tie both on disk are served
+    as separate copies; ``from_pretrained`` instead serves disk weights from the checkpoint's own entries,
+    where a tied pair is one entry.
 
     Raises ``ValueError`` naming the first slot no entry places (accelerate would refuse that map too).
     """
@@ -103,3 +108,8 @@ def place(index: Index, device_map: Mapping[str, str]) -> None:
     index.deployed.placement = placement
     index.deployed.execution_device = [p if p != "disk" else "cpu" for p in placement]
     index.deployed.device_map = dict(device_map)
+    index.deployed.served_from = {
+        index.s_name[s]: f"<offload_dir>/{index.s_name[s]}.dat"
+        for s, where in enumerate(placement)
+        if own_files and where == "disk" and index.s_param[s]
+    }

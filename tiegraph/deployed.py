@@ -36,6 +36,7 @@ def check_device_map(
     max_memory: Mapping[int | str, int | str] | None = None,
     no_split_module_classes: list[str] | None = None,
     input_embedding: Any = None,
+    placed_by: str = "dispatch_model",
 ) -> list[Finding]:
     """The findings ``model`` would have once placed by ``device_map``, without placing anything.
 
@@ -51,6 +52,11 @@ def check_device_map(
         defaults to the model's ``_no_split_modules``).
     input_embedding
         As for :func:`tiegraph.build_graph`.
+    placed_by
+        Who will place the model: ``"dispatch_model"`` (accelerate's ``dispatch_model``, ``disk_offload``,
+        ``cpu_offload``: every parameter a disk entry places is written to a file of its own, so the ends
+        of a tie both on disk are served as two copies) or ``"from_pretrained"`` (transformers serves disk
+        weights from the checkpoint's entries, one entry for a tied pair).
 
     Returns
     -------
@@ -63,7 +69,7 @@ def check_device_map(
     TypeError
         If ``model`` is not an ``nn.Module`` or ``device_map`` is neither a mapping nor ``"auto"``.
     ValueError
-        If ``device_map`` leaves a slot of the model unplaced.
+        If ``device_map`` leaves a slot of the model unplaced, or ``placed_by`` is neither value.
 
     Examples
     --------
@@ -77,7 +83,9 @@ def check_device_map(
     ...         self.head.weight = self.embed.weight
     >>> [f.kind for f in tiegraph.check_device_map(Tiny(), {"embed": "cpu", "head": "disk"})]
     ['group-split-across-devices']
-    >>> tiegraph.check_device_map(Tiny(), {"": "disk"})
+    >>> [f.kind for f in tiegraph.check_device_map(Tiny(), {"": "disk"})]
+    ['group-split-across-devices']
+    >>> tiegraph.check_device_map(Tiny(), {"": "disk"}, placed_by="from_pretrained")
     []
     """
     if not isinstance(model, nn.Module):
@@ -85,6 +93,8 @@ def check_device_map(
         raise TypeError(
             f"check_device_map expects a torch.nn.Module, got {kind.__module__}.{kind.__qualname__}"
         )
+    if placed_by not in ("dispatch_model", "from_pretrained"):
+        raise ValueError(f"placed_by must be 'dispatch_model' or 'from_pretrained', got {placed_by!r}")
     if isinstance(device_map, str):
         if device_map != "auto":
             raise TypeError(
@@ -103,7 +113,7 @@ def check_device_map(
         raise TypeError(f"device_map must be a dict or 'auto', got {type(device_map).__name__}")
     names = {str(k): _device_name(v) for k, v in device_map.items()}
     tg = build_graph(model, input_embedding=input_embedding)
-    tg._amend(device_map=names)
+    tg._amend(device_map=names, disk_files=placed_by == "dispatch_model")
     return tg.audit()
 
 
@@ -247,10 +257,16 @@ def findings(view: GraphView) -> list[Finding]:
             out.append(_split(view, [tie.target_slot, tie.source_slot], [tie.target, tie.source], values))
     for slots in view.groups():
         places = {view.placement(s) for s in slots}
-        if len(places) > 1:
+        if len(places) > 1 or _served_apart(view, slots):
             out.append(_split(view, slots, sorted({view.slot_canonical(s) for s in slots})))
     out += _layer_findings(view)
     return out
+
+
+def _served_apart(view: GraphView, slots: list[int]) -> bool:
+    """Whether offload hooks serve two slots of one tie group from two files on disk (two copies)."""
+    files = {view.served_from(s) for s in slots if view.placement(s) == "disk"} - {None}
+    return len(files) > 1
 
 
 def _untied_by_quantization(view: GraphView, tie: Declaration) -> Finding:
@@ -278,7 +294,7 @@ def _untied_by_quantization(view: GraphView, tie: Declaration) -> Finding:
 def _split(view: GraphView, slots: list[int], names: list[str], values: str = "") -> Finding:
     """A ``group-split-across-devices`` finding; ``values`` ends it with a declared pair's value verdict."""
     places = []
-    for s in slots:
+    for s in sorted(slots, key=view.slot_canonical):  # (one order, however the slots were found)
         where = view.placement(s)
         source = view.served_from(s)
         if where == "meta" and source:
@@ -288,7 +304,12 @@ def _split(view: GraphView, slots: list[int], names: list[str], values: str = ""
         places.append(where)
     distinct = list(dict.fromkeys(places))
     devices = " and ".join(distinct)
-    if len({view.placement(s) for s in slots}) == 1:
+    if {view.placement(s) for s in slots} == {"disk"}:
+        devices += (
+            ", served by the offload hooks as separate copies (accelerate writes every weight a disk entry "
+            "places to a file of its own: map the tie group to cpu or an accelerator instead)"
+        )
+    elif len({view.placement(s) for s in slots}) == 1:
         devices += ", served by the offload hooks as separate copies"
     found = finding(KINDS, "group-split-across-devices", names, devices=devices, values=values)
     advice = split_advice(view, slots)

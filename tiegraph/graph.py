@@ -98,22 +98,24 @@ class TieGraph:
         values_of: nn.Module | None = None,
         device_map: Mapping[str, str] | None = None,
         checkpoint: dict[str, Any] | None = None,
+        disk_files: bool = True,
     ) -> None:
         """The one way to add to a built graph; drops every cache derived from it.
 
         What a build leaves for later and can be added legitimately: ``values_of``, the model the graph
         was built from, unchanged since, whose declared pairs that do not share memory get their value
         verdicts (:mod:`tiegraph.values`); ``device_map``, module name -> device name, the placement
-        :func:`tiegraph.check_device_map` judges; ``checkpoint``, the findings
-        :func:`tiegraph.checkpoint.check_checkpoint` read from a folder. Afterwards the networkx graph, the
-        view and the pictures are made afresh from the amended index, so no cached picture shows the graph
-        as it was before.
+        :func:`tiegraph.check_device_map` judges (``disk_files``: disk entries are served from a file per
+        parameter, as accelerate's ``dispatch_model`` writes them, not from a checkpoint's entries);
+        ``checkpoint``, the findings :func:`tiegraph.checkpoint.check_checkpoint` read from a folder.
+        Afterwards the networkx graph, the view and the pictures are made afresh from the amended index, so
+        no cached picture shows the graph as it was before.
 
         Raises ``ValueError`` (changing nothing) when ``device_map`` leaves a slot unplaced.
         """
         index = self._index
         if device_map is not None:
-            place(index, device_map)
+            place(index, device_map, disk_files)
         if values_of is not None:
             index.declared = verdicts(index, values_of)
         if checkpoint is not None:
