@@ -93,7 +93,9 @@ def size_text(nbytes: int) -> str:
     raise AssertionError("unreachable")
 
 
-def shape_text(shape: Iterable[int]) -> str:
+def shape_text(shape: Iterable[int] | None) -> str:
+    if shape is None:
+        return "shape unknown"
     dims = list(shape)
     return "×".join(str(d) for d in dims) if dims else "scalar"
 

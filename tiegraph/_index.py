@@ -24,9 +24,9 @@ Derived on first read, each group at once (a :class:`_Lazy` field is ``None`` un
 - object and component numbers ``s_tensor``, ``t_root``, ``s_root`` (from the build's share data, no walk);
 - tensor metadata ``t_dtype``, ``t_shape``, ``t_device``, ``t_grad``, byte extents ``t_storage``,
   ``t_start``, ``t_stop`` and the storage table ``st_*``: by one re-walk of the model through the weak
-  reference (:mod:`tiegraph._metadata`), checked against the recorded paths and slot runs; if the model is
-  gone or its module tree or slots changed since the build, a :class:`~tiegraph.errors.TiegraphError` says
-  so (the answers that need no metadata stay available);
+  reference (:mod:`tiegraph._metadata`), per slot found by name whose storage witness recorded at build
+  still holds; a slot that changed or is gone is unknown (shape ``None``, device ``"unknown"``), never read
+  from the changed model, and nothing raises;
 - ``declared``: declarations expanded against the slot names (recorded raw during the build).
 
 Why: measured on the 70B-shaped meta Llama and the 100k-slot tree (see ``benchmarks/RESULTS.md`` and the
@@ -42,6 +42,7 @@ lists appended to, as before): only indexes made by the builder are lazy.
 from __future__ import annotations
 
 import weakref
+from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -107,8 +108,8 @@ class SlotMeta(NamedTuple):
     """What a slot's tensor is, as the graph records it (``dtype`` without ``torch.``; ``device``: str)."""
 
     dtype: str
-    shape: tuple[int, ...]
-    device: str
+    shape: tuple[int, ...] | None  # None: unknown (the model changed before it was read)
+    device: str  # "unknown" when unknown
     requires_grad: bool
 
 
@@ -182,7 +183,7 @@ class Index:
     t_start: _Lazy[list[int]] = _Lazy("_fill_meta")  # byte extent in its storage; start == stop: empty
     t_stop: _Lazy[list[int]] = _Lazy("_fill_meta")
     t_dtype: _Lazy[list[str]] = _Lazy("_fill_meta")
-    t_shape: _Lazy[list[tuple[int, ...]]] = _Lazy("_fill_meta")
+    t_shape: _Lazy[list[tuple[int, ...] | None]] = _Lazy("_fill_meta")  # None: unknown
     t_device: _Lazy[list[str]] = _Lazy("_fill_meta")
     t_grad: _Lazy[list[bool]] = _Lazy("_fill_meta")
     st_pointer: _Lazy[list[int]] = _Lazy("_fill_meta")  # data pointer; 0 for storages known by identity
@@ -235,7 +236,11 @@ class Index:
         # on-demand sources (builder only)
         self.model_ref: Callable[[], Any] | None = None  # a weak reference to the model
         self.watch: weakref.finalize[Any, Any] | None = None  # fills the metadata when the model dies
-        self.meta_error = ""  # why the metadata could not be read when the model died
+        # what the build captured of every slot (builder only): dtype objects, requires_grad, and the
+        # witness the metadata re-walk checks a slot against (see tiegraph._metadata)
+        self.b_dtype: list[Any] | None = None
+        self.b_grad: bytes | None = None
+        self.witness: array[int] | None = None
         self.meta_filler: Callable[[Index], None] | None = None
         self.declared_filler: Callable[[Index], None] | None = None
         # a fresh index (filled by hand, e.g. from a graph) holds every field as a plain list; the
@@ -442,8 +447,9 @@ class Index:
         """Set ``s_root`` from ``t_root``: the slot's tensor's component, or its own for an empty tensor."""
         t_root, t_stop, t_shape = self.t_root, self.t_stop, self.t_shape
         offset = len(t_root)
-        self.s_root = [
-            t_root[t] if t_stop[t] or 0 not in t_shape[t] else offset + s for s, t in enumerate(self.s_tensor)
+        self.s_root = [  # (an unknown shape, None: the build's share relation stands)
+            t_root[t] if t_stop[t] or 0 not in (t_shape[t] or (1,)) else offset + s
+            for s, t in enumerate(self.s_tensor)
         ]
 
     # ------------------------------------------------------------------ canonical names, on demand

@@ -23,8 +23,11 @@ if TYPE_CHECKING:
 
 __all__ = ["FORMAT_VERSION", "from_json", "from_networkx", "lint", "to_json"]
 
-#: Version of the JSON layout written by :func:`to_json`; :func:`from_json` reads this version.
-FORMAT_VERSION = 1
+#: Version of the JSON layout written by :func:`to_json`. Format 2: a slot's ``shape`` may be ``null`` and
+#: its ``device`` ``"unknown"`` (the model changed before the graph read them; see the concepts page).
+FORMAT_VERSION = 2
+#: The versions :func:`from_json` reads: the current one and the one before it (format 1 never has unknowns).
+FORMATS_READ = (1, 2)
 
 
 def _jsonable(value: Any) -> Any:
@@ -37,7 +40,7 @@ def _jsonable(value: Any) -> Any:
 
 
 def to_json(tg: TieGraph) -> dict[str, Any]:
-    """networkx node-link data of :attr:`TieGraph.graph`, plus ``"tiegraph": {"format": 1, ...}``.
+    """networkx node-link data of :attr:`TieGraph.graph`, plus ``"tiegraph": {"format": 2, ...}``.
 
     The dict is plain JSON data (tuples such as ``shape`` are lists): ``json.dumps`` it as is, and reload it
     with :func:`from_json` or read it with ``networkx.node_link_graph(data, edges="edges")``.
@@ -49,7 +52,7 @@ def to_json(tg: TieGraph) -> dict[str, Any]:
     >>> m.embed = torch.nn.Embedding(8, 4)
     >>> data = tiegraph.build_graph(m, input_embedding="embed").to_json()
     >>> data["tiegraph"]["format"], [n["id"] for n in data["nodes"]]
-    (1, ['m:', 'm:embed', 't:0', 's:embed.weight'])
+    (2, ['m:', 'm:embed', 't:0', 's:embed.weight'])
     >>> json.loads(json.dumps(data)) == data
     True
     """
@@ -68,7 +71,8 @@ def from_json(data: dict[str, Any] | str) -> TieGraph:
     Raises
     ------
     GraphFormatError
-        If ``data`` was not written by :func:`to_json` (or by a newer, unknown format version).
+        If ``data`` was not written by :func:`to_json`, or by a format this version does not read
+        (:data:`FORMATS_READ`: the current format and the previous one).
     """
     from .graph import TieGraph
 
@@ -79,17 +83,18 @@ def from_json(data: dict[str, Any] | str) -> TieGraph:
             "not tiegraph JSON: expected the dict TieGraph.to_json() returns (with a 'tiegraph' entry)"
         )
     version = data["tiegraph"].get("format")
-    if version != FORMAT_VERSION:
+    if version not in FORMATS_READ:
         raise GraphFormatError(
-            f"tiegraph JSON format {version!r} is not supported (this tiegraph reads format "
-            f"{FORMAT_VERSION}); rebuild the graph or upgrade tiegraph"
+            f"tiegraph JSON format {version!r} is not supported (this tiegraph reads formats "
+            f"{', '.join(map(str, FORMATS_READ))}); rebuild the graph or upgrade tiegraph"
         )
     body = {k: v for k, v in data.items() if k != "tiegraph"}
     try:
         G = nx.node_link_graph(body, directed=True, multigraph=True, edges="edges")
         for _, node in G.nodes(data=True):
             if node.get("kind") == "slot":
-                node["shape"] = tuple(int(d) for d in node["shape"])
+                shape = node["shape"]
+                node["shape"] = None if shape is None else tuple(int(d) for d in shape)
         return TieGraph.from_graph(G)
     except (KeyError, TypeError, ValueError, nx.NetworkXError) as exc:
         raise GraphFormatError(f"tiegraph JSON is damaged: {exc}") from exc
@@ -137,7 +142,7 @@ def from_networkx(G: nx.MultiDiGraph) -> Index:
         if t is None:
             t = objects[obj] = len(idx.t_dtype)
             idx.t_dtype.append(data["dtype"])
-            idx.t_shape.append(tuple(data["shape"]))
+            idx.t_shape.append(None if data["shape"] is None else tuple(data["shape"]))
             idx.t_device.append(data["device"])
             idx.t_grad.append(bool(data["requires_grad"]))
             idx.t_storage.append(-1)

@@ -1,13 +1,26 @@
 """Tensor metadata on first use: dtype, shape, device, requires_grad, byte extents and the storage table.
 
-The builder (:mod:`tiegraph.build`) reads metadata only for slots on shared storages; :func:`watch` lets the
-index read the rest by re-walking the model through a weak reference (:func:`fill_metadata`), checked
-against the module paths and slots recorded at build, and at the latest when the model dies.
+A graph is a record of the model at build time. The builder (:mod:`tiegraph.build`) reads full metadata
+only for slots on shared storages (and for slots hooks serve); for every slot it also captures the cheap
+facts (dtype, requires_grad) and a *witness*: the identity of the storage the slot read (the C++ storage
+object), or of the tensor object for the slow path's wrapper tensors (:func:`capture`). :func:`watch` lets
+the index read shape, device and byte extents of the other slots later, by re-walking the model through a
+weak reference (:func:`fill_metadata`), at the latest when the model dies. A slot is read then only if it
+is still there (same full name, still a parameter or still a buffer) and still holds what it held at
+build (same witness); otherwise its shape, device and storage are *unknown* (``None``, ``"unknown"``,
+no storage), never the values of the changed model. So a graph taken before ``get_peft_model``,
+``merge_and_unload``, ``.half()``, ``.to()``, a replaced module or ``del model`` keeps answering, and
+says plainly what it can no longer know.
+
+The witness's limit: a tensor re-viewed over the same storage (``p.data = p.data.view(...)``) keeps its
+witness, and its shape is read as it is now.
 """
 
 from __future__ import annotations
 
 import weakref
+from array import array
+from operator import attrgetter
 from typing import Any
 
 import torch
@@ -15,9 +28,14 @@ from torch import nn
 
 from ._index import Index, SlotMeta
 from ._tensors import ragged_shape
-from ._walk import PLAIN_TYPES, flat_views, hooked_paths, key_of, serve_hooked, slots_of, walk
-from .errors import TiegraphError
+from ._walk import PLAIN_TYPES, Keys, flat_views, hooked_paths, key_of, serve_hooked, slots_of, storages, walk
 from .storage import Extent, FlatViews, slow_components, strided_extent
+
+#: The device (and, in :class:`SlotMeta`, ``shape=None``) of a slot whose tensor the graph can no longer
+#: read: the model changed or died before the metadata was first needed, and the build did not capture it.
+UNKNOWN = "unknown"
+
+_DTYPE, _GRAD, _CDATA = attrgetter("dtype"), attrgetter("requires_grad"), attrgetter("_cdata")
 
 
 def shape_of(tensor: Any, flat: FlatViews) -> tuple[int, ...]:
@@ -109,61 +127,144 @@ def _on_model_death(index_ref: weakref.ref[Index], kind: type, state: dict[str, 
     index.model_ref = lambda: shell
     try:
         fill_metadata(index)
-    except TiegraphError as error:
-        index.meta_error = str(error)
+    except Exception:  # (a finalizer cannot raise: what was not read is reported unknown instead)
+        index.model_ref = None
     finally:
         index.model_ref = None
+
+
+def capture(index: Index, tensors: list[Any], found: Keys, hooked: list[int], flat: FlatViews) -> None:
+    """At build: dtype, requires_grad and the witness of every slot; full metadata of the slots hooks serve.
+
+    Three C-level passes over the slots (a few percent of a build); the served slots (a dispatched model's
+    hooked modules) are read whole, since a hook may serve a new tensor at every access.
+    """
+    try:
+        index.b_dtype = list(map(_DTYPE, tensors))
+    except (RuntimeError, NotImplementedError, TypeError, AttributeError):
+        index.b_dtype = [_read(_DTYPE, t) for t in tensors]
+    try:
+        index.b_grad = bytes(map(_GRAD, tensors))
+    except (RuntimeError, NotImplementedError, TypeError, AttributeError):
+        index.b_grad = bytes(bool(_read(_GRAD, t)) for t in tensors)
+    index.witness = witnesses(tensors, found)
+    if hooked:
+        known = index.known
+        strings: dict[object, str] = {}
+        for i in hooked:
+            for s in range(index.slot_start(i), index.slot_start(i + 1)):
+                first = index.same_as.get(s, s)
+                if first not in known:
+                    tensor = tensors[first]
+                    known[first] = slot_meta(tensor, parts_of(tensor), flat, strings)
+
+
+def _read(get: attrgetter[Any], tensor: Any) -> Any:
+    try:
+        return get(tensor)
+    except (RuntimeError, NotImplementedError, TypeError, AttributeError):
+        return None
+
+
+def witnesses(tensors: list[Any], found: Keys) -> array[int]:
+    """Per slot: its storage's C++ identity (``_cdata``), or its tensor object's for the slow path."""
+    keys = found.keys
+    if not found.slow:
+        return array("Q", map(_CDATA, keys) if keys and not isinstance(keys[0], int) else keys)
+    out = array("Q", map(id, tensors))
+    for s, key in enumerate(keys):
+        if key is not None:
+            out[s] = key if isinstance(key, int) else key._cdata
+    return out
 
 
 def fill_metadata(index: Index) -> None:
     """dtype, shape, device, requires_grad, byte extents and the storage table, by re-walking the model.
 
-    The re-walk must find the same module paths and slots (owner, attribute) as the build; otherwise the
-    model changed since the build and the answers would mix two models.
+    Only slots that are still there and still hold what they held at build are read (see the module
+    docstring); the others are unknown. Never raises for a changed or collected model.
     """
     model = index.model_ref() if index.model_ref is not None else None
-    if model is None:
-        if index.meta_error:
-            raise TiegraphError(index.meta_error)
-        raise TiegraphError(
-            "the model this graph was built from no longer exists; tiegraph keeps no reference to it and "
-            "reads "
-            "dtype, shape, device and storage details on first use: keep the model alive until then, or call "
-            "build_graph again"
-        )
-    tree = walk(model)
-    modules = tree.modules
-    hooked = hooked_paths(tree)
-    slots = slots_of(tree, keys=False)
-    if tree.parents != index.m_parent or tree.names != index.m_name:
-        raise TiegraphError(
-            "the model's module tree changed since build_graph (a module was added, removed or replaced); "
-            "call build_graph again for details of the model as it is now"
-        )
-    if tree.numbers != index.d_number or slots.sizes != index.d_size or slots.attrs != index.s_attr:
-        now = Index(lazy=True)
-        now.d_number, now.d_size, now.s_attr = tree.numbers, slots.sizes, slots.attrs
-        then = list(zip(index.s_owner, index.s_attr, index.s_param, strict=True))
-        pairs = zip(zip(now.s_owner, now.s_attr, now.s_param, strict=True), then, strict=False)
-        changed = next((s for s, (a, b) in enumerate(pairs) if a != b), min(now.num_slots, len(then)))
-        where = index.slot_name_of(changed) if changed < index.num_slots else "the end"
-        raise TiegraphError(
-            f"the model's parameters or buffers changed since build_graph (first difference at {where!r}); "
-            "call build_graph again for details of the model as it is now"
-        )
-    kinds = set(tree.types)
-    serve_hooked(index, modules, slots.tensors, hooked, kinds, record=False)
-    flat = flat_views(modules, kinds)
+    count = index.num_slots
+    tensors: list[Any] = [None] * count
+    flat = FlatViews({}, set())
+    if model is not None:
+        tree = walk(model)
+        modules = tree.modules
+        hooked = hooked_paths(tree)
+        slots = slots_of(tree, keys=False)
+        kinds = set(tree.types)
+        serve_hooked(index, modules, slots.tensors, hooked, kinds, record=False)
+        flat = flat_views(modules, kinds)
+        same = tree.parents == index.m_parent and tree.names == index.m_name
+        if (
+            same
+            and tree.numbers == index.d_number
+            and slots.sizes == index.d_size
+            and slots.attrs == index.s_attr
+        ):
+            tensors = slots.tensors
+        else:
+            tensors = _by_name(
+                index, tree.parents, tree.names, slots.sizes, slots.attrs, tree.numbers, slots.tensors
+            )
+        tensors = _verified(index, tensors)
     with torch._C.DisableTorchFunctionSubclass():
-        read_metadata(index, slots.tensors, flat)
+        read_metadata(index, tensors, flat)
     index.meta_filler = None
     if index.watch is not None:
         index.watch.detach()
         index.watch = None
 
 
+def _by_name(
+    index: Index,
+    parents: list[int],
+    names: list[str],
+    sizes: list[int],
+    attrs: list[str],
+    numbers: list[int],
+    tensors: list[Any],
+) -> list[Any]:
+    """The current tensor of every slot of the build, found by full name and kind (None: gone)."""
+    now = Index(lazy=True)
+    now.m_parent, now.m_name, now.d_number, now.d_size, now.s_attr = parents, names, numbers, sizes, attrs
+    where = {key: s for s, key in enumerate(zip(now.s_name, now.s_param, strict=True))}
+    found = map(where.get, zip(index.s_name, index.s_param, strict=True))
+    return [None if s is None else tensors[s] for s in found]
+
+
+def _verified(index: Index, tensors: list[Any]) -> list[Any]:
+    """``tensors`` with None where a slot no longer holds what it held at build (its witness changed)."""
+    then = index.witness
+    if then is None:
+        return tensors
+    present = [t for t in tensors if t is not None]
+    now = witnesses(present, storages(present))
+    if len(present) == len(tensors):
+        if now == then:
+            return tensors
+        return [t if w == v else None for t, w, v in zip(tensors, now, then, strict=True)]
+    marks = iter(now)
+    return [None if t is None or next(marks) != v else t for t, v in zip(tensors, then, strict=True)]
+
+
+def _dtype_name(dtype: Any, strings: dict[object, str]) -> str:
+    name = strings.get(dtype)
+    if name is None:
+        name = strings[dtype] = UNKNOWN if dtype is None else str(dtype).removeprefix("torch.")
+    return name
+
+
+def _unknown(s: int, b_dtype: list[Any] | None, b_grad: bytes | None, strings: dict[object, str]) -> SlotMeta:
+    """A slot the graph can no longer read: what the build captured of it, and unknown shape and device."""
+    if b_dtype is None or b_grad is None:
+        return SlotMeta(UNKNOWN, None, UNKNOWN, False)
+    return SlotMeta(_dtype_name(b_dtype[s], strings), None, UNKNOWN, bool(b_grad[s]))
+
+
 def read_metadata(index: Index, tensors: list[Any], flat: FlatViews) -> None:
-    """Per distinct tensor object (``index.s_tensor``): metadata, storage and byte extent."""
+    """Per distinct tensor object (``index.s_tensor``): metadata, storage and byte extent (None: unknown)."""
     s_tensor = index.s_tensor
     count = (max(s_tensor) + 1) if s_tensor else 0
     firsts = [0] * count
@@ -177,15 +278,25 @@ def read_metadata(index: Index, tensors: list[Any], flat: FlatViews) -> None:
     t_start: list[int] = []
     t_stop: list[int] = []
     t_dtype: list[str] = []
-    t_shape: list[tuple[int, ...]] = []
+    t_shape: list[tuple[int, ...] | None] = []
     t_device: list[str] = []
     t_grad: list[bool] = []
     strings: dict[object, str] = {}
     known = index.known
+    b_dtype, b_grad = index.b_dtype, index.b_grad
     for s in firsts:
         tensor = tensors[s]
-        parts = parts_of(tensor)
-        meta = index.meta_of(s) if s in known else slot_meta(tensor, parts, flat, strings)
+        parts = None if tensor is None else parts_of(tensor)
+        if s in known:
+            meta = index.meta_of(s)
+        elif tensor is None:
+            meta = _unknown(s, b_dtype, b_grad, strings)
+        else:
+            meta = slot_meta(tensor, parts, flat, strings)
+            if (
+                b_dtype is not None and b_grad is not None
+            ):  # what the build saw, not what a re-view over the same storage says
+                meta = meta._replace(dtype=_dtype_name(b_dtype[s], strings), requires_grad=bool(b_grad[s]))
         t_device.append(meta.device)
         t_dtype.append(meta.dtype)
         t_shape.append(meta.shape)

@@ -31,7 +31,7 @@ class TensorFacts:
 
     number: int  # stands for the tensor object: the first slot holding it, where the builder knows
     dtype: str
-    shape: tuple[int, ...]
+    shape: tuple[int, ...] | None  # None: unknown (the model changed before the graph read it)
     device: str
     requires_grad: bool
 
@@ -101,7 +101,13 @@ class GraphView:
         idx = self._idx
         meta = idx.meta_of(s)
         number = idx.same_as.get(s, s)
-        return TensorFacts(number, meta.dtype, tuple(meta.shape), meta.device, meta.requires_grad)
+        return TensorFacts(
+            number,
+            meta.dtype,
+            None if meta.shape is None else tuple(meta.shape),
+            meta.device,
+            meta.requires_grad,
+        )
 
     def storage(self, s: int) -> tuple[int, int, int] | None:
         """``(storage number, byte offset, byte length)`` that slot ``s`` reads, or None."""

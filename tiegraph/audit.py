@@ -362,12 +362,19 @@ def _flags_disagree(view: GraphView) -> list[Finding]:
     ]
 
 
-def _mismatch(dtype_a: str, shape_a: tuple[int, ...], dtype_b: str, shape_b: tuple[int, ...]) -> str:
-    """Why two tensors cannot be one weight ('' if they can: same dtype, same or transposed shape)."""
+def _mismatch(
+    dtype_a: str, shape_a: tuple[int, ...] | None, dtype_b: str, shape_b: tuple[int, ...] | None
+) -> str:
+    """Why two tensors cannot be one weight ('' if they can: same dtype, same or transposed shape).
+
+    An unknown shape (None: the model changed before the graph read it) is not a mismatch.
+    """
     parts = []
     if dtype_a != dtype_b:
         parts.append(f"dtypes {dtype_a} and {dtype_b}")
-    if tuple(shape_a) != tuple(shape_b) and tuple(shape_a) != tuple(reversed(shape_b)):
+    if shape_a is None or shape_b is None:
+        pass
+    elif tuple(shape_a) != tuple(shape_b) and tuple(shape_a) != tuple(reversed(shape_b)):
         parts.append(f"shapes {tuple(shape_a)} and {tuple(shape_b)}")
     return " and ".join(parts)
 

@@ -38,9 +38,10 @@ is in cache. The rooms:
    tensors, and the groups read off :func:`~tiegraph.storage.share_components`' components; slow-path
    components, FSDP1 flat views and nested tensors take the general :func:`_groups`. The candidates'
    dtype/shape/device/requires_grad are read at build (so a graph answers for its tie groups after the model
-   changed); everything else is read on first use by re-walking the model through a weak reference
-   (:mod:`tiegraph._metadata`, checked against the recorded paths and slots). Declarations are captured raw
-   and expanded on first use; the input embedding is found without a pass over every path
+   changed), and every slot's dtype, requires_grad and storage witness are captured in three C-level passes;
+   shape, device and extents are read on first use by re-walking the model through a weak reference, slot
+   by slot where the witness still holds, unknown elsewhere (:mod:`tiegraph._metadata`). Declarations are
+   captured raw and expanded on first use; the input embedding is found without a pass over every path
    (:mod:`tiegraph._embedding`).
 
 Measured (``benchmarks/RESULTS.md``, one run of ``benchmarks/bench.py`` on 2026-11-29 20:52 UTC, idle 2-core
@@ -74,7 +75,7 @@ from ._compare import verdicts
 from ._embedding import InputEmbedding, find_input_embedding
 from ._index import Index
 from ._memory import Extents, merge_overlapping, read_once, rebase
-from ._metadata import byte_extent, parts_of, shape_of, slot_meta, watch
+from ._metadata import byte_extent, capture, parts_of, shape_of, slot_meta, watch
 from ._sources import as_module
 from ._tensors import leaves
 from ._walk import (
@@ -151,8 +152,10 @@ def build_graph(
     Notes
     -----
     One pass over the module tree, O(modules + slots) mostly C-level work plus a sort per shared storage; no
-    tensor data is read. dtype, shape, device and requires_grad are read on first use (exports, the audit),
-    by a second walk of the model, which must then still be alive and unchanged.
+    tensor data is read. The graph is a record of the model at build: dtype and requires_grad of every slot
+    are captured then; shape, device and byte extents of slots outside tie groups are read on first use
+    (exports, the audit) from slots that still hold what they held at build, and are unknown for the others
+    (see the concepts page, "A graph is a record").
 
     Examples
     --------
@@ -171,7 +174,7 @@ def build_graph(
     [['embed.weight', 'head.weight']]
     """
     model = as_module(model, "build_graph")
-    index, tree, tensors, namer = shared_slots(model)
+    index, tree, tensors, namer = shared_slots(model, record=True)
     types, modules = tree.types, tree.modules
     find_input_embedding(index, modules, tensors, namer, input_embedding)
     capture_declarations(index, modules, declaring(tree, types, set(types)), namer.root, instances(types))
@@ -190,12 +193,14 @@ class Shared(NamedTuple):
     namer: Namer
 
 
-def shared_slots(model: nn.Module, *, serve: bool = True) -> Shared:
+def shared_slots(model: nn.Module, *, serve: bool = True, record: bool = False) -> Shared:
     """The first half of a build: walk, slots and the share relation, no input embedding or declarations.
 
     :func:`build_graph` continues from here; :mod:`tiegraph.compat` stops here (its drop-ins need only the
     tie groups). With ``serve=False`` the slots of modules carrying accelerate hooks keep the tensors the
-    module tree holds (what accelerate's own helpers see) instead of the tensors the hooks serve.
+    module tree holds (what accelerate's own helpers see) instead of the tensors the hooks serve. With
+    ``record`` (a graph that outlives this call) every slot's dtype, requires_grad and storage witness are
+    captured (:func:`tiegraph._metadata.capture`).
     """
     tree = walk(model)
     index = Index(lazy=True)
@@ -216,6 +221,8 @@ def shared_slots(model: nn.Module, *, serve: bool = True) -> Shared:
     flat = flat_views(tree.modules, kinds)
     with torch._C.DisableTorchFunctionSubclass():  # subclass metadata reads skip __torch_function__
         _share(index, slots.tensors, flat, found)
+        if record:  # what the graph must still answer for after the model changes
+            capture(index, slots.tensors, found, hooked, flat)
     return Shared(index, tree, slots.tensors, namer)
 
 
@@ -535,7 +542,7 @@ def _known(index: Index, chosen: list[Any], slots: list[int], flat: FlatViews) -
                         dtype, _, device, grad = known[s]
                         known[s] = (dtype, torch.Size(shape), device, grad)
             for s in compress(slots, map(not_, nbytes)):
-                if 0 in known[s][1]:
+                if 0 in (known[s][1] or (1,)):
                     empty.add(s)
             return
     for s, tensor in zip(slots, chosen, strict=True):

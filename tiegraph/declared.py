@@ -311,6 +311,9 @@ def capture_declarations(
             keys = _instance_attr(module, "all_tied_weights_keys")
         listed = keys if isinstance(keys, dict) else None
         flag = _flag(config) if config is not None else None
+        # copies: a graph records the declarations as they were at build (transformers edits them in place)
+        raw = dict(raw) if isinstance(raw, dict) else list(raw)
+        listed = dict(listed) if listed is not None else None
         captured.append(_Declaring(i, raw, is_pretrained, by_transformers, flag, listed, root_keys is keys))
 
     def expand(index: Index) -> None:
