@@ -19,7 +19,7 @@ Derived on first read, each group at once (a :class:`_Lazy` field is ``None`` un
 - slots: ``s_owner`` and ``s_param`` expanded from the runs, ``m_object`` (``range`` unless the build found
   module aliases); meanwhile :meth:`Index.owner_of`, :meth:`Index.slot_start` and :meth:`Index.object_of`
   answer single questions without expanding;
-- names: full paths ``m_path``/``s_name``, class names ``m_cls``, first slots ``m_slot0``, and canonical
+- names: full paths ``m_path``/``s_name``, class names ``m_cls``, and canonical
   names (per place, memoised: :meth:`Index.canon_of`, :meth:`Index.slot_canon_of`; or all at once);
 - object and component numbers ``s_tensor``, ``t_root``, ``s_root`` (from the build's share data, no walk);
 - tensor metadata ``t_dtype``, ``t_shape``, ``t_device``, ``t_grad``, byte extents ``t_storage``,
@@ -85,7 +85,7 @@ class _Lazy(Generic[T]):
 
 _IS_PARAM = (True, False)  # by run number & 1: parameters, then buffers
 _LAZY_SLOTS = ("m_object", "s_owner", "s_param")
-_LAZY_NAMES = ("m_path", "m_cls", "m_slot0", "s_name")
+_LAZY_NAMES = ("m_path", "m_cls", "s_name")
 _LAZY_NUMBERS = ("s_tensor", "t_root", "s_root")
 _LAZY_META = (
     "t_storage",
@@ -157,7 +157,6 @@ class Deployed:
     device_map: dict[str, str] | None = None  # the model's hf_device_map, or the one checked
     slot_quantization: dict[int, str] = field(default_factory=dict)  # slot -> format label
     quantized_layer_slots: list[int] = field(default_factory=list)  # weight slots of quantized layer classes
-    served_canon: set[str] | None = None  # (cache) canonical names of served slots
 
 
 class Index:
@@ -174,7 +173,6 @@ class Index:
     s_param: _Lazy[list[bool]] = _Lazy("_fill_slots")  # parameter (True) or buffer (False)
     m_path: _Lazy[list[str]] = _Lazy("_fill_names")
     m_cls: _Lazy[list[str]] = _Lazy("_fill_names")
-    m_slot0: _Lazy[list[int]] = _Lazy("_fill_names")  # first slot owned by module path i or a later one
     s_name: _Lazy[list[str]] = _Lazy("_fill_names")
     s_tensor: _Lazy[list[int]] = _Lazy("_fill_numbers")  # distinct tensor object of every slot
     t_root: _Lazy[list[int]] = _Lazy("_fill_numbers")  # share component of every tensor (smallest member)
@@ -384,7 +382,6 @@ class Index:
         types = self.m_type or []
         self.m_cls = [kind.__name__ for kind in types]
         owners = self.s_owner
-        self.m_slot0 = [bisect_left(owners, i) for i in range(len(parent))]
         self.s_name = [f"{paths[o]}.{a}" if paths[o] else a for o, a in zip(owners, self.s_attr, strict=True)]
 
     def _fill_numbers(self) -> None:
@@ -410,7 +407,12 @@ class Index:
         self.s_root = s_root
 
     def groups(self) -> dict[int, list[int]]:
-        """Slots per share component with two or more slots, by root, in slot order (computed once)."""
+        """The tie-group map: slots per share component with two or more slots, keyed by the component.
+
+        The one order every reader sees: groups in order of their first slot, each group's slots in slot
+        order (a built index's component is its smallest slot, so ordering by it is the same order).
+        Computed once; :class:`tiegraph._view.GraphView` and the queries read it.
+        """
         if self._groups is None:
             members: dict[int, list[int]] = {}
             if self._built:

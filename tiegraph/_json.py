@@ -8,15 +8,16 @@ so every query answers as on the graph that was written.
 from __future__ import annotations
 
 import json
-from bisect import bisect_left
 from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
 from ._index import Index
 from ._placement import read_slot_facts
+from .declared import STATUSES, Declaration
 from .errors import GraphFormatError
-from .graph import DECLARED_STATUSES, NODE_KINDS, SHARE_HOWS, module_node
+from .graph import NODE_KINDS, SHARE_HOWS, module_node
+from .storage import Components
 
 if TYPE_CHECKING:
     from .graph import TieGraph
@@ -150,14 +151,7 @@ def from_networkx(G: nx.MultiDiGraph) -> Index:
             idx.t_stop.append(0)
         idx.s_tensor.append(t)
         read_facts.append((data.get("placement"), data.get("execution_device"), data.get("quantization")))
-    parent = list(range(len(idx.t_dtype)))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    parts = Components[int]()
     for u, v, kind, data in G.edges(keys=True, data=True):
         if kind == "child":
             idx.m_parent[module_number[v]] = module_number[u]
@@ -170,15 +164,10 @@ def from_networkx(G: nx.MultiDiGraph) -> Index:
         elif kind == "shares":
             a, b = slot_number[u], slot_number[v]
             idx.shares.append((a, b, data["how"]))
-            ra, rb = find(idx.s_tensor[a]), find(idx.s_tensor[b])
-            if ra != rb:
-                parent[max(ra, rb)] = min(ra, rb)
-    idx.t_root = [find(i) for i in range(len(parent))]
+            parts.union(idx.s_tensor[a], idx.s_tensor[b])
+    idx.t_root = list(map(parts.find, range(len(idx.t_dtype))))
     idx.fill_slot_roots()
     idx.set_canonical(m_canon, m_belongs, s_canon)
-    _slot_starts(idx)
-    from .declared import Declaration
-
     idx.declared = [Declaration.from_dict(d) for d in G.graph.get("declared", [])]
     node = G.graph.get("input_embedding_node")
     if G.graph.get("input_embedding") is not None and node is not None:
@@ -224,7 +213,7 @@ def lint(G: nx.MultiDiGraph) -> None:
             raise ValueError(f"{key} edge {u!r} -> {v!r} joins {got}, expected {want}")
         if key == "shares" and data.get("how") not in SHARE_HOWS:
             raise ValueError(f"shares edge {u!r} -> {v!r} has how={data.get('how')!r}")
-        if key == "declares" and data.get("status") not in DECLARED_STATUSES:
+        if key == "declares" and data.get("status") not in STATUSES:
             raise ValueError(f"declares edge {u!r} -> {v!r} has status={data.get('status')!r}")
     roots = 0
     for node, data in G.nodes(data=True):
@@ -252,9 +241,3 @@ def lint(G: nx.MultiDiGraph) -> None:
         raise ValueError(
             f"declares edges {edges} do not match the resolved declarations in G.graph['declared'] {listed}"
         )
-
-
-def _slot_starts(idx: Index) -> None:
-    """Fill ``m_slot0``: slots come in module order (as graphs keep them), so a bisection finds each start."""
-    owners = idx.s_owner
-    idx.m_slot0 = [bisect_left(owners, i) for i in range(len(idx.m_path))]

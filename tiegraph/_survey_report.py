@@ -59,7 +59,7 @@ _OBEYED = re.compile(r"transformers obeys ([\w.]+=\w+)")
 _FLAG_VALUE = re.compile(r"\b(config(?:\.\w+)*\.tie_\w+) is (True|False)\b")
 _BY = re.compile(r"\(by ([^)]*(?:\([^)]*\))?)\)")
 _DECLARES = re.compile(r"declares (\{.*?\}|\S+) but")
-_DECLARER = re.compile(r"^(\w+)(?: \([\w.]*\))? declares ")
+_DECLARER = re.compile(r"^([\w.]+(?: \(\w+\))?) declares ")
 
 
 def _plural(n: int, word: str, plural: str | None = None) -> str:
@@ -171,7 +171,7 @@ def finding_entries(row: dict[str, Any], finding: dict[str, Any]) -> tuple[str, 
     ...                      "declared_by": "model", "status": "tied"}]}
     >>> finding = {"kind": "input-embedding-is-declared-target",
     ...            "paths": ["model.a.weight", "model.b.weight"],
-    ...            "message": "The input embedding's model.a.weight is ... (by MModel (model)): ..."}
+    ...            "message": "The input embedding's model.a.weight is ... (by model (MModel)): ..."}
     >>> finding_entries(row, finding)[0]
     'MModel._tied_weights_keys["a.weight"] = "b.weight"'
     """
@@ -184,7 +184,8 @@ def finding_entries(row: dict[str, Any], finding: dict[str, Any]) -> tuple[str, 
         flag = ", ".join(f"{name}={value}" for name, value in values)
     entries, source = [], ""
     by = _BY.search(message) or _DECLARER.search(message)
-    owner = by.group(1).split(" (")[0] if by else ""
+    path, _, cls = by.group(1).partition(" (") if by else ("", "", "")
+    owner = cls.removesuffix(")") or path  # (the declaring module is named "path (Class)", the root "Class")
     for d in row.get("declared") or []:
         if {d["target"], d["source"]} == paths or (d["target"] in paths and d["source"] in paths):
             prefix = d.get("declared_by_canonical", d.get("declared_by")) or ""

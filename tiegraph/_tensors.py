@@ -42,7 +42,6 @@ __all__ = [
     "Expanded",
     "Leaves",
     "expand",
-    "is_quantized_layer",
     "is_quantized_layer_type",
     "leaves",
     "quantization",
@@ -579,18 +578,13 @@ def _package(module: nn.Module) -> str:
     return type(module).__module__.partition(".")[0]
 
 
-def is_quantized_layer(module: nn.Module) -> bool:
-    """A layer class that computes with a quantized weight (bitsandbytes ``Linear4bit``, hqq, ...).
-
-    Such a layer holding a plain float weight is broken: forward expects the quantized format.
-    """
-    kind: type = type(module)
-    return is_quantized_layer_type(kind)
-
-
 @functools.lru_cache(maxsize=4096)
 def is_quantized_layer_type(kind: type) -> bool:
-    """:func:`is_quantized_layer` for a module class (the builder asks once per class)."""
+    """A layer class that computes with a quantized weight (bitsandbytes ``Linear4bit``, hqq, ...).
+
+    Such a layer holding a plain float weight is broken: forward expects the quantized format. Asked once
+    per class by the builder.
+    """
     names = _QUANTIZED_LAYERS.get(kind.__module__.partition(".")[0])
     return names is not None and any(k.__name__ in names for k in kind.__mro__)
 

@@ -42,7 +42,6 @@ class GraphView:
     def __init__(self, tg: TieGraph, index: Index) -> None:
         self.tg = tg
         self._idx = index
-        self._groups: list[list[int]] | None = None
 
     # ------------------------------------------------------------------ modules
     @property
@@ -129,12 +128,11 @@ class GraphView:
 
     def groups(self) -> list[list[int]]:
         """Slots per share component with two or more slots, each in slot order, in order of first slot."""
-        if self._groups is None:
-            members: dict[int, list[int]] = {}
-            for s, root in enumerate(self._idx.s_root):
-                members.setdefault(root, []).append(s)
-            self._groups = [slots for slots in members.values() if len(slots) > 1]
-        return self._groups
+        return list(self._idx.groups().values())
+
+    def tie_group(self, s: int) -> Sequence[int]:
+        """Slot ``s``'s tie group (``s`` included), in slot order; empty when ``s`` shares nothing."""
+        return self._idx.groups().get(self._idx.root_of_slot(s), ())
 
     def shares(self) -> Sequence[tuple[int, int, str]]:
         """The sharing pairs ``(slot, slot, how)`` the builder recorded."""

@@ -73,34 +73,23 @@ def findings(view: GraphView) -> list[Finding]:
                 (base if below in bases and layers[i] == below else adapter)[i].append(s)
                 break
             below, i = i, view.module_parent(i)
-    members: dict[int, list[int]] = {}
-    for group in view.groups():
-        for s in group:
-            members[view.group_of(s)] = group
     out: list[Finding] = []
     for layer, slots in base.items():
         if not adapter[layer]:
             continue
         prefix = view.module_path(layer) + "."
         outside = sorted(
-            {
-                t
-                for s in slots
-                for t in members.get(view.group_of(s), ())
-                if not view.slot_name(t).startswith(prefix)
-            }
+            {t for s in slots for t in view.tie_group(s) if not view.slot_name(t).startswith(prefix)}
         )
         if not outside:
             continue
         tied_adapters = any(
-            not view.slot_name(t).startswith(prefix)
-            for s in adapter[layer]
-            for t in members.get(view.group_of(s), ())
+            not view.slot_name(t).startswith(prefix) for s in adapter[layer] for t in view.tie_group(s)
         )
         if tied_adapters:
             continue
         module = view.module_canonical(layer)
-        base_names = sorted({view.slot_canonical(s) for s in slots if members.get(view.group_of(s))})
+        base_names = sorted({view.slot_canonical(s) for s in slots if view.tie_group(s)})
         others = sorted({view.slot_canonical(t) for t in outside} - set(base_names))
         if not others:
             continue

@@ -23,6 +23,7 @@ from ._view import view_of
 from .engines import _lint as declaration_lint
 from .errors import NoInputEmbeddingError
 from .naming import join
+from .storage import Components
 from .values import sentence
 
 if TYPE_CHECKING:
@@ -105,12 +106,6 @@ _GROUP_AND_FLAG_KINDS: dict[str, str] = kinds(
 CORE_KINDS: dict[str, str] = {**_PAIR_KINDS, **deployed.KINDS, **_GROUP_AND_FLAG_KINDS}
 
 
-def _who(path: str, cls: str) -> str:
-    """The declaring module in a finding's sentence: its class, then its canonical path unless the root."""
-    cls = cls or "the model"
-    return f"{cls} ({path})" if path else cls
-
-
 def _core(kind: str, paths: list[str] | tuple[str, ...], **fields: Any) -> Finding:
     return finding(CORE_KINDS, kind, paths, **fields)
 
@@ -164,7 +159,7 @@ def core_findings(view: GraphView) -> list[Finding]:
     placed_or_quantized = deployed.untied_pairs(view)  # their own kinds say more than declared-not-tied
 
     for tie in view.declarations:
-        by = _who(tie.declared_by, tie.declared_by_cls)
+        by = tie.declarer
         if (tie.target, tie.source) in placed_or_quantized:
             continue
         if tie.status == "unresolved":
@@ -346,7 +341,7 @@ def _flags_disagree(view: GraphView) -> list[Finding]:
         obeys = "transformers obeys neither: no _tied_weights_keys declares a tie"
     else:
         flag = join(declared.declared_by, "config.tie_word_embeddings")
-        by = _who(declared.declared_by, declared.declared_by_cls)
+        by = declared.declarer
         obeys = f"transformers obeys {flag}={declared.flag} (the config of {by}, which declares the tie)"
         obeys += f", so {state}" if state else ""
     return [
@@ -409,20 +404,13 @@ def _unconnected(view: GraphView, slots: list[int], links: dict[int, list[int]])
     names = {view.slot_canonical(s) for s in model_slots}
     if len(names) < 2:
         return []
-    parent = {name: name for name in names}
-
-    def find(name: str) -> str:
-        while parent[name] != name:
-            parent[name] = parent[parent[name]]
-            name = parent[name]
-        return name
-
+    parts = Components[str]()
     for t in model_slots:
         for s in links.get(t, ()):
             a, b = view.slot_canonical(t), view.slot_canonical(s)
-            if b in parent:
-                parent[find(a)] = find(b)
-    roots = {find(name) for name in names}
+            if b in names:
+                parts.union(a, b)
+    roots = {parts.find(name) for name in names}
     return sorted(names) if len(roots) > 1 else []
 
 

@@ -98,7 +98,15 @@ from ._walk import (
 from .declared import capture_declarations
 from .graph import TieGraph
 from .naming import Namer
-from .storage import Extent, FlatViews, share_components, slow_components, slow_parts, strided_extent
+from .storage import (
+    Components,
+    Extent,
+    FlatViews,
+    share_components,
+    slow_components,
+    slow_parts,
+    strided_extent,
+)
 
 if TYPE_CHECKING:
     from torch.export import ExportedProgram
@@ -402,21 +410,8 @@ def _groups(
     empty = index.empty
     _, distinct, held = _same_objects(index, candidates, list(map(tensors.__getitem__, candidates)))
     _known(index, held, distinct, flat)
-    parent: dict[int, int] = {}
-
-    def find(i: int) -> int:
-        root = parent.get(i, i)
-        if root == i:
-            return i
-        root = find(root)
-        parent[i] = root
-        return root
-
-    def union(a: int, b: int) -> None:
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[max(ra, rb)] = min(ra, rb)
-
+    joined = Components[int]()
+    find, union = joined.find, joined.union
     shares = index.shares
     for s, f in same_as.items():
         if f not in empty:

@@ -43,7 +43,7 @@ from .naming import join
 if TYPE_CHECKING:
     from .graph import TieGraph
 
-__all__ = ["STATUSES", "Declaration", "DeclaredTie", "capture_declarations", "declared_ties"]
+__all__ = ["STATUSES", "Declaration", "DeclaredTie", "capture_declarations", "declared_ties", "declarer"]
 
 #: The status of a declared tie: the pair shares memory, does not, names nothing, or its config gates it off.
 STATUSES = ("tied", "not-tied", "unresolved", "gated-off")
@@ -130,10 +130,17 @@ class DeclaredTie:
         >>> DeclaredTie("a", "b", "language_model", "tied", declared_by_cls="OPTForCausalLM").declarer
         'language_model (OPTForCausalLM)'
         """
-        return _declarer(self.declared_by, self.declared_by_cls)
+        return declarer(self.declared_by, self.declared_by_cls)
 
 
-def _declarer(path: str, cls: str) -> str:
+def declarer(path: str, cls: str) -> str:
+    """The declaring module as reports and findings name it: its path, then its class (the root: its class).
+
+    Examples
+    --------
+    >>> declarer("language_model", "OPTForCausalLM"), declarer("", "GemmaForCausalLM"), declarer("", "")
+    ('language_model (OPTForCausalLM)', 'GemmaForCausalLM', 'the model')
+    """
     cls = cls or "the model"
     return f"{path} ({cls})" if path else cls
 
@@ -172,7 +179,7 @@ class Declaration:
     @property
     def declarer(self) -> str:
         """The declaring module as reports name it (see :attr:`DeclaredTie.declarer`)."""
-        return _declarer(self.declared_by, self.declared_by_cls)
+        return declarer(self.declared_by, self.declared_by_cls)
 
     @property
     def resolved(self) -> bool:

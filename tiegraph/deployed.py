@@ -283,7 +283,7 @@ def _untied_by_quantization(view: GraphView, tie: Declaration) -> Finding:
         [tie.target, tie.source],
         target=tie.target,
         source=tie.source,
-        declared_by=tie.declared_by or tie.declared_by_cls or "the model",
+        declared_by=tie.declarer,
         target_q=target_q,
         source_q=(view.quantization(s) if s >= 0 else None) or "not quantized",
         target_module=module,
@@ -323,13 +323,9 @@ def _layer_findings(view: GraphView) -> list[Finding]:
     candidates = view.quantized_layer_slots
     if not candidates:
         return out
-    members: dict[int, list[int]] = {}
-    for slots in view.groups():
-        for s in slots:
-            members[s] = slots
     for s in candidates:
-        group = members.get(s)
-        if group is None or view.quantization(s):
+        group = view.tie_group(s)
+        if not group or view.quantization(s):
             continue
         dtype = view.tensor(s).dtype
         if not dtype.startswith(("float", "bfloat")):

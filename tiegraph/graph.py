@@ -45,7 +45,6 @@ __all__ = ["EDGE_KINDS", "NODE_KINDS", "TieGraph", "to_networkx"]
 NODE_KINDS = ("module", "slot", "storage")
 EDGE_KINDS = ("child", "owns", "reads", "shares", "declares")
 SHARE_HOWS = ("same", "view", "overlap")
-DECLARED_STATUSES = ("tied", "not-tied", "unresolved", "gated-off")
 
 
 class TieGraph:
@@ -78,7 +77,6 @@ class TieGraph:
     def __init__(self, index: Index) -> None:
         self._index = index
         self._graph: nx.MultiDiGraph | None = None
-        self._members: dict[int, list[int]] | None = None
         # (weak: the view holds the graph, so a strong cache would be a cycle the collector has to find)
         self._view_cache: weakref.ref[GraphView] | None = None
         self._svg: str | None = None  # the default picture, rendered once (Jupyter asks for HTML and SVG)
@@ -121,7 +119,6 @@ class TieGraph:
         if checkpoint is not None:
             index.checkpoint = checkpoint
         self._graph = None
-        self._members = None
         self._view_cache = None
         self._svg, self._svg_done = None, False
 
@@ -148,10 +145,8 @@ class TieGraph:
         return self._index.s_root
 
     def _groups(self) -> dict[int, list[int]]:
-        """Slots per share component (only components with two or more slots)."""
-        if self._members is None:
-            self._members = self._index.groups()
-        return self._members
+        """Slots per share component (only components with two or more slots): the index's tie-group map."""
+        return self._index.groups()
 
     def input_embedding(self, *, full_paths: bool = False) -> str | None:
         """Path of the input embedding (canonical by default), or None when none was found.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 import warnings
 from collections.abc import Container, Iterable, Sequence
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
 import torch
 
@@ -20,6 +20,7 @@ from ._tensors import Expanded, expand, leaves
 
 __all__ = [
     "PLAIN_TYPES",
+    "Components",
     "Extent",
     "FlatViews",
     "extent_of",
@@ -35,6 +36,50 @@ __all__ = [
 PLAIN_TYPES = frozenset((torch.Tensor, torch.nn.Parameter))
 
 Share = tuple[int, int, str]
+
+K = TypeVar("K", int, str)
+
+
+class Components(Generic[K]):
+    """Union-find over ordered keys: each component's root is its smallest member (the one union-find).
+
+    Only merged keys are stored (a key never merged is its own root and costs nothing); ``find`` halves
+    the path it walks.
+
+    Examples
+    --------
+    >>> parts = Components[int]()
+    >>> parts.union(4, 2), parts.union(2, 7), parts.union(7, 4)
+    (True, True, False)
+    >>> [parts.find(k) for k in (7, 4, 2, 5)]
+    [2, 2, 2, 5]
+    """
+
+    __slots__ = ("parent",)
+
+    def __init__(self) -> None:
+        self.parent: dict[K, K] = {}
+
+    def find(self, key: K) -> K:
+        """The root (smallest member) of ``key``'s component."""
+        parent = self.parent
+        up = parent.get(key, key)
+        while up != key:
+            above = parent.get(up, up)
+            if above != up:
+                parent[key] = above
+            key, up = up, above
+        return key
+
+    def union(self, a: K, b: K) -> bool:
+        """Join the components of ``a`` and ``b``; False when they were one already."""
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return False
+        if rb < ra:
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+        return True
 
 
 class Extent(NamedTuple):
@@ -367,14 +412,7 @@ def share_components(
     safetensors' bug), so ``A``, ``A[10:20]``, ``A[50:60]`` form one component. Cost is O(n log n) per
     storage plus the pairs whose extents overlap; a storage read by one tensor costs nothing.
     """
-    parent = list(range(count))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    parts = Components[int]()
     edges: list[Share] = []
     for members in buckets.values():
         if len(members) < 2:
@@ -389,12 +427,10 @@ def share_components(
             pairs = list(_sweep(members, starts, stops, strided))
         for i, j, how in pairs:
             edges.append((i, j, how))
-            ri, rj = find(i), find(j)
-            if ri != rj:
-                parent[max(ri, rj)] = min(ri, rj)
+            parts.union(i, j)
     if not edges:  # nothing merged: every tensor is its own root (most models: ties are one object)
-        return parent, edges
-    return [find(i) for i in range(count)], edges
+        return list(range(count)), edges
+    return list(map(parts.find, range(count))), edges
 
 
 def _extent(i: int, starts: Sequence[int], stops: Sequence[int], strided: dict[int, Extent]) -> Extent:
