@@ -125,6 +125,72 @@ def test_disk_offload_serves_separate_copies(build, tmp_path):
     assert "separate copies" in finding.message
 
 
+class _Transposed(nn.Module):
+    """A head tied by identity and a projection tied by a transposed view, both to the embedding."""
+
+    def __init__(self, vocab: int, hidden: int) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, hidden)
+        self.proj = nn.Linear(vocab, hidden, bias=False)
+        self.proj.weight = nn.Parameter(self.embed.weight.t())
+        self.lm_head = nn.Linear(hidden, vocab, bias=False)
+        self.lm_head.weight = self.embed.weight
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.lm_head(self.embed(ids)))
+
+
+_WRONG = "tie-served-in-wrong-layout"
+
+
+@pytest.mark.parametrize(("vocab", "hidden"), [(8, 8), (8, 4)], ids=["square", "oblong"])
+def test_transposed_tie_served_by_pointer(build, vocab, hidden):
+    """accelerate's dispatch_model finds placed tied weights by data_ptr(): the transposed view gets the
+    untransposed tensor (the output changes, or a shape error). The pre-flight says so; the audit of the
+    dispatched model too where the swap shows (a Linear whose weight contradicts its sizes)."""
+    from accelerate import dispatch_model
+
+    torch.manual_seed(0)
+    model = _Transposed(vocab, hidden).eval()
+    ids = torch.tensor([1, 2, 3])
+    with torch.no_grad():
+        expected = model(ids)
+    assert _WRONG not in kinds(build(model, input_embedding="embed"))  # not placed: nothing to say
+    (before,) = [
+        f for f in tiegraph.check_device_map(model, {"": "cpu"}, input_embedding="embed") if f.kind == _WRONG
+    ]
+    assert before.paths == ("embed.weight", "lm_head.weight", "proj.weight")
+    assert before.severity == "error"
+    dispatch_model(model, {"": "cpu"}, force_hooks=True)
+    assert model.proj.weight is model.embed.weight  # what accelerate did: the swap the finding predicts
+    if vocab == hidden:
+        with torch.no_grad():
+            assert not torch.allclose(model(ids), expected)
+        return
+    (after,) = [f for f in build(model, input_embedding="embed").audit() if f.kind == _WRONG]
+    assert after.paths == ("proj.weight",)
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        model(ids)
+
+
+def test_transposed_tie_on_disk_is_served_from_its_own_file(build, tmp_path):
+    """On disk the transposed end is read from a file of its own (a fresh pointer): no swap, no finding."""
+    from accelerate import dispatch_model
+
+    model = _Transposed(8, 8).eval()
+    ids = torch.tensor([1, 2, 3])
+    with torch.no_grad():
+        expected = model(ids)
+    device_map = {"embed": "cpu", "proj": "disk", "lm_head": "cpu"}
+    assert _WRONG not in [
+        f.kind for f in tiegraph.check_device_map(model, device_map, input_embedding="embed")
+    ]
+    dispatch_model(model, device_map, main_device="cpu", offload_dir=tmp_path, force_hooks=True)
+    assert _WRONG not in kinds(build(model, input_embedding="embed"))
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids), expected)
+
+
 # ----------------------------------------------------------------------------------- check_device_map
 
 

@@ -157,6 +157,8 @@ class Deployed:
     device_map: dict[str, str] | None = None  # the model's hf_device_map, or the one checked
     slot_quantization: dict[int, str] = field(default_factory=dict)  # slot -> format label
     quantized_layer_slots: list[int] = field(default_factory=list)  # weight slots of quantized layer classes
+    # (slot names, their layouts) that accelerate's hooks serve by data pointer as another slot's tensor
+    pointer_aliases: list[tuple[list[str], list[str]]] = field(default_factory=list)
 
 
 class Index:
@@ -262,6 +264,8 @@ class Index:
             out["served_from"] = dict(self.deployed.served_from)
         if self.deployed.quantized_layer_slots:
             out["quantized_layer_slots"] = list(self.deployed.quantized_layer_slots)
+        if self.deployed.pointer_aliases:
+            out["pointer_aliases"] = [[names, layouts] for names, layouts in self.deployed.pointer_aliases]
         if self.checkpoint is not None:
             out["checkpoint"] = self.checkpoint
         return out
@@ -277,6 +281,10 @@ class Index:
         self.deployed.device_map = dict(device_map) if isinstance(device_map, dict) else None
         self.deployed.served_from = dict(attrs.get("served_from") or {})
         self.deployed.quantized_layer_slots = [int(s) for s in attrs.get("quantized_layer_slots") or []]
+        self.deployed.pointer_aliases = [
+            ([str(n) for n in names], [str(x) for x in layouts])
+            for names, layouts in attrs.get("pointer_aliases") or []
+        ]
         checkpoint = attrs.get("checkpoint")
         self.checkpoint = checkpoint if isinstance(checkpoint, dict) else None
 

@@ -173,6 +173,11 @@ class GraphView:
         return self._idx.deployed.device_map
 
     @property
+    def pointer_aliases(self) -> Sequence[tuple[list[str], list[str]]]:
+        """Slot names (and layouts) that accelerate's hooks serve by data pointer as another slot's tensor."""
+        return self._idx.deployed.pointer_aliases
+
+    @property
     def quantized_layer_slots(self) -> Sequence[int]:
         """The weight slots of quantized layer classes (bitsandbytes, hqq, ...)."""
         return self._idx.deployed.quantized_layer_slots

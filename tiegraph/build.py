@@ -72,6 +72,7 @@ import torch
 from torch import nn
 
 from ._compare import verdicts
+from ._dispatch import record as record_pointer_aliases
 from ._embedding import InputEmbedding, find_input_embedding
 from ._index import Index
 from ._memory import Extents, merge_overlapping, read_once, rebase
@@ -231,6 +232,8 @@ def shared_slots(model: nn.Module, *, serve: bool = True, record: bool = False) 
         _share(index, slots.tensors, flat, found)
         if record:  # what the graph must still answer for after the model changes
             capture(index, slots.tensors, found, hooked, flat)
+    if record and index.same_as:  # (one object under several names: what accelerate's hooks key ties by)
+        record_pointer_aliases(index, tree.modules, slots.tensors)
     return Shared(index, tree, slots.tensors, namer)
 
 

@@ -179,6 +179,14 @@ KINDS: dict[str, str] = kinds(
             "the tied pair as one tensor where the library supports it; to keep both quantized copies, set "
             "config.tie_word_embeddings=False so the saved model says so.",
         ),
+        "tie-served-in-wrong-layout": (
+            "error",
+            "{paths} are one weight in different layouts ({layouts}) at one data pointer: accelerate's "
+            "dispatch_model and offload hooks find already-placed tied weights by data_ptr() and serve one "
+            "tensor in all of them, so a transposed end gets the untransposed weight and the forward changes "
+            "or fails with a shape error; tie the transposed end in its forward (use the weight's .t() "
+            "there) instead of a Parameter view, or keep the model out of accelerate's hooks.",
+        ),
         "quantized-layer-holds-tied-weight": (
             "error",
             "{layer} is a quantized layer ({cls}) but its {attr} is an unquantized {dtype} tensor shared "
@@ -260,6 +268,33 @@ def findings(view: GraphView) -> list[Finding]:
         if len(places) > 1 or _served_apart(view, slots):
             out.append(_split(view, slots, sorted({view.slot_canonical(s) for s in slots})))
     out += _layer_findings(view)
+    if view.has_placement:
+        out += _wrong_layouts(view)
+    return out
+
+
+def _wrong_layouts(view: GraphView) -> list[Finding]:
+    """Tie groups whose ends in different layouts accelerate's hooks place by data pointer.
+
+    Slots on disk are served from files of their own (fresh pointers), so only the others count; a group
+    the build recorded because a module's own sizes contradict its weight (the swap already made) counts
+    as it is.
+    """
+    out = []
+    for names, layouts in view.pointer_aliases:
+        slots = [s for name in names for s in view.resolve(name)]
+        placed = [n for n, s in enumerate(slots) if view.placement(s) != "disk"]
+        if len(placed) < len(slots) and len({layouts[n] for n in placed}) < 2:
+            continue
+        shown = "; ".join(f"{names[n]}: {layouts[n]}" for n in placed)
+        out.append(
+            finding(
+                KINDS,
+                "tie-served-in-wrong-layout",
+                [view.slot_canonical(slots[n]) for n in placed],
+                layouts=shown,
+            )
+        )
     return out
 
 
