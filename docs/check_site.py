@@ -34,6 +34,7 @@ REQUIRED = [
     "concepts.html",
     "recipes/index.html",
     "findings.html",
+    "before-you-ship.html",
     "api/generated/cli.html",
     "api/generated/index.html",
     "api/generated/tiegraph.html",

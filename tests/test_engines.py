@@ -322,3 +322,25 @@ def test_assert_engines_load_trained_head(tmp_path: Path) -> None:
     with pytest.raises(AssertionError, match=r"mlx-lm \(mlx-lm 0.32.2\): embedding instead") as info:
         tiegraph.testing.assert_engines_load_trained_head(bad, engines=["transformers-5", "mlx-lm"])
     assert "transformers-5" not in str(info.value)
+
+
+def test_as_loaded_unties_where_from_pretrained_does(tmp_path: Path) -> None:
+    """A checkpoint saving two different copies under a tied config reloads untied (transformers 5 rule)."""
+    from tiegraph.checkpoint import build_checkpoint
+    from tiegraph.engines._loaded import as_loaded
+
+    tied = write_folder(tmp_path / "a", "llama", True, None)
+    copies = write_folder(tmp_path / "b", "llama", True, "different")
+    before = build_checkpoint(tied).model
+    after = build_checkpoint(copies).model
+    assert as_loaded(before, tied, check_values=True) == ""
+    assert "depends on their values" in as_loaded(after, copies)  # headers alone cannot tell
+    assert after.lm_head.weight is after.model.embed_tokens.weight
+    assert "apart" in as_loaded(after, copies, check_values=True)
+    assert after.lm_head.weight is not after.model.embed_tokens.weight
+    d = tiegraph.diff(tiegraph.build_graph(before), tiegraph.build_graph(after))
+    assert ("lm_head.weight", "model.embed_tokens.weight") in d.broken
+    from transformers import AutoModelForCausalLM
+
+    loaded = AutoModelForCausalLM.from_pretrained(copies)  # what the real library gives
+    assert loaded.lm_head.weight is not loaded.model.embed_tokens.weight

@@ -139,7 +139,7 @@ def _finding_kind(head: str, intended: str, state: str) -> str | None:
     return KIND_OF.get(head)
 
 
-def _verdict(head: str, intended: str, kind: str | None, why: str) -> str:
+def _verdict(head: str, intended: str, kind: str | None, why: str, dropped: list[str]) -> str:
     if head == "unknown":
         return f"unknown: {why}"
     if intended == "unknown":
@@ -147,11 +147,7 @@ def _verdict(head: str, intended: str, kind: str | None, why: str) -> str:
     if kind is None:
         return f"ok: {head}, as the folder means ({why})" if why else f"ok: {head}, as the folder means"
     if kind == "engine-drops-head-companion":
-        return (
-            f"{head}, as the folder means, without its companions ({why})"
-            if why
-            else f"{head}, no companions"
-        )
+        return f"{head}, as the folder means, but {', '.join(dropped)} dropped" + (f" ({why})" if why else "")
     return f"{head} instead of the {intended.replace('-', ' ')}: {why}" if why else f"{head} instead"
 
 
@@ -169,7 +165,11 @@ def predict(rule: Rule, facts: FolderFacts) -> EngineOutcome:
     elif case is None and facts.head_state == "present":
         head, warns, why = "unknown", None, "it depends on the values: compare them (check_values)"
     elif case is None:
-        head, warns, why = "unknown", None, f"the rule was not read for a {facts.head_state} head"
+        head, warns, why = (
+            "unknown",
+            None,
+            f"the rule was not read for a head in this state ({facts.head_state})",
+        )
     else:
         head, warns, why = case
     companions = tuple((key, _companion_fate(rule, key)) for key in facts.companions)
@@ -179,7 +179,7 @@ def predict(rule: Rule, facts: FolderFacts) -> EngineOutcome:
     if head != "unknown" and any(fate == "dropped-warns" for _, fate in companions):
         warns = True  # the consumer warns about the companion it drops
     kind = _finding_kind(head, intended, facts.head_state)
-    dropped = any(fate.startswith("dropped") for _, fate in companions)
+    dropped = [key for key, fate in companions if fate.startswith("dropped")]
     if kind is None and dropped and head not in ("load-error", "unknown"):
         kind = "engine-drops-head-companion"
     return EngineOutcome(
@@ -187,7 +187,7 @@ def predict(rule: Rule, facts: FolderFacts) -> EngineOutcome:
         rule_version=rule.rule_version,
         head=head,
         warns=warns,
-        verdict=_verdict(head, intended, kind, why),
+        verdict=_verdict(head, intended, kind, why, dropped),
         finding_kind=kind,
         source_ref=rule.source_ref,
         verified=rule.verified,

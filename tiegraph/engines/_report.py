@@ -1,0 +1,59 @@
+"""The hand-off for a report: one line per consumer, and plain JSON data."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from typing import Any
+
+from ._facts import FolderFacts
+from ._outcome import EngineOutcome
+
+__all__ = ["engines_json", "engines_lines"]
+
+
+def _installed(o: EngineOutcome) -> str:
+    if o.installed is None or o.in_range:
+        return ""
+    return f"; installed {o.installed} is outside the versions this rule models"
+
+
+def engines_lines(facts: FolderFacts, outcomes: Sequence[EngineOutcome]) -> list[str]:
+    """The report's "Engines" section: what the folder holds, then one line per consumer.
+
+    Each line names the consumer and the versions its rule models, what its head holds after load, whether
+    it warns, the verdict, and whether the rule was checked against the real consumer here.
+    """
+    flags = ", ".join(f"{level or 'top'}={value}" for level, value in facts.flags.items()) or "no key"
+    head = f"{facts.head} ({facts.head_state})" if facts.head else "no head tensor"
+    lines = [
+        f"Engines (what each puts in the head when it loads {facts.source}):",
+        f"  tie_word_embeddings: {flags}; files: {head}, embedding {facts.embedding or 'not found'}"
+        + (f"; companions: {', '.join(facts.companions)}" if facts.companions else ""),
+    ]
+    if facts.skipped:
+        lines.append(f"  not checked (pickle files, never unpickled): {', '.join(facts.skipped)}")
+    width = max((len(o.engine) for o in outcomes), default=0)
+    for o in outcomes:
+        warns = {True: "warns", False: "silent", None: "?"}[o.warns]
+        mark = "" if o.verified else " [rule read from source, not run here]"
+        lines.append(
+            f"  {o.engine:<{width}}  {o.rule_version}: {o.head}, {warns}: {o.verdict}{_installed(o)}{mark}"
+        )
+    return lines
+
+
+def engines_json(facts: FolderFacts, outcomes: Sequence[EngineOutcome]) -> dict[str, Any]:
+    """Plain JSON data: the folder's facts a rule reads and every consumer's outcome."""
+    return {
+        "source": facts.source,
+        "flags": dict(facts.flags),
+        "embedding": facts.embedding,
+        "head": facts.head,
+        "head_state": facts.head_state,
+        "companions": list(facts.companions),
+        "skipped": list(facts.skipped),
+        "outcomes": [
+            {**dataclasses.asdict(o), "companions": [list(c) for c in o.companions]} for o in outcomes
+        ],
+    }
