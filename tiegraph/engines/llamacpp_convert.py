@@ -5,7 +5,8 @@ Read from the converter in the llama-cpp-python 0.3.36 sdist (``vendor/llama.cpp
 ``output.weight`` whenever the files hold it (``TextModel.modify_tensors``) and never read
 ``tie_word_embeddings``; without it the GGUF has no ``output.weight`` and the runtime reads ``token_embd``.
 ``conversion/gemma.py`` ``GemmaModel.filter_tensors`` skips ``lm_head.weight`` (a debug log only), so a
-gemma GGUF always uses the embedding. A head of another vocabulary size was not read.
+gemma GGUF always uses the embedding. A head of another vocabulary size is written as it is (the runtime
+then refuses it).
 """
 
 from __future__ import annotations
