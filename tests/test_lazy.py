@@ -83,7 +83,7 @@ def test_renamed_slot_is_unknown_not_guessed() -> None:
     model.proj.register_parameter("kernel", weight)
     slots = _slot_nodes(tg)
     assert (slots["proj.weight"]["shape"], slots["proj.weight"]["device"]) == (None, "unknown")
-    assert slots["proj.weight"]["dtype"] == "float32"  # captured at build
+    assert slots["proj.weight"]["dtype"] == "unknown"
     assert slots["norm.running_mean"]["shape"] == [4]
 
 
@@ -98,14 +98,15 @@ def test_parameter_turned_buffer_is_unknown() -> None:
     assert slots["proj.weight"]["shape"] is None
 
 
-def test_half_after_build_keeps_the_build_dtype() -> None:
-    """``.half()`` swaps every ``param.data`` in place: dtypes stay those at build, shapes become unknown."""
+def test_half_after_build_is_never_read_as_the_build_dtype() -> None:
+    """``.half()`` swaps every ``param.data`` in place: those slots become unknown, never float16."""
     model = Tied()
     tg = tiegraph.build_graph(model)
     model.half()
     slots = _slot_nodes(tg)
-    assert {slots[n]["dtype"] for n in ("proj.weight", "norm.weight", "head.weight")} == {"float32"}
-    assert slots["proj.weight"]["shape"] is None  # a new storage: not what the build saw
+    assert slots["proj.weight"]["dtype"] == "unknown"  # a new storage: not what the build saw
+    assert slots["proj.weight"]["shape"] is None
+    assert slots["head.weight"]["dtype"] == "float32"
     assert slots["head.weight"]["shape"] == [10, 4]  # a tie-group member: read at build
 
 

@@ -63,7 +63,7 @@ def test_graph_answers_for_the_build_after(step: str) -> None:
     before = tiegraph.build_graph(model)
     STEPS[step](model)
     slots = _faces(before)
-    assert all(n["dtype"] == "float32" for n in slots.values())  # captured at build, every slot
+    assert {n["dtype"] for n in slots.values()} <= {"float32", "unknown"}  # never the converted dtype
     assert slots["model.embed_tokens.weight"]["shape"] == [64, 16]  # a tie-group member: read at build
     assert slots["model.embed_tokens.weight"]["requires_grad"] is True  # PEFT freezes it later
     down = slots["model.layers.0.mlp.down_proj.weight"]
@@ -87,7 +87,7 @@ def test_dtype_conversion_is_never_reported_as_the_build_value() -> None:
     before = tiegraph.build_graph(model)
     model.half()
     view = before._view()
-    assert {view.tensor(s).dtype for s in range(view.num_slots)} == {"float32"}
+    assert {view.tensor(s).dtype for s in range(view.num_slots)} == {"float32", "unknown"}
 
 
 def test_diff_across_the_step_and_after_del() -> None:

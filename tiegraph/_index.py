@@ -236,9 +236,8 @@ class Index:
         # on-demand sources (builder only)
         self.model_ref: Callable[[], Any] | None = None  # a weak reference to the model
         self.watch: weakref.finalize[Any, Any] | None = None  # fills the metadata when the model dies
-        # what the build captured of every slot (builder only): dtype objects, requires_grad, and the
-        # witness the metadata re-walk checks a slot against (see tiegraph._metadata)
-        self.b_dtype: list[Any] | None = None
+        # what the build captured of every slot (builder only): requires_grad, and the witness the
+        # metadata re-walk checks a slot against (see tiegraph._metadata)
         self.b_grad: bytes | None = None
         self.witness: array[int] | None = None
         self.meta_filler: Callable[[Index], None] | None = None

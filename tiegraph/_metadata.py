@@ -1,19 +1,20 @@
 """Tensor metadata on first use: dtype, shape, device, requires_grad, byte extents and the storage table.
 
 A graph is a record of the model at build time. The builder (:mod:`tiegraph.build`) reads full metadata
-only for slots on shared storages (and for slots hooks serve); for every slot it also captures the cheap
-facts (dtype, requires_grad) and a *witness*: the identity of the storage the slot read (the C++ storage
-object), or of the tensor object for the slow path's wrapper tensors (:func:`capture`). :func:`watch` lets
-the index read shape, device and byte extents of the other slots later, by re-walking the model through a
+only for slots on shared storages (and for slots hooks serve); for every slot it also captures the one
+fact that changes in place (requires_grad) and a *witness*: the identity of the storage the slot read (the
+C++ storage object), or of the tensor object for the slow path's wrapper tensors (:func:`capture`).
+:func:`watch` lets the index read dtype, shape, device and byte extents of the other slots later, by re-walking the model through a
 weak reference (:func:`fill_metadata`), at the latest when the model dies. A slot is read then only if it
 is still there (same full name, still a parameter or still a buffer) and still holds what it held at
-build (same witness); otherwise its shape, device and storage are *unknown* (``None``, ``"unknown"``,
-no storage), never the values of the changed model. So a graph taken before ``get_peft_model``,
-``merge_and_unload``, ``.half()``, ``.to()``, a replaced module or ``del model`` keeps answering, and
-says plainly what it can no longer know.
+build (same witness); otherwise its dtype, shape, device and storage are *unknown* (``"unknown"``,
+``None``, ``"unknown"``, no storage), never the values of the changed model. So a graph taken before
+``get_peft_model``, ``merge_and_unload``, ``.half()``, ``.to()``, a replaced module or ``del model`` keeps
+answering, and says plainly what it can no longer know.
 
 The witness's limit: a tensor re-viewed over the same storage (``p.data = p.data.view(...)``) keeps its
-witness, and its shape is read as it is now.
+witness, and its shape and dtype are read as they are now. dtype is not captured for every slot: a third
+pass over every tensor costs about 8% of a build, and dtype changes only with a new storage otherwise.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from .storage import Extent, FlatViews, slow_components, strided_extent
 #: read: the model changed or died before the metadata was first needed, and the build did not capture it.
 UNKNOWN = "unknown"
 
-_DTYPE, _GRAD, _CDATA = attrgetter("dtype"), attrgetter("requires_grad"), attrgetter("_cdata")
+_GRAD, _CDATA = attrgetter("requires_grad"), attrgetter("_cdata")
 
 
 def shape_of(tensor: Any, flat: FlatViews) -> tuple[int, ...]:
@@ -134,15 +135,13 @@ def _on_model_death(index_ref: weakref.ref[Index], kind: type, state: dict[str, 
 
 
 def capture(index: Index, tensors: list[Any], found: Keys, hooked: list[int], flat: FlatViews) -> None:
-    """At build: dtype, requires_grad and the witness of every slot; full metadata of the slots hooks serve.
+    """At build: requires_grad and the witness of every slot; full metadata of the slots hooks serve.
 
-    Three C-level passes over the slots (a few percent of a build); the served slots (a dispatched model's
-    hooked modules) are read whole, since a hook may serve a new tensor at every access.
+    Two C-level passes over the slots. ``requires_grad`` is captured because it changes without a new
+    storage (``get_peft_model`` freezes the base model); dtype, shape and device change only with one, which
+    the witness catches. The served slots (a dispatched model's hooked modules) are read whole, since a
+    hook may serve a new tensor at every access.
     """
-    try:
-        index.b_dtype = list(map(_DTYPE, tensors))
-    except (RuntimeError, NotImplementedError, TypeError, AttributeError):
-        index.b_dtype = [_read(_DTYPE, t) for t in tensors]
     try:
         index.b_grad = bytes(map(_GRAD, tensors))
     except (RuntimeError, NotImplementedError, TypeError, AttributeError):
@@ -249,18 +248,9 @@ def _verified(index: Index, tensors: list[Any]) -> list[Any]:
     return [None if t is None or next(marks) != v else t for t, v in zip(tensors, then, strict=True)]
 
 
-def _dtype_name(dtype: Any, strings: dict[object, str]) -> str:
-    name = strings.get(dtype)
-    if name is None:
-        name = strings[dtype] = UNKNOWN if dtype is None else str(dtype).removeprefix("torch.")
-    return name
-
-
-def _unknown(s: int, b_dtype: list[Any] | None, b_grad: bytes | None, strings: dict[object, str]) -> SlotMeta:
-    """A slot the graph can no longer read: what the build captured of it, and unknown shape and device."""
-    if b_dtype is None or b_grad is None:
-        return SlotMeta(UNKNOWN, None, UNKNOWN, False)
-    return SlotMeta(_dtype_name(b_dtype[s], strings), None, UNKNOWN, bool(b_grad[s]))
+def _unknown(s: int, b_grad: bytes | None) -> SlotMeta:
+    """A slot the graph can no longer read: its requires_grad at build, and unknown dtype, shape, device."""
+    return SlotMeta(UNKNOWN, None, UNKNOWN, bool(b_grad[s]) if b_grad is not None else False)
 
 
 def read_metadata(index: Index, tensors: list[Any], flat: FlatViews) -> None:
@@ -283,20 +273,18 @@ def read_metadata(index: Index, tensors: list[Any], flat: FlatViews) -> None:
     t_grad: list[bool] = []
     strings: dict[object, str] = {}
     known = index.known
-    b_dtype, b_grad = index.b_dtype, index.b_grad
+    b_grad = index.b_grad
     for s in firsts:
         tensor = tensors[s]
         parts = None if tensor is None else parts_of(tensor)
         if s in known:
             meta = index.meta_of(s)
         elif tensor is None:
-            meta = _unknown(s, b_dtype, b_grad, strings)
+            meta = _unknown(s, b_grad)
         else:
             meta = slot_meta(tensor, parts, flat, strings)
-            if (
-                b_dtype is not None and b_grad is not None
-            ):  # what the build saw, not what a re-view over the same storage says
-                meta = meta._replace(dtype=_dtype_name(b_dtype[s], strings), requires_grad=bool(b_grad[s]))
+            if b_grad is not None:  # the build's, not the value after a requires_grad_() since
+                meta = meta._replace(requires_grad=bool(b_grad[s]))
         t_device.append(meta.device)
         t_dtype.append(meta.dtype)
         t_shape.append(meta.shape)
