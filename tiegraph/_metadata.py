@@ -2,15 +2,15 @@
 
 A graph is a record of the model at build time. The builder (:mod:`tiegraph.build`) reads full metadata
 only for slots on shared storages (and for slots hooks serve); for every slot it also captures the one
-fact that changes in place (requires_grad) and a *witness*: the identity of the storage the slot read (the
-C++ storage object), or of the tensor object for the slow path's wrapper tensors (:func:`capture`).
+fact that changes in place (requires_grad) and a *witness*: the identity of the storage the slot read
+(the C++ storage object), or of the tensor object for the slow path's wrapper tensors (:func:`capture`).
 :func:`watch` lets the index read dtype, shape, device and byte extents of the other slots later, by
 re-walking the model through a weak reference (:func:`fill_metadata`), at the latest when the model dies.
 A slot is read then only if it is still there (same full name, still a parameter or still a buffer) and
-still holds what it held at build (same witness); otherwise its dtype, shape, device and storage are *unknown* (``"unknown"``,
-``None``, ``"unknown"``, no storage), never the values of the changed model. So a graph taken before
-``get_peft_model``, ``merge_and_unload``, ``.half()``, ``.to()``, a replaced module or ``del model`` keeps
-answering, and says plainly what it can no longer know.
+still holds what it held at build (same witness); otherwise its dtype, shape, device and storage are
+*unknown* (``"unknown"``, ``None``, ``"unknown"``, no storage), never the values of the changed model. So
+a graph taken before ``get_peft_model``, ``merge_and_unload``, ``.half()``, ``.to()``, a replaced module
+or ``del model`` keeps answering, and says plainly what it can no longer know.
 
 The witness's limit: a tensor re-viewed over the same storage (``p.data = p.data.view(...)``) keeps its
 witness, and its shape and dtype are read as they are now. dtype is not captured for every slot: a third
