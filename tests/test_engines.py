@@ -344,3 +344,19 @@ def test_as_loaded_unties_where_from_pretrained_does(tmp_path: Path) -> None:
 
     loaded = AutoModelForCausalLM.from_pretrained(copies)  # what the real library gives
     assert loaded.lm_head.weight is not loaded.model.embed_tokens.weight
+
+
+def test_report_lines_and_json_name_versions_and_what_was_not_run(tmp_path: Path) -> None:
+    from tiegraph.engines._report import check_folder, engines_json, engines_lines
+
+    folder = write_folder(tmp_path, "llama", True, "different")
+    facts, result, found = check_folder(str(folder), check_values=True)
+    text = "\n".join(engines_lines(facts, result))
+    assert "transformers-5     transformers 5.24: folder-head, warns" in text
+    assert "sglang" in text
+    assert "[rule read from source, not run here]" in text
+    data = engines_json(facts, result)
+    assert data["head_state"] == "different"
+    assert {o["engine"] for o in data["outcomes"]} == set(engines.ENGINE_IDS)
+    assert {f.kind for f in found} >= {"engine-drops-trained-head", "engine-replaces-embedding"}
+    json.dumps(data)  # plain JSON

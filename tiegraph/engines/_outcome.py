@@ -154,6 +154,12 @@ def _verdict(head: str, intended: str, kind: str | None, why: str, dropped: list
 def predict(rule: Rule, facts: FolderFacts) -> EngineOutcome:
     """Apply one consumer's rule to a folder's facts."""
     installed = installed_version(rule.package) if rule.package else None
+    if (
+        installed is not None
+        and rule.package == "transformers"
+        and installed.split(".")[0] != rule.versions[0].split(".")[0]
+    ):
+        installed = None  # another major version is installed: that is another consumer, not this one
     intended = intended_head(facts)
     tab = rule.table_for(facts.model_type)
     tied = resolve(rule.flag, facts, transformers_major=rule.flag.transformers)

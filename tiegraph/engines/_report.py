@@ -6,10 +6,23 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from ._facts import FolderFacts
+from .._finding import Finding
+from ._facts import FolderFacts, folder_facts
 from ._outcome import EngineOutcome
 
-__all__ = ["engines_json", "engines_lines"]
+__all__ = ["check_folder", "engines_json", "engines_lines"]
+
+
+def check_folder(
+    folder: str, *, engines: Sequence[str] | None = None, check_values: bool = False
+) -> tuple[FolderFacts, list[EngineOutcome], list[Finding]]:
+    """A folder's facts, every consumer's outcome, and the findings (the consumers' and the lint's)."""
+    from . import findings, lint, outcomes
+
+    facts = folder_facts(folder, check_values=check_values)
+    result = outcomes(facts, engines=engines)
+    found = [*lint(facts), *findings(result, facts.head)]
+    return facts, result, found
 
 
 def _installed(o: EngineOutcome) -> str:
