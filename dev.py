@@ -9,6 +9,7 @@ Usage::
     python3 dev.py docs  [sphinx-build args]    # the documentation site in docs/_build/html (warnings fail)
     python3 dev.py site                         # open the built site in headless Chromium, check every page
     python3 dev.py notebooks                    # execute notebooks/*.py into notebooks/*.ipynb with outputs
+    python3 dev.py sharding env|test [args]     # DeepSpeed, Megatron-core in cached venvs (devtools/sharding)
 
 Every command first makes sure ``.venv`` is ready:
 
@@ -47,7 +48,7 @@ CONSTRAINTS = ROOT / "constraints.txt"
 EXTRAS = "test,dev,docs"
 DEFAULT_TORCH_SPEC = "torch==2.13.0"
 DEFAULT_TEST_PROCESSES = "2"  # CI has 2 cores; pass -n to choose (-n 0 runs in this process)
-COMMANDS = ("demo", "test", "check", "docs", "site", "notebooks")
+COMMANDS = ("demo", "test", "check", "docs", "site", "notebooks", "sharding")
 USAGE = (
     __doc__.split("Every command")[0].strip() if __doc__ else f"python3 dev.py {'|'.join(COMMANDS)} [args]"
 )
@@ -180,6 +181,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if sys.version_info < (3, 10):  # noqa: UP036 -- dev.py runs under whatever python3 the machine has
         _say(f"tiegraph needs Python >= 3.10, this is {sys.version.split()[0]}")
         return 2
+
+    if command == "sharding":  # its own cached venvs, not .venv: see devtools/sharding/run.py
+        return _exec([sys.executable, ROOT / "devtools" / "sharding" / "run.py", *rest])
 
     _ensure_venv()
     _ensure_torch()
