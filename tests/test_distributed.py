@@ -7,15 +7,12 @@ the unwrapped model.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from _ranks import run_ranks
 from torch import nn
 
 import tiegraph
@@ -51,40 +48,7 @@ SEGMENTS = {  # the wrapper segments the full slot names must show (and canonica
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     """Start two gloo ranks running every case; return what each rank saw."""
     out = tmp_path_factory.mktemp("ranks")
-    worker = Path(__file__).with_name("_dist_workers.py")
-    env = {
-        **os.environ,
-        "WORLD_SIZE": str(WORLD),
-        "TIEGRAPH_TEST_STORE": os.fspath(out / "store"),
-        "GLOO_SOCKET_IFNAME": "lo",  # loopback only
-        "OMP_NUM_THREADS": "1",
-    }
-    procs = [
-        subprocess.Popen(
-            [sys.executable, os.fspath(worker), os.fspath(out)],
-            env={**env, "RANK": str(rank)},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-        for rank in range(WORLD)
-    ]
-    logs = []
-    try:
-        for proc in procs:
-            logs.append(proc.communicate(timeout=TIMEOUT)[0])
-    except subprocess.TimeoutExpired:
-        for proc in procs:
-            proc.kill()
-        pytest.fail(f"the {WORLD} ranks did not finish within {TIMEOUT} s (hang)")
-    results = []
-    for rank, proc in enumerate(procs):
-        path = out / f"rank{rank}.json"
-        assert path.exists(), f"rank {rank} exited {proc.returncode} without results:\n{logs[rank][-3000:]}"
-        data = json.loads(path.read_text())
-        assert "crash" not in data, f"rank {rank} crashed:\n{data['crash']}"
-        results.append(data)
-    return results
+    return run_ranks(Path(__file__).with_name("_dist_workers.py"), out, WORLD, TIMEOUT)
 
 
 def both(ranks: list[dict[str, Any]], case: str) -> list[Any]:

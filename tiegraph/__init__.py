@@ -32,6 +32,7 @@ from .errors import (
 )
 from .graph import TieGraph
 from .naming import register_wrapper
+from .sharding import check_shard_plan
 
 __all__ = [
     "CycleError",
@@ -46,6 +47,7 @@ __all__ = [
     "TiegraphError",
     "build_graph",
     "check_device_map",
+    "check_shard_plan",
     "diff",
     "naming",
     "register_wrapper",

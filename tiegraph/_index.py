@@ -218,6 +218,7 @@ class Index:
         self.modules_to_save: list[CopyWrapper] = []
         self.deployed = Deployed()
         self.checkpoint: dict[str, Any] | None = None  # a checkpoint's findings (tiegraph.checkpoint)
+        self.cut: dict[str, str] = {}  # full slot name -> the fully_shard call holding it (tiegraph.sharding)
         # canonical names: either given whole (from a graph) or computed on demand by a namer
         self._m_canon: list[str | None] = []
         self._m_belongs: list[str | None] = []
@@ -267,6 +268,8 @@ class Index:
             out["pointer_aliases"] = [[names, layouts] for names, layouts in self.deployed.pointer_aliases]
         if self.checkpoint is not None:
             out["checkpoint"] = self.checkpoint
+        if self.cut:
+            out["fsdp_groups"] = dict(self.cut)
         return out
 
     def set_graph_attrs(self, attrs: dict[str, Any]) -> None:
@@ -286,6 +289,7 @@ class Index:
         ]
         checkpoint = attrs.get("checkpoint")
         self.checkpoint = checkpoint if isinstance(checkpoint, dict) else None
+        self.cut = dict(attrs.get("fsdp_groups") or {})
 
     # ------------------------------------------------------------------ derived fields
     def path_of(self, i: int) -> str:

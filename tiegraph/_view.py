@@ -203,6 +203,11 @@ class GraphView:
         """A checkpoint's findings as :func:`tiegraph.checkpoint.check_checkpoint` recorded them, or None."""
         return self._idx.checkpoint
 
+    @property
+    def fsdp_groups(self) -> Mapping[str, str]:
+        """Full slot name -> the FSDP2 ``fully_shard`` call holding it (empty: no FSDP2 module at build)."""
+        return self._idx.cut
+
     # ------------------------------------------------------------------ input embedding
     @property
     def input_embedding_module(self) -> int:

@@ -23,6 +23,7 @@ from ._view import view_of
 from .engines import _lint as declaration_lint
 from .errors import NoInputEmbeddingError
 from .naming import join
+from .sharding import after as cut
 from .storage import Components
 from .values import sentence
 
@@ -103,7 +104,7 @@ _GROUP_AND_FLAG_KINDS: dict[str, str] = kinds(
         ),
     }
 )
-CORE_KINDS: dict[str, str] = {**_PAIR_KINDS, **deployed.KINDS, **_GROUP_AND_FLAG_KINDS}
+CORE_KINDS: dict[str, str] = {**_PAIR_KINDS, **deployed.KINDS, **cut.KINDS, **_GROUP_AND_FLAG_KINDS}
 
 
 def _core(kind: str, paths: list[str] | tuple[str, ...], **fields: Any) -> Finding:
@@ -156,7 +157,8 @@ def core_findings(view: GraphView) -> list[Finding]:
     ie = set(view.input_embedding_slots)
     flag_name, flag = _governing_flag(view) if ie else ("", None)
     explained_gated = False
-    placed_or_quantized = deployed.untied_pairs(view)  # their own kinds say more than declared-not-tied
+    # their own kinds say more than declared-not-tied: a device split, a quantized end, an FSDP2 cut
+    placed_or_quantized = {**deployed.untied_pairs(view), **cut.split_pairs(view)}
 
     for tie in view.declarations:
         by = tie.declarer
@@ -246,9 +248,12 @@ def core_findings(view: GraphView) -> list[Finding]:
         tied_to = tg.tied_to_input_embedding()
         embedding = tg.input_embedding() or ""
         resolved = any(tie.status in ("tied", "not-tied") for tie in view.declarations)
-        # a split device map, a quantization or a PEFT copy explains an untied embedding better than a flag
-        explained = deployed.explains_untied(view) or any(
-            f.kind == "modules-to-save-copy-untied" for f in found
+        # a split device map, a quantization, an FSDP2 cut or a PEFT copy explains an untied embedding
+        # better than a flag
+        explained = (
+            deployed.explains_untied(view)
+            or bool(cut.split_pairs(view))
+            or any(f.kind == "modules-to-save-copy-untied" for f in found)
         )
         if flag and not tied_to and resolved and not explained:
             found.append(
@@ -421,6 +426,7 @@ def _unconnected(view: GraphView, slots: list[int], links: dict[int, list[int]])
 FINDERS: list[Finder] = [
     Finder(CORE_KINDS, core_findings),
     Finder(deployed.KINDS, deployed.findings),
+    Finder(cut.KINDS, cut.findings),
     Finder(adapters.KINDS, adapters.findings),
     Finder(checkpoint.KINDS, checkpoint.findings),
     Finder(declaration_lint.KINDS, declaration_lint.findings),

@@ -99,6 +99,7 @@ from ._walk import (
 from .declared import capture_declarations
 from .graph import TieGraph
 from .naming import Namer
+from .sharding.after import record_cut
 from .storage import (
     Components,
     Extent,
@@ -184,9 +185,10 @@ def build_graph(
     """
     model = as_module(model, "build_graph")
     index, tree, tensors, namer = shared_slots(model, record=True)
-    types, modules = tree.types, tree.modules
+    types, modules, kinds = tree.types, tree.modules, set(tree.types)
+    record_cut(index, modules, tensors, kinds)  # which FSDP2 call holds each slot (a class check when none)
     find_input_embedding(index, modules, tensors, namer, input_embedding)
-    capture_declarations(index, modules, declaring(tree, types, set(types)), namer.root, instances(types))
+    capture_declarations(index, modules, declaring(tree, types, kinds), namer.root, instances(types))
     watch(index, model)
     if check_values:  # the one step that reads tensor data, and only when asked
         index.declared = verdicts(index, model)
