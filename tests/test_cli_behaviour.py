@@ -134,6 +134,26 @@ def test_demo_out_onto_a_file_is_exit_2(tmp_path: Path, capsys: pytest.CaptureFi
 
 
 @pytest.mark.parametrize(
+    ("argv", "prog"),
+    [
+        (["inspect", "llama", "--bogus"], "tiegraph inspect"),
+        (["diff", "llama", "llama", "--bogus"], "tiegraph diff"),
+        (["survey", "--bogus"], "tiegraph survey"),
+        (["--bogus"], "tiegraph"),
+    ],
+)
+def test_unknown_flag_is_blamed_on_its_command(
+    argv: list[str], prog: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An unknown flag after ``inspect`` or ``diff`` was blamed on ``tiegraph`` and pointed at ``tiegraph
+    --help``, which does not list the command's flags."""
+    code, out, err = _main(argv, capsys)
+    assert code == 2
+    assert _one_line(err) == f"{prog}: error: unrecognized arguments: --bogus (see {prog} --help)"
+    assert out == ""
+
+
+@pytest.mark.parametrize(
     ("argv", "words"),
     [
         (["inspect", "{tmp}/nope", "--check-values"], ["no such directory", "nope"]),

@@ -1,4 +1,5 @@
-"""``tiegraph diff A B`` (issue 11, item 6): SPECs or inspect JSON files; exit 0 same, 1 differ, 2 bad input.
+"""``tiegraph diff A B``: SPECs or inspect JSON files; exit 0 done, 1 with --strict when the ties changed, 2
+bad input (as the README's exit-code line and ``tiegraph diff --help`` say).
 
 Run in-process through :func:`tiegraph.cli.main` on checkpoint directories saved here from tiny real models
 (nothing downloaded), and on JSON files that ``inspect --format json`` wrote.
@@ -35,18 +36,29 @@ def test_same_checkpoint_is_exit_0(tied_dir: Path, capsys: pytest.CaptureFixture
     assert "ties unchanged (tied to the input embedding: lm_head)" in out
 
 
-def test_set_applies_to_b_and_the_broken_tie_is_exit_1(
+def test_set_applies_to_b_and_the_broken_tie_is_exit_1_with_strict(
     tied_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = _run(capsys, "diff", str(tied_dir), str(tied_dir), "--set", "tie_word_embeddings=false")
-    assert code == 1, out
+    """A changed tie is exit 0 (the diff is the answer) and exit 1 with --strict only: ``diff`` used to exit
+    1 without --strict, against the README's exit-code line."""
+    code, out, err = _run(capsys, "diff", str(tied_dir), str(tied_dir), "--set", "tie_word_embeddings=false")
+    assert code == 0, out
+    assert err == ""
+    code, strict_out, err = _run(
+        capsys, "diff", str(tied_dir), str(tied_dir), "--set", "tie_word_embeddings=false", "--strict"
+    )
+    assert code == 1
+    assert strict_out == out
+    assert err == "tiegraph diff: --strict: the ties changed from A to B\n"
     assert "lm_head.weight no longer shares memory with model.embed_tokens.weight" in out
     assert "tied to the input embedding model.embed_tokens: lm_head before, nothing after" in out
 
 
 def test_peft_applies_to_b(tied_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """modules_to_save on lm_head: the active copy is a deepcopy, so B's lm_head is untied (peft#2777)."""
-    code, out, _ = _run(capsys, "diff", str(tied_dir), str(tied_dir), "--peft", "modules-to-save:lm_head")
+    code, out, _ = _run(
+        capsys, "diff", str(tied_dir), str(tied_dir), "--peft", "modules-to-save:lm_head", "--strict"
+    )
     assert code == 1, out
     assert "B: " in out
     assert "wrapped: PEFT modules-to-save on lm_head" in out
@@ -75,7 +87,7 @@ def test_json_files_from_inspect_compare_like_specs(
     assert data["broken"] == []
     assert data["tied_after"] == ["lm_head"]
     code, out, _ = _run(capsys, "diff", str(written), str(tied_dir), "--set", "tie_word_embeddings=false")
-    assert code == 1
+    assert code == 0
     assert "no longer shares memory" in out
 
 

@@ -4,8 +4,9 @@ A thin layer over the public API (:func:`tiegraph.build_graph` and :class:`tiegr
 built by :mod:`tiegraph._spec` (checkpoint directories by :mod:`tiegraph.checkpoint`) on the meta device, so
 nothing is downloaded and no weight memory is allocated.
 
-Exit codes: 0 success; 1 with ``--strict`` when the audit found a problem; 2 bad usage or input (one line on
-stderr naming it); 3 tiegraph itself failed (``-v`` shows the traceback).
+Exit codes: 0 success; 1 with ``--strict`` when the audit found a problem (``diff``: when the ties changed);
+2 bad usage or input (one line on stderr naming it, and the ``--help`` of the command that has the usage);
+3 tiegraph itself failed (``-v`` shows the traceback).
 """
 
 from __future__ import annotations
@@ -55,7 +56,8 @@ examples:
   tiegraph demo --out pictures                            a tour of tiny models, with pictures
 
 Every model is built on the meta device from a config: nothing is downloaded, no weight memory is used.
-exit codes: 0 ok, 1 --strict and the audit found a problem, 2 bad usage or input, 3 internal error.
+exit codes: 0 ok, 1 --strict and the audit found a problem (diff: the ties changed), 2 bad usage or
+input, 3 internal error.
 """
 
 INSPECT_EXAMPLES = """\
@@ -236,7 +238,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        0 success; 1 with ``--strict`` when the audit found a problem; 2 bad usage or input; 3 internal error.
+        0 success; 1 with ``--strict`` when the audit found a problem (``diff``: when the ties changed); 2 bad
+        usage or input; 3 internal error.
 
     Examples
     --------
@@ -246,7 +249,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = _parser()
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown:  # blamed on the command they came with, whose --help lists what it takes
+            _command_parser(parser, args.command).error(f"unrecognized arguments: {' '.join(unknown)}")
     except _UsageExit as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -282,6 +287,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
         return 3
+
+
+def _command_parser(parser: argparse.ArgumentParser, command: str | None) -> argparse.ArgumentParser:
+    """The parser of ``command`` (``tiegraph inspect``), or ``parser`` itself when there is none."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            found: argparse.ArgumentParser = action.choices[command]
+            return found
+    return parser
 
 
 def _line(exc: BaseException) -> str:
@@ -559,7 +573,8 @@ examples:
   tiegraph diff llama llama --set tie_word_embeddings=true
   tiegraph diff before.json ./saved-checkpoint            a model written with inspect -o, and its save
 
-exit codes: 0 the ties are the same, 1 they differ, 2 bad usage or input, 3 internal error.
+exit codes: 0 done (whether or not the ties changed), 1 with --strict when the ties changed, 2 bad usage
+or input, 3 internal error.
 """
 
 
@@ -589,6 +604,7 @@ def _add_diff(sub: Any, common: argparse.ArgumentParser) -> None:
     wrap.add_argument("--peft", action="append", default=[], metavar="KIND:MODULES", help="as for inspect")
     wrap.add_argument("--compile", action="store_true", help="wrap B in torch.compile")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format")
+    p.add_argument("--strict", action="store_true", help="exit 1 when the ties changed from A to B")
     p.set_defaults(func=_diff)
 
 
@@ -673,4 +689,7 @@ def _diff(args: argparse.Namespace) -> int:
         _emit(json.dumps(data, indent=1, default=str) + "\n", None)
     else:
         _emit(f"A: {what_a}\nB: {what_b}\n\n{d}\n", None)
-    return 1 if d else 0
+    if args.strict and d:
+        print("tiegraph diff: --strict: the ties changed from A to B", file=sys.stderr)
+        return 1
+    return 0
