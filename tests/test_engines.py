@@ -360,3 +360,21 @@ def test_report_lines_and_json_name_versions_and_what_was_not_run(tmp_path: Path
     assert {o["engine"] for o in data["outcomes"]} == set(engines.ENGINE_IDS)
     assert {f.kind for f in found} >= {"engine-drops-trained-head", "engine-replaces-embedding"}
     json.dumps(data)  # plain JSON
+
+
+def test_quantized_head_is_said_unknown_never_guessed(tmp_path: Path) -> None:
+    """A GPTQ-style head (qweight and scales, no lm_head.weight) is a saved head no rule was read for."""
+    folder = write_folder(tmp_path, "llama", True, None)
+    tensors = load_file(folder / "model.safetensors")
+    tensors["lm_head.qweight"] = torch.zeros(2, 64, dtype=torch.int32)
+    tensors["lm_head.scales"] = torch.ones(1, 64)
+    save_file(tensors, str(folder / "model.safetensors"), metadata={"format": "pt"})
+    facts = folder_facts(folder)
+    assert (facts.head, facts.head_state, facts.companions) == (
+        "lm_head.qweight",
+        "quantized",
+        ("lm_head.scales",),
+    )
+    result = outcomes(folder)
+    assert {o.head for o in result} == {"unknown"}
+    assert {o.finding_kind for o in result} == {None}

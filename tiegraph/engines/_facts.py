@@ -22,9 +22,13 @@ __all__ = ["HEAD_STATES", "FolderFacts", "HeadState", "folder_facts", "tie_flags
 #: What the files hold at the head's place, compared with the input embedding.
 #: ``absent``: no head tensor; ``equal`` / ``different``: a head of the embedding's shape whose values were
 #: compared; ``present``: a head of the embedding's shape, values not compared; ``mismatch``: a head whose
-#: shape differs from the embedding's (a resized or padded vocabulary).
-HeadState = Literal["absent", "equal", "different", "present", "mismatch"]
-HEAD_STATES: tuple[HeadState, ...] = ("absent", "equal", "different", "present", "mismatch")
+#: shape differs from the embedding's (a resized or padded vocabulary); ``quantized``: a head saved in a
+#: quantized format (``lm_head.qweight``, ``lm_head.weight_packed``), whose values cannot be compared.
+HeadState = Literal["absent", "equal", "different", "present", "mismatch", "quantized"]
+HEAD_STATES: tuple[HeadState, ...] = ("absent", "equal", "different", "present", "mismatch", "quantized")
+
+#: Keys a quantized head is saved under instead of ``<head>.weight`` (GPTQ/AWQ, compressed-tensors).
+QUANTIZED_HEAD_SUFFIXES = (".qweight", ".weight_packed")
 
 #: Where transformers saves the input embedding and the output head, most specific layout first:
 #: (embedding key, head key). The first layout whose embedding key the files hold names both.
@@ -40,7 +44,15 @@ LAYOUTS: tuple[tuple[str, str], ...] = (
 )
 
 #: Tensors beside the head that change its logits (companions), by key suffix after the head's module.
-COMPANION_SUFFIXES = (".bias", ".weight_scale", ".weight_scale_inv", ".input_scale", ".scales", ".qzeros")
+COMPANION_SUFFIXES = (
+    ".bias",
+    ".weight_scale",
+    ".weight_scale_inv",
+    ".input_scale",
+    ".scales",
+    ".qzeros",
+    ".g_idx",
+)
 #: Companions that sit elsewhere in the files, by exact key suffix.
 COMPANION_KEYS = ("final_logits_bias",)
 
@@ -122,10 +134,18 @@ def tie_flags(config: Mapping[str, Any], prefix: str = "") -> dict[str, bool]:
     return out
 
 
+def _saved_head(head: str, keys: frozenset[str]) -> str | None:
+    """The key the head is saved under: ``<module>.weight``, or a quantized head's packed weight."""
+    if head in keys:
+        return head
+    module = head.rsplit(".", 1)[0]
+    return next((module + s for s in QUANTIZED_HEAD_SUFFIXES if module + s in keys), None)
+
+
 def _pick_layout(keys: frozenset[str]) -> tuple[str | None, str | None]:
     for embedding, head in LAYOUTS:
         if embedding in keys:
-            return embedding, head if head in keys else None
+            return embedding, _saved_head(head, keys)
     embeddings = sorted((k for k in keys if k.endswith("embed_tokens.weight")), key=len)
     heads = sorted((k for k in keys if k.endswith("lm_head.weight")), key=len)
     return (embeddings[0] if embeddings else None), (heads[0] if heads else None)
@@ -133,7 +153,8 @@ def _pick_layout(keys: frozenset[str]) -> tuple[str | None, str | None]:
 
 def _companions(keys: frozenset[str], head: str | None) -> tuple[str, ...]:
     module = (head or "lm_head.weight").rsplit(".", 1)[0]
-    found = {module + s for s in COMPANION_SUFFIXES if module + s in keys}
+    found = {module + s for s in (*COMPANION_SUFFIXES, *QUANTIZED_HEAD_SUFFIXES) if module + s in keys}
+    found.discard(head or "")
     found.update(k for k in keys if k.rsplit(".", 1)[-1] in COMPANION_KEYS)
     return tuple(sorted(found))
 
@@ -181,11 +202,16 @@ def _values_equal(directory: Path, where: Mapping[str, str], a: str, b: str) -> 
 
 
 def head_state(
-    embedding_shape: tuple[int, ...] | None, head_shape: tuple[int, ...] | None, equal: bool | None
+    embedding_shape: tuple[int, ...] | None,
+    head_shape: tuple[int, ...] | None,
+    equal: bool | None,
+    quantized: bool = False,
 ) -> HeadState:
     """The :data:`HeadState` of a head beside an embedding (``equal`` None: values not compared)."""
     if head_shape is None:
         return "absent"
+    if quantized:
+        return "quantized"
     if embedding_shape is not None and head_shape != embedding_shape:
         return "mismatch"
     if equal is None:
@@ -232,7 +258,7 @@ def facts_of(
         head=head,
         embedding_shape=e_shape,
         head_shape=h_shape,
-        head_state=head_state(e_shape, h_shape, equal),
+        head_state=head_state(e_shape, h_shape, equal, quantized=str(head).endswith(QUANTIZED_HEAD_SUFFIXES)),
         companions=_companions(keys, head),
         files=files,
         skipped=skipped,
