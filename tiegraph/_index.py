@@ -230,6 +230,10 @@ class Index:
         self.same_as: dict[int, int] = {}  # slot -> first slot holding the same tensor object
         self.root_of: dict[int, int] = {}  # slot -> smallest slot of its tie group (grouped slots only)
         self.empty: set[int] = set()  # slots on a shared storage whose tensor reads no byte
+        # slot -> (byte start, byte stop, strides in elements or None when contiguous) of the first slot of
+        # every tensor object on a storage that several tensor objects read: with shape and dtype, what
+        # tells an alias from a view (tiegraph.identity), kept at build like ``known``
+        self.layouts: dict[int, tuple[int, int, tuple[int, ...] | None]] = {}
         # metadata read at build, for the slots on shared storages: a SlotMeta, or the raw
         # (torch.dtype, shape, torch.device, requires_grad) the builder read in bulk (named on first use)
         self.known: dict[int, SlotMeta | tuple[Any, tuple[int, ...], Any, bool]] = {}

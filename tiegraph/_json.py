@@ -96,6 +96,8 @@ def from_json(data: dict[str, Any] | str) -> TieGraph:
             if node.get("kind") == "slot":
                 shape = node["shape"]
                 node["shape"] = None if shape is None else tuple(int(d) for d in shape)
+                if node.get("strides") is not None:
+                    node["strides"] = tuple(int(d) for d in node["strides"])
         return TieGraph.from_graph(G)
     except (KeyError, TypeError, ValueError, nx.NetworkXError) as exc:
         raise GraphFormatError(f"tiegraph JSON is damaged: {exc}") from exc
@@ -128,6 +130,8 @@ def from_networkx(G: nx.MultiDiGraph) -> Index:
             idx.st_device.append(data["device"])
             idx.st_nbytes.append(int(data["nbytes"]))
     objects: dict[int, int] = {}
+    first_slot: list[int] = []  # tensor number -> its first slot
+    strides: dict[int, tuple[int, ...]] = {}
     read_facts: list[tuple[str | None, str | None, str | None]] = []
     for node, data in G.nodes(data=True):
         if data["kind"] != "slot":
@@ -140,7 +144,10 @@ def from_networkx(G: nx.MultiDiGraph) -> Index:
         idx.s_param.append(data["tensor"] == "parameter")
         obj = int(data["object"])
         t = objects.get(obj)
-        if t is None:
+        if t is not None:  # the same tensor object as an earlier slot's (what view.tensor().number tells)
+            idx.same_as[slot_number[node]] = first_slot[t]
+        else:
+            first_slot.append(slot_number[node])
             t = objects[obj] = len(idx.t_dtype)
             idx.t_dtype.append(data["dtype"])
             idx.t_shape.append(None if data["shape"] is None else tuple(data["shape"]))
@@ -150,6 +157,8 @@ def from_networkx(G: nx.MultiDiGraph) -> Index:
             idx.t_start.append(0)
             idx.t_stop.append(0)
         idx.s_tensor.append(t)
+        if data.get("strides") is not None:
+            strides[slot_number[node]] = tuple(int(d) for d in data["strides"])
         read_facts.append((data.get("placement"), data.get("execution_device"), data.get("quantization")))
     parts = Components[int]()
     for u, v, kind, data in G.edges(keys=True, data=True):
@@ -168,6 +177,9 @@ def from_networkx(G: nx.MultiDiGraph) -> Index:
     idx.t_root = list(map(parts.find, range(len(idx.t_dtype))))
     idx.fill_slot_roots()
     idx.set_canonical(m_canon, m_belongs, s_canon)
+    for t, s in enumerate(first_slot):
+        if idx.t_storage[t] >= 0:
+            idx.layouts[s] = (idx.t_start[t], idx.t_stop[t], strides.get(s))
     idx.declared = [Declaration.from_dict(d) for d in G.graph.get("declared", [])]
     node = G.graph.get("input_embedding_node")
     if G.graph.get("input_embedding") is not None and node is not None:

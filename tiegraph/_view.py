@@ -117,6 +117,13 @@ class GraphView:
             return None
         return number, idx.t_start[t], idx.t_stop[t] - idx.t_start[t]
 
+    def layout(self, s: int) -> tuple[int, int, tuple[int, ...] | None] | None:
+        """``(byte start, byte stop, strides)`` of slot ``s``'s tensor (strides None: contiguous).
+
+        Kept at build when several tensor objects read its storage; None when not kept.
+        """
+        return self._idx.layouts.get(self._idx.same_as.get(s, s))
+
     def storage_facts(self, number: int) -> tuple[str, str, int]:
         """``(label, device, nbytes)`` of storage ``number``."""
         idx = self._idx

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import adapters, checkpoint, deployed
+from . import adapters, checkpoint, deployed, identity
 from ._finding import Finder, Finding, finding, kinds
 from ._view import view_of
 from .engines import _lint as declaration_lint
@@ -430,6 +430,7 @@ FINDERS: list[Finder] = [
     Finder(adapters.KINDS, adapters.findings),
     Finder(checkpoint.KINDS, checkpoint.findings),
     Finder(declaration_lint.KINDS, declaration_lint.findings),
+    Finder(identity.KINDS, identity.findings),
 ]
 
 

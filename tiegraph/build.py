@@ -341,6 +341,21 @@ def _extents(chosen: list[torch.Tensor], homes: list[Any] | None = None) -> Exte
     return found
 
 
+def _layouts(
+    index: Index,
+    slots: list[int],
+    starts: list[int],
+    stops: list[int],
+    strided: dict[int, Extent],
+    own: list[bool] | None = None,
+) -> None:
+    """Record each tensor object's bytes and strides (``own``: the piece is the slot's own tensor)."""
+    for n, slot in enumerate(slots):
+        if own is None or own[n]:
+            extent = strided.get(n)
+            index.layouts[slot] = (starts[n], stops[n], None if extent is None else extent.strides)
+
+
 def _bulk_extents(chosen: list[torch.Tensor]) -> Extents:
     try:
         itemsizes = list(map(_ITEMSIZE, chosen))
@@ -446,6 +461,9 @@ def _groups(
             shares.append((min(owner[n], piece.slot), max(owner[n], piece.slot), "view"))
             union(owner[n], piece.slot)
     starts, stops, strided = _extents(parts, homes if merged else None)
+    _layouts(
+        index, owner, starts, stops, strided, [parts[n] is tensors[slot] for n, slot in enumerate(owner)]
+    )
     buckets: dict[Any, list[int]] = {}
     containers = flat.containers
     for n, (stop, home) in enumerate(zip(stops, homes, strict=True)):
@@ -505,6 +523,7 @@ def _plain_groups(
         group = firsts
     else:
         starts, stops, strided = _extents(parts, homes if merged else None)
+        _layouts(index, distinct, starts, stops, strided)
         buckets: dict[Any, list[int]] = {}
         for n in compress(range(len(parts)), stops):  # (empty tensors read no byte: in no bucket)
             buckets.setdefault(homes[n], []).append(n)

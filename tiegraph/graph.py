@@ -8,7 +8,8 @@ Nodes (ids are strings: ``m:<module path>``, ``s:<slot name>``, ``t:<storage num
 - ``slot``: ``name`` (full), ``canonical``, ``owner`` (full module path), ``attr``, ``tensor``
   (``parameter`` or ``buffer``), ``dtype``, ``shape``, ``device``, ``requires_grad``, ``object``,
   ``placement`` (where the bytes the model computes with live: a device, ``disk``, or ``meta``),
-  ``execution_device`` and ``quantization`` (a format such as ``torchao.Int8Tensor``, or None).
+  ``execution_device`` and ``quantization`` (a format such as ``torchao.Int8Tensor``, or None); a
+  non-contiguous tensor on a storage several tensor objects read also has ``strides`` (in elements).
 - ``storage``: ``storage_id``, ``device``, ``nbytes``.
 
 Edges (a :class:`networkx.MultiDiGraph`; the edge key is its kind):
@@ -357,6 +358,12 @@ def _slot_node(name: str) -> str:
     return "s:" + name
 
 
+def _strides(idx: Index, s: int) -> dict[str, tuple[int, ...]]:
+    """A slot node's ``strides``: only for a non-contiguous tensor on a storage several objects read."""
+    layout = idx.layouts.get(s)
+    return {} if layout is None or layout[2] is None else {"strides": layout[2]}
+
+
 def to_networkx(idx: Index) -> nx.MultiDiGraph:
     """Build the public networkx graph from the index alone (no walk over the model)."""
     import networkx as nx  # here, not at import: the drop-ins in tiegraph.compat import with torch alone
@@ -397,6 +404,7 @@ def to_networkx(idx: Index) -> nx.MultiDiGraph:
             placement=facts[s][0],
             execution_device=facts[s][1],
             quantization=facts[s][2],
+            **_strides(idx, s),
         )
     for i, parent in enumerate(idx.m_parent):
         if parent >= 0:
