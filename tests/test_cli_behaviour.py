@@ -192,6 +192,39 @@ def test_strict_with_a_picture_says_why_on_stderr(tmp_path: Path, capsys: pytest
     assert out == ""
 
 
+# ---------------------------------------------------------------------------------------------- --set
+
+
+def test_set_overrides_are_recorded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """After ``--set tie_word_embeddings=true`` text and JSON said "default llava config"; they now say which
+    values were overridden, for a model type and for a checkpoint directory alike."""
+    from transformers import AutoConfig
+
+    sets = ["--set", "tie_word_embeddings=true", "--set", "num_hidden_layers=1"]
+    code, out, err = _main(["inspect", "llama", *sets], capsys)
+    assert code == 0, err
+    first = out.splitlines()[0]
+    assert "(llama config with --set tie_word_embeddings=true --set num_hidden_layers=1, task" in first
+    assert "default" not in first
+    code, out, err = _main(["inspect", "llama", *sets, "--format", "json"], capsys)
+    data = json.loads(out)
+    assert data["overrides"] == {"tie_word_embeddings": True, "num_hidden_layers": 1}
+    assert data["source"].startswith("llama config with --set tie_word_embeddings=true")
+    AutoConfig.for_model("llama", **TINY_LLAMA).save_pretrained(tmp_path / "ckpt")
+    code, out, err = _main(["inspect", str(tmp_path / "ckpt"), "--set", "tie_word_embeddings=false"], capsys)
+    assert code == 0, err
+    assert "(its config.json with --set tie_word_embeddings=false)" in out.splitlines()[0]
+    code, out, err = _main(["inspect", "llama"], capsys)
+    assert "(default llama config, task" in out.splitlines()[0]
+
+
+def test_set_on_a_factory_is_bad_usage(capsys: pytest.CaptureFixture[str]) -> None:
+    """A factory builds its own model: a --set there was silently ignored."""
+    code, _out, err = _main(["inspect", "tests.models:llama_tied", "--allow-code", "--set", "x=1"], capsys)
+    assert code == 2
+    assert "--set overrides a config; tests.models:llama_tied is a factory" in _one_line(err)
+
+
 # ---------------------------------------------------------------------------------------------- folders
 
 

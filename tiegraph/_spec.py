@@ -87,6 +87,7 @@ class Built:
     source: str  # one phrase: "default llama config", "config.json of DIR", "pkg.mod:make()"
     checkpoint: CheckpointFiles | None = None
     notes: list[str] = field(default_factory=list)
+    overrides: dict[str, Any] = field(default_factory=dict)  # --set key -> value, as applied
 
 
 _INIT_FUNCTIONS = (
@@ -397,7 +398,51 @@ def build_spec(
     allow_code: bool = False,
     meta: bool = False,
 ) -> Built:
-    """Build what a SPEC names: a checkpoint directory, ``package.module:callable`` or a model type."""
+    """Build what a SPEC names: a checkpoint directory, ``package.module:callable`` or a model type.
+
+    ``sets`` (``--set``) are recorded in the result (``overrides``, and its ``source`` says them).
+    """
+    built = _build_spec(
+        spec,
+        cls_name=cls_name,
+        task=task,
+        sets=sets,
+        trust_remote_code=trust_remote_code,
+        allow_code=allow_code,
+        meta=meta,
+    )
+    return _record_sets(built, sets)
+
+
+def _record_sets(built: Built, sets: Sequence[tuple[list[str], Any]]) -> Built:
+    """Say which config values ``--set`` overrode: ``llava config with --set tie_word_embeddings=true, ...``.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> built = Built(nn.Module(), "model-type", "llava", "Llava", "default llava config, task causal-lm")
+    >>> _record_sets(built, [(["tie_word_embeddings"], True), (["text_config", "vocab_size"], 64)]).source
+    'llava config with --set tie_word_embeddings=true --set text_config.vocab_size=64, task causal-lm'
+    """
+    if not sets:
+        return built
+    built.overrides = {".".join(path): value for path, value in sets}
+    shown = " --set ".join(f"{key}={json.dumps(value)}" for key, value in built.overrides.items())
+    head, sep, tail = built.source.partition(", ")
+    built.source = f"{head.removeprefix('default ')} with --set {shown}{sep}{tail}"
+    return built
+
+
+def _build_spec(
+    spec: str,
+    *,
+    cls_name: str | None,
+    task: str | None,
+    sets: Sequence[tuple[list[str], Any]],
+    trust_remote_code: bool,
+    allow_code: bool,
+    meta: bool,
+) -> Built:
     path = Path(spec).expanduser()
     if path.is_dir():
         from ._adapter import build_adapter, is_adapter
@@ -420,6 +465,8 @@ def build_spec(
     if path.exists():
         raise UsageError(f"{spec} is a file; give a checkpoint directory (holding config.json)")
     if _FACTORY.match(spec):
+        if sets:
+            raise UsageError(f"--set overrides a config; {spec} is a factory: set the values in its code")
         return build_factory(spec, allow_code=allow_code, meta=meta)
     if _looks_like_path(spec):
         raise UsageError(f"no such directory: {spec}")

@@ -349,6 +349,7 @@ def _inspect(args: argparse.Namespace) -> int:
             "kind": built.kind,
             "class": built.cls,
             "source": built.source,
+            "overrides": built.overrides,
             "notes": built.notes,
             "wrappers": wrappers,
             "parameters": _summary.count_parameters(model),
