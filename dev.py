@@ -10,6 +10,8 @@ Usage::
     python3 dev.py site                         # open the built site in headless Chromium, check every page
     python3 dev.py notebooks                    # execute notebooks/*.py into notebooks/*.ipynb with outputs
     python3 dev.py sharding env|test [args]     # DeepSpeed, Megatron-core in cached venvs (devtools/sharding)
+    python3 dev.py engines [--fast|--only IDS]  # load generated folders with the real engines (venvs cached
+                                                # in ~/.cache/tiegraph/engines/; devtools/engines)
 
 Every command first makes sure ``.venv`` is ready:
 
@@ -48,7 +50,7 @@ CONSTRAINTS = ROOT / "constraints.txt"
 EXTRAS = "test,dev,docs"
 DEFAULT_TORCH_SPEC = "torch==2.13.0"
 DEFAULT_TEST_PROCESSES = "2"  # CI has 2 cores; pass -n to choose (-n 0 runs in this process)
-COMMANDS = ("demo", "test", "check", "docs", "site", "notebooks", "sharding")
+COMMANDS = ("demo", "test", "check", "docs", "site", "notebooks", "sharding", "engines")
 USAGE = (
     __doc__.split("Every command")[0].strip() if __doc__ else f"python3 dev.py {'|'.join(COMMANDS)} [args]"
 )
@@ -208,6 +210,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if command == "notebooks":
         return _exec([PY, ROOT / "notebooks" / "execute.py"], env=_tool_env())
+    if command == "engines":  # dev-only code: devtools/engines/harness.py
+        return _exec([PY, "-m", "devtools.engines", *rest])
     # check: run all three so one report shows every problem; fail with the first failure's code.
     codes = [
         _exec([PY, "-m", "ruff", "check", "."]),

@@ -1,0 +1,152 @@
+"""One cached virtual environment per engine, under ``~/.cache/tiegraph/engines/<engine-id>/``.
+
+Each engine's versions are pinned in ``requirements/<engine-id>.txt`` beside this file; the venv is rebuilt
+only when that file (or the recipe below) changes, so a version moves only when someone bumps the pin.
+``torch==2.13.0`` (the CPU build) is always installed first, so no requirement can pull a CUDA build.
+Standard library only: this module runs before any engine venv exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REQUIREMENTS = HERE / "requirements"
+CACHE = Path(os.environ.get("TIEGRAPH_ENGINES_CACHE", Path.home() / ".cache" / "tiegraph" / "engines"))
+TORCH = "torch==2.13.0"
+LLAMA_SDIST = "llama-cpp-python==0.3.36"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one engine's environment is built."""
+
+    engine: str
+    venv: bool = True  # False: nothing installs (SGLang is CUDA only); only files are downloaded
+    uninstall: tuple[str, ...] = ()  # what the engine pulls in and this machine must not keep
+    sdist: bool = False  # unpack the llama-cpp-python sdist (its converter script) into the env dir
+    env: dict[str, str] = field(default_factory=dict)  # extra environment for pip
+    extra_pip: tuple[str, ...] = ()
+
+
+RECIPES: dict[str, Recipe] = {
+    r.engine: r
+    for r in (
+        Recipe("transformers-5"),
+        Recipe("transformers-4"),
+        Recipe("llama.cpp-convert", sdist=True),
+        Recipe("optimum-onnx"),
+        Recipe("mlx-lm"),
+        Recipe("ort-genai-builder"),
+        Recipe("vllm", uninstall=("torchvision", "torchaudio", "torchcodec")),
+        Recipe("sglang", venv=False),
+        Recipe(
+            "llama.cpp-runtime",
+            env={
+                "CMAKE_ARGS": "-DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF",
+                "CMAKE_BUILD_PARALLEL_LEVEL": "2",
+            },
+            extra_pip=("--no-binary", "llama-cpp-python"),
+        ),
+    )
+}
+ORDER = tuple(RECIPES)  # fast engines first, the 20-minute source build last
+
+
+def env_dir(engine: str) -> Path:
+    """The cache folder of one engine's environment."""
+    return CACHE / engine
+
+
+def python(engine: str) -> Path:
+    """The python of one engine's venv."""
+    return env_dir(engine) / "venv" / "bin" / "python"
+
+
+def wanted_stamp(recipe: Recipe) -> str:
+    """What the stamp file must hold for the cached environment to be reused."""
+    text = (REQUIREMENTS / f"{recipe.engine}.txt").read_bytes()
+    return f"requirements sha256 {hashlib.sha256(text).hexdigest()}\nrecipe {recipe!r}\ntorch {TORCH}\n"
+
+
+def is_built(engine: str) -> bool:
+    """Whether the engine's cached environment exists and matches its pinned requirements."""
+    stamp = env_dir(engine) / "stamp"
+    return stamp.exists() and stamp.read_text() == wanted_stamp(RECIPES[engine])
+
+
+def _run(cmd: list[str], log: Path, env: dict[str, str] | None = None) -> None:
+    with log.open("a") as out:
+        out.write(f"\n$ {' '.join(cmd)}\n")
+        out.flush()
+        rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env).returncode
+    if rc != 0:
+        raise RuntimeError(f"{' '.join(cmd[:6])} ... failed (exit {rc}); see {log}")
+
+
+def _unpack_sdist(where: Path, log: Path) -> None:
+    """Download the llama-cpp-python sdist (source only, no deps) and unpack it: the converter lives there."""
+    _run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--no-binary",
+            "llama-cpp-python",
+            "--no-deps",
+            LLAMA_SDIST,
+            "-d",
+            str(where),
+        ],
+        log,
+    )
+    archive = next(where.glob("llama_cpp_python-*.tar.gz"))
+    with tarfile.open(archive) as tar:
+        tar.extractall(where, filter="data")
+
+
+def converter_script() -> Path:
+    """``convert_hf_to_gguf.py`` inside the unpacked sdist."""
+    found = sorted(
+        env_dir("llama.cpp-convert").glob("llama_cpp_python-*/vendor/llama.cpp/convert_hf_to_gguf.py")
+    )
+    if not found:
+        raise FileNotFoundError("llama.cpp-convert is not built: run `python3 dev.py engines --build-only`")
+    return found[-1]
+
+
+def build(engine: str) -> float:
+    """Build (or reuse) one engine's environment; the seconds it took (0 when reused)."""
+    recipe = RECIPES[engine]
+    if is_built(engine):
+        return 0.0
+    start = time.monotonic()
+    where = env_dir(engine)
+    shutil.rmtree(where, ignore_errors=True)
+    where.mkdir(parents=True)
+    log = where / "build.log"
+    reqs = str(REQUIREMENTS / f"{engine}.txt")
+    if not recipe.venv:
+        _run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-r", reqs, "-d", str(where)], log)
+    else:
+        py = str(python(engine))
+        _run([sys.executable, "-m", "venv", str(where / "venv")], log)
+        _run([py, "-m", "pip", "install", "-q", TORCH], log)
+        env = {**os.environ, **recipe.env}
+        _run([py, "-m", "pip", "install", "-q", *recipe.extra_pip, "-r", reqs, TORCH], log, env)
+        if recipe.uninstall:
+            _run([py, "-m", "pip", "uninstall", "-y", "-q", *recipe.uninstall], log)
+    if recipe.sdist:
+        _unpack_sdist(where, log)
+    (where / "stamp").write_text(wanted_stamp(recipe))
+    return time.monotonic() - start

@@ -1,0 +1,249 @@
+"""``python3 dev.py engines``: build the engines, generate the folders, measure every cell, compare.
+
+Runs in the project's ``.venv`` (it imports ``tiegraph.engines`` for the predictions); every engine runs in
+its own cached venv (see ``envs.py``) through a runner script under ``runners/``, which prints one JSON row
+per cell. The measured table goes to ``devtools/engines/measured.json`` (rows of engines not run this time
+are kept), the comparison to ``docs/engines-verified.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from devtools.engines import envs
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent.parent
+RUNNERS = HERE / "runners"
+MEASURED = HERE / "measured.json"
+FAST = ("transformers-5", "transformers-4", "llama.cpp-convert", "optimum-onnx")
+SGLANG_WHY = (
+    "SGLang installs only with CUDA; not run. Its rule is read from the wheel's source: "
+    "sglang/srt/models/llama.py LlamaForCausalLM.__init__ (lm_head = model.embed_tokens when "
+    "config.tie_word_embeddings, else a ParallelLMHead) and load_weights (skips lm_head.weight when tied)"
+)
+RUNTIME_WHY = "llama-cpp-python is not built here (a ~20 min CPU build): run with --only llama.cpp-runtime"
+
+
+def runner_command(engine: str, manifest: Path, out: Path) -> list[str]:
+    """How one engine's runner is started inside its venv."""
+    py = str(envs.python(engine))
+    if engine.startswith("transformers"):
+        return [py, str(RUNNERS / "transformers_runner.py"), engine, str(manifest), str(out)]
+    if engine == "llama.cpp-convert":
+        return [py, str(RUNNERS / "gguf_runner.py"), str(envs.converter_script()), str(manifest), str(out)]
+    if engine in ("optimum-onnx", "ort-genai-builder"):
+        return [py, str(RUNNERS / "onnx_runner.py"), engine, str(manifest), str(out)]
+    script = {"mlx-lm": "mlx_runner.py", "vllm": "vllm_runner.py", "llama.cpp-runtime": "llama_runner.py"}[
+        engine
+    ]
+    return [py, str(RUNNERS / script), str(manifest), str(out)]
+
+
+def not_run(engine: str, manifest: list[dict[str, Any]], why: str, version: str = "") -> list[dict[str, Any]]:
+    """Rows saying an engine's cells were not run here, and why."""
+    return [
+        {
+            "engine": engine,
+            "engine_version": version,
+            "arch": e["arch"],
+            "situation": e["situation"],
+            "head": None,
+            "warns": None,
+            "note": "",
+            "ran": False,
+            "why_not": why,
+        }
+        for e in manifest
+    ]
+
+
+def measure(engine: str, manifest_path: Path, scratch: Path, share: Path | None) -> list[dict[str, Any]]:
+    """Run one engine's runner over every folder; rows as they arrive also go to ``share``."""
+    manifest = json.loads(manifest_path.read_text())
+    if engine == "sglang":
+        wheel = next(envs.env_dir("sglang").glob("sglang-*.whl"), None)
+        version = f"sglang {wheel.name.split('-')[1]} (source only)" if wheel else "sglang (not downloaded)"
+        return not_run(engine, manifest, SGLANG_WHY, version)
+    if not envs.is_built(engine):
+        return not_run(engine, manifest, RUNTIME_WHY if engine == "llama.cpp-runtime" else "not built")
+    out = scratch / f"measured-{engine}.json"
+    start = time.monotonic()
+    log = (scratch / f"{engine}.log").open("w")  # the engine's own chatter; the rows carry what matters
+    proc = subprocess.Popen(
+        runner_command(engine, manifest_path, out), stdout=subprocess.PIPE, stderr=log, text=True
+    )
+    assert proc.stdout is not None
+    rows = []
+    for line in proc.stdout:
+        if line.startswith("{"):
+            rows.append(json.loads(line))
+            print(f"  {engine} {rows[-1]['arch']}/{rows[-1]['situation']}: {rows[-1]['head']}", flush=True)
+            if share is not None:
+                write_rows(share, rows)
+    if proc.wait() != 0 and len(rows) < len(manifest):
+        why = f"the runner stopped (exit {proc.returncode}) after {len(rows)} cells"
+        done = {(r["arch"], r["situation"]) for r in rows}
+        rows += not_run(engine, [e for e in manifest if (e["arch"], e["situation"]) not in done], why)
+    log.close()
+    print(f"dev.py engines: {engine}: {len(rows)} cells in {time.monotonic() - start:.0f} s", flush=True)
+    return rows
+
+
+def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Merge rows into a measured table: a row replaces the one of the same engine, arch and situation."""
+    old = json.loads(path.read_text()) if path.exists() else []
+    key = lambda r: (r["engine"], r["arch"], r["situation"])  # noqa: E731
+    merged = {key(r): r for r in old} | {key(r): r for r in rows}
+    order = {e: i for i, e in enumerate(envs.ORDER)}
+    table = sorted(merged.values(), key=lambda r: (order.get(r["engine"], 99), r["arch"], r["situation"]))
+    path.write_text(json.dumps(table, indent=1) + "\n")
+
+
+def generate_folders(scratch: Path) -> Path:
+    """Write the folders with the transformers-5 engine venv (it has sentencepiece); the manifest's path."""
+    cmd = [str(envs.python("transformers-5")), str(HERE / "folders.py"), str(scratch / "folders")]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    return scratch / "folders" / "manifest.json"
+
+
+def _matches(row: dict[str, Any], predicted: str) -> bool:
+    measured = row["head"]
+    if measured == "neither":
+        return predicted in ("random", "uninitialised", "neither")
+    if "the folder's head equals its embedding" in row["note"] and measured in ("embedding", "folder-head"):
+        return predicted in ("embedding", "folder-head")
+    return predicted == measured
+
+
+def compare(rows: list[dict[str, Any]], manifest: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each measured cell beside tiegraph's prediction for it (``predicted`` is None without the room)."""
+    try:
+        from tiegraph.engines import outcomes
+    except ImportError:
+        return [{**r, "predicted": None, "predicted_warns": None, "match": None} for r in rows]
+    folders = {(e["arch"], e["situation"]): e["folder"] for e in manifest}
+    out = []
+    for row in rows:
+        folder = folders.get((row["arch"], row["situation"]))
+        if folder is None:
+            continue
+        try:
+            (outcome,) = outcomes(folder, engines=[row["engine"]])
+            predicted, warns = outcome.head, outcome.warns
+        except Exception as exc:  # a prediction that fails is a mismatch to report, not a crash
+            predicted, warns = f"error: {type(exc).__name__}: {exc}", None
+        match = None
+        if row["ran"]:
+            match = _matches(row, predicted) and (warns is None or warns == row["warns"])
+        out.append({**row, "predicted": predicted, "predicted_warns": warns, "match": match})
+    return out
+
+
+def _cell(value: Any) -> str:
+    return "" if value is None else str(value).replace("|", "\\|")
+
+
+def write_docs(compared: list[dict[str, Any]], path: Path) -> None:
+    """The verification table the docs include: engine, version, date, cell, predicted, measured, match."""
+    today = datetime.date.today().isoformat()
+    lines = [
+        "<!-- Written by `python3 dev.py engines` (devtools/engines/harness.py); do not edit by hand. -->",
+        "",
+        "| engine | version | date | arch | situation | predicted | measured | warns (pred./meas.) | match "
+        "| note |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in compared:
+        measured = r["head"] if r["ran"] else f"not run: {r['why_not']}"
+        warns = f"{_cell(r.get('predicted_warns'))}/{_cell(r['warns'])}"
+        match = {True: "yes", False: "**NO**", None: ""}[r.get("match")]
+        cells = [
+            r["engine"],
+            r["engine_version"],
+            r.get("date", today),
+            r["arch"],
+            r["situation"],
+            r.get("predicted"),
+            measured,
+            warns,
+            match,
+            r["note"],
+        ]
+        lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python3 dev.py engines", description=__doc__.split("\n\n")[0])
+    p.add_argument("--only", help=f"comma-separated engine ids (default: all; CI: {','.join(FAST)})")
+    p.add_argument("--fast", action="store_true", help=f"the engines CI runs: {','.join(FAST)}")
+    p.add_argument("--build-only", action="store_true", help="build the cached engine venvs, measure nothing")
+    p.add_argument("--scratch", type=Path, default=envs.CACHE / "scratch", help="where the folders go")
+    p.add_argument("--share", type=Path, help="also merge rows into this table as they arrive")
+    p.add_argument("--docs", type=Path, default=ROOT / "docs" / "engines-verified.md")
+    p.add_argument("--mismatches", type=Path, help="write the cells whose prediction differs here")
+    return p
+
+
+def _engines(args: argparse.Namespace) -> list[str]:
+    chosen = list(FAST) if args.fast else (args.only.split(",") if args.only else list(envs.ORDER))
+    unknown = [e for e in chosen if e not in envs.RECIPES]
+    if unknown:
+        raise SystemExit(
+            f"dev.py engines: unknown engine {unknown[0]!r}; choose from {', '.join(envs.ORDER)}"
+        )
+    if args.only is None and not args.fast and not args.build_only:
+        chosen = [e for e in chosen if e != "llama.cpp-runtime" or envs.is_built(e)]
+    return chosen
+
+
+def _build(engines: list[str]) -> None:
+    for engine in engines:
+        print(f"dev.py engines: {engine}: environment {envs.env_dir(engine)}", flush=True)
+        try:
+            took = envs.build(engine)
+        except RuntimeError as exc:
+            print(f"dev.py engines: {engine}: build failed: {exc}", flush=True)
+            continue
+        print(f"dev.py engines: {engine}: " + (f"built in {took:.0f} s" if took else "cached"), flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Build, measure, compare; non-zero when a prediction differs from its engine."""
+    args = _parser().parse_args(argv)
+    engines = _engines(args)
+    envs.build("transformers-5")  # the folder generator runs in it
+    _build(engines)
+    if args.build_only:
+        return 0
+    args.scratch.mkdir(parents=True, exist_ok=True)
+    manifest_path = generate_folders(args.scratch)
+    manifest = json.loads(manifest_path.read_text())
+    rows: list[dict[str, Any]] = []
+    today = datetime.date.today().isoformat()
+    for engine in engines:
+        rows += [{**r, "date": today} for r in measure(engine, manifest_path, args.scratch, args.share)]
+    write_rows(MEASURED, rows)
+    compared = compare(json.loads(MEASURED.read_text()), manifest)
+    write_docs(compared, args.docs)
+    bad = [r for r in compared if r["match"] is False]
+    lines = [
+        f"{r['engine']} {r['arch']}/{r['situation']}: predicted {r['predicted']} (warns "
+        f"{r['predicted_warns']}), measured {r['head']} (warns {r['warns']}); {r['note']}"
+        for r in bad
+    ]
+    if args.mismatches is not None:
+        args.mismatches.write_text("".join(line + "\n" for line in lines))
+    print(f"dev.py engines: {len(rows)} cells measured, table in {args.docs.relative_to(ROOT)}", flush=True)
+    for line in lines:
+        print(f"dev.py engines: MISMATCH {line}", flush=True)
+    if compared and compared[0]["predicted"] is None and not any(r["predicted"] for r in compared):
+        print("dev.py engines: tiegraph.engines is not importable: nothing compared", flush=True)
+    return 1 if bad else 0

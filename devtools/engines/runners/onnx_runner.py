@@ -1,0 +1,75 @@
+"""optimum's ONNX export and the ONNX Runtime GenAI model builder: export the folder, read the initializers.
+
+Runs in the optimum-onnx or ort-genai-builder engine venv: ``python onnx_runner.py ENGINE MANIFEST OUT``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import tempfile
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import Loaded, main
+from _onnx import head_and_embedding
+
+WORK = Path(tempfile.mkdtemp(prefix="tiegraph-onnx-"))
+VOCAB = 320
+
+
+def _optimum(folder: str, out: Path) -> list[str]:
+    from optimum.exporters.onnx import main_export
+
+    main_export(folder, output=out, task="text-generation-with-past", device="cpu", do_validation=False)
+    return []
+
+
+def _genai(folder: str, out: Path) -> list[str]:
+    cmd = [
+        sys.executable,
+        "-m",
+        "onnxruntime_genai.models.builder",
+        "-i",
+        folder,
+        "-o",
+        str(out),
+        "-p",
+        "fp32",
+        "-e",
+        "cpu",
+        "-c",
+        str(out / "cache"),
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    lines = (done.stdout + done.stderr).splitlines()
+    if done.returncode != 0:
+        raise RuntimeError(" | ".join(lines[-2:]))
+    return [line for line in lines if "warn" in line.lower()]
+
+
+def load(entry: dict[str, Any]) -> Loaded:
+    """Export, then read the head the exported graph computes logits with."""
+    out = WORK / f"{entry['arch']}-{entry['situation']}"
+    shutil.rmtree(out, ignore_errors=True)
+    said = (_genai if ENGINE == "ort-genai-builder" else _optimum)(entry["folder"], out)
+    model = next(p for p in sorted(out.glob("*.onnx")) if "decoder" in p.name or p.name == "model.onnx")
+    head, emb = head_and_embedding(model, VOCAB)
+    shutil.rmtree(out, ignore_errors=True)
+    return Loaded(head=head, embedding=emb, note=f"read from {model.name}", extra_lines=said)
+
+
+def _skip(entry: dict[str, Any]) -> str | None:
+    if entry["vlm"]:
+        return "the exporter's text-generation path takes causal-LM folders; the VLM folder is not exported"
+    return None
+
+
+if __name__ == "__main__":
+    ENGINE = sys.argv.pop(1)
+    package = "onnxruntime-genai" if ENGINE == "ort-genai-builder" else "optimum-onnx"
+    main(ENGINE, f"{package} {version(package)}", load, skip=_skip, loggers=("optimum", "transformers", ""))
