@@ -24,10 +24,12 @@ RUNNERS = HERE / "runners"
 MEASURED = HERE / "measured.json"
 FAST = ("transformers-5", "transformers-4", "llama.cpp-convert", "optimum-onnx")
 SGLANG_WHY = (
-    "SGLang installs only with CUDA; not run. Its rule is read from the wheel's source: "
-    "sglang/srt/models/llama.py LlamaForCausalLM.__init__ (lm_head = model.embed_tokens when "
-    "config.tie_word_embeddings, else a ParallelLMHead) and load_weights (skips lm_head.weight when tied)"
+    "SGLang installs only with CUDA; not run. Its rule, read from the wheel's source: "
+    "sglang/srt/models/llama.py and qwen2.py, <Arch>ForCausalLM.__init__ (lm_head = model.embed_tokens "
+    "when config.tie_word_embeddings, else a ParallelLMHead) and load_weights (lm_head.weight is skipped "
+    "when tied); gemma.py GemmaForCausalLM.forward (logits from model.embed_tokens, no lm_head)"
 )
+CI_MINUTES = "not yet measured"  # measured from a cold cache; .ci/run's comment states the same
 RUNTIME_WHY = "llama-cpp-python is not built here (a ~20 min CPU build): run with --only llama.cpp-runtime"
 
 
@@ -40,6 +42,9 @@ def runner_command(engine: str, manifest: Path, out: Path) -> list[str]:
         return [py, str(RUNNERS / "gguf_runner.py"), str(envs.converter_script()), str(manifest), str(out)]
     if engine in ("optimum-onnx", "ort-genai-builder"):
         return [py, str(RUNNERS / "onnx_runner.py"), engine, str(manifest), str(out)]
+    if engine == "llama.cpp-runtime":
+        convert = [str(envs.python("llama.cpp-convert")), str(envs.converter_script())]
+        return [py, str(RUNNERS / "llama_runner.py"), *convert, str(manifest), str(out)]
     script = {"mlx-lm": "mlx_runner.py", "vllm": "vllm_runner.py", "llama.cpp-runtime": "llama_runner.py"}[
         engine
     ]
@@ -150,12 +155,41 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value).replace("|", "\\|")
 
 
-def write_docs(compared: list[dict[str, Any]], path: Path) -> None:
-    """The verification table the docs include: engine, version, date, cell, predicted, measured, match."""
+PAGE_HEAD = """# Engines, verified
+
+What each engine really put in the output head when it loaded the folders tiegraph generates, beside what
+`tiegraph.engines.outcomes` predicts for the same folder. `python3 dev.py engines` writes this page: it
+builds one cached environment per engine under `~/.cache/tiegraph/engines/<engine-id>/` (versions pinned in
+`devtools/engines/requirements/`), saves tiny Llama, Qwen2 and Gemma models with transformers and edits
+the folders into each situation (config flag at every level, `lm_head.weight` added, removed or replaced,
+sharded files, a head padded past the embedding's vocabulary, a tied head with a learned bias, a LLaVA
+whose flag is only in `text_config`), loads every folder with the real engine on CPU and reads the head:
+the weights where the engine exposes them (transformers, vLLM through `LLM.apply_model`, the GGUF file
+through `gguf.GGUFReader`, MLX parameters, the exported ONNX initializers).
+
+**When it runs.** CI runs the engines that install quickly (transformers 5 and 4, the llama.cpp converter
+with `gguf`, optimum's ONNX export) on every submission: `python3 dev.py engines --fast`, {ci_time}.
+vLLM (a 13-minute install), MLX, the ONNX Runtime GenAI builder and the llama.cpp runtime (a 20-minute
+source build) run when a developer runs `python3 dev.py engines`, which is due whenever a pin in
+`devtools/engines/requirements/` moves; the date column says when each row was measured.
+
+**Reading the table.** `measured` is what the engine's head held: `embedding` (the input embedding),
+`folder-head` (the folder's own `lm_head.weight`), `embedding-replaced` (the input embedding overwritten by
+the head), `load-error`, or `neither` (equal to no tensor of the folder: random initialisation and
+uninitialised memory cannot be told apart by a run, the prediction's finer label cites the engine's source).
+Where the folder's head equals its embedding, `embedding` and `folder-head` are the same answer. `warns` is
+whether the engine printed a warning about the head or the tie while loading. A `match` of **NO** fails
+`dev.py engines`.
+
+"""
+CI_TIME = "about {minutes} minutes on this 2-core machine from a cold cache (build and run)"
+
+
+def write_docs(compared: list[dict[str, Any]], path: Path, ci_minutes: str = "not yet measured") -> None:
+    """The page: how the table is made and when, then one row per cell (predicted, measured, match)."""
     today = datetime.date.today().isoformat()
+    ci_time = CI_TIME.format(minutes=ci_minutes)
     lines = [
-        "<!-- Written by `python3 dev.py engines` (devtools/engines/harness.py); do not edit by hand. -->",
-        "",
         "| engine | version | date | arch | situation | predicted | measured | warns (pred./meas.) | match "
         "| note |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -177,7 +211,7 @@ def write_docs(compared: list[dict[str, Any]], path: Path) -> None:
             r["note"],
         ]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(PAGE_HEAD.replace("{ci_time}", ci_time) + "\n".join(lines) + "\n")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -189,6 +223,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--share", type=Path, help="also merge rows into this table as they arrive")
     p.add_argument("--docs", type=Path, default=ROOT / "docs" / "engines-verified.md")
     p.add_argument("--mismatches", type=Path, help="write the cells whose prediction differs here")
+    p.add_argument("--ci-minutes", default=CI_MINUTES, help="the measured CI time the page states")
     return p
 
 
@@ -232,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         rows += [{**r, "date": today} for r in measure(engine, manifest_path, args.scratch, args.share)]
     write_rows(MEASURED, rows)
     compared = compare(json.loads(MEASURED.read_text()), manifest)
-    write_docs(compared, args.docs)
+    write_docs(compared, args.docs, args.ci_minutes)
     bad = [r for r in compared if r["match"] is False]
     lines = [
         f"{r['engine']} {r['arch']}/{r['situation']}: predicted {r['predicted']} (warns "

@@ -1,0 +1,70 @@
+"""The llama.cpp runtime (llama-cpp-python): convert the folder, load the GGUF, find which head made logits.
+
+Runs in the llama.cpp-runtime engine venv: ``python llama_runner.py CONVERT_PY SCRIPT MANIFEST OUT`` (the
+converter runs in its own venv). The runtime exposes no weights, so the head is read from its outputs: the
+final hidden states (an embedding context with pooling ``NONE`` returns the output norm's result) times the
+folder's embedding and times its head, compared with the logits the runtime computed for the same tokens.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import numpy as np
+from _common import Loaded, main
+
+WORK = Path(tempfile.mkdtemp(prefix="tiegraph-llama-"))
+TOKENS = [1, 5, 9, 17, 33]
+
+
+def _convert(folder: str, out: Path) -> None:
+    cmd = [CONVERT_PY, SCRIPT, folder, "--outfile", str(out), "--outtype", "f32"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError("converter: " + " | ".join((done.stdout + done.stderr).splitlines()[-2:]))
+
+
+def _run(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The last token's logits and final hidden state, computed by the runtime."""
+    from llama_cpp import LLAMA_POOLING_TYPE_NONE, Llama
+
+    llm = Llama(model_path=str(path), n_ctx=64, logits_all=True, verbose=False, seed=0)
+    llm.eval(TOKENS)
+    logits = np.array(llm.scores[len(TOKENS) - 1], dtype=np.float64)
+    llm.close()
+    emb = Llama(
+        model_path=str(path), n_ctx=64, embedding=True, pooling_type=LLAMA_POOLING_TYPE_NONE, verbose=False
+    )
+    hidden = np.array(emb.create_embedding([TOKENS])["data"][0]["embedding"], dtype=np.float64)[-1]
+    emb.close()
+    return logits, hidden
+
+
+def load(entry: dict[str, Any]) -> Loaded:
+    """Which of the folder's tensors reproduces the runtime's logits from its own hidden state."""
+    out = WORK / f"{entry['arch']}-{entry['situation']}.gguf"
+    _convert(entry["folder"], out)
+    logits, hidden = _run(out)
+    out.unlink()
+    ref = dict(np.load(entry["ref"]))
+    for name in ("head", "embedding"):
+        if name in ref:
+            rows = min(ref[name].shape[0], logits.shape[0])
+            guess = ref[name][:rows].astype(np.float64) @ hidden
+            if np.allclose(guess, logits[:rows], rtol=1e-3, atol=1e-3):
+                return Loaded(head=ref[name], note=f"logits = hidden @ folder {name}")
+    return Loaded(
+        head=np.full((1, ref["embedding"].shape[1]), np.nan, np.float32), note="logits match neither"
+    )
+
+
+if __name__ == "__main__":
+    CONVERT_PY, SCRIPT = sys.argv.pop(1), sys.argv.pop(1)
+    main("llama.cpp-runtime", f"llama-cpp-python {version('llama-cpp-python')}", load)
