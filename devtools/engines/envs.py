@@ -8,6 +8,7 @@ Standard library only: this module runs before any engine venv exists.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -126,10 +127,18 @@ def converter_script() -> Path:
 
 
 def build(engine: str) -> float:
-    """Build (or reuse) one engine's environment; the seconds it took (0 when reused)."""
-    recipe = RECIPES[engine]
-    if is_built(engine):
-        return 0.0
+    """Build (or reuse) one engine's environment; the seconds it took (0 when reused).
+
+    A lock file beside the environment lets two runs share the cache: the second waits, then reuses.
+    """
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with (CACHE / f"{engine}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return 0.0 if is_built(engine) else _build(RECIPES[engine])
+
+
+def _build(recipe: Recipe) -> float:
+    engine = recipe.engine
     start = time.monotonic()
     where = env_dir(engine)
     shutil.rmtree(where, ignore_errors=True)

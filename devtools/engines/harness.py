@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if args.mismatches is not None:
         args.mismatches.write_text("".join(line + "\n" for line in lines))
-    print(f"dev.py engines: {len(rows)} cells measured, table in {args.docs.relative_to(ROOT)}", flush=True)
+    print(f"dev.py engines: {len(rows)} cells measured, table in {args.docs}", flush=True)
     for line in lines:
         print(f"dev.py engines: MISMATCH {line}", flush=True)
     if compared and compared[0]["predicted"] is None and not any(r["predicted"] for r in compared):

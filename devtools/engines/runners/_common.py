@@ -14,7 +14,6 @@ import json
 import logging
 import re
 import sys
-import traceback
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,10 +22,11 @@ from typing import Any
 
 import numpy as np
 
-# A captured line counts as a warning about the head when it mentions one of these (whole words).
+# A captured line counts as a warning about the head when it names the head, the tie or the word
+# embeddings (whole words): a missing vision tower is not a warning about the head.
 HEAD_WORDS = re.compile(
-    r"\b(lm_head|tie|tied|tying|tie_word_embeddings|output\.weight|newly initialized|not initialized|missing"
-    r"|unexpected|mismatch|not used|were not|embed_tokens|embedding|embeddings)\b",
+    r"\b(lm_head|tie|tied|tying|tie_word_embeddings|output\.weight|token_embd|embed_tokens"
+    r"|word embeddings)\b",
     re.IGNORECASE,
 )
 
@@ -121,9 +121,13 @@ def captured(loggers: tuple[str, ...] = ("",)) -> Iterator[list[str]]:
         lines += [line for line in err.getvalue().splitlines() if line.strip()]
 
 
-def head_warnings(lines: list[str]) -> list[str]:
-    """The captured lines that speak about the head or the tie."""
-    return [line[:300] for line in lines if HEAD_WORDS.search(line) and 'File "' not in line]
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def head_warnings(lines: list[str], folder: str = "") -> list[str]:
+    """The captured lines that speak about the head or the tie (colours dropped, the folder as <folder>)."""
+    said = [ANSI.sub("", line) for line in lines if HEAD_WORDS.search(line) and 'File "' not in line]
+    return [(line.replace(folder, "<folder>") if folder else line)[:300] for line in said]
 
 
 def cell(engine: str, version: str, entry: dict[str, Any], **fields: Any) -> dict[str, Any]:
@@ -158,13 +162,12 @@ def run_one(
             error = ""
         except Exception as exc:  # the engine's own failure is the measurement
             loaded, error = None, f"{type(exc).__name__}: {exc}"
-            tail = traceback.format_exc().strip().splitlines()[-3:]
-    if loaded is None:
-        note = f"load failed: {error[:400]}"
-        row = cell(engine, version, entry, head="load-error", warns=True, note=note, lines=tail)
-        return row
+    if loaded is None:  # an error is loud: it counts as a warning
+        note = "load failed: " + ANSI.sub("", error).replace(entry["folder"], "<folder>")[:400]
+        said = head_warnings(lines, entry["folder"])[:6]
+        return cell(engine, version, entry, head="load-error", warns=True, note=note, lines=said)
     label, note = classify(loaded, ref)
-    said = head_warnings(lines + loaded.extra_lines)
+    said = head_warnings(lines + loaded.extra_lines, entry["folder"])
     row = cell(
         engine,
         version,
