@@ -150,9 +150,10 @@ def _build(recipe: Recipe) -> float:
     else:
         py = str(python(engine))
         _run([sys.executable, "-m", "venv", str(where / "venv")], log)
-        _run([py, "-m", "pip", "install", "-q", TORCH], log)
-        env = {**os.environ, **recipe.env}
-        _run([py, "-m", "pip", "install", "-q", *recipe.extra_pip, "-r", reqs, TORCH], log, env)
+        # --no-compile: byte-compiling torch's thousands of modules at install time is most of a cold build.
+        pip = [py, "-m", "pip", "install", "-q", "--no-compile"]
+        _run([*pip, TORCH], log)
+        _run([*pip, *recipe.extra_pip, "-r", reqs, TORCH], log, {**os.environ, **recipe.env})
         if recipe.uninstall:
             _run([py, "-m", "pip", "uninstall", "-y", "-q", *recipe.uninstall], log)
     if recipe.sdist:

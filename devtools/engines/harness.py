@@ -152,7 +152,8 @@ def compare(rows: list[dict[str, Any]], manifest: list[dict[str, Any]]) -> list[
 
 
 def _cell(value: Any) -> str:
-    return "" if value is None else str(value).replace("|", "\\|")
+    text = "" if value is None else str(value).replace("|", "\\|").replace("\n", " ")
+    return text.replace("<", "&lt;").replace(">", "&gt;")
 
 
 PAGE_HEAD = """# Engines, verified
@@ -222,6 +223,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--scratch", type=Path, default=envs.CACHE / "scratch", help="where the folders go")
     p.add_argument("--share", type=Path, help="also merge rows into this table as they arrive")
     p.add_argument("--docs", type=Path, default=ROOT / "docs" / "engines-verified.md")
+    p.add_argument("--measured", type=Path, default=MEASURED, help="the measured table to merge rows into")
     p.add_argument("--mismatches", type=Path, help="write the cells whose prediction differs here")
     p.add_argument("--ci-minutes", default=CI_MINUTES, help="the measured CI time the page states")
     return p
@@ -254,8 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     """Build, measure, compare; non-zero when a prediction differs from its engine."""
     args = _parser().parse_args(argv)
     engines = _engines(args)
-    envs.build("transformers-5")  # the folder generator runs in it
-    _build(engines)
+    _build(list(dict.fromkeys(["transformers-5", *engines])))  # the folder generator runs in transformers-5
     if args.build_only:
         return 0
     args.scratch.mkdir(parents=True, exist_ok=True)
@@ -265,8 +266,8 @@ def main(argv: list[str] | None = None) -> int:
     today = datetime.date.today().isoformat()
     for engine in engines:
         rows += [{**r, "date": today} for r in measure(engine, manifest_path, args.scratch, args.share)]
-    write_rows(MEASURED, rows)
-    compared = compare(json.loads(MEASURED.read_text()), manifest)
+    write_rows(args.measured, rows)
+    compared = compare(json.loads(args.measured.read_text()), manifest)
     write_docs(compared, args.docs, args.ci_minutes)
     bad = [r for r in compared if r["match"] is False]
     lines = [

@@ -126,7 +126,8 @@ ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 def head_warnings(lines: list[str], folder: str = "") -> list[str]:
     """The captured lines that speak about the head or the tie (colours dropped, the folder as <folder>)."""
-    said = [ANSI.sub("", line) for line in lines if HEAD_WORDS.search(line) and 'File "' not in line]
+    plain = [ANSI.sub("", line) for line in lines]  # colour codes glue to words: strip them first
+    said = [line for line in plain if HEAD_WORDS.search(line) and 'File "' not in line]
     return [(line.replace(folder, "<folder>") if folder else line)[:300] for line in said]
 
 

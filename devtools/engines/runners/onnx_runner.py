@@ -25,7 +25,7 @@ VOCAB = 320
 def _optimum(folder: str, out: Path) -> list[str]:
     from optimum.exporters.onnx import main_export
 
-    main_export(folder, output=out, task="text-generation-with-past", device="cpu", do_validation=False)
+    main_export(folder, output=out, task="text-generation", device="cpu", do_validation=False)
     return []
 
 

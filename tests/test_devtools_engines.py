@@ -1,0 +1,105 @@
+"""The engine harness's own logic (devtools/engines): classifying a loaded head, merging and comparing rows.
+
+The engines themselves run only under ``python3 dev.py engines``; these tests use plain arrays.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from devtools.engines import harness  # noqa: E402
+
+
+def _common():
+    """The runners' shared module (it lives beside scripts that run in the engines' venvs, not a package)."""
+    name = "devtools_engines_runners_common"
+    spec = importlib.util.spec_from_file_location(name, ROOT / "devtools/engines/runners/_common.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is made
+    spec.loader.exec_module(module)
+    return module
+
+
+common = _common()
+RNG = np.random.default_rng(0)
+EMB = RNG.standard_normal((8, 4)).astype(np.float32)
+HEAD = RNG.standard_normal((8, 4)).astype(np.float32)
+
+
+@pytest.mark.parametrize(
+    ("loaded_head", "loaded_emb", "ref", "label"),
+    [
+        (EMB, EMB, {"embedding": EMB}, "embedding"),
+        (EMB, EMB, {"embedding": EMB, "head": HEAD}, "embedding"),
+        (HEAD, EMB, {"embedding": EMB, "head": HEAD}, "folder-head"),
+        (HEAD, HEAD, {"embedding": EMB, "head": HEAD}, "embedding-replaced"),
+        (RNG.standard_normal((8, 4)), EMB, {"embedding": EMB, "head": HEAD}, "neither"),
+        (None, EMB, {"embedding": EMB}, "neither"),
+    ],
+)
+def test_classify_labels(loaded_head, loaded_emb, ref, label):
+    """Each outcome label comes from comparing the engine's head and embedding with the folder's."""
+    got, _ = common.classify(common.Loaded(head=loaded_head, embedding=loaded_emb), ref)
+    assert got == label
+
+
+def test_classify_float16_round_trip_and_padded_rows():
+    """A float16 copy of the embedding is still the embedding; a padded head compares its common rows."""
+    half = EMB.astype(np.float16).astype(np.float32)
+    assert common.classify(common.Loaded(head=half), {"embedding": EMB})[0] == "embedding"
+    padded = np.concatenate([HEAD, np.zeros((4, 4), np.float32)])
+    label, note = common.classify(common.Loaded(head=HEAD), {"embedding": EMB, "head": padded})
+    assert label == "folder-head"
+    assert "head rows 12" in note
+
+
+def test_head_warnings_whole_words_only():
+    """A path containing 'tiegraph' is not a warning about a tie; an lm_head line is, without colours."""
+    lines = ["/root/.cache/tiegraph/x.py: deprecated", "\x1b[1mlm_head.weight\x1b[0m | MISSING at /f/x"]
+    assert common.head_warnings(lines, "/f/x") == ["lm_head.weight | MISSING at <folder>"]
+
+
+def test_bias_outcome():
+    """A folder with lm_head.bias: the engine keeps it, changes it or has no slot for it."""
+    bias = RNG.standard_normal(8).astype(np.float32)
+    ref = {"embedding": EMB, "bias": bias}
+    assert common.bias_outcome(common.Loaded(head=EMB, bias=bias), ref) == "kept"
+    assert common.bias_outcome(common.Loaded(head=EMB), ref) == "dropped"
+    assert common.bias_outcome(common.Loaded(head=EMB), {"embedding": EMB}) is None
+
+
+def test_write_rows_replaces_the_same_cell(tmp_path):
+    """Rows of engines not run this time stay; a re-measured cell replaces its old row."""
+    path = tmp_path / "m.json"
+    row = {"engine": "vllm", "arch": "llama", "situation": "tied-no-head", "head": "embedding"}
+    harness.write_rows(path, [row, {**row, "engine": "transformers-5"}])
+    harness.write_rows(path, [{**row, "head": "neither"}])
+    table = json.loads(path.read_text())
+    assert [(r["engine"], r["head"]) for r in table] == [("transformers-5", "embedding"), ("vllm", "neither")]
+
+
+@pytest.mark.parametrize(
+    ("measured", "note", "predicted", "match"),
+    [
+        ("neither", "", "random", True),
+        ("neither", "", "uninitialised", True),
+        ("neither", "", "embedding", False),
+        ("folder-head", "the folder's head equals its embedding", "embedding", True),
+        ("folder-head", "", "embedding", False),
+        ("load-error", "", "load-error", True),
+    ],
+)
+def test_matches(measured, note, predicted, match):
+    """'neither' verifies random and uninitialised; an equal head verifies embedding and folder-head."""
+    assert harness._matches({"head": measured, "note": note}, predicted) is match
