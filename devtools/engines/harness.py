@@ -30,7 +30,11 @@ SGLANG_WHY = (
     "when tied); gemma.py GemmaForCausalLM.forward (logits from model.embed_tokens, no lm_head)"
 )
 CI_MINUTES = "not yet measured"  # measured from a cold cache; .ci/run's comment states the same
-RUNTIME_WHY = "llama-cpp-python is not built here (a ~20 min CPU build): run with --only llama.cpp-runtime"
+RUNTIME_WHY = (
+    "not built: llama-cpp-python compiles from source (about 20 min of CPU on 2 cores), which the session "
+    "that measured this table could not spare; `python3 dev.py engines --only llama.cpp-runtime` builds and "
+    "runs it"
+)
 
 
 def runner_command(engine: str, manifest: Path, out: Path) -> list[str]:
@@ -220,6 +224,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--only", help=f"comma-separated engine ids (default: all; CI: {','.join(FAST)})")
     p.add_argument("--fast", action="store_true", help=f"the engines CI runs: {','.join(FAST)}")
     p.add_argument("--build-only", action="store_true", help="build the cached engine venvs, measure nothing")
+    p.add_argument("--no-build", action="store_true", help="measure only the engines already built")
     p.add_argument("--scratch", type=Path, default=envs.CACHE / "scratch", help="where the folders go")
     p.add_argument("--share", type=Path, help="also merge rows into this table as they arrive")
     p.add_argument("--docs", type=Path, default=ROOT / "docs" / "engines-verified.md")
@@ -236,8 +241,6 @@ def _engines(args: argparse.Namespace) -> list[str]:
         raise SystemExit(
             f"dev.py engines: unknown engine {unknown[0]!r}; choose from {', '.join(envs.ORDER)}"
         )
-    if args.only is None and not args.fast and not args.build_only:
-        chosen = [e for e in chosen if e != "llama.cpp-runtime" or envs.is_built(e)]
     return chosen
 
 
@@ -256,7 +259,10 @@ def main(argv: list[str] | None = None) -> int:
     """Build, measure, compare; non-zero when a prediction differs from its engine."""
     args = _parser().parse_args(argv)
     engines = _engines(args)
-    _build(list(dict.fromkeys(["transformers-5", *engines])))  # the folder generator runs in transformers-5
+    # The llama.cpp runtime compiles for ~20 min: built only when named in --only.
+    named = args.only.split(",") if args.only else []
+    wanted = [e for e in engines if e != "llama.cpp-runtime" or e in named]
+    _build(["transformers-5"] + ([] if args.no_build else [e for e in wanted if e != "transformers-5"]))
     if args.build_only:
         return 0
     args.scratch.mkdir(parents=True, exist_ok=True)

@@ -29,13 +29,12 @@ def _tensors(path: Path) -> dict[str, np.ndarray]:
     from gguf.quants import dequantize
 
     reader = GGUFReader(path)
-    wanted = ("token_embd.weight", "output.weight")
+    wanted = ("token_embd.weight", "output.weight", "output.bias")
     found = {}
     for t in reader.tensors:
         if t.name in wanted:
-            found[t.name] = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32).reshape(
-                [int(d) for d in reversed(t.shape)]
-            )
+            value = np.asarray(dequantize(t.data, t.tensor_type), dtype=np.float32)
+            found[t.name] = value.reshape([int(d) for d in reversed(t.shape)])
     return found
 
 
@@ -51,12 +50,12 @@ def load(entry: dict[str, Any]) -> Loaded:
     out.unlink()
     emb = found.get("token_embd.weight")
     said = [line for line in lines if "WARNING" in line or "ERROR" in line]
+    bias = found.get("output.bias")
     if "output.weight" in found:
-        return Loaded(
-            head=found["output.weight"], embedding=emb, note="GGUF has output.weight", extra_lines=said
-        )
+        note = "GGUF has output.weight"
+        return Loaded(head=found["output.weight"], embedding=emb, bias=bias, note=note, extra_lines=said)
     note = "GGUF has no output.weight: the runtime uses token_embd"
-    return Loaded(head=emb, embedding=emb, note=note, extra_lines=said)
+    return Loaded(head=emb, embedding=emb, bias=bias, note=note, extra_lines=said)
 
 
 if __name__ == "__main__":

@@ -72,4 +72,6 @@ def _skip(entry: dict[str, Any]) -> str | None:
 if __name__ == "__main__":
     ENGINE = sys.argv.pop(1)
     package = "onnxruntime-genai" if ENGINE == "ort-genai-builder" else "optimum-onnx"
-    main(ENGINE, f"{package} {version(package)}", load, skip=_skip, loggers=("optimum", "transformers", ""))
+    # Both read the folder through transformers; its version decides the head as much as theirs does.
+    stack = f"{package} {version(package)} (transformers {version('transformers')})"
+    main(ENGINE, stack, load, skip=_skip, loggers=("optimum", "transformers", ""))
