@@ -193,7 +193,7 @@ CI_TIME = "about {minutes} minutes on this 2-core machine from a cold cache (bui
 def write_docs(compared: list[dict[str, Any]], path: Path, ci_minutes: str = "not yet measured") -> None:
     """The page: how the table is made and when, then one row per cell (predicted, measured, match)."""
     today = datetime.date.today().isoformat()
-    ci_time = CI_TIME.format(minutes=ci_minutes)
+    ci_time = CI_TIME.format(minutes=ci_minutes) if ci_minutes[:1].isdigit() else "not yet timed"
     lines = [
         "| engine | version | date | arch | situation | predicted | measured | warns (pred./meas.) | match "
         "| note |",
