@@ -212,7 +212,7 @@ FULL: list[tuple[str, Callable[[], nn.Module], int, str]] = [
 ]
 
 
-# issue 10 (deployed): build_graph on a quantized model must stay within 3x the plain one
+# build_graph on a quantized model must stay within 3x the plain one (targets.QUANTIZED_OVER_PLAIN)
 def llama64_cpu(layers: int = 16, quantized: bool = False) -> nn.Module:
     """A tied Llama 64 wide on CPU; ``quantized``: every Linear made torchao Int8 (wrapper tensors)."""
     model = _llama("cpu", hidden_size=64, intermediate_size=64, num_hidden_layers=layers)
