@@ -237,3 +237,58 @@ def test_strict_exits_1_exactly_when_there_are_findings(
         assert "Findings (1 error)" in text
         assert f"  [error] {kind}: " in text
         assert kinds == [kind]
+
+
+class _Trap:
+    """A pickle whose loading would write a file: the proof that nothing was unpickled."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Callable[..., object], tuple[str, str]]:
+        return (Path.write_text, (str(self.path), "unpickled"))  # type: ignore[return-value]
+
+
+def test_pickle_only_checkpoint_is_not_checked_and_strict_fails(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A .bin-only checkpoint exited 0 with --strict although none of its tensors was read: a warning says
+    what was not checked, --strict fails on it, and the pickle is never loaded."""
+    import pickle
+
+    folder, trap = tmp_path / "ckpt", tmp_path / "trap.txt"
+    model = llama(True)
+    model.config.save_pretrained(folder)
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps(_Trap(trap)))
+    assert main(["inspect", str(folder), "--strict"]) == 1
+    out, err = capsys.readouterr()
+    assert "  [warning] checkpoint-not-checked: pytorch_model.bin" in out
+    assert "holds only pickle files (pytorch_model.bin), which tiegraph never unpickles" in " ".join(
+        out.split()
+    )
+    assert "--strict: the audit found 1 problem (checkpoint-not-checked)" in err
+    assert not trap.exists()
+    assert main(["inspect", str(folder)]) == 0
+    capsys.readouterr()
+
+
+def test_missing_shards_are_not_checked(tmp_path: Path) -> None:
+    """An index naming a shard that is absent: its tensors were not read, and from_pretrained fails."""
+    model = llama(True)
+    model.save_pretrained(tmp_path, max_shard_size="4KB")
+    index = json.loads((tmp_path / "model.safetensors.index.json").read_text())
+    shards = sorted(set(index["weight_map"].values()))
+    assert len(shards) > 1
+    (tmp_path / shards[-1]).unlink()
+    built = build_spec(str(tmp_path))
+    assert built.checkpoint is not None
+    tg = tiegraph.build_graph(built.model)
+    checkpoint.check_checkpoint(tg, built.model, built.checkpoint, check_values=False)
+    (found,) = [f for f in tg.audit() if f.kind == "checkpoint-not-checked"]
+    assert found.paths == (shards[-1],)
+    from transformers import AutoModelForCausalLM
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(FileNotFoundError, match=shards[-1]):  # what the finding says from_pretrained does
+            AutoModelForCausalLM.from_pretrained(tmp_path)

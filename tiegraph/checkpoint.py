@@ -173,6 +173,11 @@ KINDS: dict[str, str] = kinds(
             "{missing} is not saved in {directory} and {why}, so from_pretrained initialises it randomly; "
             "{fix}.",
         ),
+        "checkpoint-not-checked": (
+            "warning",
+            "{directory} holds {what}, which {why}: which tensors it saves, their shapes and the values "
+            "of tied copies were not checked; {fix}.",
+        ),
         "checkpoint-declared-source-missing": (
             "error",
             "{source} is not saved in {directory}; {target}, declared tied to it, is saved, but the model "
@@ -222,8 +227,26 @@ def check_checkpoint(
 
     if files.skipped:
         lines.append(f"  skipped (pickle, never unpickled): {', '.join(files.skipped)}")
+        if not files.files:
+            problem(
+                "checkpoint-not-checked",
+                files.skipped,
+                what=f"only pickle files ({', '.join(files.skipped)})",
+                why="tiegraph never unpickles (unpickling runs code)",
+                fix=(
+                    "if you trust them, load the model yourself and save_pretrained() it (safetensors), "
+                    "then inspect that folder"
+                ),
+            )
     if files.missing_shards:
         lines.append(f"  shards named by the index but absent: {', '.join(files.missing_shards)}")
+        problem(
+            "checkpoint-not-checked",
+            files.missing_shards,
+            what=f"an index naming shards that are absent ({', '.join(files.missing_shards)})",
+            why="cannot be read, and from_pretrained fails on them",
+            fix="copy the missing shards into the folder",
+        )
     if not files.files:
         lines.append("  no safetensors files: nothing to compare")
         _record(tg, directory, problems)

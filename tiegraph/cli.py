@@ -64,7 +64,8 @@ INSPECT_EXAMPLES = """\
 SPEC is one of:
   a transformers model type        llama, t5, gemma3, ... built from its default config on meta
   a checkpoint directory           holding config.json (+ *.safetensors): built on meta from the config,
-                                   safetensors headers read beside the ties; .bin/.pt files are skipped
+                                   safetensors headers read beside the ties; .bin/.pt files are never
+                                   unpickled (a pickle-only folder: finding checkpoint-not-checked)
   package.module:callable          returns an nn.Module; runs code, so only with --allow-code
 
 examples:
