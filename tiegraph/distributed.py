@@ -30,11 +30,20 @@ from torch import nn
 
 from .build import InputEmbedding, build_graph
 from .errors import NoInputEmbeddingError, TiegraphError
+from .sharding.replicas import ReplicaMismatch, check_tied_replicas
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
 
-__all__ = ["KINDS", "Disagreement", "check_ranks_agree", "compare", "rank_summary"]
+__all__ = [
+    "KINDS",
+    "Disagreement",
+    "ReplicaMismatch",
+    "check_ranks_agree",
+    "check_tied_replicas",
+    "compare",
+    "rank_summary",
+]
 
 #: Disagreement kinds, in the order they are reported.
 KINDS = ("error", "input-embedding", "tie-group", "tied-target")
@@ -108,6 +117,7 @@ def rank_summary(model: nn.Module, *, input_embedding: InputEmbedding = None) ->
         tg = build_graph(model, input_embedding=input_embedding)
         summary["input_embedding"] = tg.input_embedding()
         summary["tie_groups"] = tg.tie_groups()
+        summary["slots"] = tg.component("")  # every slot, canonical: what this rank can judge
         try:
             summary["tied"] = tg.tied_to_input_embedding()
         except NoInputEmbeddingError:
@@ -222,11 +232,16 @@ def compare(summaries: list[dict[str, Any]]) -> list[Disagreement]:
         )
     if errors:
         return found
-    embeddings = {r: s["input_embedding"] for r, s in zip(ranks, summaries, strict=True)}
+    # a pipeline stage without the input embedding (None, with its slot list) is no disagreement
+    embeddings = {
+        r: s["input_embedding"]
+        for r, s in zip(ranks, summaries, strict=True)
+        if s["input_embedding"] is not None or s.get("slots") is None
+    }
     for value in sorted(set(embeddings.values()), key=repr):
         have = tuple(sorted(r for r, v in embeddings.items() if v == value))
-        if len(have) < len(ranks):
-            missing = tuple(sorted(set(ranks) - set(have)))
+        if len(have) < len(embeddings):
+            missing = tuple(sorted(set(embeddings) - set(have)))
             found.append(
                 Disagreement(
                     "input-embedding",
@@ -242,25 +257,50 @@ def compare(summaries: list[dict[str, Any]]) -> list[Disagreement]:
         ranks,
         [{tuple(g) for g in s["tie_groups"]} for s in summaries],
         lambda g: f"tie group {', '.join(g)} is",
+        summaries,
     )
     found += _set_disagreements(
         "tied-target",
         ranks,
         [set(s["tied"] or ()) for s in summaries],
         lambda m: f"{m} is tied to the input embedding",
+        summaries,
     )
     return found
 
 
+def _judges(summary: dict[str, Any], kind: str, value: Any) -> bool:
+    """Whether a rank holds what ``value`` is about (a pipeline stage may hold only part of the model).
+
+    A rank without the slots of a tie group (or the module of a tied target, or any input embedding)
+    cannot disagree about it: that is stage asymmetry, not a different model. Summaries without
+    ``slots`` (every rank holds the whole model) judge everything.
+    """
+    slots = summary.get("slots")
+    if slots is None:
+        return True
+    if kind == "tie-group":
+        return set(value) <= set(slots)
+    prefix = value + "."
+    return summary.get("tied") is not None and any(s.startswith(prefix) for s in slots)
+
+
 def _set_disagreements(
-    kind: str, ranks: list[int], sets: list[set[Any]], say: Callable[[Any], str]
+    kind: str,
+    ranks: list[int],
+    sets: list[set[Any]],
+    say: Callable[[Any], str],
+    summaries: list[dict[str, Any]] | None = None,
 ) -> list[Disagreement]:
     out = []
     for value in sorted(set().union(*sets)):
         have = tuple(sorted(r for r, s in zip(ranks, sets, strict=True) if value in s))
-        if len(have) == len(ranks):
+        judging = [
+            r for r, s in zip(ranks, summaries or [{}] * len(ranks), strict=True) if _judges(s, kind, value)
+        ]
+        missing = tuple(sorted(set(judging) - set(have)))
+        if not missing:
             continue
-        missing = tuple(sorted(set(ranks) - set(have)))
         out.append(
             Disagreement(
                 kind,

@@ -1,10 +1,12 @@
 """The cut: how an engine divides a model across processes, and what that does to its ties.
 
-- :func:`check_shard_plan` (FSDP2 ``fully_shard`` plans) and :func:`fixed_plan`.
+- :func:`check_shard_plan` (FSDP2 ``fully_shard`` plans) and :func:`fixed_plan`;
+- :func:`check_stage_split` (pipeline stages: ties whose ends land on different stages).
 """
 
 from __future__ import annotations
 
 from .fsdp import check_shard_plan, fixed_plan
+from .pipeline import check_stage_split
 
-__all__ = ["check_shard_plan", "fixed_plan"]
+__all__ = ["check_shard_plan", "check_stage_split", "fixed_plan"]
