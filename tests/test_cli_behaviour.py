@@ -187,7 +187,7 @@ def test_strict_with_a_picture_says_why_on_stderr(tmp_path: Path, capsys: pytest
     assert target.read_text().startswith("digraph")
     lines = err.strip().splitlines()
     assert lines[0] == f"wrote {target}"
-    assert lines[1].startswith("tiegraph inspect: --strict: the audit found 1 problem (")
+    assert lines[1].startswith("tiegraph inspect: --strict: the audit found 1 error or warning not accepted")
     assert "modules-to-save-copy-untied" in lines[1]
     assert out == ""
 

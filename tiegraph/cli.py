@@ -4,14 +4,16 @@ A thin layer over the public API (:func:`tiegraph.build_graph` and :class:`tiegr
 built by :mod:`tiegraph._spec` (checkpoint directories by :mod:`tiegraph.checkpoint`) on the meta device, so
 nothing is downloaded and no weight memory is allocated.
 
-Exit codes: 0 success; 1 with ``--strict`` when the audit found a problem (``diff``: when the ties changed);
-2 bad usage or input (one line on stderr naming it, and the ``--help`` of the command that has the usage);
+Exit codes: 0 success; 1 with ``--strict`` when the audit found an error or a warning not accepted (``diff``:
+when the ties changed); 2 bad usage or input (one line on stderr naming it, and the ``--help`` of the command
+that has the usage);
 3 tiegraph itself failed (``-v`` shows the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -31,6 +33,8 @@ if TYPE_CHECKING:
     from torch import nn
 
     from ._spec import Built
+    from .acceptance import Acceptance
+    from .diff import TieDiff
     from .graph import TieGraph
 
 __all__ = ["main"]
@@ -56,8 +60,8 @@ examples:
   tiegraph demo --out pictures                            a tour of tiny models, with pictures
 
 Every model is built on the meta device from a config: nothing is downloaded, no weight memory is used.
-exit codes: 0 ok, 1 --strict and the audit found a problem (diff: the ties changed), 2 bad usage or
-input, 3 internal error.
+exit codes: 0 ok, 1 --strict and the audit found an error or warning not accepted (diff: the ties changed),
+2 bad usage or input, 3 internal error.
 """
 
 INSPECT_EXAMPLES = """\
@@ -166,7 +170,10 @@ def _parser() -> argparse.ArgumentParser:
     out.add_argument("--format", choices=FORMATS, help="output format (default: from -o's suffix, else text)")
     out.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     out.add_argument("--check-values", action="store_true", help="compare saved copies of tied tensors")
-    out.add_argument("--strict", action="store_true", help="exit 1 when the audit finds a problem")
+    out.add_argument(
+        "--strict", action="store_true", help="exit 1 when the audit finds an error or a warning not accepted"
+    )
+    _add_accept(out)
     p.set_defaults(func=_inspect)
 
     s = _command(
@@ -239,8 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        0 success; 1 with ``--strict`` when the audit found a problem (``diff``: when the ties changed); 2 bad
-        usage or input; 3 internal error.
+        0 success; 1 with ``--strict`` when the audit found an error or a warning not accepted (``diff``:
+        when the ties changed); 2 bad usage or input; 3 internal error.
 
     Examples
     --------
@@ -334,14 +341,16 @@ def _inspect(args: argparse.Namespace) -> int:
         checkpoint_lines = checkpoint.check_checkpoint(
             tg, built.model, built.checkpoint, check_values=args.check_values
         )
-    summary = _summary.summarise(tg)
-    problem = bool(summary["findings"])
+    acceptances = _acceptances(args)
+    summary = _summary.summarise(tg, accept=acceptances)
+    problem = any(f["severity"] in ("error", "warning") and not f["accepted"] for f in summary["findings"])
 
     if fmt != "text":
         for note in built.notes:
             print(f"tiegraph inspect: note: {note}", file=sys.stderr)
     if fmt == "text":
-        text = _text_report(tg, built, wrappers) + "".join(f"\n{line}" for line in checkpoint_lines)
+        text = _text_report(tg, built, wrappers, acceptances)
+        text += "".join(f"\n{line}" for line in checkpoint_lines)
         _emit(text + "\n", args.output)
     elif fmt == "json":
         data = {
@@ -376,12 +385,33 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _why_strict(summary: dict[str, Any]) -> str:
-    """One line: what made a --strict run fail."""
-    reasons = []
-    kinds = [f["kind"] for f in summary.get("findings") or []]
-    if kinds:
-        reasons.append(f"the audit found {plural(len(kinds), 'problem')} ({', '.join(dict.fromkeys(kinds))})")
-    return "; ".join(reasons)
+    """One line: what made a --strict run fail (errors and warnings not accepted)."""
+    failing = [
+        f["kind"]
+        for f in summary.get("findings") or []
+        if f["severity"] in ("error", "warning") and not f["accepted"]
+    ]
+    return f"the audit found {plural(len(failing), 'error or warning', 'errors or warnings')} " + (
+        f"not accepted ({', '.join(dict.fromkeys(failing))})"
+    )
+
+
+def _add_accept(group: Any) -> None:
+    group.add_argument(
+        "--accept",
+        action="append",
+        default=[],
+        metavar="KIND[:PATH]",
+        help="accept a known finding (it still shows, marked accepted); [tool.tiegraph] accept in "
+        "pyproject.toml adds more",
+    )
+
+
+def _acceptances(args: argparse.Namespace) -> list[Acceptance]:
+    """The nearest pyproject.toml's [tool.tiegraph] acceptances, then --accept's."""
+    from .acceptance import parse, read_pyproject
+
+    return [*read_pyproject(), *(parse(text, "--accept") for text in args.accept)]
 
 
 def _write_picture(tg: TieGraph, output: str, fmt: str) -> None:
@@ -441,7 +471,12 @@ def _emit(text: str, output: str | None) -> None:
         sys.stdout.flush()
 
 
-def _text_report(tg: TieGraph, built: Built | None = None, wrappers: Sequence[str] = ()) -> str:
+def _text_report(
+    tg: TieGraph,
+    built: Built | None = None,
+    wrappers: Sequence[str] = (),
+    accept: Sequence[Acceptance] = (),
+) -> str:
     """The text shown for one model: what was built, the tied targets, then :meth:`TieGraph.report`."""
     from ._summary import count_parameters, human_count
 
@@ -454,7 +489,7 @@ def _text_report(tg: TieGraph, built: Built | None = None, wrappers: Sequence[st
     if wrappers:
         lines.append(f"wrapped: {'; '.join(wrappers)}")
     lines.append(f"tied to the input embedding: {_tied_line(tg)}")
-    lines.append(tg.report().rstrip())
+    lines.append(tg.report(accept=accept).rstrip())
     return "\n".join(lines)
 
 
@@ -606,7 +641,12 @@ def _add_diff(sub: Any, common: argparse.ArgumentParser) -> None:
     wrap.add_argument("--peft", action="append", default=[], metavar="KIND:MODULES", help="as for inspect")
     wrap.add_argument("--compile", action="store_true", help="wrap B in torch.compile")
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format")
-    p.add_argument("--strict", action="store_true", help="exit 1 when the ties changed from A to B")
+    p.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 when the ties changed from A to B (accepted findings aside)",
+    )
+    _add_accept(p)
     p.set_defaults(func=_diff)
 
 
@@ -659,9 +699,35 @@ def _read_graph(path: Path) -> TieGraph:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         raise UsageError(f"{path} is not a JSON graph: {_line(exc)}") from None
-    if isinstance(data, dict) and isinstance(data.get("graph"), dict):
+    # inspect's JSON holds the graph under "graph"; TieGraph.to_json() data has its own "graph" (the graph's
+    # attributes) beside "nodes"
+    if isinstance(data, dict) and "nodes" not in data and isinstance(data.get("graph"), dict):
         data = data["graph"]
     return TieGraph.from_json(data)
+
+
+def _accepted_changes(
+    d: TieDiff, acceptances: Sequence[Acceptance]
+) -> tuple[set[tuple[str, tuple[str, ...]]], list[str]]:
+    """Findings added or resolved that an acceptance matches, and the acceptances that match none.
+
+    A diff lists changes only, so an acceptance that matches none of them is a line of the report, not a
+    finding (what it accepts did not change).
+    """
+    from .acceptance import accept
+
+    changes = [*d.findings_added, *d.findings_resolved]
+    accepted = {(f.kind, f.paths) for f in accept(changes, acceptances) if f.accepted}
+    unmatched = [f"{a} (from {a.origin})" for a in acceptances if not any(a.matches(f) for f in changes)]
+    return accepted, unmatched
+
+
+def _mark_accepted(line: str, accepted: set[tuple[str, tuple[str, ...]]]) -> str:
+    """A diff report line about a finding that is accepted, marked so."""
+    for kind, paths in accepted:
+        if line.endswith(f"finding {kind}: {', '.join(paths)}"):
+            return line + " (accepted)"
+    return line
 
 
 def _diff(args: argparse.Namespace) -> int:
@@ -670,6 +736,7 @@ def _diff(args: argparse.Namespace) -> int:
     before, what_a = _diff_side(args.a, args, after=False)
     after, what_b = _diff_side(args.b, args, after=True)
     d = tiegraph.diff(before, after)
+    accepted, unmatched = _accepted_changes(d, _acceptances(args))
     if args.format == "json":
         data = {
             "a": what_a,
@@ -687,11 +754,16 @@ def _diff(args: argparse.Namespace) -> int:
             "placement": [list(c) for c in d.placement],
             "quantization": [list(c) for c in d.quantization],
             "report": d.lines(),
+            "accepted": [[kind, list(paths)] for kind, paths in sorted(accepted)],
+            "unmatched_acceptances": unmatched,
         }
         _emit(json.dumps(data, indent=1, default=str) + "\n", None)
     else:
-        _emit(f"A: {what_a}\nB: {what_b}\n\n{d}\n", None)
-    if args.strict and d:
+        lines = [_mark_accepted(line, accepted) for line in d.lines()]
+        lines += [f"accepted, not among the changes: {a}" for a in unmatched]
+        _emit(f"A: {what_a}\nB: {what_b}\n\n" + "\n".join(lines) + "\n", None)
+    rest = [f for f in (*d.findings_added, *d.findings_resolved) if (f.kind, f.paths) not in accepted]
+    if args.strict and dataclasses.replace(d, findings_added=rest, findings_resolved=[]):
         print("tiegraph diff: --strict: the ties changed from A to B", file=sys.stderr)
         return 1
     return 0
