@@ -121,10 +121,11 @@ def _in_range(rule: Rule, installed: str | None) -> bool | None:
     return low <= version[: len(low)] and version[: len(high)] <= high
 
 
-def _companion_fate(rule: Rule, key: str) -> str:
+def _companion_fate(rule: Rule, key: str, model_type: str | None) -> str:
+    """``model_type:kind`` first (an architecture the consumer treats apart), then ``kind``."""
     kind = "final_logits_bias" if key.endswith("final_logits_bias") else key.rsplit(".", 1)[-1]
     kind = "bias" if kind == "bias" else kind if kind == "final_logits_bias" else "scales"
-    return rule.companions.get(kind, "not read")
+    return rule.companions.get(f"{model_type}:{kind}", rule.companions.get(kind, "not read"))
 
 
 def _finding_kind(head: str, intended: str, state: str) -> str | None:
@@ -178,7 +179,7 @@ def predict(rule: Rule, facts: FolderFacts) -> EngineOutcome:
         )
     else:
         head, warns, why = case
-    companions = tuple((key, _companion_fate(rule, key)) for key in facts.companions)
+    companions = tuple((key, _companion_fate(rule, key, facts.model_type)) for key in facts.companions)
     failing = [key for key, fate in companions if fate == "load-error"]
     if failing and head != "unknown":
         head, warns, why = "load-error", True, f"strict load: no place for {', '.join(failing)}"

@@ -91,6 +91,7 @@ class Rule:
     companions
         What the consumer does with a companion of the head (``lm_head.bias``, ``final_logits_bias``,
         scales): ``kept``, ``dropped`` (silently), ``dropped-warns``, ``load-error``; missing: not read.
+        A key ``"<model_type>:<kind>"`` overrides ``"<kind>"`` for one architecture.
     verified
         True when the rule was checked against the real consumer run on this machine (see the docs' table).
     """

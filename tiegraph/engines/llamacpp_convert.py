@@ -6,7 +6,9 @@ Read from the converter in the llama-cpp-python 0.3.36 sdist (``vendor/llama.cpp
 ``tie_word_embeddings``; without it the GGUF has no ``output.weight`` and the runtime reads ``token_embd``.
 ``conversion/gemma.py`` ``GemmaModel.filter_tensors`` skips ``lm_head.weight`` (a debug log only), so a
 gemma GGUF always uses the embedding. A head of another vocabulary size is written as it is (the runtime
-then refuses it).
+then refuses it). ``LlavaForConditionalGeneration``'s text model converts as ``LlamaModel``. A head bias
+maps to ``output.bias`` (``gguf-py/gguf/tensor_mapping.py``), except for gemma, whose architecture has no
+output tensor: ``ModelBase.map_tensor_name`` raises "Can not map tensor 'lm_head.bias'".
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ TABLE = table(
         "different": Case(
             "folder-head", False, "lm_head.weight is written as output.weight (the flag is not read)"
         ),
+        "mismatch": Case(
+            "folder-head", False, "lm_head.weight is written as output.weight, in its own shape"
+        ),
     },
 )
 
@@ -49,5 +54,7 @@ RULE = Rule(
     source_ref=SOURCE,
     flag=Flag(level="merged", fallback=False),
     table=TABLE,
-    architectures={"llama": None, "qwen2": None, "mistral": None, "gemma": GEMMA},
+    architectures={"llama": None, "qwen2": None, "mistral": None, "llava": None, "gemma": GEMMA},
+    companions={"bias": "kept", "gemma:bias": "load-error"},
+    verified=True,
 )

@@ -23,5 +23,5 @@ RULE = replace(
         "optimum/exporters/onnx (loads with transformers 4.57 from_pretrained); "
         "optimum/onnx/transformations_utils.py: _get_weights_to_tie; then " + transformers4.SOURCE
     ),
-    verified=False,
+    verified=True,
 )
