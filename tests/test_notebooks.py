@@ -97,3 +97,24 @@ def test_notebook_runs(path: Path, kernel: str) -> None:
     shown = sum(1 for cell in nb.cells if cell.cell_type == "code" and "display(" in cell.source)
     assert len(pictures) >= shown, "a step that shows its graph rendered no picture"
     nbformat.validate(nb)
+    saved = nbformat.read(path.with_suffix(".ipynb"), as_version=4)
+    assert _pictures(saved) == _pictures(nb), (
+        f"{path.with_suffix('.ipynb').name} holds pictures the current renderer no longer draws: run "
+        "`python3 dev.py notebooks`"
+    )
+
+
+def _pictures(nb: nbformat.NotebookNode) -> list[str]:
+    """Every SVG a notebook shows, in order, addresses blanked (:func:`test_pictures.same_picture`)."""
+    from test_pictures import same_picture
+
+    found = []
+    for cell in nb.cells:
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            data = out.get("data", {})
+            for text in (data.get("image/svg+xml"), data.get("text/html")):
+                if isinstance(text, list):
+                    text = "".join(text)
+                if text and "<svg" in text:
+                    found.append(same_picture(text))
+    return found
