@@ -526,3 +526,59 @@ def test_full_path_lines_have_one_indentation(build: Any) -> None:
         assert below, text
         indents |= {len(line) - len(line.lstrip()) for line in below}
     assert indents == {4}
+
+
+def _marian(share: bool) -> Any:
+    from transformers import MarianConfig, MarianMTModel
+
+    config = MarianConfig(
+        vocab_size=64,
+        decoder_vocab_size=64,
+        d_model=16,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=16,
+        decoder_ffn_dim=16,
+        max_position_embeddings=32,
+        pad_token_id=0,
+        decoder_start_token_id=0,
+        share_encoder_decoder_embeddings=share,
+    )
+    return MarianMTModel(config)
+
+
+def test_marian_unshared_embeddings_are_what_its_code_ties(build: Any, tmp_path: Any) -> None:
+    """Marian with share_encoder_decoder_embeddings=False (stock OPUS-MT) ties lm_head to the decoder's
+    embedding, as its flag says, while the input embedding is the encoder's: no finding. The advice it used
+    to get (set the flag False, save, reload) re-initialises the trained head: shown here with real
+    transformers, so that no finding ever gives it for this configuration."""
+    from transformers import MarianMTModel
+
+    model = _marian(share=False)
+    tg = build(model)
+    assert tg.input_embedding() == "model.encoder.embed_tokens"
+    assert tg.tie_groups() == [["lm_head.weight", "model.decoder.embed_tokens.weight"]]
+    assert _kinds(tg) == []
+    with torch.no_grad():
+        model.model.decoder.embed_tokens.weight.add_(1.0)  # "trained"
+    trained = model.lm_head.weight.detach().clone()
+    model.save_pretrained(tmp_path / "kept")
+    kept = MarianMTModel.from_pretrained(tmp_path / "kept")
+    assert torch.equal(kept.lm_head.weight, trained)
+    assert _kinds(build(kept)) == []
+    model.config.tie_word_embeddings = False  # the advice config-says-tied-but-nothing-is used to give
+    model.save_pretrained(tmp_path / "advised")
+    advised = MarianMTModel.from_pretrained(tmp_path / "advised")
+    assert not torch.equal(advised.lm_head.weight, trained)  # the trained head is lost
+
+
+def test_marian_shared_embeddings_untied_is_still_found() -> None:
+    """With share_encoder_decoder_embeddings=True the flag's ties include the input embedding's: an untied
+    head is still a finding."""
+    model = _marian(share=True)
+    model.lm_head.weight = torch.nn.Parameter(model.lm_head.weight.detach().clone())
+    # (built without the suite's invariant check: the networkx lint rejects Marian's duplicated declaration
+    # of decoder.embed_tokens -> shared, by MarianModel and by MarianMTModel, a separate defect)
+    assert "declared-not-tied" in _kinds(tiegraph.build_graph(model))

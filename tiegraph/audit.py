@@ -255,7 +255,7 @@ def core_findings(view: GraphView) -> list[Finding]:
             or bool(cut.split_pairs(view))
             or any(f.kind == "modules-to-save-copy-untied" for f in found)
         )
-        if flag and not tied_to and resolved and not explained:
+        if flag and not tied_to and resolved and not explained and not _flag_honored(view):
             found.append(
                 _core("config-says-tied-but-nothing-is", [embedding], flag=flag_name, embedding=embedding)
             )
@@ -266,6 +266,21 @@ def core_findings(view: GraphView) -> list[Finding]:
 
 
 _FLAG = "config.tie_word_embeddings"
+
+
+def _flag_honored(view: GraphView) -> bool:
+    """True when every tie the flag turns on is made and none of them pairs the input embedding.
+
+    Then an untied input embedding is what the model's own code does for this configuration (Marian with
+    ``share_encoder_decoder_embeddings=False`` ties its head to the decoder's embedding, not to the
+    encoder's, which ``get_input_embeddings()`` returns), and setting the flag False would untie, on the
+    next reload, the ties it does turn on.
+    """
+    ie = set(view.input_embedding_slots)
+    on = [d for d in view.declarations if d.flag and d.resolved]
+    return bool(on) and all(
+        d.status == "tied" and d.target_slot not in ie and d.source_slot not in ie for d in on
+    )
 
 
 def _governing_flag(view: GraphView) -> tuple[str, bool | None]:
