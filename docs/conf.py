@@ -188,21 +188,23 @@ def write_api_pages() -> None:
 
 def _find_parser(module: object) -> argparse.ArgumentParser:
     """The module's parser factory: a function taking no arguments whose name says ``parser``."""
-    for name, fn in sorted(vars(module).items(), key=lambda item: item[0] != "_parser"):
+    for name, fn in sorted(vars(module).items(), key=lambda item: item[0] != "build_parser"):
         if "parser" in name.lower() and inspect.isfunction(fn):
             required = [p for p in inspect.signature(fn).parameters.values() if p.default is p.empty]
             if not required:
                 parser = fn()
                 if isinstance(parser, argparse.ArgumentParser):
                     return parser
-    raise RuntimeError("tiegraph.cli has no parser factory (a function named *parser* taking no arguments)")
+    raise RuntimeError(
+        "tiegraph.cli.parser has no parser factory (a function named *parser* taking no arguments)"
+    )
 
 
 def write_cli_page() -> None:
     """The command-line reference, from the argparse parser itself: it cannot drift from the code."""
-    from tiegraph import cli
+    from tiegraph.cli import parser as cli_parser
 
-    parser = _find_parser(cli)
+    parser = _find_parser(cli_parser)
     lines = [
         "# Command line",
         "",

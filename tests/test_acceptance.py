@@ -11,9 +11,9 @@ from torch import nn
 import tiegraph
 import tiegraph.testing
 from tiegraph._finding import _SEVERITY, SEVERITIES
-from tiegraph._summary import summarise
 from tiegraph.acceptance import Acceptance, AcceptanceError, accept, parse, read_pyproject
 from tiegraph.audit import KINDS
+from tiegraph.cli.summary import summarise
 
 
 def test_every_kind_declares_its_severity() -> None:

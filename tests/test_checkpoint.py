@@ -21,8 +21,8 @@ from safetensors.torch import load_file, save_file
 
 import tiegraph
 from tiegraph import checkpoint
-from tiegraph._spec import build_spec
 from tiegraph.cli import main
+from tiegraph.cli.specs import build_spec
 
 EMB, HEAD = "model.embed_tokens.weight", "lm_head.weight"
 State = dict[str, torch.Tensor]

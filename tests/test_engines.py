@@ -326,7 +326,7 @@ def test_assert_engines_load_trained_head(tmp_path: Path) -> None:
 
 def test_as_loaded_unties_where_from_pretrained_does(tmp_path: Path) -> None:
     """A checkpoint saving two different copies under a tied config reloads untied (transformers 5 rule)."""
-    from tiegraph.checkpoint import build_checkpoint
+    from tiegraph.cli.specs import build_checkpoint
     from tiegraph.engines._loaded import as_loaded
 
     tied = write_folder(tmp_path / "a", "llama", True, None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable
 
-__all__ = ["did_you_mean", "nearest", "not_found", "plural"]
+__all__ = ["did_you_mean", "nearest", "not_found", "one_line", "plural"]
 
 
 def plural(n: int, word: str, words: str | None = None) -> str:
@@ -61,3 +61,16 @@ def not_found(message: str, name: str, *choices: Iterable[str]) -> str:
     if close:
         return f"{message}; nearest: {', '.join(repr(c) for c in close)}"
     return f"{message}; the model has no named modules or slots"
+
+
+def one_line(exc: BaseException) -> str:
+    r"""An exception's message on one line (whitespace runs collapsed), at most 300 characters.
+
+    Examples
+    --------
+    >>> one_line(ValueError("bad\n  value")), one_line(KeyError())
+    ('bad value', 'KeyError')
+    """
+    text = " ".join(str(exc).split())
+    text = text if text else type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."

@@ -1,21 +1,21 @@
-"""Checkpoint directories for the command line: a model built from ``config.json``, safetensors headers.
+"""Checkpoint directories: safetensors headers read, and the saved tensors laid beside a graph's ties.
 
 Checkpoint directories are read with safetensors (headers only, unless values are asked for; never
-unpickled), and their tensors are laid beside the model's tie groups. Bad input raises
-:class:`~tiegraph._spec.UsageError` with a one-line message naming the problem.
+unpickled), and their tensors are laid beside the model's tie groups. An unreadable file raises
+:class:`~tiegraph.errors.CheckpointError` with a one-line message naming the problem. The command line
+builds a directory's model from its ``config.json`` (:mod:`tiegraph.cli.specs`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._finding import Finding, finding, kinds
-from ._spec import TASKS, Built, UsageError, _apply_sets, _build_meta, _one_line, _pick_class
-from ._text import plural
+from ._text import one_line, plural
+from .errors import CheckpointError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from ._view import GraphView
     from .graph import TieGraph
 
-__all__ = ["KINDS", "CheckpointFiles", "build_checkpoint", "check_checkpoint", "findings", "read_checkpoint"]
+__all__ = ["KINDS", "CheckpointFiles", "check_checkpoint", "findings", "read_checkpoint"]
 
 #: Files never opened: they are pickles, and unpickling runs code.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
@@ -50,7 +50,7 @@ def read_checkpoint(directory: Path) -> CheckpointFiles:
 
     Raises
     ------
-    UsageError
+    CheckpointError
         If a safetensors header cannot be read, or the index is not valid JSON.
     """
     from safetensors import safe_open
@@ -64,8 +64,8 @@ def read_checkpoint(directory: Path) -> CheckpointFiles:
         try:
             weight_map = json.loads((directory / index_name).read_text())["weight_map"]
         except (ValueError, KeyError, TypeError) as exc:
-            raise UsageError(
-                f"unreadable checkpoint index {directory / index_name}: {_one_line(exc)}"
+            raise CheckpointError(
+                f"unreadable checkpoint index {directory / index_name}: {one_line(exc)}"
             ) from None
         wanted = sorted(set(weight_map.values()))
         missing = [n for n in wanted if n not in shards]
@@ -81,8 +81,8 @@ def read_checkpoint(directory: Path) -> CheckpointFiles:
                     shapes[key] = list(f.get_slice(key).get_shape())
                 metadata[name] = dict(f.metadata() or {})
         except Exception as exc:
-            raise UsageError(
-                f"unreadable safetensors header in {directory / name}: {_one_line(exc)}"
+            raise CheckpointError(
+                f"unreadable safetensors header in {directory / name}: {one_line(exc)}"
             ) from None
     return CheckpointFiles(directory, keys, shards, skipped, index_name, missing, metadata, shapes)
 
@@ -92,52 +92,6 @@ def _read_tensor(files: CheckpointFiles, key: str) -> Any:
 
     with safe_open(str(files.directory / files.keys[key]), framework="pt") as f:
         return f.get_tensor(key)
-
-
-def build_checkpoint(
-    directory: Path,
-    *,
-    cls_name: str | None = None,
-    task: str | None = None,
-    sets: Sequence[tuple[list[str], Any]] = (),
-    trust_remote_code: bool = False,
-) -> Built:
-    """Build a checkpoint directory's model on meta from its ``config.json``; read its safetensors headers."""
-    from transformers import AutoConfig
-
-    if not (directory / "config.json").is_file():
-        raise UsageError(f"no config.json in {directory}: give a saved checkpoint directory or a model type")
-    try:
-        config = AutoConfig.from_pretrained(str(directory), trust_remote_code=trust_remote_code)
-    except Exception as exc:
-        message = _one_line(exc)
-        if "trust_remote_code" in message and not trust_remote_code:
-            raise UsageError(
-                f"{directory} needs its own code (auto_map in config.json); "
-                "rerun with --trust-remote-code if you trust it"
-            ) from None
-        raise UsageError(f"unreadable config.json in {directory}: {message}") from None
-    _apply_sets(config, sets)
-    files = read_checkpoint(directory)
-    if cls_name or task:
-        cls, picked = _pick_class(config.model_type, cls_name, task)
-        model = _build_meta(cls, config, auto=TASKS[picked][0] if picked else "")
-    else:
-        import transformers
-
-        arch = (getattr(config, "architectures", None) or [None])[0]
-        cls_obj = getattr(transformers, arch, None) if arch else None
-        if isinstance(cls_obj, type):
-            model = _build_meta(cls_obj, config)
-        elif getattr(config, "auto_map", None) and trust_remote_code:
-            auto = next((a for a in config.auto_map if a.startswith("AutoModel")), "AutoModel")
-            model = _build_meta(type(None), config, trust_remote_code=True, auto=auto)
-        else:
-            cls, picked = _pick_class(config.model_type, None, None)
-            model = _build_meta(cls, config, auto=TASKS[picked][0])
-    return Built(
-        model, "checkpoint", str(directory), type(model).__name__, "its config.json", checkpoint=files
-    )
 
 
 def _file_key(name: str, keys: dict[str, str] | dict[str, Any], prefix: str) -> str | None:

@@ -7,6 +7,7 @@ an ``nn.Module``), and its message names the offending path or value and says wh
 from __future__ import annotations
 
 __all__ = [
+    "CheckpointError",
     "CycleError",
     "GraphFormatError",
     "NoInputEmbeddingError",
@@ -38,3 +39,7 @@ class RenderError(TiegraphError, RuntimeError):
 
 class GraphFormatError(TiegraphError, ValueError):
     """Data given to :meth:`tiegraph.TieGraph.from_json` is not a graph written by ``to_json``."""
+
+
+class CheckpointError(TiegraphError):
+    """A checkpoint directory's files cannot be read (a safetensors header or the shard index)."""

@@ -9,7 +9,7 @@ import sys
 import warnings
 from collections.abc import Iterator
 
-__all__ = ["quiet_libraries"]
+__all__ = ["quiet_libraries", "stderr_silenced"]
 
 
 def quiet_libraries(verbose: bool) -> None:
@@ -41,7 +41,7 @@ def quiet_libraries(verbose: bool) -> None:
 
 
 @contextlib.contextmanager
-def _stderr_silenced() -> Iterator[None]:
+def stderr_silenced() -> Iterator[None]:
     """Silence file descriptor 2 (C libraries such as Fontconfig print there directly)."""
     try:
         sys.stderr.flush()

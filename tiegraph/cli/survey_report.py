@@ -1,6 +1,6 @@
 """What ``tiegraph survey`` shows: the plain-text table, the summary, ``docs/survey.md`` and ``--compare``.
 
-Everything here reads survey rows (plain dicts, as :func:`tiegraph._survey.survey_one` returns them and
+Everything here reads survey rows (plain dicts, as :func:`tiegraph.cli.survey.survey_one` returns them and
 ``--json`` writes them), so a saved survey renders and compares the same as a fresh one.
 """
 
@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from ._repairs import REPAIRS
+from .repairs import REPAIRS
 
 __all__ = [
     "HEADER",

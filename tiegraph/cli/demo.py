@@ -7,12 +7,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from ._text import plural
+from .._text import plural
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from .graph import TieGraph
+    from ..graph import TieGraph
 
 __all__ = ["STOPS", "run_demo"]
 
@@ -128,7 +128,7 @@ def run_demo(out: Path, stream: TextIO, report: Callable[[TieGraph], str]) -> li
 
     import tiegraph
 
-    from ._quiet import _stderr_silenced
+    from .quiet import stderr_silenced
 
     torch.manual_seed(0)
     out.mkdir(parents=True, exist_ok=True)
@@ -154,7 +154,7 @@ def run_demo(out: Path, stream: TextIO, report: Callable[[TieGraph], str]) -> li
         path.write_text(dot)
         written.append(path)
         try:
-            with _stderr_silenced():
+            with stderr_silenced():
                 svg = tg.to_svg()
         except Exception as exc:  # no renderer: DOT is enough
             picture_note = f"SVG not rendered ({type(exc).__name__}: {exc}); DOT files only"

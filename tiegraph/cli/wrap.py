@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ._spec import UsageError, _one_line
+from .._text import one_line
+from .specs import UsageError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -57,7 +58,7 @@ def wrap(model: nn.Module, peft: dict[str, list[str]] | None, compile: bool) -> 
         try:
             model = get_peft_model(model, config)
         except Exception as exc:
-            raise UsageError(f"PEFT could not wrap the model: {_one_line(exc)}") from None
+            raise UsageError(f"PEFT could not wrap the model: {one_line(exc)}") from None
         for kind in PEFT_KINDS:
             if peft[kind]:
                 done.append(f"PEFT {kind} on {', '.join(peft[kind])}")

@@ -1,7 +1,8 @@
 """Build the model a command-line SPEC names: a transformers model type, or ``package.module:callable``.
 
 Models are built on the meta device from configs (no weights are downloaded, read or allocated); ``--set``
-overrides are parsed and applied here. Checkpoint directories are read by :mod:`tiegraph.checkpoint`.
+overrides are parsed and applied here. A checkpoint directory's model is built from its ``config.json``,
+and its safetensors headers are read by :mod:`tiegraph.checkpoint`.
 Bad input raises :class:`UsageError` with a one-line message naming the problem.
 """
 
@@ -18,19 +19,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._text import did_you_mean
-from .errors import TiegraphError
+from .._text import did_you_mean, one_line
+from ..errors import TiegraphError
 
 if TYPE_CHECKING:
     from torch import nn
 
-    from .checkpoint import CheckpointFiles
+    from ..checkpoint import CheckpointFiles
 
 __all__ = [
     "TASKS",
     "TASK_ORDER",
     "Built",
     "UsageError",
+    "build_checkpoint",
     "build_factory",
     "build_model_type",
     "build_spec",
@@ -134,7 +136,7 @@ def on_meta() -> Iterator[None]:
 
 
 # ---------------------------------------------------------------------------------------------- --set
-def _parse_value(text: str) -> Any:
+def parse_value(text: str) -> Any:
     """A ``--set`` value: JSON (``true``, ``3``, ``0.5``, ``null``, ``[1, 2]``, ``"x"``), else the string."""
     lowered = {"True": "true", "False": "false", "None": "null"}.get(text, text)
     try:
@@ -157,7 +159,7 @@ def parse_sets(items: Sequence[str]) -> list[tuple[list[str], Any]]:
         key = key.strip()
         if not sep or not _KEY.match(key):
             raise UsageError(f"bad --set {item!r}: expected key=value, e.g. tie_word_embeddings=true")
-        out.append((key.split("."), _parse_value(value.strip())))
+        out.append((key.split("."), parse_value(value.strip())))
     return out
 
 
@@ -186,15 +188,9 @@ def _apply_sets(config: Any, sets: Sequence[tuple[list[str], Any]], *, check_onl
                 try:
                     setattr(target, part, value)
                 except Exception as exc:  # config validators raise assorted types
-                    raise UsageError(f"bad --set {'.'.join(path)}={value!r}: {_one_line(exc)}") from None
+                    raise UsageError(f"bad --set {'.'.join(path)}={value!r}: {one_line(exc)}") from None
             elif not last:
                 target = getattr(target, part)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    text = text if text else type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
 
 
 # ---------------------------------------------------------------------------------------------- model types
@@ -255,7 +251,7 @@ def _build_meta(cls: type, config: Any, *, trust_remote_code: bool = False, auto
         raise
     except Exception as exc:
         name = auto if cls is type(None) else getattr(cls, "__name__", auto)
-        raise UsageError(f"{name} could not be built from its config: {_one_line(exc)}") from None
+        raise UsageError(f"{name} could not be built from its config: {one_line(exc)}") from None
 
 
 def build_model_type(
@@ -269,7 +265,7 @@ def build_model_type(
 
     Top-level ``sets`` are passed to the config's constructor (so derived fields follow them); nested keys
     are set on the sub-config afterwards. Without ``sets``, a default config that does not build is
-    repaired as the survey repairs it (:mod:`tiegraph._repairs`), and the source says which repairs.
+    repaired as the survey repairs it (:mod:`tiegraph.cli.repairs`), and the source says which repairs.
     """
     from transformers import AutoConfig
 
@@ -286,7 +282,7 @@ def build_model_type(
     except UsageError:
         raise
     except Exception as exc:
-        raise UsageError(f"the {model_type} config rejects --set {top}: {_one_line(exc)}") from None
+        raise UsageError(f"the {model_type} config rejects --set {top}: {one_line(exc)}") from None
     _apply_sets(config, [(p, v) for p, v in sets if len(p) > 1])
     cls, picked = _pick_class(model_type, cls_name, task)
     # Through the task's auto class when picked by task: it passes composite configs' text config on.
@@ -305,7 +301,7 @@ def _how(model_type: str, cls_name: str, picked: str, task: str | None) -> str:
 def _build_default(model_type: str, cls_name: str | None, task: str | None) -> Built:
     import transformers
 
-    from ._repairs import RepairFailed, build_repaired
+    from .repairs import RepairFailed, build_repaired
 
     cls, picked = _pick_class(model_type, cls_name, task)
     auto = getattr(transformers, TASKS[picked][0]) if picked else None
@@ -367,7 +363,7 @@ def build_factory(spec: str, *, allow_code: bool, meta: bool) -> Built:
     try:
         obj: Any = importlib.import_module(module_name)
     except Exception as exc:
-        raise UsageError(f"cannot import {module_name!r}: {_one_line(exc)}") from None
+        raise UsageError(f"cannot import {module_name!r}: {one_line(exc)}") from None
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise UsageError(f"{module_name!r} has no attribute {attr!r}")
@@ -381,7 +377,7 @@ def build_factory(spec: str, *, allow_code: bool, meta: bool) -> Built:
         else:
             model = obj()
     except Exception as exc:
-        raise UsageError(f"{spec}() raised {type(exc).__name__}: {_one_line(exc)}") from None
+        raise UsageError(f"{spec}() raised {type(exc).__name__}: {one_line(exc)}") from None
     if not isinstance(model, nn.Module):
         raise UsageError(f"{spec}() returned {type(model).__name__}, not a torch.nn.Module")
     where = ", on meta" if meta else ""
@@ -445,10 +441,9 @@ def _build_spec(
 ) -> Built:
     path = Path(spec).expanduser()
     if path.is_dir():
-        from ._adapter import build_adapter, is_adapter
-        from .checkpoint import build_checkpoint
+        from .adapter import build_adapter, is_adapter
 
-        shadowed = not _looks_like_path(spec) and spec in model_types()
+        shadowed = not looks_like_path(spec) and spec in model_types()
         readable = (path / "config.json").is_file() or is_adapter(path)
         if shadowed and not readable:  # a folder that happens to be called "llama"
             built = build_model_type(spec, cls_name=cls_name, task=task, sets=sets)
@@ -468,11 +463,60 @@ def _build_spec(
         if sets:
             raise UsageError(f"--set overrides a config; {spec} is a factory: set the values in its code")
         return build_factory(spec, allow_code=allow_code, meta=meta)
-    if _looks_like_path(spec):
+    if looks_like_path(spec):
         raise UsageError(f"no such directory: {spec}")
     return build_model_type(spec, cls_name=cls_name, task=task, sets=sets)
 
 
-def _looks_like_path(spec: str) -> bool:
+# ---------------------------------------------------------------------------------------------- checkpoints
+def build_checkpoint(
+    directory: Path,
+    *,
+    cls_name: str | None = None,
+    task: str | None = None,
+    sets: Sequence[tuple[list[str], Any]] = (),
+    trust_remote_code: bool = False,
+) -> Built:
+    """Build a checkpoint directory's model on meta from its ``config.json``; read its safetensors headers."""
+    from transformers import AutoConfig
+
+    from ..checkpoint import read_checkpoint
+
+    if not (directory / "config.json").is_file():
+        raise UsageError(f"no config.json in {directory}: give a saved checkpoint directory or a model type")
+    try:
+        config = AutoConfig.from_pretrained(str(directory), trust_remote_code=trust_remote_code)
+    except Exception as exc:
+        message = one_line(exc)
+        if "trust_remote_code" in message and not trust_remote_code:
+            raise UsageError(
+                f"{directory} needs its own code (auto_map in config.json); "
+                "rerun with --trust-remote-code if you trust it"
+            ) from None
+        raise UsageError(f"unreadable config.json in {directory}: {message}") from None
+    _apply_sets(config, sets)
+    files = read_checkpoint(directory)
+    if cls_name or task:
+        cls, picked = _pick_class(config.model_type, cls_name, task)
+        model = _build_meta(cls, config, auto=TASKS[picked][0] if picked else "")
+    else:
+        import transformers
+
+        arch = (getattr(config, "architectures", None) or [None])[0]
+        cls_obj = getattr(transformers, arch, None) if arch else None
+        if isinstance(cls_obj, type):
+            model = _build_meta(cls_obj, config)
+        elif getattr(config, "auto_map", None) and trust_remote_code:
+            auto = next((a for a in config.auto_map if a.startswith("AutoModel")), "AutoModel")
+            model = _build_meta(type(None), config, trust_remote_code=True, auto=auto)
+        else:
+            cls, picked = _pick_class(config.model_type, None, None)
+            model = _build_meta(cls, config, auto=TASKS[picked][0])
+    return Built(
+        model, "checkpoint", str(directory), type(model).__name__, "its config.json", checkpoint=files
+    )
+
+
+def looks_like_path(spec: str) -> bool:
     """A SPEC written as a path (``./x``, ``a/b``, ``~/x``) is never a model type."""
     return "/" in spec or os.sep in spec or spec.startswith((".", "~"))

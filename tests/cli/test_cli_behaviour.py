@@ -13,7 +13,8 @@ import pytest
 import torch
 from models import TINY_LLAMA
 
-from tiegraph.cli import _parser, main
+from tiegraph.cli import main
+from tiegraph.cli.parser import build_parser as _parser
 
 BROKEN_FACTORY = """
 import torch

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ._spec import _parse_value
+from .specs import parse_value
 
 __all__ = ["REPAIRS", "Attempt", "RepairFailed", "build_repaired"]
 
@@ -126,7 +126,7 @@ def _documented_example(config: Any, name: str) -> Any:
     for klass in type(config).__mro__:
         match = re.search(_EXAMPLE.format(name=re.escape(name)), klass.__doc__ or "", re.MULTILINE)
         if match:
-            value = _parse_value(match.group(1))
+            value = parse_value(match.group(1))
             return None if isinstance(value, str) and "..." in value else value
     return None
 
@@ -216,7 +216,7 @@ def _asserted_flag(state: _State, exc: BaseException) -> list[str]:
     changes: list[str] = []
     for pattern in _ASSERTED:
         for name, text in pattern.findall(str(exc)):
-            value = _parse_value(text)
+            value = parse_value(text)
             if state.config is None:  # the config constructor itself refused: pass it the value
                 changes.extend(_override(state, name, value))
                 continue

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._spec import Built, UsageError, _one_line
+from .._text import one_line
+from .specs import Built, UsageError
 
 __all__ = ["ADAPTER_CONFIG", "build_adapter", "find_base", "is_adapter"]
 
@@ -31,7 +32,7 @@ def read_adapter_config(directory: Path) -> dict[str, Any]:
     try:
         data = json.loads((directory / ADAPTER_CONFIG).read_text())
     except (OSError, ValueError) as exc:
-        raise UsageError(f"unreadable {ADAPTER_CONFIG} in {directory}: {_one_line(exc)}") from None
+        raise UsageError(f"unreadable {ADAPTER_CONFIG} in {directory}: {one_line(exc)}") from None
     if not isinstance(data, dict):
         raise UsageError(f"{directory / ADAPTER_CONFIG} is not a JSON object")
     return data
@@ -95,7 +96,7 @@ def build_adapter(
         raise UsageError(
             f"{directory} is a PEFT {kind} adapter over {base}; inspecting it needs peft: pip install peft"
         ) from None
-    from .checkpoint import build_checkpoint
+    from .specs import build_checkpoint
 
     built = build_checkpoint(
         base_dir, cls_name=cls_name, task=task, sets=sets, trust_remote_code=trust_remote_code
@@ -105,7 +106,7 @@ def build_adapter(
         model = get_peft_model(built.model, config)
     except Exception as exc:
         raise UsageError(
-            f"PEFT could not apply the adapter in {directory} to {base}: {_one_line(exc)}"
+            f"PEFT could not apply the adapter in {directory} to {base}: {one_line(exc)}"
         ) from None
     note = f"{directory} is a PEFT {kind} adapter over {base}, found in {where}"
     return Built(

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torch import nn
 
-    from .acceptance import Acceptance
-    from .graph import TieGraph
+    from ..acceptance import Acceptance
+    from ..graph import TieGraph
 
 __all__ = ["count_parameters", "human_count", "summarise"]
 
@@ -41,8 +41,8 @@ def summarise(tg: TieGraph, *, accept: Iterable[Acceptance | str] = ()) -> dict[
     the root) and ``declared_by_cls`` the class. Each finding has its ``severity`` and whether it is
     ``accepted`` (``accept``: see :mod:`tiegraph.acceptance`; acceptances that match nothing are findings).
     """
-    from .acceptance import accept as apply_acceptances
-    from .errors import NoInputEmbeddingError
+    from ..acceptance import accept as apply_acceptances
+    from ..errors import NoInputEmbeddingError
 
     out: dict[str, Any] = {"input_embedding": tg.input_embedding()}
     try:

@@ -1,4 +1,5 @@
-"""The command line keeps stderr to what tiegraph says (:mod:`tiegraph._quiet`), run for real in a subprocess.
+"""The command line keeps stderr to what tiegraph says (:mod:`tiegraph.cli.quiet`), run for real in a
+subprocess.
 
 Importing torchao (which transformers does when it builds a model, and a torchao-quantized model needs)
 prints to stderr through logging: ``Failed to load .../torchao/_C_mxfp8...so`` (its CUDA kernels, absent on

@@ -15,10 +15,13 @@ from typing import Any
 import pytest
 import transformers
 
-from tiegraph import _repairs, _spec, _survey, _survey_report
 from tiegraph.cli import main
+from tiegraph.cli import repairs as _repairs
+from tiegraph.cli import specs as _spec
+from tiegraph.cli import survey as _survey
+from tiegraph.cli import survey_report as _survey_report
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SURVEY_JSON = ROOT / "docs" / "survey.json"
 SURVEY_MD = ROOT / "docs" / "survey.md"
 

@@ -17,10 +17,11 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ._quiet import quiet_libraries
-from ._repairs import RepairFailed, build_repaired
-from ._spec import TASKS, _one_line, on_meta, task_mapping
-from ._summary import summarise
+from .._text import one_line
+from .quiet import quiet_libraries
+from .repairs import RepairFailed, build_repaired
+from .specs import TASKS, on_meta, task_mapping
+from .summary import summarise
 
 __all__ = ["run_survey", "survey_items", "survey_one"]
 
@@ -41,7 +42,7 @@ def survey_items(tasks: Sequence[str], only: Sequence[str] = (), limit: int | No
     Parameters
     ----------
     tasks
-        Names from :data:`tiegraph._spec.TASKS`.
+        Names from :data:`tiegraph.cli.specs.TASKS`.
     only
         Keep only these model types (empty: all).
     limit
@@ -80,7 +81,7 @@ def _build_on_meta(make: Any) -> Any:
 
 def _needed_package(exc: BaseException) -> str:
     match = _REQUIRES.search(str(exc))
-    return match.group(1) if match else (getattr(exc, "name", None) or _one_line(exc).split(". ")[0])
+    return match.group(1) if match else (getattr(exc, "name", None) or one_line(exc).split(". ")[0])
 
 
 def _fails_in_transformers(model_type: str, cls: Any, auto: Any) -> str | None:
@@ -93,14 +94,14 @@ def _fails_in_transformers(model_type: str, cls: Any, auto: Any) -> str | None:
         with torch.device("meta"):
             auto.from_config(config) if auto is not None else cls._from_config(config)
     except Exception as exc:
-        return f"{type(exc).__name__}: {_one_line(exc)}"
+        return f"{type(exc).__name__}: {one_line(exc)}"
     return None
 
 
 def survey_one(item: Item, time_limit: float = 60.0) -> dict[str, Any]:
     """Build one architecture on meta from its default config and summarise its graph (runs in a worker).
 
-    A default config that does not build is repaired (:mod:`tiegraph._repairs`); the row records the
+    A default config that does not build is repaired (:mod:`tiegraph.cli.repairs`); the row records the
     repairs. What still fails gets a status: ``needs-dependency`` (a package missing here, named),
     ``transformers-bug`` (the default config fails in transformers alone too, checked without tiegraph) or
     ``tiegraph-bug`` (it builds in transformers alone, or building the graph failed).
@@ -163,7 +164,7 @@ def survey_one(item: Item, time_limit: float = 60.0) -> dict[str, Any]:
         row["reason"] = f"{stage} took longer than {time_limit:g} s"
     except BaseException as exc:  # a row per architecture, whatever it raises
         row["status"] = "tiegraph-bug" if stage == "graph" else "error"
-        row["reason"] = f"{stage}: {type(exc).__name__}: {_one_line(exc)}"
+        row["reason"] = f"{stage}: {type(exc).__name__}: {one_line(exc)}"
     finally:
         if use_alarm:
             signal.setitimer(signal.ITIMER_REAL, 0)
@@ -184,7 +185,7 @@ def _context() -> Any:
         ctx = multiprocessing.get_context("forkserver")
         # Imported once in the server; every worker forks from it ready to build.
         ctx.set_forkserver_preload(
-            ["torch", "transformers", "transformers.modeling_utils", "tiegraph._survey"]
+            ["torch", "transformers", "transformers.modeling_utils", "tiegraph.cli.survey"]
         )
         return ctx
     return multiprocessing.get_context("spawn")
