@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from ._walk import _STORAGE_IDENTITY
+from ._walk import STORAGE_IDENTITY
 from .storage import Extent
 
 __all__ = ["Extents", "merge_overlapping", "read_once", "rebase"]
@@ -39,7 +39,7 @@ def read_once(storages: list[Any], counts: Counter[Any]) -> bool:
     storage object is read twice or also by a plain slot: then the components need not be counted (a torchao
     model's quantized weights: 3 components each, none shared).
     """
-    if not _STORAGE_IDENTITY or any(map(is_, storages, repeat(None))):
+    if not STORAGE_IDENTITY or any(map(is_, storages, repeat(None))):
         return False
     if not (all(map(_RESIZABLE, storages)) and all(map(_RESIZABLE, counts))):
         return False
@@ -57,7 +57,7 @@ def merge_overlapping(counts: Counter[Any]) -> dict[Any, Any]:
     when some storage is not (an interval sweep per device). Merged storages keep their own offsets; the
     extents of tensors on them are rebased on the lowest one's pointer (:func:`rebase`).
     """
-    if not _STORAGE_IDENTITY:
+    if not STORAGE_IDENTITY:
         return {}
     distinct = list(counts)
     try:

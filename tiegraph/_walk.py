@@ -19,7 +19,7 @@ from torch import nn
 from ._served import HOOK, annotate
 from ._tensors import is_quantized_layer_type
 from .errors import CycleError, TiegraphError
-from .storage import _NO_FLAT_VIEWS, PLAIN_TYPES, FlatViews, flat_param_views
+from .storage import NO_FLAT_VIEWS, PLAIN_TYPES, FlatViews, flat_param_views
 
 if TYPE_CHECKING:
     from ._index import Index
@@ -46,7 +46,7 @@ def _storage_identity() -> bool:
 
 
 #: Checked once at import; when false (another torch), storages are keyed by their ``_cdata`` pointer.
-_STORAGE_IDENTITY = _storage_identity()
+STORAGE_IDENTITY = _storage_identity()
 
 
 class Tree(NamedTuple):
@@ -338,7 +338,7 @@ class Keys:
             except (RuntimeError, NotImplementedError, TypeError):
                 pass  # a sparse or other non-strided tensor: this chunk goes slot by slot
             else:
-                keys.extend(found if _STORAGE_IDENTITY else [key._cdata for key in found])
+                keys.extend(found if STORAGE_IDENTITY else [key._cdata for key in found])
                 return
         self.real = True  # (conservative: the pointer merge then looks at every storage)
         base = len(keys)
@@ -352,7 +352,7 @@ class Keys:
             else:
                 chunk: list[Any] = [None] * len(part)
                 places = compress(range(len(part)), plain)
-                list(map(chunk.__setitem__, places, found if _STORAGE_IDENTITY else map(_CDATA, found)))
+                list(map(chunk.__setitem__, places, found if STORAGE_IDENTITY else map(_CDATA, found)))
                 keys.extend(chunk)
                 self.slow.extend(compress(count(base), map(not_, plain)))
                 return
@@ -377,7 +377,7 @@ def storages(tensors: list[Any]) -> Keys:
 
 
 def key_of(storage: torch.UntypedStorage) -> Any:
-    return storage if _STORAGE_IDENTITY else storage._cdata
+    return storage if STORAGE_IDENTITY else storage._cdata
 
 
 def flat_views(modules: list[nn.Module], kinds: set[type]) -> FlatViews:
@@ -385,5 +385,5 @@ def flat_views(modules: list[nn.Module], kinds: set[type]) -> FlatViews:
     fsdp = sys.modules.get("torch.distributed.fsdp.fully_sharded_data_parallel")
     cls = getattr(fsdp, "FullyShardedDataParallel", None)
     if not isinstance(cls, type) or not any(issubclass(kind, cls) for kind in kinds):
-        return _NO_FLAT_VIEWS
+        return NO_FLAT_VIEWS
     return flat_param_views(modules)

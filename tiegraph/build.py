@@ -26,7 +26,7 @@ is in cache. The rooms:
    when such a module or a quantized layer class is present).
 3. **The storage object is the key**: in torch 2.13 ``untyped_storage()`` returns one Python object per
    storage (views, ``detach``, ``set_``, ``Parameter(t)``, dtype views; CPU and meta), checked once at import
-   (``_STORAGE_IDENTITY``, else the key is ``_cdata``). Tensors that are not plain strided go to the slow
+   (``STORAGE_IDENTITY``, else the key is ``_cdata``). Tensors that are not plain strided go to the slow
    path (:func:`tiegraph.storage.slow_parts`, in bulk per class). A ``Counter`` finds storages read twice or
    more. Separate storage objects whose address ranges overlap on one device (``torch.from_numpy`` views of
    one array, ``frombuffer`` twice over one buffer, ``set_`` onto a slice of a storage) are merged, looked
@@ -80,9 +80,9 @@ from ._metadata import byte_extent, capture, parts_of, shape_of, slot_meta, watc
 from ._sources import as_module
 from ._tensors import leaves
 from ._walk import (
-    _NO_FLAT_VIEWS,
-    _STORAGE_IDENTITY,
+    NO_FLAT_VIEWS,
     PLAIN_TYPES,
+    STORAGE_IDENTITY,
     Keys,
     Tree,
     aliased,
@@ -289,7 +289,7 @@ def _share(index: Index, tensors: list[Any], flat: FlatViews, stored: Keys) -> N
                 part_slots = list(compress(part_slots, readable))
                 part_tensors = list(compress(part_tensors, readable))
                 part_keys = list(compress(part_keys, readable))
-            if not _STORAGE_IDENTITY:
+            if not STORAGE_IDENTITY:
                 part_keys = [storage._cdata for storage in part_keys]
             counts.update(part_keys)
     if unknown:
@@ -403,7 +403,7 @@ def _on_real_memory(found: Keys, components: list[Any]) -> bool:
     of asking its storage on meta, and stops at the first one on real memory); here the slow path's
     components are asked.
     """
-    if not _STORAGE_IDENTITY:
+    if not STORAGE_IDENTITY:
         return False
     if found.real:
         return True
@@ -512,7 +512,7 @@ def _plain_groups(
     """
     same_as, empty, shares = index.same_as, index.empty, index.shares
     firsts, distinct, parts = _same_objects(index, candidates, chosen)
-    _known(index, parts, distinct, _NO_FLAT_VIEWS)
+    _known(index, parts, distinct, NO_FLAT_VIEWS)
     for s, f in same_as.items():
         if f in empty:
             empty.add(s)

@@ -251,7 +251,7 @@ def slot_attribute(tg: TieGraph, s: int, name: str) -> object:
     return view.quantization(s)
 
 
-def _as_graph(obj: object, which: str, input_embedding: InputEmbedding) -> TieGraph:
+def as_graph(obj: object, which: str, input_embedding: InputEmbedding) -> TieGraph:
     from ._sources import as_module
     from .build import build_graph
     from .graph import TieGraph
@@ -331,8 +331,8 @@ def diff(
     >>> bool(tiegraph.diff(model, torch.compile(model)))
     False
     """
-    a = _side(_as_graph(before, "before", input_embedding))
-    b = _side(_as_graph(after, "after", input_embedding))
+    a = _side(as_graph(before, "before", input_embedding))
+    b = _side(as_graph(after, "after", input_embedding))
     changes: dict[str, list[SlotChange]] = {kind: [] for kind in ATTRIBUTES}
     for name in sorted((a.group.keys() | b.group.keys()) & a.live.keys() & b.live.keys()):
         for kind in ATTRIBUTES:

@@ -182,7 +182,7 @@ class FlatViews(NamedTuple):
     containers: set[int]  # id(FlatParameter): a container of parameters, never a tie of its own
 
 
-_NO_FLAT_VIEWS = FlatViews({}, set())
+NO_FLAT_VIEWS = FlatViews({}, set())
 
 
 def flat_param_views(modules: Iterable[object]) -> FlatViews:
@@ -196,7 +196,7 @@ def flat_param_views(modules: Iterable[object]) -> FlatViews:
     fsdp = sys.modules.get("torch.distributed.fsdp.fully_sharded_data_parallel")
     cls = getattr(fsdp, "FullyShardedDataParallel", None)
     if not isinstance(cls, type):
-        return _NO_FLAT_VIEWS
+        return NO_FLAT_VIEWS
     views = FlatViews({}, set())
     for module in modules:
         if not isinstance(module, cls):

@@ -22,7 +22,7 @@ from torch import nn
 
 from ._view import view_of
 from .acceptance import accept as apply_acceptances
-from .diff import _as_graph, diff, live_slots
+from .diff import as_graph, diff, live_slots
 
 if TYPE_CHECKING:
     from .acceptance import Acceptance
@@ -43,7 +43,7 @@ def _shared(model: TieGraph | nn.Module, a: str, b: str) -> tuple[list[tuple[str
 
     Slots are the ones a forward uses (the active ``modules_to_save`` copy, not the original).
     """
-    view = view_of(_as_graph(model, "model", None))
+    view = view_of(as_graph(model, "model", None))
     live = set(live_slots(view.tg).values())
     side_a = [s for s in view.resolve(a) if s in live]
     side_b = [s for s in view.resolve(b) if s in live]
@@ -151,7 +151,7 @@ def assert_no_findings(
     AssertionError: [error] declared-not-tied: head.weight is declared tied to embed.weight (by Tiny) ...
     """
     __tracebackhide__ = True
-    tg = _as_graph(model, "model", input_embedding)
+    tg = as_graph(model, "model", input_embedding)
     failing = [f for f in apply_acceptances(tg.audit(), accept) if f.fails]
     if failing:
         raise AssertionError("\n".join(f"[{f.severity}] {f}" for f in failing))

@@ -84,7 +84,7 @@ def tie_groups(
     idx, _tree, tensors, _namer = shared_slots(model, serve=served)
     groups: list[list[int]] = list(idx.groups().values())
     if parameters_only:
-        is_param = _parameter_test(idx)
+        is_param = parameter_test(idx)
         groups = [[s for s in slots if is_param(s)] for slots in groups]
     found: list[list[int]] = []
     for slots in groups:
@@ -147,7 +147,7 @@ def _slot_name(tree: Tree, ends: list[int], s: int, attrs: list[str]) -> str:
     return ".".join(reversed(parts))
 
 
-def _parameter_test(idx: Index) -> Any:
+def parameter_test(idx: Index) -> Any:
     """``is_param(slot)`` without expanding every slot's flag (bisection over the slot runs)."""
     starts, numbers = idx._run_starts(), idx.d_number
 

@@ -8,10 +8,10 @@ from typing import Any, NamedTuple
 from torch import nn
 
 from .._index import Index
-from .._walk import _STORAGE_IDENTITY, aliased, object_numbers, slots_of, walk
+from .._walk import STORAGE_IDENTITY, aliased, object_numbers, slots_of, walk
 from ..naming import Namer
 from ..storage import extent_of, share_components
-from ._groups import _parameter_test
+from ._groups import parameter_test
 
 __all__ = ["get_module_names_tied_with_embedding"]
 
@@ -111,7 +111,7 @@ def _walked(model: nn.Module, embedding: nn.Module) -> _Walked:
     for module, parent in zip(tree.modules, tree.parents, strict=True):
         inside.append(module is embedding or (parent >= 0 and inside[parent]))
     keys = slots.keys.keys if slots.keys is not None else [None] * len(slots.tensors)
-    if not _STORAGE_IDENTITY:  # (storage objects are keys only where torch returns one per storage)
+    if not STORAGE_IDENTITY:  # (storage objects are keys only where torch returns one per storage)
         keys = [key if key is None else key._cdata for key in keys]
     return _Walked(idx, slots.tensors, keys, inside)
 
@@ -139,7 +139,7 @@ def _tied_module_paths(model: nn.Module, embedding: nn.Module) -> list[str]:
     near.update(compress(range(len(keys)), map(own_ids.__contains__, map(id, tensors))))
     near.difference_update(own)
     tied = _sharing(sorted(near), own, tensors, keys)
-    is_param = _parameter_test(idx)
+    is_param = parameter_test(idx)
     found: set[str] = set()
     for s in tied:
         owner = idx.owner_of(s)
