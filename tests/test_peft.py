@@ -180,6 +180,18 @@ def test_tied_to_input_embedding(case: Case) -> None:
 def test_module_level_tied_to_input_embedding(case: Case) -> None:
     """``tiegraph.tied_to_input_embedding(peft_model)``: peft's question, answered in canonical names."""
     assert tiegraph.tied_to_input_embedding(case.model) == list(case.expect.tied), case.expect.why
+    full = tiegraph.tied_to_input_embedding(case.model, full_paths=True)
+    assert full == case.expect.tied_full, case.expect.why
+
+
+def test_function_and_method_take_the_same_arguments() -> None:
+    """``tiegraph.tied_to_input_embedding(model, full_paths=True)`` raised TypeError while the method of the
+    same name accepted it: the function takes the method's arguments, and the graph builder's."""
+    import inspect
+
+    method = set(inspect.signature(tiegraph.TieGraph.tied_to_input_embedding).parameters) - {"self"}
+    function = set(inspect.signature(tiegraph.tied_to_input_embedding).parameters) - {"model"}
+    assert method <= function
 
 
 def test_tie_groups(case: Case) -> None:

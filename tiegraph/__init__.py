@@ -62,7 +62,9 @@ def __dir__() -> list[str]:
     return sorted([*__all__, "__version__"])
 
 
-def tied_to_input_embedding(model: nn.Module, *, input_embedding: InputEmbedding = None) -> list[str]:
+def tied_to_input_embedding(
+    model: nn.Module, *, input_embedding: InputEmbedding = None, full_paths: bool = False
+) -> list[str]:
     """Canonical paths of the modules that really share memory with the input embedding.
 
     Answers PEFT's question (which modules are tied to the input embedding?) from what is shared, not
@@ -76,11 +78,14 @@ def tied_to_input_embedding(model: nn.Module, *, input_embedding: InputEmbedding
         Any ``nn.Module``, wrapped or not (PEFT, ``torch.compile``, DDP, FSDP, your own wrapper).
     input_embedding
         The input embedding if the model's own ``get_input_embeddings()`` should not be asked.
+    full_paths
+        Name the modules as ``model`` names them (wrapper segments kept), as
+        :meth:`tiegraph.TieGraph.tied_to_input_embedding` does.
 
     Returns
     -------
     list of str
-        Sorted canonical module paths (``["lm_head"]`` for a tied Llama, ``[]`` when untied).
+        Sorted canonical module paths (``["lm_head"]`` for a tied Llama, ``[]`` when untied), or full paths.
 
     Raises
     ------
@@ -99,4 +104,4 @@ def tied_to_input_embedding(model: nn.Module, *, input_embedding: InputEmbedding
     >>> tiegraph.tied_to_input_embedding(m, input_embedding=m.embed)
     ['proj']
     """
-    return build_graph(model, input_embedding=input_embedding).tied_to_input_embedding()
+    return build_graph(model, input_embedding=input_embedding).tied_to_input_embedding(full_paths=full_paths)
