@@ -94,3 +94,22 @@ def test_helpers_hide_their_frames_from_pytest_tracebacks() -> None:
 
     for fn in (testing.assert_tied, testing.assert_not_tied, testing.assert_ties_unchanged):
         assert "__tracebackhide__" in fn.__code__.co_varnames
+
+
+def test_assert_tied_names_the_same_place_twice() -> None:
+    """``assert_tied(m, "lm_head", "lm_head")`` said "lm_head holds no tensor"; it is a usage error naming
+    the slots; the root module ``""`` is named in messages, never blank."""
+    from tiegraph.errors import TiegraphError
+
+    model = llama()
+    with pytest.raises(TiegraphError, match=r"lm_head and lm_head name the same slots \(lm_head.weight\)"):
+        tiegraph.testing.assert_tied(model, "lm_head", "lm_head")
+    with pytest.raises(TiegraphError, match=r"the model root \(''\) and the model root \(''\) name the same"):
+        tiegraph.testing.assert_tied(model, "", "")
+    m = torch.nn.Module()
+    m.embed = torch.nn.Embedding(4, 2)
+    m.norm = torch.nn.ReLU()
+    with pytest.raises(
+        AssertionError, match=r"^norm is not tied to the model root \(''\): norm holds no tensor"
+    ):
+        tiegraph.testing.assert_tied(m, "norm", "")

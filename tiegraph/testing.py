@@ -23,6 +23,7 @@ from torch import nn
 from ._view import view_of
 from .acceptance import accept as apply_acceptances
 from .diff import as_graph, diff, live_slots
+from .errors import TiegraphError
 
 if TYPE_CHECKING:
     from .acceptance import Acceptance
@@ -47,6 +48,11 @@ def _shared(model: TieGraph | nn.Module, a: str, b: str) -> tuple[list[tuple[str
     live = set(live_slots(view.tg).values())
     side_a = [s for s in view.resolve(a) if s in live]
     side_b = [s for s in view.resolve(b) if s in live]
+    if side_a and set(side_a) == set(side_b):
+        names = ", ".join(sorted({view.slot_canonical(s) for s in side_a}))
+        raise TiegraphError(
+            f"{_name(a)} and {_name(b)} name the same slots ({names}): name two different modules or slots"
+        )
     only_a = [s for s in side_a if s not in set(side_b)]
     only_b = [s for s in side_b if s not in set(side_a)]
     group = view.group_of
@@ -62,6 +68,11 @@ def _shared(model: TieGraph | nn.Module, a: str, b: str) -> tuple[list[tuple[str
         others = sorted({canon(t) for t in live if group(t) == group(s) and canon(t) != canon(s)})
         phrases.append(f"{canon(s)} shares memory with {', '.join(others) if others else 'nothing'}")
     return pairs, sorted(set(phrases))
+
+
+def _name(path: str) -> str:
+    """A module path or slot name as a message shows it: the root module ``""`` by what it is."""
+    return path if path else "the model root ('')"
 
 
 def assert_tied(model: TieGraph | nn.Module, a: str, b: str) -> None:
@@ -81,6 +92,8 @@ def assert_tied(model: TieGraph | nn.Module, a: str, b: str) -> None:
         shares memory with.
     PathNotFoundError
         If ``a`` or ``b`` names nothing in the model (a typo never passes).
+    TiegraphError
+        If ``a`` and ``b`` name the same slots (``assert_tied(m, "lm_head", "lm_head")`` asks nothing).
 
     Examples
     --------
@@ -95,7 +108,8 @@ def assert_tied(model: TieGraph | nn.Module, a: str, b: str) -> None:
     __tracebackhide__ = True
     pairs, phrases = _shared(model, a, b)
     if not pairs:
-        raise AssertionError(f"{a} is not tied to {b}: {'; '.join(phrases) or f'{a} holds no tensor'}")
+        why = "; ".join(phrases) or f"{_name(a)} holds no tensor"
+        raise AssertionError(f"{_name(a)} is not tied to {_name(b)}: {why}")
 
 
 def assert_not_tied(model: TieGraph | nn.Module, a: str, b: str) -> None:
