@@ -27,6 +27,7 @@ from test_declared import _blip2 as blip2
 from torch import nn
 
 import tiegraph
+import tiegraph.testing
 from tiegraph import audit as audit_module
 from tiegraph._finding import Finder, finding
 from tiegraph.audit import KINDS, Finding, audit
@@ -214,8 +215,34 @@ def test_tied_but_not_declared(build: Any) -> None:
     m.a, m.b, m.c = nn.Linear(2, 2), nn.Linear(2, 2), nn.Linear(2, 2)
     m.b.weight = m.a.weight
     m.c.weight = m.a.weight
-    finding = _one(build(m), "tied-not-declared")
+    finding = _one(build(m), "tied-not-declared-plain-module")
     assert finding.paths == ("a.weight", "b.weight", "c.weight")
+    assert finding.severity == "info"  # a plain module declares nothing: information, not a failure
+    assert "_tied_weights_keys = {'b.weight': 'a.weight', 'c.weight': 'a.weight'}" in finding.message
+
+
+def test_plain_module_tie_declared_as_advised(build: Any) -> None:
+    """torchtitan's ``tok_embeddings.weight = output.weight``: info, --strict passes; declaring the tie as the
+    message shows makes it checked: clean while tied, declared-not-tied once untied."""
+
+    class Transformer(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.tok_embeddings = nn.Embedding(8, 4)
+            self.output = nn.Linear(4, 8, bias=False)
+            self.tok_embeddings.weight = self.output.weight
+
+    finding = _one(build(Transformer()), "tied-not-declared-plain-module")
+    tiegraph.testing.assert_no_findings(Transformer())
+    declaration = finding.message.split("_tied_weights_keys = ", 1)[1].rstrip(".")
+
+    class Declaring(Transformer):
+        _tied_weights_keys: ClassVar[Any] = eval(declaration)  # the advice, as written
+
+    assert _kinds(build(Declaring())) == []
+    untied = Declaring()
+    untied.output.weight = nn.Parameter(untied.output.weight.detach().clone())
+    assert _kinds(build(untied)) == ["declared-not-tied"]
 
 
 def test_partly_declared_group_is_undeclared(build: Any) -> None:

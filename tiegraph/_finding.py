@@ -87,7 +87,7 @@ class Finding:
     >>> m.b.weight = m.a.weight
     >>> finding = tiegraph.build_graph(m).audit()[0]
     >>> finding.kind, finding.paths, finding.severity
-    ('tied-not-declared', ('a.weight', 'b.weight'), 'warning')
+    ('tied-not-declared-plain-module', ('a.weight', 'b.weight'), 'info')
     """
 
     kind: str

@@ -127,8 +127,8 @@ def accept(findings: Iterable[Finding], acceptances: Iterable[Acceptance | str])
     >>> m.a, m.b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
     >>> m.b.weight = m.a.weight
     >>> found = tiegraph.build_graph(m).audit()
-    >>> [(f.kind, f.accepted) for f in accept(found, ["tied-not-declared", "declared-not-tied"])]
-    [('tied-not-declared', True), ('unmatched-acceptance', False)]
+    >>> [(f.kind, f.accepted) for f in accept(found, ["tied-not-declared-plain-module", "declared-not-tied"])]
+    [('tied-not-declared-plain-module', True), ('unmatched-acceptance', False)]
     """
     given = [a if isinstance(a, Acceptance) else parse(a) for a in acceptances]
     used: set[Acceptance] = set()

@@ -73,6 +73,13 @@ _GROUP_AND_FLAG_KINDS: dict[str, str] = kinds(
             "they are one weight; declare the tie on the model, or untie them by giving one a copy, "
             "nn.Parameter(weight.detach().clone()).",
         ),
+        "tied-not-declared-plain-module": (
+            "info",
+            "{paths} share memory; this model declares no ties at all (it is no transformers model and has "
+            "no _tied_weights_keys), so that is information, not a failure; to have the tie checked (a later "
+            "untie becomes declared-not-tied), declare it on the model's class: _tied_weights_keys = "
+            "{declaration}.",
+        ),
         "config-says-tied-but-nothing-is": (
             "error",
             "{flag} is True but the input embedding {embedding} shares memory with nothing; call "
@@ -408,9 +415,24 @@ def _group_findings(view: GraphView) -> list[Finding]:
         if len(dtypes) > 1:
             out.append(_core("group-dtype-or-shape-mismatch", names, detail="dtypes " + " and ".join(dtypes)))
         undeclared = _unconnected(view, slots, links)
-        if undeclared:
+        if undeclared and (view.declarations or view.tie_config.config is not None):
             out.append(_core("tied-not-declared", undeclared))
+        elif undeclared:
+            out.append(
+                _core("tied-not-declared-plain-module", undeclared, declaration=_declaration(view, slots))
+            )
     return out
+
+
+def _declaration(view: GraphView, slots: list[int]) -> str:
+    """A ``_tied_weights_keys`` dict declaring a tie group, relative to the root.
+
+    Every other slot maps to the input embedding's slot (else to the first name).
+    """
+    names = sorted({view.slot_canonical(s) for s in slots})
+    ie = [view.slot_canonical(s) for s in slots if s in set(view.input_embedding_slots)]
+    source = ie[0] if ie else names[0]
+    return "{" + ", ".join(f"{name!r}: {source!r}" for name in names if name != source) + "}"
 
 
 def _unconnected(view: GraphView, slots: list[int], links: dict[int, list[int]]) -> list[str]:

@@ -211,7 +211,7 @@ def assert_ties_unchanged(
     ...
     AssertionError: head.weight no longer shares memory with embed.weight
     tied to the input embedding embed: head before, nothing after
-    resolved finding tied-not-declared: embed.weight, head.weight
+    resolved finding tied-not-declared-plain-module: embed.weight, head.weight
     """
     __tracebackhide__ = True
     d = diff(before, after, input_embedding=input_embedding)

@@ -50,6 +50,7 @@ FIXES = {
     "unresolved-declaration": "name a parameter or module that exists under the declaring module",
     "declared-not-tied": "tie them in `post_init()`/`tie_weights()`, or drop the declaration",
     "tied-not-declared": "declare the tie in `_tied_weights_keys`",
+    "tied-not-declared-plain-module": "declare the tie in `_tied_weights_keys` if it should be checked",
     "stale-tied-weights-keys": "refresh `all_tied_weights_keys` after `tie_weights()`",
     "config-flags-disagree": "give both flags the value transformers obeys, `{obeyed}`",
 }
