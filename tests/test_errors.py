@@ -14,6 +14,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 import tiegraph
+import tiegraph.compat
 
 # torch.compile's first use imports torch.jit code that warns about its own deprecation (also in fixtures).
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
@@ -374,3 +375,48 @@ def test_meta_model_has_no_data_to_read(build: BuildFn, construct: str) -> None:
     _exercise(tg)
     assert tg.tied_to_input_embedding() == ["decoder.embed_tokens", "encoder.embed_tokens", "lm_head"]
     assert {p.device.type for p in model.parameters()} == {"meta"}
+
+
+# ------------------------------------------------------------------------------------ bad options
+def _tied(build: BuildFn) -> tiegraph.TieGraph:
+    m = nn.Module()
+    m.embed = nn.Embedding(8, 4)
+    m.head = nn.Linear(4, 8, bias=False)
+    m.head.weight = m.embed.weight
+    return build(m, input_embedding="embed")
+
+
+BAD_OPTIONS: dict[str, tuple[Callable[..., Any], str]] = {
+    "rankdir": (lambda tg, _tmp: tg.to_dot(rankdir="UP"), "expected one of 'LR', 'TB', 'RL', 'BT'"),
+    "show": (lambda tg, _tmp: tg.to_dot(show="some"), "show='some'; expected one of"),
+    "write-suffix": (lambda tg, tmp: tg.write(tmp / "g.txt"), "unknown suffix '.txt'"),
+    "write-json-options": (lambda tg, tmp: tg.write(tmp / "g.json", legend=False), "do not apply to .json"),
+    "wrapper-name": (lambda _tg, _tmp: tiegraph.register_wrapper("no_colon"), "package.module:QualName"),
+    "device-map": (lambda _tg, _tmp: tiegraph.check_device_map(_two(), {"a": "cpu"}), "places no module"),
+    "placed-by": (
+        lambda _tg, _tmp: tiegraph.check_device_map(_two(), {"": "cpu"}, placed_by="accelerate"),
+        "placed_by must be 'dispatch_model' or 'from_pretrained', got 'accelerate'",
+    ),
+    "split": (
+        lambda _tg, _tmp: tiegraph.compat.tie_groups(_two(), split="bytes"),
+        "split must be one of",
+    ),
+}
+
+
+def _two() -> nn.Module:
+    m = nn.Module()
+    m.a = nn.Linear(2, 2)
+    m.b = nn.Linear(2, 2)
+    return m
+
+
+@pytest.mark.parametrize("name", sorted(BAD_OPTIONS))
+def test_bad_option_is_a_configuration_error(build: BuildFn, tmp_path: Any, name: str) -> None:
+    """An option a function does not accept is a ``ConfigurationError`` (a ``TiegraphError`` and a
+    ``ValueError``) whose message names the value and what is accepted."""
+    call, message = BAD_OPTIONS[name]
+    with pytest.raises(tiegraph.ConfigurationError, match=re.escape(message)) as info:
+        call(_tied(build), tmp_path)
+    assert isinstance(info.value, tiegraph.TiegraphError)
+    assert isinstance(info.value, ValueError)

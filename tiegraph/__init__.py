@@ -23,6 +23,7 @@ from .declared import DeclaredTie
 from .deployed import check_device_map
 from .diff import TieDiff, diff
 from .errors import (
+    ConfigurationError,
     CycleError,
     GraphFormatError,
     NoInputEmbeddingError,
@@ -35,6 +36,7 @@ from .naming import register_wrapper
 from .sharding import check_shard_plan
 
 __all__ = [
+    "ConfigurationError",
     "CycleError",
     "DeclaredTie",
     "Finding",

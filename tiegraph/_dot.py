@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ._picture import SHOW, Picture, esc, hidden_note, runs, select
 from ._text import plural
+from .errors import ConfigurationError
 
 if TYPE_CHECKING:
     import pydot
@@ -54,6 +55,9 @@ BUFFER_FILL = "#eef3fb"
 STORAGE_FILL = "#e8e8e8"
 COLLAPSED_FILL = "#f4f4f4"
 
+#: Graphviz layout directions ``rankdir`` accepts.
+RANKDIRS = ("LR", "TB", "RL", "BT")
+
 
 # ---------------------------------------------------------------------------------------------- helpers
 
@@ -62,7 +66,7 @@ def attrs(**values: Any) -> dict[str, Any]:
     """DOT attributes, checked against the allow-list; None values are dropped."""
     unknown = set(values) - DOT_ATTRIBUTES
     if unknown:
-        raise ValueError(f"DOT attributes {sorted(unknown)} are not in tiegraph's allow-list")
+        raise ConfigurationError(f"DOT attributes {sorted(unknown)} are not in tiegraph's allow-list")
     return {k: v for k, v in values.items() if v is not None}
 
 
@@ -138,7 +142,7 @@ def to_pydot(
     legend
         Add a legend of the node shapes and edge styles used in the picture.
     rankdir
-        Graphviz layout direction (``"LR"`` or ``"TB"``).
+        Graphviz layout direction: ``"LR"``, ``"TB"``, ``"RL"`` or ``"BT"``.
 
     Returns
     -------
@@ -149,7 +153,7 @@ def to_pydot(
 
     Raises
     ------
-    ValueError
+    ConfigurationError
         If ``show`` or ``rankdir`` is not one of the values above.
     PathNotFoundError
         If ``component`` names no slot or module.
@@ -170,9 +174,11 @@ def to_pydot(
     import pydot
 
     if show not in SHOW:
-        raise ValueError(f"show={show!r}; expected one of {SHOW} (or name a slot or module with component=)")
-    if rankdir not in ("LR", "TB", "RL", "BT"):
-        raise ValueError(f"rankdir={rankdir!r}; expected 'LR' or 'TB'")
+        raise ConfigurationError(
+            f"show={show!r}; expected one of {SHOW} (or name a slot or module with component=)"
+        )
+    if rankdir not in RANKDIRS:
+        raise ConfigurationError(f"rankdir={rankdir!r}; expected one of {', '.join(map(repr, RANKDIRS))}")
     pic = Picture(tg)
     view = pic.view
     chosen, title, notes = select(pic, show, component)

@@ -200,7 +200,7 @@ def from_networkx(G: nx.MultiDiGraph) -> Index:
 
 
 def lint(G: nx.MultiDiGraph) -> None:
-    """Check the graph's invariants; raise ``ValueError`` naming the first node or edge that breaks one.
+    """Check the graph's invariants; raise ``GraphFormatError`` naming the first node or edge that breaks one.
 
     Every node has a known kind; every edge's key is its kind and joins the right node kinds; every slot
     has exactly one owner and reads at most one storage; every module but the root has one parent; the
@@ -215,34 +215,35 @@ def lint(G: nx.MultiDiGraph) -> None:
     }
     for node, kind in G.nodes(data="kind"):
         if kind not in NODE_KINDS:
-            raise ValueError(f"node {node!r} has kind {kind!r}; expected one of {NODE_KINDS}")
+            raise GraphFormatError(f"node {node!r} has kind {kind!r}; expected one of {NODE_KINDS}")
     for u, v, key, data in G.edges(keys=True, data=True):
         want = ends.get(key)
         if want is None or data.get("kind") != key:
-            raise ValueError(f"edge {u!r} -> {v!r} has key {key!r} and kind {data.get('kind')!r}")
+            raise GraphFormatError(f"edge {u!r} -> {v!r} has key {key!r} and kind {data.get('kind')!r}")
         got = (G.nodes[u]["kind"], G.nodes[v]["kind"])
         if got != want:
-            raise ValueError(f"{key} edge {u!r} -> {v!r} joins {got}, expected {want}")
+            raise GraphFormatError(f"{key} edge {u!r} -> {v!r} joins {got}, expected {want}")
         if key == "shares" and data.get("how") not in SHARE_HOWS:
-            raise ValueError(f"shares edge {u!r} -> {v!r} has how={data.get('how')!r}")
+            raise GraphFormatError(f"shares edge {u!r} -> {v!r} has how={data.get('how')!r}")
         if key == "declares" and data.get("status") not in STATUSES:
-            raise ValueError(f"declares edge {u!r} -> {v!r} has status={data.get('status')!r}")
+            raise GraphFormatError(f"declares edge {u!r} -> {v!r} has status={data.get('status')!r}")
     roots = 0
     for node, data in G.nodes(data=True):
         incoming = [k for _, _, k in G.in_edges(node, keys=True)]
         if data["kind"] == "slot":
             if incoming.count("owns") != 1:
-                raise ValueError(f"slot {node!r} has {incoming.count('owns')} owners; expected exactly one")
+                owners = incoming.count("owns")
+                raise GraphFormatError(f"slot {node!r} has {owners} owners; expected exactly one")
             reads = sum(1 for _, _, k in G.out_edges(node, keys=True) if k == "reads")
             if reads > 1:
-                raise ValueError(f"slot {node!r} reads {reads} storages; expected at most one")
+                raise GraphFormatError(f"slot {node!r} reads {reads} storages; expected at most one")
         elif data["kind"] == "module":
             parents = incoming.count("child")
             roots += parents == 0
             if parents > 1:
-                raise ValueError(f"module path {node!r} has {parents} parents; expected one")
+                raise GraphFormatError(f"module path {node!r} has {parents} parents; expected one")
     if G.number_of_nodes() and roots != 1:
-        raise ValueError(f"the graph has {roots} root modules; expected one")
+        raise GraphFormatError(f"the graph has {roots} root modules; expected one")
     edges = sorted((u, v) for u, v, key in G.edges(keys=True) if key == "declares")
     listed = sorted(
         ("s:" + d["target_path"], "s:" + d["source_path"])
@@ -250,6 +251,6 @@ def lint(G: nx.MultiDiGraph) -> None:
         if int(d.get("target_slot", -1)) >= 0 and int(d.get("source_slot", -1)) >= 0
     )
     if edges != listed:
-        raise ValueError(
+        raise GraphFormatError(
             f"declares edges {edges} do not match the resolved declarations in G.graph['declared'] {listed}"
         )

@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
+from .errors import ConfigurationError
+
 if TYPE_CHECKING:
     from ._index import Index
 
@@ -94,13 +96,14 @@ def place(index: Index, device_map: Mapping[str, str], own_files: bool = True) -
     as separate copies; ``from_pretrained`` instead serves disk weights from the checkpoint's own entries,
     where a tied pair is one entry.
 
-    Raises ``ValueError`` naming the first slot no entry places (accelerate would refuse that map too).
+    Raises :class:`~tiegraph.errors.ConfigurationError` naming the first slot no entry places (accelerate
+    would refuse that map too).
     """
     placement: list[str | None] = []
     for s, owner in enumerate(index.s_owner):
         key = map_entry(device_map, index.m_path[owner])
         if key is None:
-            raise ValueError(
+            raise ConfigurationError(
                 f"device_map places no module holding {index.s_name[s]!r}; add an entry for "
                 f"{index.m_path[owner] or '<root>'!r} or one of its parents (accelerate would refuse it too)"
             )

@@ -20,6 +20,7 @@ from ._finding import Finding, finding, kinds
 from ._placement import map_entry
 from ._served import device_label
 from .build import build_graph
+from .errors import ConfigurationError
 from .values import sentence
 
 if TYPE_CHECKING:
@@ -68,7 +69,7 @@ def check_device_map(
     ------
     TypeError
         If ``model`` is not an ``nn.Module`` or ``device_map`` is neither a mapping nor ``"auto"``.
-    ValueError
+    ConfigurationError
         If ``device_map`` leaves a slot of the model unplaced, or ``placed_by`` is neither value.
 
     Examples
@@ -94,7 +95,9 @@ def check_device_map(
             f"check_device_map expects a torch.nn.Module, got {kind.__module__}.{kind.__qualname__}"
         )
     if placed_by not in ("dispatch_model", "from_pretrained"):
-        raise ValueError(f"placed_by must be 'dispatch_model' or 'from_pretrained', got {placed_by!r}")
+        raise ConfigurationError(
+            f"placed_by must be 'dispatch_model' or 'from_pretrained', got {placed_by!r}"
+        )
     if isinstance(device_map, str):
         if device_map != "auto":
             raise TypeError(

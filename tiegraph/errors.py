@@ -8,6 +8,7 @@ from __future__ import annotations
 
 __all__ = [
     "CheckpointError",
+    "ConfigurationError",
     "CycleError",
     "GraphFormatError",
     "NoInputEmbeddingError",
@@ -38,7 +39,15 @@ class RenderError(TiegraphError, RuntimeError):
 
 
 class GraphFormatError(TiegraphError, ValueError):
-    """Data given to :meth:`tiegraph.TieGraph.from_json` is not a graph written by ``to_json``."""
+    """Data given to :meth:`tiegraph.TieGraph.from_json` is not a graph written by ``to_json``.
+
+    Also raised by :func:`tiegraph.export.lint` for a networkx graph that breaks one of the graph's
+    invariants.
+    """
+
+
+class ConfigurationError(TiegraphError, ValueError):
+    """An option given to a tiegraph function is not one it accepts; the message lists the accepted ones."""
 
 
 class CheckpointError(TiegraphError):

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 from ._dot import DOT_ATTRIBUTES, to_dot, to_pydot
 from ._json import FORMAT_VERSION, from_json, from_networkx, lint, to_json
 from ._render import render, repr_html, repr_svg, summary, to_svg
-from .errors import GraphFormatError, RenderError
+from .errors import ConfigurationError, GraphFormatError, RenderError
 
 if TYPE_CHECKING:
     from .graph import TieGraph
@@ -85,7 +85,7 @@ def write(tg: TieGraph, path: str | os.PathLike[str], **options: Any) -> None:
 
     Raises
     ------
-    ValueError
+    ConfigurationError
         If the suffix is none of the above, or options are given for ``.json``.
     RenderError
         For ``.svg``/``.png``/``.pdf`` without a working pygraphviz.
@@ -104,12 +104,12 @@ def write(tg: TieGraph, path: str | os.PathLike[str], **options: Any) -> None:
     target = Path(path)
     suffix = target.suffix.lower()
     if suffix not in SUFFIXES:
-        raise ValueError(
+        raise ConfigurationError(
             f"cannot write {str(path)!r}: unknown suffix {target.suffix!r}; use one of {', '.join(SUFFIXES)}"
         )
     if suffix == ".json":
         if options:
-            raise ValueError(f"picture options {sorted(options)} do not apply to .json")
+            raise ConfigurationError(f"picture options {sorted(options)} do not apply to .json")
         target.write_text(json.dumps(to_json(tg), indent=1) + "\n", encoding="utf-8")
     elif suffix in (".dot", ".gv"):
         target.write_text(to_dot(tg, **options), encoding="utf-8")

@@ -110,7 +110,8 @@ class TieGraph:
         Afterwards the networkx graph, the view and the pictures are made afresh from the amended index, so
         no cached picture shows the graph as it was before.
 
-        Raises ``ValueError`` (changing nothing) when ``device_map`` leaves a slot unplaced.
+        Raises :class:`~tiegraph.errors.ConfigurationError` (changing nothing) when ``device_map`` leaves a
+        slot unplaced.
         """
         index = self._index
         if device_map is not None:

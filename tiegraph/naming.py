@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Literal
 
 from torch import nn
 
+from .errors import ConfigurationError
+
 if TYPE_CHECKING:
     from ._index import Index
 
@@ -127,7 +129,7 @@ def register_wrapper(
     """
     if isinstance(cls, str):
         if ":" not in cls:
-            raise ValueError(f"wrapper class {cls!r} must be written 'package.module:QualName'")
+            raise ConfigurationError(f"wrapper class {cls!r} must be written 'package.module:QualName'")
     elif not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise TypeError(f"register_wrapper expects an nn.Module subclass, got {cls!r}")
     rule = WrapperRule(cls, tuple(drop), tuple(drop_next), adapters)

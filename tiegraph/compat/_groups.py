@@ -16,6 +16,7 @@ import torch
 
 from .._walk import Tree, slots_of, walk
 from ..build import shared_slots
+from ..errors import ConfigurationError
 
 if TYPE_CHECKING:
     from torch import nn
@@ -78,7 +79,7 @@ def tie_groups(
     [['embed.weight', 'head.weight']]
     """
     if split not in _SPLITS:
-        raise ValueError(f"split must be one of {_SPLITS}, got {split!r}")
+        raise ConfigurationError(f"split must be one of {_SPLITS}, got {split!r}")
     if split is not None and not served:
         return _split_groups(model, split, parameters_only)
     idx, _tree, tensors, _namer = shared_slots(model, serve=served)
