@@ -71,6 +71,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, cast
 import torch
 from torch import nn
 
+from ._caller import outside_stacklevel
 from ._compare import verdicts
 from ._dispatch import record as record_pointer_aliases
 from ._embedding import InputEmbedding, find_input_embedding
@@ -392,7 +393,7 @@ def _unknown_warning(index: Index, tensors: list[Any], unknown: list[int]) -> No
         f"storage unknown for {', '.join(described)}; ties through these slots are not seen (only the same "
         "object under two names counts)",
         RuntimeWarning,
-        stacklevel=4,
+        stacklevel=outside_stacklevel(),
     )
 
 
@@ -591,5 +592,5 @@ def _flat_warning(index: Index, tensors: list[Any], flat: FlatViews) -> None:
             f"{', '.join(containers)}: FSDP1 FlatParameter(s), counted as containers of the parameters of "
             "their units; ties are seen only among parameters registered as their own slots, which FSDP1 "
             "does with use_orig_params=True (or use FSDP2 fully_shard)",
-            stacklevel=4,
+            stacklevel=outside_stacklevel(),
         )

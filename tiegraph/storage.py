@@ -16,6 +16,7 @@ from typing import Generic, NamedTuple, TypeVar
 
 import torch
 
+from ._caller import outside_stacklevel
 from ._tensors import Expanded, expand, leaves
 
 __all__ = [
@@ -346,7 +347,7 @@ def shares(a: Extent, b: Extent) -> bool:
             "tiegraph could not decide exactly whether two strided views overlap within its work budget; "
             "counting them as shared",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=outside_stacklevel(),
         )
         return True
 
