@@ -227,10 +227,10 @@ def test_cli_modules_to_save_with_lora_tied_is_clean_under_strict(capsys: pytest
 
 
 def test_cli_diff_shows_what_lora_on_a_tied_head_does(capsys: pytest.CaptureFixture[str]) -> None:
-    """The README's command: exit 1, and the finding the wrapper adds."""
+    """The diff recipe's command: exit 1 with --strict (0 without it), and the finding the wrapper adds."""
     from tiegraph.cli import main
 
-    assert main(["diff", "gemma", "gemma", "--peft", "lora:lm_head"]) == 1
+    assert main(["diff", "gemma", "gemma", "--peft", "lora:lm_head", "--strict"]) == 1
     out = capsys.readouterr().out
     assert "new finding adapter-on-tied-module: lm_head.weight, model.embed_tokens.weight" in out
     assert "2 slots added: lm_head.lora_A.default.weight, lm_head.lora_B.default.weight" in out
