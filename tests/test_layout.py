@@ -75,24 +75,28 @@ def private_reads(module: str, tree: ast.Module) -> list[str]:
             found.append(f"{line}: from {source} import {name}")
     inner = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
     for node in ast.walk(tree):
-        if not isinstance(node, ast.Attribute) or id(node) in inner:
-            continue
-        chain: list[str] = []
-        value: ast.expr = node
-        while isinstance(value, ast.Attribute):
-            chain.insert(0, value.attr)
-            value = value.value
-        if not isinstance(value, ast.Name) or value.id not in bound:
-            continue
-        current = bound[value.id]
-        for attr in chain:
-            if f"{current}.{attr}" in MODULES:
-                current = f"{current}.{attr}"
-                continue
-            if _private(attr):
-                found.append(f"{node.lineno}: {current}.{attr}")
-            break
+        if isinstance(node, ast.Attribute) and id(node) not in inner:
+            read = _private_in_chain(node, bound)
+            if read:
+                found.append(f"{node.lineno}: {read}")
     return sorted(set(found), key=lambda s: int(s.split(":")[0]))
+
+
+def _private_in_chain(node: ast.Attribute, bound: dict[str, str]) -> str | None:
+    """``tiegraph._walk._hidden`` for ``_walk._hidden.x`` (``_walk`` a module), or None: no such read."""
+    chain: list[str] = []
+    value: ast.expr = node
+    while isinstance(value, ast.Attribute):
+        chain.insert(0, value.attr)
+        value = value.value
+    if not isinstance(value, ast.Name) or value.id not in bound:
+        return None
+    current = bound[value.id]
+    for attr in chain:
+        if f"{current}.{attr}" not in MODULES:
+            return f"{current}.{attr}" if _private(attr) else None
+        current = f"{current}.{attr}"
+    return None
 
 
 #: Modules whose job is to read other libraries' private attributes, and why.

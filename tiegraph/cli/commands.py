@@ -73,10 +73,8 @@ def inspect_command(args: argparse.Namespace) -> int:
         _writable(Path(args.output))
     sets = specs.parse_sets(args.sets)
     peft = wrap.parse_peft(args.peft)
-    if args.check_values and not Path(args.spec).expanduser().is_dir():
-        if specs.looks_like_path(args.spec):
-            raise UsageError(f"no such directory: {args.spec}")
-        raise UsageError(f"--check-values needs a checkpoint directory as SPEC, not {args.spec!r}")
+    if args.check_values:
+        _check_values_needs_a_directory(args.spec)
     built, model, wrappers, tg = _build(args.spec, args, sets, peft, compile=args.compile)
     checkpoint_lines: list[str] = []
     if built.checkpoint is not None:  # its problems are recorded as findings of tg
@@ -124,6 +122,16 @@ def inspect_command(args: argparse.Namespace) -> int:
         print(f"tiegraph inspect: --strict: {_why_strict(summary)}", file=sys.stderr)
         return 1
     return 0
+
+
+def _check_values_needs_a_directory(spec: str) -> None:
+    """``--check-values`` compares saved tensors: SPEC must be a checkpoint directory."""
+    from . import specs
+
+    if not Path(spec).expanduser().is_dir():
+        if specs.looks_like_path(spec):
+            raise UsageError(f"no such directory: {spec}")
+        raise UsageError(f"--check-values needs a checkpoint directory as SPEC, not {spec!r}")
 
 
 def _why_strict(summary: dict[str, Any]) -> str:
@@ -246,24 +254,9 @@ def survey_command(args: argparse.Namespace) -> int:
     """``tiegraph survey``: build every architecture asked for in worker processes, tabulate the rows."""
     import os
 
-    from . import specs, survey, survey_report
+    from . import survey, survey_report
 
-    tasks = _split(args.tasks) or list(survey.DEFAULT_TASKS)
-    bad = [t for t in tasks if t not in TASKS]
-    if bad:
-        raise UsageError(f"unknown task {bad[0]!r}; choose from {', '.join(TASKS)}")
-    only = _split(args.only)
-    if only:
-        known = specs.model_types()
-        unknown = [t for t in only if t not in known]
-        if unknown:
-            raise UsageError(f"unknown model type {unknown[0]!r}" + did_you_mean(unknown[0], known, n=5))
-    if args.limit is not None and args.limit < 1:
-        raise UsageError("--limit must be at least 1")
-    if args.jobs is not None and args.jobs < 1:
-        raise UsageError(f"--jobs must be at least 1, not {args.jobs}")
-    if not args.time_limit > 0:
-        raise UsageError(f"--time-limit must be a positive number of seconds, not {args.time_limit:g}")
+    tasks, only = _survey_choices(args)
     for target in (args.json, args.markdown):
         if target:
             _writable(Path(target))
@@ -291,6 +284,29 @@ def survey_command(args: argparse.Namespace) -> int:
         _write(Path(args.markdown), survey_report.format_markdown(rows, timing, meta))
         print(f"wrote {args.markdown}", file=sys.stderr)
     return 0
+
+
+def _survey_choices(args: argparse.Namespace) -> tuple[list[str], list[str]]:
+    """The tasks and model types ``survey`` was asked for, and its numbers, checked (bad ones: exit 2)."""
+    from . import specs, survey
+
+    tasks = _split(args.tasks) or list(survey.DEFAULT_TASKS)
+    bad = [t for t in tasks if t not in TASKS]
+    if bad:
+        raise UsageError(f"unknown task {bad[0]!r}; choose from {', '.join(TASKS)}")
+    only = _split(args.only)
+    if only:
+        known = specs.model_types()
+        unknown = [t for t in only if t not in known]
+        if unknown:
+            raise UsageError(f"unknown model type {unknown[0]!r}" + did_you_mean(unknown[0], known, n=5))
+    if args.limit is not None and args.limit < 1:
+        raise UsageError("--limit must be at least 1")
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError(f"--jobs must be at least 1, not {args.jobs}")
+    if not args.time_limit > 0:
+        raise UsageError(f"--time-limit must be a positive number of seconds, not {args.time_limit:g}")
+    return tasks, only
 
 
 def _read_survey(path: str) -> dict[str, Any]:
