@@ -560,6 +560,45 @@ def report(works: list[Workload], smoke: bool, cli: dict[str, float] | None = No
     return "\n".join(lines) + "\n"
 
 
+def replica_check_cost(smoke: bool) -> str:
+    """One line: what ``tiegraph.distributed.check_tied_replicas`` costs per call (one gloo rank, CPU).
+
+    The copies are an embedding and its head of Llama 3.2 1B's shape (128256 x 2048, bfloat16; 1000 x 64
+    with --smoke): the fingerprint reads 16 rows whatever the size, so the all_gather dominates.
+    """
+    import tempfile
+
+    import torch.distributed as dist
+
+    import tiegraph.distributed
+
+    rows, cols = (1000, 64) if smoke else (128256, 2048)
+    model = nn.Module()
+    model.embed = nn.Embedding(
+        rows, cols, dtype=torch.bfloat16, _weight=torch.zeros(rows, cols, dtype=torch.bfloat16)
+    )
+    model.head = nn.Linear(cols, rows, bias=False, dtype=torch.bfloat16)
+    ties = [["embed.weight", "head.weight"]]
+    started_group = not dist.is_initialized()
+    if started_group:
+        store = dist.FileStore(os.path.join(tempfile.mkdtemp(), "store"), 1)
+        dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+    try:
+        calls = 5 if smoke else 30
+        tiegraph.distributed.check_tied_replicas(model, ties)  # warm up
+        started = time.perf_counter()
+        for _ in range(calls):
+            tiegraph.distributed.check_tied_replicas(model, ties)
+        per_call = (time.perf_counter() - started) / calls * 1000
+    finally:
+        if started_group:
+            dist.destroy_process_group()
+    return (
+        f"\ncheck_tied_replicas (one gloo rank, CPU; two {rows} x {cols} bfloat16 copies): "
+        f"{per_call:.2f} ms per call (mean of {calls}; 16 rows read per copy, then one all_gather_object)\n"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--smoke", action="store_true", help="tiny workloads, 3 rounds (CI: proves it runs)")
@@ -587,6 +626,8 @@ def main(argv: list[str] | None = None) -> int:
         gc.collect()
     cli = None if args.smoke or args.only else targets.cli_times()
     text = report(works, args.smoke, cli)
+    if not args.only:
+        text += replica_check_cost(args.smoke)
     print(text)
     if args.markdown:
         with open(args.markdown, "w") as out:

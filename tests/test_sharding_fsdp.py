@@ -12,6 +12,7 @@ The prediction tiegraph makes on a *meta* copy of the model, in this process, mu
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +128,7 @@ def test_storage_and_view_findings() -> None:
     factory, plan_of = PLANS["storage-root"]
     with torch.device("meta"):
         model = factory()
-    assert [f.kind for f in tiegraph.check_shard_plan(model, plan_of(model))] == ["fsdp-storage-tie-lost"]
+    assert [f.kind for f in tiegraph.check_shard_plan(model, plan_of(model))] == ["storage-only-tie"]
     factory, plan_of = PLANS["view-root"]
     (found,) = tiegraph.check_shard_plan(factory(), [""])
     assert found.kind == "fsdp-view-tie-refused"
@@ -198,3 +199,35 @@ def test_after_a_good_cut_the_tie_is_seen_and_nothing_is_found(
     for seen in ranks:
         assert seen[case]["groups"] == [["lm_head.weight", "model.embed_tokens.weight"]]
         assert seen[case]["audit"] == []
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    from tiegraph.cli import main
+
+    code = main(["inspect", "llama", "--set", "tie_word_embeddings=true", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_shard_plan(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "--shard-plan", "each:LlamaDecoderLayer;model.embed_tokens;root")
+    assert code == 0
+    assert "shard plan: error: fsdp-split-tie-raises" in out
+    assert "fully_shard([model.model.embed_tokens, model.lm_head])" in out
+    code, out, _ = run_cli(
+        capsys, "--shard-plan", "each:LlamaDecoderLayer;model.embed_tokens;root", "--strict"
+    )
+    assert code == 1
+    code, out, _ = run_cli(capsys, "--shard-plan", "each:LlamaDecoderLayer;model.embed_tokens,lm_head;root")
+    assert (code, "shard plan:" in out) == (0, False)
+    code, out, _ = run_cli(capsys, "--shard-plan", "policy:LlamaDecoderLayer", "--format", "json")
+    assert json.loads(out)["shard_plan"] == []
+
+
+def test_cli_bad_shard_plan_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(capsys, "--shard-plan", "nope;root")
+    assert code == 2
+    assert err.strip().splitlines() == [
+        "tiegraph inspect: error: --shard-plan: the shard plan names 'nope', which is not a module of the "
+        "model; use a path that model.named_modules() yields, or pass the module itself"
+    ]

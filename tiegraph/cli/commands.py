@@ -82,7 +82,7 @@ def inspect_command(args: argparse.Namespace) -> int:
             tg, built.model, built.checkpoint, check_values=args.check_values
         )
     acceptances = _acceptances(args)
-    summary = summaries.summarise(tg, accept=acceptances)
+    summary, plan = summaries.summarise(tg, accept=acceptances), _shard_plan(model, args.shard_plan)
     problem = any(f["severity"] in ("error", "warning") and not f["accepted"] for f in summary["findings"])
 
     if fmt != "text":
@@ -90,7 +90,9 @@ def inspect_command(args: argparse.Namespace) -> int:
             print(f"tiegraph inspect: note: {note}", file=sys.stderr)
     if fmt == "text":
         text = _text_report(tg, built, wrappers, acceptances)
-        text += "".join(f"\n{line}" for line in checkpoint_lines)
+        text += "".join(
+            f"\n{line}" for line in [*checkpoint_lines, *(f"shard plan: {f.severity}: {f}" for f in plan)]
+        )
         _emit(text + "\n", args.output)
     elif fmt == "json":
         data = {
@@ -105,6 +107,7 @@ def inspect_command(args: argparse.Namespace) -> int:
             "parameters": summaries.count_parameters(model),
             **summary,
             "checkpoint": _checkpoint_json(built, checkpoint_lines),
+            "shard_plan": [dict(dataclasses.asdict(f), severity=f.severity) for f in plan],
             "graph": tg.to_json(),
         }
         _emit(json.dumps(data, indent=1, default=str) + "\n", args.output)
@@ -118,8 +121,8 @@ def inspect_command(args: argparse.Namespace) -> int:
             _write_picture(tg, args.output, fmt)
     if args.output:
         print(f"wrote {args.output}", file=sys.stderr)
-    if args.strict and problem:
-        print(f"tiegraph inspect: --strict: {_why_strict(summary)}", file=sys.stderr)
+    if args.strict and (problem or any(f.fails for f in plan)):
+        print(f"tiegraph inspect: --strict: {_why_strict(summary, plan)}", file=sys.stderr)
         return 1
     return 0
 
@@ -134,13 +137,27 @@ def _check_values_needs_a_directory(spec: str) -> None:
         raise UsageError(f"--check-values needs a checkpoint directory as SPEC, not {spec!r}")
 
 
-def _why_strict(summary: dict[str, Any]) -> str:
-    """One line: what made a --strict run fail (errors and warnings not accepted)."""
+def _shard_plan(model: Any, text: str | None) -> list[Any]:
+    """The findings of ``--shard-plan`` (none without it); a bad plan is a usage error."""
+    if not text:
+        return []
+    from ..errors import TiegraphError
+    from ..sharding import check_shard_plan
+    from ..sharding._plan import parse_plan
+
+    try:
+        return check_shard_plan(model, parse_plan(model, text))
+    except TiegraphError as error:
+        raise UsageError(f"--shard-plan: {error}") from None
+
+
+def _why_strict(summary: dict[str, Any], plan: Sequence[Any] = ()) -> str:
+    """One line: what made a --strict run fail (errors and warnings not accepted, of the shard plan too)."""
     failing = [
         f["kind"]
         for f in summary.get("findings") or []
         if f["severity"] in ("error", "warning") and not f["accepted"]
-    ]
+    ] + [f.kind for f in plan if f.fails]
     return f"the audit found {plural(len(failing), 'error or warning', 'errors or warnings')} " + (
         f"not accepted ({', '.join(dict.fromkeys(failing))})"
     )

@@ -135,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="lora:lm_head,q_proj | lora-tied:lm_head (ensure_weight_tying) | modules-to-save:lm_head",
     )
     wrap.add_argument("--compile", action="store_true", help="wrap in torch.compile (nothing is compiled)")
+    wrap.add_argument(
+        "--shard-plan",
+        metavar="PLAN",
+        help="check an FSDP2 plan before sharding: calls split by ';', modules of one call by ',', 'root', "
+        "'each:LlamaDecoderLayer', or 'policy:LlamaDecoderLayer' (accelerate's layer-class wrap policy)",
+    )
     out = p.add_argument_group("output")
     out.add_argument("--format", choices=FORMATS, help="output format (default: from -o's suffix, else text)")
     out.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")

@@ -213,3 +213,37 @@ def assign(calls: list[Call]) -> dict[int, int]:
             stack.extend(module.children())
         sharded |= roots
     return owner
+
+
+def parse_plan(model: nn.Module, text: str) -> Any:
+    """A plan written on the command line: ``;`` between calls, ``,`` between the modules of one call.
+
+    ``root`` is the model itself, ``each:CLASS[,CLASS]`` one call per module of those classes (in model
+    order), and ``policy:CLASS[,CLASS]`` alone stands for a layer-class wrap policy (see :func:`resolve`).
+
+    Examples
+    --------
+    >>> import torch
+    >>> m = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.ReLU(), torch.nn.Linear(2, 2))
+    >>> parse_plan(m, "each:Linear; root") == [m[0], m[2], m]
+    True
+    >>> parse_plan(m, "0,2;root")[0], parse_plan(m, "policy:Linear")
+    (['0', '2'], {'transformer_layer_cls_to_wrap': ['Linear']})
+    """
+    text = text.strip()
+    if text.startswith("policy:"):
+        return {"transformer_layer_cls_to_wrap": [n.strip() for n in text[7:].split(",") if n.strip()]}
+    calls: list[Any] = []
+    for part in (p.strip() for p in text.split(";")):
+        if part.startswith("each:"):
+            names = {n.strip() for n in part[5:].split(",")}
+            found = [m for m in model.modules() if type(m).__name__ in names]
+            if not found:
+                raise TiegraphError(f"the shard plan's {part!r} matches no module of the model")
+            calls += found
+        elif part == "root":
+            calls.append(model)
+        elif part:
+            items = [p.strip() for p in part.split(",") if p.strip()]
+            calls.append(items if len(items) > 1 else items[0])
+    return calls

@@ -7,8 +7,9 @@ compared after an SGD step with a tied and an untied single-process model; see :
   split across calls it raises ``ValueError: Parameter ... is shared with a parameter already managed by
   another FSDP group`` at the first forward when one call covers every group holding it (a root call),
   and otherwise trains silently untied (an end no call takes stays a plain, unsynced Parameter);
-- a **storage-only tie** (several Parameter objects over the same bytes) is always lost: each
-  Parameter is copied into its own sharded tensor, even inside one call;
+- a **storage tie** (several Parameter objects over the same bytes) is always lost: each Parameter is
+  copied into its own sharded tensor, even inside one call (the kinds of :mod:`tiegraph.identity`,
+  ``storage-only-tie``, or ``storage-tie-by-view`` for a contiguous view such as a slice);
 - a **view tie** whose view is not contiguous (a transposed weight) is refused at the ``fully_shard``
   call that takes it (``NotImplementedError: FSDP does not support non-contiguous parameters``).
 
@@ -22,6 +23,7 @@ from typing import Any
 
 from torch import nn
 
+from .. import identity
 from .._finding import Finding, finding, kinds
 from ._plan import Call, assign, resolve
 
@@ -44,13 +46,6 @@ KINDS: dict[str, str] = kinds(
             "{paths} are one Parameter, but the plan splits it ({where}) and no call covers both, so each "
             "end gets its own copy and training goes on silently untied; {fix} (rule verified with "
             "{verified}).",
-        ),
-        "fsdp-storage-tie-lost": (
-            "error",
-            "{paths} are {count} Parameter objects over the same bytes (a storage-only tie): fully_shard "
-            "copies each Parameter into its own sharded tensor, so they train untied whatever the plan; make "
-            "them one Parameter (assign the same nn.Parameter to every slot, e.g. model.tie_weights()) "
-            "before sharding (rule verified with {verified}).",
         ),
         "fsdp-view-tie-refused": (
             "error",
@@ -186,6 +181,21 @@ def _identity_outcome(
     return "unties", "fsdp-split-tie-unties", fields
 
 
+def _layout(param: nn.Parameter) -> tuple[object, ...]:
+    return (tuple(param.shape), param.stride(), param.storage_offset(), param.dtype)
+
+
+def _storage_finding(ends: list[_End], group: tuple[str, ...]) -> Finding:
+    """The identity room's kind for several Parameter objects over shared bytes: fully_shard unties them."""
+    if len({_layout(e.param) for e in ends}) == 1:
+        source = next((e for e in ends if isinstance(e.module, nn.Embedding)), ends[0])
+        targets = [e for e in ends if e is not source]
+        how = "; ".join(f"model.{e.slot} = model.{source.slot}" for e in targets)
+        return finding(identity.KINDS, "storage-only-tie", group, count=len(ends), how=how)
+    detail = ", ".join(f"{e.slot} {'x'.join(map(str, e.param.shape))}" for e in ends)
+    return finding(identity.KINDS, "storage-tie-by-view", group, detail=detail, peft="")
+
+
 def _outcome(model: nn.Module, calls: list[Call], ends: list[_End]) -> Outcome:
     group = tuple(sorted(e.slot for e in ends))
     params = {id(e.param): e for e in ends}
@@ -206,8 +216,7 @@ def _outcome(model: nn.Module, calls: list[Call], ends: list[_End]) -> Outcome:
     if all(e.call is None for e in ends):
         return Outcome(group, "kept", None)
     if len(params) > 1:
-        found = finding(KINDS, "fsdp-storage-tie-lost", group, count=len(params), **verified)
-        return Outcome(group, "unties", found)
+        return Outcome(group, "unties", _storage_finding(list(params.values()), group))
     verdict, kind, fields = _identity_outcome(model, calls, ends)
     return Outcome(group, verdict, finding(KINDS, kind, group, **fields, **verified) if kind else None)
 
@@ -249,7 +258,7 @@ def check_shard_plan(model: nn.Module, plan: Any) -> list[Finding]:
     -------
     list of Finding
         One per tie group the plan breaks: ``fsdp-split-tie-raises`` (torch raises at the first forward),
-        ``fsdp-split-tie-unties`` (trains silently untied), ``fsdp-storage-tie-lost`` (several Parameter
+        ``fsdp-split-tie-unties`` (trains silently untied), ``storage-only-tie`` (several Parameter
         objects over one storage: always lost), ``fsdp-view-tie-refused`` (``fully_shard`` refuses a
         non-contiguous view). Each message names the calls and the grouping that fixes it.
 
