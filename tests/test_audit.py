@@ -400,7 +400,7 @@ def test_logging_quiet(caplog: pytest.LogCaptureFixture, build: Any) -> None:
 
 @pytest.mark.parametrize(("top", "text"), [(False, True), (True, False)])
 def test_config_flags_disagree_names_the_flag_transformers_obeys(build: Any, top: bool, text: bool) -> None:
-    """Issue 12.9: Llava's top-level and text-config tie flags differ; transformers obeys the top-level one
+    """Llava's top-level and text-config tie flags differ; transformers obeys the top-level one
     (LlavaForConditionalGeneration declares the tie and reads its own config), and the finding says so."""
     tg = build(llava(top, text_tie=text))
     assert tg.tied_to_input_embedding() == (["lm_head"] if top else [])  # what transformers did
@@ -544,7 +544,7 @@ def test_every_core_kind_is_registered() -> None:
 
 
 def test_full_path_lines_have_one_indentation(build: Any) -> None:
-    """Issue 12.11: a declared tie's full-path line was indented by the width of the status column (8 or
+    """A declared tie's full-path line was indented by the width of the status column (8 or
     12 spaces depending on the model); tie groups aligned their full paths per group. Both are fixed now."""
     indents = set()
     for model in (modules_to_save_lm_head(), modules_to_save_embed_tokens()):

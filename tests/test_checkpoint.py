@@ -1,4 +1,4 @@
-"""Checkpoints audited like models (issue 11, item 5): every verdict checked against ``from_pretrained``.
+"""Checkpoints audited like models: every verdict checked against ``from_pretrained``.
 
 Each case saves a tiny real Llama with ``save_pretrained`` into ``tmp_path``, edits its safetensors file and
 its ``config.json`` the way checkpoints go wrong, and then asks two questions of the same directory: what

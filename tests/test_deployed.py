@@ -1,4 +1,4 @@
-"""Deployed models (issue 10): accelerate offload hooks, placement, device maps, quantized and odd tensors.
+"""Deployed models: accelerate offload hooks, placement, device maps, quantized and odd tensors.
 
 Real libraries only: accelerate, torchao, bitsandbytes (CPU backend), optimum-quanto and hqq, on tiny
 transformers models built from configs (saved to ``tmp_path`` when ``from_pretrained`` is the flow).

@@ -1,4 +1,4 @@
-"""``tiegraph.diff``: what a step did to the ties (issue 11, item 1), on real tiny transformers and PEFT.
+"""``tiegraph.diff``: what a step did to the ties, on real tiny transformers and PEFT.
 
 Every step here is a real call (``get_peft_model``, ``torch.compile``, ``model.to(dtype)``, a re-assigned
 parameter, a JSON round trip); the expected answers are read off what torch really holds afterwards.

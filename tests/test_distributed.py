@@ -1,4 +1,4 @@
-"""Ties under torch.distributed: DDP, FSDP2 ``fully_shard``, activation checkpointing, FSDP1 (issue 7).
+"""Ties under torch.distributed: DDP, FSDP2 ``fully_shard``, activation checkpointing, FSDP1.
 
 Two real gloo ranks on CPU run ``tests/_dist_workers.py`` once (a FileStore in ``tmp_path``, loopback only,
 bounded by a timeout) and write what each saw; the tests here compare the ranks with each other and with

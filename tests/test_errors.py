@@ -1,4 +1,4 @@
-"""Bad input gets a clear error, and analysis never changes the model or reads its data (issue 2, item 5)."""
+"""Bad input gets a clear error, and analysis never changes the model or reads its data."""
 
 from __future__ import annotations
 

@@ -580,7 +580,7 @@ def _two_paths_one_place() -> nn.Module:
 
 
 def test_one_place_through_two_wrapper_paths_is_not_a_tie_anywhere(build):
-    """Issue 12.1: the repr and the picture captions counted tie groups by slot (1) while tie_groups()
+    """The repr and the picture captions counted tie groups by slot (1) while tie_groups()
     counts canonical names ([]); all of them now ask TieGraph."""
     model = _two_paths_one_place()
     rule = tiegraph.register_wrapper(type(model), drop=("inner", "alias"))
@@ -600,7 +600,7 @@ def test_one_place_through_two_wrapper_paths_is_not_a_tie_anywhere(build):
 
 @pytest.mark.parametrize("wrap", [lambda m: m, torch.compile], ids=["plain", "compiled"])
 def test_component_of_the_root_is_every_slot(build, wrap):
-    """Issue 12.1: component("") was every slot from TieGraph but only the root's own slots from the
+    """``component("")`` was every slot from TieGraph but only the root's own slots from the
     graph walk behind to_dot(component=""); both now answer every slot."""
     m = nn.Module()
     m.w = nn.Parameter(torch.zeros(2))
@@ -622,7 +622,7 @@ def _slot_nodes(tg):
 
 
 def test_jupyter_renders_the_picture_once_per_display(build, monkeypatch):
-    """Issue 12.3: IPython asks for HTML and SVG of one object; Graphviz runs once, not twice."""
+    """IPython asks for HTML and SVG of one object; Graphviz runs once, not twice."""
     from IPython.core.formatters import DisplayFormatter
 
     calls = []
@@ -662,7 +662,7 @@ class _DeclaredTiny(nn.Module):
 
 @pytest.mark.parametrize(("rankdir", "side"), [("LR", "w"), ("TB", "n")])
 def test_declared_tie_is_drawn_beside_the_share_edge(build, rankdir, side):
-    """Issue 12.11: a declared tie coinciding with a share edge was drawn under it. Declared (and
+    """A declared tie coinciding with a share edge was drawn under it. Declared (and
     same-name) edges leave and enter on the side away from the storage, so they curve beside the straight
     share edge, and their labels sit outside the module boxes."""
     g = _dot(build(_DeclaredTiny()), rankdir=rankdir)
@@ -674,14 +674,14 @@ def test_declared_tie_is_drawn_beside_the_share_edge(build, rankdir, side):
 
 
 def test_storage_is_labelled_by_what_it_stores(build):
-    """Issue 12.11: storages said 'storage t0'; they say dtype, shape, size and device."""
+    """Storages said 'storage t0'; they say dtype, shape, size and device."""
     g = _dot(build(_DeclaredTiny()))
     (storage,) = [a for n, a in _nodes(g).items() if n.startswith("t")]
     assert _text(storage["label"]).splitlines() == ["storage", "float32 8×4 · 128 B · cpu"]
 
 
 def test_legend_has_an_entry_for_every_node_kind_drawn(build):
-    """Issue 12.11: a buffer slot of the input embedding was drawn dashed with no legend entry."""
+    """A buffer slot of the input embedding was drawn dashed with no legend entry."""
 
     class Embed(nn.Module):
         def __init__(self) -> None:

@@ -284,3 +284,16 @@ def test_every_listed_reader_still_reads() -> None:
     """The allow-list names only modules that still need it."""
     for module in FOREIGN_PRIVATE_READERS:
         assert attribute_reads(module, _tree(module)) - ALL_OWN, module
+
+
+HISTORY = re.compile(r"\b[Ii]ssue \d+|\b20\d\d-[01]\d-[0-3]\d\b|\bwas \d+(\.\d+)?x\b")
+
+
+@pytest.mark.parametrize("path", sorted([*PACKAGE.rglob("*.py"), *(ROOT / "tests").rglob("*.py")]))
+def test_code_does_not_narrate_history(path: Path) -> None:
+    """No dates, tiegraph issue numbers or "was" speed figures in code: ``docs/changelog.md`` remembers.
+
+    Other projects' issues stay where they explain a rule (``peft#2777``).
+    """
+    found = [m.group(0) for m in HISTORY.finditer(path.read_text())]
+    assert found == []

@@ -31,7 +31,7 @@ class Holder(nn.Module):
 
 
 def test_two_model_roots_keep_their_prefixes(build: BuildFn) -> None:
-    """Issue 12.6: neither ``policy.`` nor ``ref.`` is dropped, and nothing is silently the policy's."""
+    """Neither ``policy.`` nor ``ref.`` is dropped, and nothing is silently the policy's."""
     tg = build(Pair())
     assert tg.tie_groups() == [
         ["policy.lm_head.weight", "policy.model.embed_tokens.weight"],

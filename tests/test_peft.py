@@ -1,4 +1,4 @@
-"""Real PEFT (0.21) wrappers over a tied tiny Llama (issue 2, item 3).
+"""Real PEFT (0.21) wrappers over a tied tiny Llama.
 
 Canonical answers are the plain model names (``lm_head``); full answers are the real paths, read from the
 wrapped models with ``named_parameters(remove_duplicate=False)`` / ``named_buffers``. The structures these

@@ -1,4 +1,4 @@
-"""PEFT flows (issue 11, item 4): adapters on tied modules, and what merge/unload/add_adapter do, via diff.
+"""PEFT flows: adapters on tied modules, and what merge/unload/add_adapter do, via diff.
 
 Real peft 0.21.2 on a tiny tied Llama. LoRA weights are initialised randomly (``init_lora_weights=False``)
 so that a merge really changes the weights: the tests check the findings against what the merge does.

@@ -6,7 +6,7 @@ import tiegraph
 
 
 def test_dir_shows_the_public_names_only() -> None:
-    """Issue 12.11: ``dir(tiegraph)`` listed ``annotations`` and ``nn`` (this module's own imports)."""
+    """``dir(tiegraph)`` listed ``annotations`` and ``nn`` (this module's own imports)."""
     names = dir(tiegraph)
     assert "annotations" not in names
     assert "nn" not in names

@@ -1,4 +1,4 @@
-"""Storage cases of issue 2 (item 3, "storage"): the share relation on exact bytes, one small model each.
+"""Storage cases: the share relation on exact bytes, one small model each.
 
 Every case is a builder function registered with :func:`case`; its docstring says which behaviour it pins
 and the decorator holds the expected answers (full names; canonical ones where they differ). Each case runs

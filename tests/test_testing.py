@@ -1,4 +1,4 @@
-"""``tiegraph.testing``: assertions users put in their own tests (issue 11, item 2), and their messages."""
+"""``tiegraph.testing``: assertions users put in their own tests, and their messages."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Real transformers models from tiny configs: input embedding, tied targets and tie groups (issue 2, item 3).
+"""Real transformers models from tiny configs: input embedding, tied targets and tie groups.
 
 Every expectation below was read from the real model in transformers 5.23 (``named_parameters(
 remove_duplicate=False)``, object identity and storage), not from ``_tied_weights_keys`` or the config

@@ -1,4 +1,4 @@
-"""Value verdicts (issue 11, item 3): ``build_graph(model, check_values=True)`` on real tiny models."""
+"""Value verdicts: ``build_graph(model, check_values=True)`` on real tiny models."""
 
 from __future__ import annotations
 

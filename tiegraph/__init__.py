@@ -60,7 +60,7 @@ __version__ = "0.1.0"
 
 
 def __dir__() -> list[str]:
-    """The public names only: no ``annotations`` or ``nn`` from this module's own imports (issue 12.11)."""
+    """The public names only: no ``annotations`` or ``nn`` from this module's own imports."""
     return sorted([*__all__, "__version__"])
 
 

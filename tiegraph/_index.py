@@ -4,8 +4,8 @@ Everything public is derived from it: the networkx graph (:mod:`tiegraph.graph`)
 :class:`tiegraph.TieGraph`. It holds no strong reference to the model's modules or tensors (only their
 classes, and one weak reference to the model), so a graph never keeps a model alive.
 
-Design (issue 15): eager what decides a tie, lazy everything else
-------------------------------------------------------------------
+Design: eager what decides a tie, lazy everything else
+------------------------------------------------------
 A build records, per module path, its parent, segment name and class; per non-empty slot dict, one
 run (``d_number``: ``2 * path`` for parameters, ``2 * path + 1`` for buffers; ``d_size``: its slots); per
 slot, its attribute name; the share relation (``shares`` pairs, and the tie groups as a small dict of

@@ -3,8 +3,8 @@
 Data flows one way: module tree -> slots -> share relation -> index. The networkx graph and every query
 are derived from the index (:mod:`tiegraph.graph`); nothing here reads tensor data or modifies the model.
 
-Design (issue 15): what a build does, and what it leaves for later
--------------------------------------------------------------------
+Design: what a build does, and what it leaves for later
+-------------------------------------------------------
 The cost of a build is Python work per module and per slot, and on large models memory traffic (each pass
 over 100k cold tensors costs milliseconds), not the C calls. So the builder does as little per-slot Python
 as it can, lets C loops (``map``, ``itertools``, ``Counter``) do the rest, and touches each object while it
@@ -44,14 +44,11 @@ is in cache. The rooms:
    captured raw and expanded on first use; the input embedding is found without a pass over every path
    (:mod:`tiegraph._embedding`).
 
-Measured (``benchmarks/RESULTS.md``, one run of ``benchmarks/bench.py`` on 2026-11-29 20:52 UTC, idle 2-core
-machine, CPU medians): build + ``tied_to_input_embedding()`` 0.56x accelerate's ``find_tied_parameters`` on
-the 70B-shaped meta Llama (was 1.44x before the lazy index), 0.54-0.91x on the other plain-tensor workloads,
-1.53x on a torchao int8 model (slow path), where the bench's read floor (the reads an exact answer cannot
-skip) alone is 1.11x and tiegraph is 1.38x that floor, as on the plain model; the 100k-slot tree's build
-1.18x a bare ``named_parameters`` walk (was 4.7x); build peak 184-506 B per slot.
+What this costs against accelerate's ``find_tied_parameters`` and a bare ``named_parameters`` walk, and
+against the read floor (the reads an exact answer cannot skip), is measured by ``benchmarks/bench.py``; the
+latest run is in ``benchmarks/RESULTS.md``.
 
-Alternatives measured and dropped (issue 15): eager metadata at build (~1.5x the bare walk on 100k),
+Alternatives measured and dropped: eager metadata at build (~1.5x the bare walk on 100k),
 ``named_modules()`` as the walk (twice the iterator stack), per-slot owner and flag lists (~15 ms of a 170 ms
 build on 100k), asking every storage for its data pointer on meta (~13 ms), a Python union-find over the
 candidate slots (~25 ms), ``torch._C._storage_id`` as the key (slower than ``untyped_storage``), and

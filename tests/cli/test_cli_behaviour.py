@@ -1,4 +1,4 @@
-"""Exit codes and messages a new user tripped on (issue 12.7, 12.10): each one run through ``main(argv)``
+"""Exit codes and messages a new user tripped on: each one run through ``main(argv)``
 in-process, or as a real subprocess where the environment must differ (a hidden package, a cache)."""
 
 from __future__ import annotations
