@@ -89,6 +89,18 @@ def tied_to_input_embedding(G: nx.MultiDiGraph, *, full_paths: bool = False) -> 
             owners.update(u for u, _, kind in G.in_edges(node, keys=True) if kind == "owns")
     if G.nodes[primary]["kind"] == "slot":
         owners.discard(next(u for u, _, kind in G.in_edges(primary, keys=True) if kind == "owns"))
+    else:  # every other path of the embedding's module object is the embedding too, and what lies under it
+        obj = G.nodes[primary]["object"]
+        aliases = [
+            d["path"]
+            for n, d in G.nodes(data=True)
+            if d["kind"] == "module" and d["object"] == obj and n != primary
+        ]
+        owners = {
+            o
+            for o in owners
+            if not any(G.nodes[o]["path"] == a or G.nodes[o]["path"].startswith(a + ".") for a in aliases)
+        }
     if full_paths:
         return sorted(G.nodes[o]["path"] for o in owners)
     own = input_embedding(G)

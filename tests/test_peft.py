@@ -30,10 +30,11 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from models import PEFT_MODELS
+from models import PEFT_MODELS, llama
 from torch import nn
 
 import tiegraph
+import tiegraph.testing
 
 P = "base_model.model."  # PeftModel.base_model (LoraModel/...Model) .model (LlamaForCausalLM)
 
@@ -280,3 +281,28 @@ def test_peft_helper_disagrees_where_reference_says() -> None:
     assert _get_module_names_tied_with_embedding(lora) == ["lm_head.base_layer"]
     assert tiegraph.tied_to_input_embedding(mts) == ["lm_head"]
     assert tiegraph.tied_to_input_embedding(lora) == ["lm_head"]
+
+
+@pytest.mark.parametrize("kind", ["prompt-tuning", "prefix-tuning", "p-tuning"])
+def test_prompt_learning_word_embeddings_alias_is_the_input_embedding(kind: str) -> None:
+    """PEFT prompt learning registers the input embedding again as ``PeftModel.word_embeddings``: that alias
+    is the input embedding, not a tied target, and a fresh model has no finding (``--strict`` passes)."""
+    from peft import PrefixTuningConfig, PromptEncoderConfig, PromptTuningConfig, TaskType, get_peft_model
+
+    config = {
+        "prompt-tuning": PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=4),
+        "prefix-tuning": PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=4),
+        "p-tuning": PromptEncoderConfig(
+            task_type=TaskType.CAUSAL_LM, num_virtual_tokens=4, encoder_hidden_size=8
+        ),
+    }[kind]
+    model = get_peft_model(llama(True), config)
+    assert model.word_embeddings is model.get_input_embeddings()
+    tg = tiegraph.build_graph(model)
+    assert tg.tied_to_input_embedding() == ["lm_head"]
+    assert tg.tied_to_input_embedding(full_paths=True) == ["base_model.lm_head"]
+    assert tiegraph.tied_to_input_embedding(model) == ["lm_head"]
+    assert tg.audit() == []
+    tiegraph.testing.assert_no_findings(model)
+    untied = get_peft_model(llama(False), config)  # an untied model is still reported as untied
+    assert tiegraph.build_graph(untied).tied_to_input_embedding() == []

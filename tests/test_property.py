@@ -20,7 +20,7 @@ the storage), empty tensors, on CPU, on the meta device or mixed. The answers of
   nothing; tie groups are the connected components with at least two slots;
 * tied targets are every module path (aliases included) owning a slot in the component of a slot inside
   the input embedding (its primary path, the first path ``named_modules()`` yields, and everything under
-  it), minus the primary path and the paths under it.
+  it), minus the embedding's own paths (every path of its module object) and the paths under them.
 
 On failure Hypothesis prints the shrunk recipe and, as notes, the Python code it executed and the table of
 resulting slots (shape, stride, offset, storage).
@@ -582,7 +582,9 @@ def oracle(model: nn.Module, embedding: nn.Module | None) -> Oracle:
         primary = next(p for p, m in model.named_modules() if m is embedding)
         inside = [name for name, _ in named if under(owner(name), primary)]
         reached = set().union(*(component_of[name] for name in inside))
-        tied = sorted({owner(s) for s in reached} - {owner(s) for s in reached if under(owner(s), primary)})
+        # the embedding's own paths: every path of its module object, and what lies under them
+        own = [p for p, m in model.named_modules(remove_duplicate=False) if m is embedding]
+        tied = sorted({owner(s) for s in reached if not any(under(owner(s), p) for p in own)})
     modules = [path for path, _ in model.named_modules(remove_duplicate=False)]
     return Oracle(component_of, modules, groups, primary, tied)
 

@@ -335,6 +335,21 @@ class Index:
         known = self.__dict__.get("_m_object")
         return i if known is None and self.objects_distinct else self.m_object[i]
 
+    def under_alias_of_input_embedding(self, i: int) -> bool:
+        """True when module path ``i`` is, or lies under, another path of the input embedding's module.
+
+        Such a path (PEFT prompt learning's ``word_embeddings``) is the input embedding, not a tied target.
+        """
+        if self.ie_module < 0 or (self.__dict__.get("_m_object") is None and self.objects_distinct):
+            return False
+        embedding = self.object_of(self.ie_module)
+        parent = self.m_parent
+        while i >= 0:
+            if i != self.ie_module and self.object_of(i) == embedding:
+                return True
+            i = parent[i]
+        return False
+
     def first_path_of(self, i: int) -> int:
         """The first module path of the module object at path ``i`` (its primary path)."""
         if self.__dict__.get("_m_object") is None and self.objects_distinct:

@@ -69,6 +69,10 @@ class GraphView:
         """Parent module path of ``i`` (-1 for the root)."""
         return self._idx.m_parent[i]
 
+    def is_input_embedding_alias(self, i: int) -> bool:
+        """Module path ``i`` is, or lies under, another path of the input embedding's module object."""
+        return self._idx.under_alias_of_input_embedding(i)
+
     # ------------------------------------------------------------------ slots
     @property
     def num_slots(self) -> int:

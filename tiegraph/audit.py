@@ -438,10 +438,13 @@ def _declaration(view: GraphView, slots: list[int]) -> str:
 def _unconnected(view: GraphView, slots: list[int], links: dict[int, list[int]]) -> list[str]:
     """Canonical names of a tie group when declarations do not connect all of it, else []."""
     # adapter slots (lora_A.default, ...) belong to a tuner layer; PEFT ties them on purpose
+    # and a slot seen through another path of the input embedding's module (PEFT prompt learning's
+    # word_embeddings) is the embedding's own slot, named again
     model_slots = [
         s
         for s in slots
         if view.module_canonical(view.slot_owner(s)) == view.module_belongs(view.slot_owner(s))
+        and not view.is_input_embedding_alias(view.slot_owner(s))
     ]
     names = {view.slot_canonical(s) for s in model_slots}
     if len(names) < 2:

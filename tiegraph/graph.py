@@ -167,7 +167,8 @@ class TieGraph:
         """Module paths tied to the input embedding, sorted (canonical by default).
 
         Every module path (aliases included) owning a slot that shares memory, directly or through its tie
-        group, with a slot inside the input embedding; the embedding's own path and paths under it excluded.
+        group, with a slot inside the input embedding; the embedding's own paths (every path of its module
+        object, such as PEFT's ``word_embeddings``) and paths under them excluded.
 
         Raises
         ------
@@ -184,6 +185,7 @@ class TieGraph:
         wanted = {idx.root_of_slot(s) for s in idx.ie_slots}
         owner_of = idx.owner_of
         owners = {owner_of(s) for root in wanted for s in groups.get(root, ()) if s not in inside}
+        owners = {o for o in owners if not idx.under_alias_of_input_embedding(o)}
         if idx.ie_module < 0:
             owners.discard(owner_of(idx.ie_slots[0]))
         if full_paths:
