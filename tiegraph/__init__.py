@@ -14,14 +14,9 @@ share memory with the input embedding, which slots form tie groups, and how the 
 
 from __future__ import annotations
 
-from torch import nn
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
 
-from . import naming
-from ._finding import Finding
-from .build import InputEmbedding, build_graph
-from .declared import DeclaredTie
-from .deployed import check_device_map
-from .diff import TieDiff, diff
 from .errors import (
     ConfigurationError,
     CycleError,
@@ -31,9 +26,52 @@ from .errors import (
     RenderError,
     TiegraphError,
 )
-from .graph import TieGraph
-from .naming import register_wrapper
-from .sharding import check_shard_plan
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from . import naming
+    from ._finding import Finding
+    from .build import InputEmbedding, build_graph
+    from .declared import DeclaredTie
+    from .deployed import check_device_map
+    from .diff import TieDiff, diff
+    from .graph import TieGraph
+    from .naming import register_wrapper
+    from .sharding import check_shard_plan
+
+#: Where each public name lives. They are imported on first use (PEP 562), so ``import tiegraph`` and the
+#: command line's ``--version``, ``--help`` and usage errors do not wait for torch and transformers.
+_LAZY = {
+    "Finding": "._finding",
+    "InputEmbedding": ".build",
+    "build_graph": ".build",
+    "DeclaredTie": ".declared",
+    "check_device_map": ".deployed",
+    "TieDiff": ".diff",
+    "diff": ".diff",
+    "TieGraph": ".graph",
+    "register_wrapper": ".naming",
+    "check_shard_plan": ".sharding",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """A public name or submodule (``tiegraph.testing``), imported on first use (then kept here)."""
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name], __name__), name)
+    elif name.startswith("__"):
+        raise AttributeError(f"module 'tiegraph' has no attribute {name!r}")
+    else:
+        try:
+            value = import_module(f".{name}", __name__)
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            raise AttributeError(f"module 'tiegraph' has no attribute {name!r}") from None
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "ConfigurationError",
@@ -60,7 +98,7 @@ __version__ = "0.1.0"
 
 
 def __dir__() -> list[str]:
-    """The public names only: no ``annotations`` or ``nn`` from this module's own imports."""
+    """The public names only: none of this module's own imports."""
     return sorted([*__all__, "__version__"])
 
 
@@ -106,4 +144,7 @@ def tied_to_input_embedding(
     >>> tiegraph.tied_to_input_embedding(m, input_embedding=m.embed)
     ['proj']
     """
+    from .build import build_graph
+
+
     return build_graph(model, input_embedding=input_embedding).tied_to_input_embedding(full_paths=full_paths)
