@@ -52,7 +52,9 @@ RECIPES: dict[str, Recipe] = {
         Recipe(
             "llama.cpp-runtime",
             env={
-                "CMAKE_ARGS": "-DGGML_NATIVE=OFF -DLLAMA_BUILD_TESTS=OFF",
+                # the library alone: no multimodal (llava/mtmd) library, tests, examples or tools
+                "CMAKE_ARGS": "-DGGML_NATIVE=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TESTS=OFF "
+                "-DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_TOOLS=OFF -DLLAMA_BUILD_SERVER=OFF",
                 "CMAKE_BUILD_PARALLEL_LEVEL": "2",
             },
             extra_pip=("--no-binary", "llama-cpp-python"),

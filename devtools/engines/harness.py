@@ -118,7 +118,9 @@ def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
 def generate_folders(scratch: Path) -> Path:
     """Write the folders with the transformers-5 engine venv (it has sentencepiece); the manifest's path."""
     cmd = [str(envs.python("transformers-5")), str(HERE / "folders.py"), str(scratch / "folders")]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+    done = subprocess.run(cmd, capture_output=True, text=True)  # save_pretrained's progress bars stay quiet
+    if done.returncode != 0:
+        raise SystemExit(f"dev.py engines: generating the folders failed:\n{done.stderr[-2000:]}")
     return scratch / "folders" / "manifest.json"
 
 
