@@ -21,7 +21,7 @@ import numpy as np
 from _common import Loaded, main
 
 WORK = Path(tempfile.mkdtemp(prefix="tiegraph-llama-"))
-TOKENS = [1, 5, 9, 17, 33]
+TEXT = "the model ties its head"
 
 
 def _convert(folder: str, out: Path) -> None:
@@ -32,19 +32,20 @@ def _convert(folder: str, out: Path) -> None:
 
 
 def _run(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """The last token's logits and final hidden state, computed by the runtime."""
+    """The last token's logits and final hidden state, computed by the runtime for the same text."""
     from llama_cpp import LLAMA_POOLING_TYPE_NONE, Llama
 
     llm = Llama(model_path=str(path), n_ctx=64, logits_all=True, verbose=False, seed=0)
-    llm.eval(TOKENS)
-    logits = np.array(llm.scores[len(TOKENS) - 1], dtype=np.float64)
+    tokens = llm.tokenize(TEXT.encode())
+    llm.eval(tokens)
+    logits = np.array(llm.scores[len(tokens) - 1], dtype=np.float64)
     llm.close()
     emb = Llama(
         model_path=str(path), n_ctx=64, embedding=True, pooling_type=LLAMA_POOLING_TYPE_NONE, verbose=False
     )
-    hidden = np.array(emb.create_embedding([TOKENS])["data"][0]["embedding"], dtype=np.float64)[-1]
+    per_token = emb.embed(TEXT)  # pooling NONE: one vector per token, the output norm's result
     emb.close()
-    return logits, hidden
+    return logits, np.array(per_token[-1], dtype=np.float64)
 
 
 def load(entry: dict[str, Any]) -> Loaded:

@@ -67,7 +67,9 @@ def load(entry: dict[str, Any]) -> Loaded:
 
 def _skip(entry: dict[str, Any]) -> str | None:
     if entry["vlm"]:
-        return "the exporter's text-generation path takes causal-LM folders; the VLM folder is not exported"
+        return (
+            "not tried: this harness exports causal-LM folders only (text-generation), not the LLaVA folder"
+        )
     return None
 
 
