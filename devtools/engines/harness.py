@@ -29,7 +29,8 @@ SGLANG_WHY = (
     "when config.tie_word_embeddings, else a ParallelLMHead) and load_weights (lm_head.weight is skipped "
     "when tied); gemma.py GemmaForCausalLM.forward (logits from model.embed_tokens, no lm_head)"
 )
-CI_MINUTES = "not yet measured"  # measured from a cold cache; .ci/run's comment states the same
+# What a cold-cache run of --fast took here (build and run); .ci/run's comment states the same.
+CI_MINUTES = "not yet timed"
 RUNTIME_WHY = (
     "not built: llama-cpp-python compiles from source (about 20 min of CPU on 2 cores), which the session "
     "that measured this table could not spare; `python3 dev.py engines --only llama.cpp-runtime` builds and "
@@ -174,11 +175,11 @@ whose flag is only in `text_config`), loads every folder with the real engine on
 the weights where the engine exposes them (transformers, vLLM through `LLM.apply_model`, the GGUF file
 through `gguf.GGUFReader`, MLX parameters, the exported ONNX initializers).
 
-**When it runs.** CI runs the engines that install quickly (transformers 5 and 4, the llama.cpp converter
-with `gguf`, optimum's ONNX export) on every submission: `python3 dev.py engines --fast`, {ci_time}.
+**When it runs.** The engines that install quickly (transformers 5 and 4, the llama.cpp converter with
+`gguf`, optimum's ONNX export) form `python3 dev.py engines --fast`, the set meant for CI: {ci_time}.
 vLLM (a 13-minute install), MLX, the ONNX Runtime GenAI builder and the llama.cpp runtime (a 20-minute
-source build) run when a developer runs `python3 dev.py engines`, which is due whenever a pin in
-`devtools/engines/requirements/` moves; the date column says when each row was measured.
+source build) run with `python3 dev.py engines`, due whenever a pin in `devtools/engines/requirements/`
+moves or a rule in `tiegraph/engines/` changes; the date column says when each row was measured.
 
 **Reading the table.** `measured` is what the engine's head held: `embedding` (the input embedding),
 `folder-head` (the folder's own `lm_head.weight`), `embedding-replaced` (the input embedding overwritten by
@@ -189,13 +190,11 @@ whether the engine printed a warning about the head or the tie while loading. A 
 `dev.py engines`.
 
 """
-CI_TIME = "about {minutes} minutes on this 2-core machine from a cold cache (build and run)"
 
 
-def write_docs(compared: list[dict[str, Any]], path: Path, ci_minutes: str = "not yet measured") -> None:
+def write_docs(compared: list[dict[str, Any]], path: Path, ci_time: str = CI_MINUTES) -> None:
     """The page: how the table is made and when, then one row per cell (predicted, measured, match)."""
     today = datetime.date.today().isoformat()
-    ci_time = CI_TIME.format(minutes=ci_minutes) if ci_minutes[:1].isdigit() else "not yet timed"
     lines = [
         "| engine | version | date | arch | situation | predicted | measured | warns (pred./meas.) | match "
         "| note |",
@@ -232,7 +231,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--docs", type=Path, default=ROOT / "docs" / "engines-verified.md")
     p.add_argument("--measured", type=Path, default=MEASURED, help="the measured table to merge rows into")
     p.add_argument("--mismatches", type=Path, help="write the cells whose prediction differs here")
-    p.add_argument("--ci-minutes", default=CI_MINUTES, help="the measured CI time the page states")
+    p.add_argument(
+        "--ci-minutes", default=CI_MINUTES, help="what the page says of the --fast set's cold time"
+    )
     return p
 
 
