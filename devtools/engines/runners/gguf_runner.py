@@ -40,7 +40,7 @@ def _tensors(path: Path) -> dict[str, np.ndarray]:
 
 def load(entry: dict[str, Any]) -> Loaded:
     """Convert to f32 GGUF; a failed conversion raises with the converter's last lines."""
-    out = WORK / f"{entry['arch']}-{entry['situation']}.gguf"
+    out = WORK / "model.gguf"  # a neutral name: the converter prints it
     cmd = [sys.executable, str(SCRIPT), entry["folder"], "--outfile", str(out), "--outtype", "f32"]
     done = subprocess.run(cmd, capture_output=True, text=True)
     lines = (done.stdout + done.stderr).splitlines()

@@ -50,7 +50,7 @@ def _run(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def load(entry: dict[str, Any]) -> Loaded:
     """Which of the folder's tensors reproduces the runtime's logits from its own hidden state."""
-    out = WORK / f"{entry['arch']}-{entry['situation']}.gguf"
+    out = WORK / "model.gguf"  # a neutral name: the converter prints it
     _convert(entry["folder"], out)
     logits, hidden = _run(out)
     out.unlink()

@@ -56,7 +56,7 @@ def _genai(folder: str, out: Path) -> list[str]:
 
 def load(entry: dict[str, Any]) -> Loaded:
     """Export, then read the head the exported graph computes logits with."""
-    out = WORK / f"{entry['arch']}-{entry['situation']}"
+    out = WORK / "export"  # a neutral name: the builder prints it, and "tied-..." would read as a warning
     shutil.rmtree(out, ignore_errors=True)
     said = (_genai if ENGINE == "ort-genai-builder" else _optimum)(entry["folder"], out)
     model = next(p for p in sorted(out.glob("*.onnx")) if "decoder" in p.name or p.name == "model.onnx")
