@@ -30,7 +30,12 @@ SGLANG_WHY = (
     "when tied); gemma.py GemmaForCausalLM.forward (logits from model.embed_tokens, no lm_head)"
 )
 # What a cold-cache run of --fast took here (build and run); .ci/run's comment states the same.
-CI_MINUTES = "not yet timed"
+CI_MINUTES = (
+    "not in `.ci/run`, because from a cold cache it ran well past the 20 minutes CI can give it: on this "
+    "2-core machine, shared with four other engineers' builds and tests (load average 12 to 20), the four "
+    "venvs took 39 minutes to build, transformers 5 and 4 then measured their 62 cells in 8 minutes, and "
+    "the converter had done 8 of its 31 cells 24 minutes later"
+)
 RUNTIME_WHY = (
     "not built: llama-cpp-python compiles from source (about 20 min of CPU on 2 cores), which the session "
     "that measured this table could not spare; `python3 dev.py engines --only llama.cpp-runtime` builds and "
