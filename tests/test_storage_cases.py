@@ -284,13 +284,13 @@ def module_with_slots_in_two_groups_does_not_merge_them(device: str) -> nn.Modul
         "decoder.embed": ["decoder.embed.weight", "embed.weight", "head.weight"],
     },
     input_embedding="decoder.embed",
-    tied=["decoder.embed", "head"],
+    tied=["head"],
 )
 def module_under_two_paths_reports_every_path(device: str) -> nn.Module:
     """A module registered under two paths gives every path (torch's ``remove_duplicate=False``): its slots
-    tie across paths, and an embedding shared like T5's ``shared`` / ``decoder.embed_tokens`` makes its
-    alias path a tied target. The primary path is the first ``named_modules()`` path (``embed``), even when
-    the caller names the alias.
+    tie across paths in the tie groups, but an alias path of the input embedding's module (as PEFT prompt
+    learning's ``word_embeddings``) is the input embedding itself, not a tied target (DESIGN.md). The
+    primary path is the first ``named_modules()`` path (``embed``), even when the caller names the alias.
 
     accelerate#2984: shared modules are missed when only the first path is walked.
     """
