@@ -12,6 +12,8 @@ Usage::
     python3 dev.py sharding env|test [args]     # DeepSpeed, Megatron-core in cached venvs (devtools/sharding)
     python3 dev.py engines [--fast|--only IDS]  # load generated folders with the real engines (venvs cached
                                                 # in ~/.cache/tiegraph/engines/; devtools/engines)
+    python3 dev.py minimums [pytest args]       # the core tests at the lowest versions pyproject claims
+                                                # (venv cached in ~/.cache/tiegraph/minimums/)
 
 Every command first makes sure ``.venv`` is ready:
 
@@ -50,7 +52,7 @@ CONSTRAINTS = ROOT / "constraints.txt"
 EXTRAS = "test,dev,docs"
 DEFAULT_TORCH_SPEC = "torch==2.13.0"
 DEFAULT_TEST_PROCESSES = "2"  # CI has 2 cores; pass -n to choose (-n 0 runs in this process)
-COMMANDS = ("demo", "test", "check", "docs", "site", "notebooks", "sharding", "engines")
+COMMANDS = ("demo", "test", "check", "docs", "site", "notebooks", "sharding", "engines", "minimums")
 USAGE = (
     __doc__.split("Every command")[0].strip() if __doc__ else f"python3 dev.py {'|'.join(COMMANDS)} [args]"
 )
@@ -186,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     if command == "sharding":  # its own cached venvs, not .venv: see devtools/sharding/run.py
         return _exec([sys.executable, ROOT / "devtools" / "sharding" / "run.py", *rest])
+    if command == "minimums":  # its own cached venv at the lowest versions claimed: devtools/minimums.py
+        return _exec([sys.executable, ROOT / "devtools" / "minimums.py", *rest])
 
     _ensure_venv()
     _ensure_torch()
