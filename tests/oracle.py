@@ -79,16 +79,18 @@ def _inside(G: nx.MultiDiGraph) -> tuple[set[str], str]:
 
 
 def tied_to_input_embedding(G: nx.MultiDiGraph, *, full_paths: bool = False) -> list[str]:
-    """Module paths that own a slot in the component of the input embedding, other than the embedding."""
+    """Module paths that own a slot in the component of the input embedding, other than the embedding; a
+    slot of the root module (path '') named by its slot name."""
     inside, primary = _inside(G)
     number = _shares_components(G)
     wanted = {number[s] for s in inside}
-    owners: set[str] = set()
+    pairs: set[tuple[str, str]] = set()
     for node, n in number.items():
         if n in wanted and node not in inside:
-            owners.update(u for u, _, kind in G.in_edges(node, keys=True) if kind == "owns")
+            pairs.update((u, node) for u, _, kind in G.in_edges(node, keys=True) if kind == "owns")
     if G.nodes[primary]["kind"] == "slot":
-        owners.discard(next(u for u, _, kind in G.in_edges(primary, keys=True) if kind == "owns"))
+        embedding = next(u for u, _, kind in G.in_edges(primary, keys=True) if kind == "owns")
+        pairs = {(o, s) for o, s in pairs if o != embedding}
     else:  # every other path of the embedding's module object is the embedding too, and what lies under it
         obj = G.nodes[primary]["object"]
         aliases = [
@@ -96,15 +98,15 @@ def tied_to_input_embedding(G: nx.MultiDiGraph, *, full_paths: bool = False) -> 
             for n, d in G.nodes(data=True)
             if d["kind"] == "module" and d["object"] == obj and n != primary
         ]
-        owners = {
-            o
-            for o in owners
+        pairs = {
+            (o, s)
+            for o, s in pairs
             if not any(G.nodes[o]["path"] == a or G.nodes[o]["path"].startswith(a + ".") for a in aliases)
         }
     if full_paths:
-        return sorted(G.nodes[o]["path"] for o in owners)
+        return sorted({G.nodes[o]["path"] or G.nodes[s]["name"] for o, s in pairs})
     own = input_embedding(G)
-    return sorted({G.nodes[o]["belongs"] for o in owners} - {own})
+    return sorted({G.nodes[o]["belongs"] or G.nodes[s]["canonical"] for o, s in pairs} - {own})
 
 
 def resolve_slots(G: nx.MultiDiGraph, name: str) -> list[str]:

@@ -609,3 +609,33 @@ def test_marian_shared_embeddings_untied_is_still_found() -> None:
     # (built without the suite's invariant check: the networkx lint rejects Marian's duplicated declaration
     # of decoder.embed_tokens -> shared, by MarianModel and by MarianMTModel, a separate defect)
     assert "declared-not-tied" in _kinds(tiegraph.build_graph(model))
+
+
+def test_root_buffer_sharing_the_embedding(build: Any) -> None:
+    """A buffer on the root module that shares the embedding was reported as the tied target ``''`` with the
+    advice to make it a Parameter: it is named by its slot, and the advice registers a copy of the buffer."""
+
+    class Model(nn.Module):
+        _tied_weights_keys: ClassVar[Any] = {"head.weight": "embed.weight"}
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed = nn.Embedding(8, 4)
+            self.head = nn.Linear(4, 8, bias=False)
+            self.head.weight = self.embed.weight
+            self.register_buffer("table", self.embed.weight.detach())
+
+        def get_input_embeddings(self) -> nn.Module:
+            return self.embed
+
+    model = Model()
+    tg = build(model)
+    assert tg.tied_to_input_embedding() == ["head", "table"]
+    assert tg.tied_to_input_embedding(full_paths=True) == ["head", "table"]
+    assert tiegraph.tied_to_input_embedding(model) == ["head", "table"]
+    finding = _one(tg, "tied-not-declared")
+    assert "register_buffer('table', table.detach().clone())" in finding.message
+    assert "nn.Parameter" not in finding.message
+    model.register_buffer("table", model.table.detach().clone())  # the advice, as written
+    assert build(model).tied_to_input_embedding() == ["head"]
+    assert _kinds(build(model)) == []

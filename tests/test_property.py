@@ -584,7 +584,8 @@ def oracle(model: nn.Module, embedding: nn.Module | None) -> Oracle:
         reached = set().union(*(component_of[name] for name in inside))
         # the embedding's own paths: every path of its module object, and what lies under them
         own = [p for p, m in model.named_modules(remove_duplicate=False) if m is embedding]
-        tied = sorted({owner(s) for s in reached if not any(under(owner(s), p) for p in own)})
+        # (a slot of the root module is named by itself, never as '')
+        tied = sorted({owner(s) or s for s in reached if not any(under(owner(s), p) for p in own)})
     modules = [path for path, _ in model.named_modules(remove_duplicate=False)]
     return Oracle(component_of, modules, groups, primary, tied)
 

@@ -146,5 +146,4 @@ def tied_to_input_embedding(
     """
     from .build import build_graph
 
-
     return build_graph(model, input_embedding=input_embedding).tied_to_input_embedding(full_paths=full_paths)

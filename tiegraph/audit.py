@@ -70,8 +70,7 @@ _GROUP_AND_FLAG_KINDS: dict[str, str] = kinds(
         "tied-not-declared": (
             "warning",
             "{paths} share memory but no _tied_weights_keys declares it, so loaders and PEFT do not know "
-            "they are one weight; declare the tie on the model, or untie them by giving one a copy, "
-            "nn.Parameter(weight.detach().clone()).",
+            "they are one weight; declare the tie on the model, or untie them by giving {untie}.",
         ),
         "tied-not-declared-plain-module": (
             "info",
@@ -416,12 +415,24 @@ def _group_findings(view: GraphView) -> list[Finding]:
             out.append(_core("group-dtype-or-shape-mismatch", names, detail="dtypes " + " and ".join(dtypes)))
         undeclared = _unconnected(view, slots, links)
         if undeclared and (view.declarations or view.tie_config.config is not None):
-            out.append(_core("tied-not-declared", undeclared))
+            out.append(_core("tied-not-declared", undeclared, untie=_untie(view, slots)))
         elif undeclared:
             out.append(
                 _core("tied-not-declared-plain-module", undeclared, declaration=_declaration(view, slots))
             )
     return out
+
+
+def _untie(view: GraphView, slots: list[int]) -> str:
+    """How to give one end its own copy: a buffer is registered again, a parameter made anew."""
+    buffers = sorted({view.slot_canonical(s) for s in slots if not view.is_parameter(s)})
+    if buffers:
+        attr = buffers[0].rsplit(".", 1)[-1]
+        return (
+            f"the buffer {buffers[0]} its own copy, register_buffer({attr!r}, {attr}.detach().clone()) on "
+            "its module"
+        )
+    return "one a copy, nn.Parameter(weight.detach().clone())"
 
 
 def _declaration(view: GraphView, slots: list[int]) -> str:

@@ -168,7 +168,8 @@ class TieGraph:
 
         Every module path (aliases included) owning a slot that shares memory, directly or through its tie
         group, with a slot inside the input embedding; the embedding's own paths (every path of its module
-        object, such as PEFT's ``word_embeddings``) and paths under them excluded.
+        object, such as PEFT's ``word_embeddings``) and paths under them excluded. A slot of the root
+        module (whose path is ``''``) is named by its slot name instead.
 
         Raises
         ------
@@ -184,14 +185,16 @@ class TieGraph:
         groups = self._groups()
         wanted = {idx.root_of_slot(s) for s in idx.ie_slots}
         owner_of = idx.owner_of
-        owners = {owner_of(s) for root in wanted for s in groups.get(root, ()) if s not in inside}
-        owners = {o for o in owners if not idx.under_alias_of_input_embedding(o)}
+        pairs = {(owner_of(s), s) for root in wanted for s in groups.get(root, ()) if s not in inside}
+        pairs = {(o, s) for o, s in pairs if not idx.under_alias_of_input_embedding(o)}
         if idx.ie_module < 0:
-            owners.discard(owner_of(idx.ie_slots[0]))
+            embedding = owner_of(idx.ie_slots[0])
+            pairs = {(o, s) for o, s in pairs if o != embedding}
+        # a slot of the root module is named by itself: the root's path is '' (a buffer on the model)
         if full_paths:
-            return sorted({idx.m_path[o] for o in owners})
+            return sorted({idx.m_path[o] or idx.slot_name_of(s) for o, s in pairs})
         own = self.input_embedding()
-        return sorted({idx.belongs_of(o) for o in owners} - {own})
+        return sorted({idx.belongs_of(o) or idx.slot_canon_of(s) for o, s in pairs} - {own})
 
     def tie_groups(self, *, full_paths: bool = False) -> list[list[str]]:
         """Every group of two or more slots that share memory: slot names, each group sorted, groups sorted.
