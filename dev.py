@@ -14,6 +14,7 @@ Usage::
                                                 # in ~/.cache/tiegraph/engines/; devtools/engines)
     python3 dev.py minimums [pytest args]       # the core tests at the lowest versions pyproject claims
                                                 # (venv cached in ~/.cache/tiegraph/minimums/)
+    python3 dev.py conformance [--peer NAME]    # the peers' tie tests with their helpers, then tiegraph's
 
 Every command first makes sure ``.venv`` is ready:
 
@@ -52,7 +53,7 @@ CONSTRAINTS = ROOT / "constraints.txt"
 EXTRAS = "test,dev,docs"
 DEFAULT_TORCH_SPEC = "torch==2.13.0"
 DEFAULT_TEST_PROCESSES = "2"  # CI has 2 cores; pass -n to choose (-n 0 runs in this process)
-COMMANDS = ("demo", "test", "check", "docs", "site", "notebooks", "sharding", "engines", "minimums")
+COMMANDS = ("demo", "test", "check", "docs", "site", "notebooks", "sharding", "engines", "minimums", "conformance")
 USAGE = (
     __doc__.split("Every command")[0].strip() if __doc__ else f"python3 dev.py {'|'.join(COMMANDS)} [args]"
 )
@@ -216,6 +217,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _exec([PY, ROOT / "notebooks" / "execute.py"], env=_tool_env())
     if command == "engines":  # dev-only code: devtools/engines/harness.py
         return _exec([PY, "-m", "devtools.engines", *rest])
+    if command == "conformance":  # dev-only code in devtools/conformance/ (caches under ~/.cache/tiegraph/)
+        return _exec([PY, "-m", "devtools.conformance", *rest])
     # check: run all three so one report shows every problem; fail with the first failure's code.
     codes = [
         _exec([PY, "-m", "ruff", "check", "."]),

@@ -1,0 +1,117 @@
+"""Tiny local stand-ins for the hub models the peers' tie tests name, in the hub cache layout.
+
+Each is built from a config (tiny sizes, the real model's architecture and tie flag) with a word-level
+tokenizer, saved under ``<HF_HOME>/hub/models--org--name/snapshots/<commit>/`` with ``refs/main``, so
+``from_pretrained(model_id)`` finds it with ``HF_HUB_OFFLINE=1``. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+COMMIT = "0" * 40
+VOCAB = 1000
+_TOKENS = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}
+_SMALL = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "vocab_size": VOCAB}
+_LLAMA = {**_SMALL, "intermediate_size": 32, "num_key_value_heads": 1, "max_position_embeddings": 64}
+
+#: model id -> (model_type, config keywords, auto class): every hub model the selected tests name
+MODELS: dict[str, tuple[str, dict[str, Any], str]] = {
+    "peft-internal-testing/opt-125m": (
+        "opt",
+        {**_SMALL, "ffn_dim": 32, "word_embed_proj_dim": 16, "max_position_embeddings": 64},
+        "AutoModelForCausalLM",
+    ),
+    "peft-internal-testing/tiny-random-BertModel": (
+        "bert",
+        {**_SMALL, "intermediate_size": 32, "is_decoder": True},
+        "AutoModelForCausalLM",
+    ),
+    "peft-internal-testing/tiny-random-t5": (
+        "t5",
+        {
+            "d_model": 16,
+            "d_ff": 32,
+            "d_kv": 8,
+            "num_layers": 1,
+            "num_heads": 2,
+            "vocab_size": VOCAB,
+            "decoder_start_token_id": 0,
+        },
+        "AutoModelForSeq2SeqLM",
+    ),
+    "trl-internal-testing/tiny-random-LlamaForCausalLM": ("llama", _LLAMA, "AutoModelForCausalLM"),
+    "peft-internal-testing/tiny-random-LlamaForCausalLM": ("llama", _LLAMA, "AutoModelForCausalLM"),
+    "hf-internal-testing/tiny-random-Gemma3ForCausalLM": (
+        "gemma3_text",
+        {**_LLAMA, "head_dim": 8, "sliding_window": 16},
+        "AutoModelForCausalLM",
+    ),
+}
+
+
+def snapshot(hf_home: Path, model_id: str) -> Path:
+    """Where ``model_id``'s files live in the hub cache under ``hf_home``."""
+    org, name = model_id.split("/")
+    return hf_home / "hub" / f"models--{org}--{name}" / "snapshots" / COMMIT
+
+
+def build(hf_home: Path) -> list[str]:
+    """Make every stand-in that is missing; returns the ids made."""
+    made = []
+    for model_id in MODELS:
+        folder = snapshot(hf_home, model_id)
+        if (folder / "config.json").exists() and (folder / "tokenizer.json").exists():
+            continue
+        _save(model_id, folder)
+        refs = folder.parents[1] / "refs"
+        refs.mkdir(parents=True, exist_ok=True)
+        (refs / "main").write_text(COMMIT)
+        made.append(model_id)
+    return made
+
+
+def _save(model_id: str, folder: Path) -> None:
+    import torch
+    import transformers
+
+    model_type, kwargs, auto = MODELS[model_id]
+    config = transformers.AutoConfig.for_model(model_type, **_TOKENS, **kwargs)
+    torch.manual_seed(0)
+    model = getattr(transformers, auto).from_config(config)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(folder)
+    _tokenizer().save_pretrained(folder)
+
+
+def _tokenizer() -> Any:
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    special = ["<pad>", "<s>", "</s>", "<unk>"]
+    words = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    words += [
+        "hello",
+        "world",
+        "the",
+        "quick",
+        "brown",
+        "fox",
+        "jumps",
+        "over",
+        "lazy",
+        "dog",
+        "this",
+        "is",
+        "test",
+    ]
+    vocab: dict[str, int] = {}
+    for token in [*special, *words, *(f"w{i}" for i in range(VOCAB))]:
+        if len(vocab) < VOCAB:
+            vocab.setdefault(token, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )

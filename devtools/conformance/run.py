@@ -1,0 +1,288 @@
+"""Fetch each peer's tests at the pinned version, run the tie-related ones three ways, write the table.
+
+Usage (from the repository root, in its ``.venv``; ``python3 dev.py conformance [--peer NAME]``)::
+
+    python -m devtools.conformance [--peer peft|accelerate|safetensors] [--no-write]
+
+Everything downloaded or built lives under ``~/.cache/tiegraph/conformance/`` (``$TIEGRAPH_CONFORMANCE``)
+and is reused: the sdists (``pip download``; safetensors' sdist needs Rust to prepare its metadata, so its
+unpacked tree is taken from pip's kept build directory), the peers' test-only dependencies (``pip install
+--no-deps --target``), and tiny local stand-ins for every hub model the tests name (:mod:`.hub`). Each
+selection runs offline (``HF_HUB_OFFLINE=1``) with the peer's own helper, with tiegraph's drop-in in its
+default mode and in its truth-first mode (:mod:`.plugin` swaps the helper before collection), and
+``devtools/conformance/RESULTS.md`` gets the table (included by ``docs/peers.md``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import time
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from . import hub
+from .why import WHY
+
+ROOT = Path(__file__).resolve().parents[2]
+CACHE = Path(os.environ.get("TIEGRAPH_CONFORMANCE", Path.home() / ".cache" / "tiegraph" / "conformance"))
+RESULTS = Path(__file__).with_name("RESULTS.md")
+VERSIONS = {"peft": "0.21.2", "accelerate": "1.15.0", "safetensors": "0.8.0"}
+#: the peers' test-only imports missing from tiegraph's test environment (exact pins: pip --dry-run --report)
+TEST_DEPS = [
+    "datasets==5.2.0",
+    "diffusers==0.42.1",
+    "parameterized==0.9.0",
+    "scipy==1.17.1",
+    "dill==0.4.1",
+    "multiprocess==0.70.19",
+    "pyarrow==26.0.1",
+    "pandas==3.1.1",
+    "xxhash==4.1.0",
+]
+#: peer -> (test directory inside its source, [(pytest arguments, -k expression or "")])
+SELECTIONS: dict[str, tuple[str, list[tuple[list[str], str]]]] = {
+    "peft": (
+        "tests",
+        [
+            (
+                [
+                    "test_other.py::TestGetModuleNamesTiedWithEmbedding",
+                    "test_initialization.py::TestWeightTying",
+                    "test_trainable_tokens.py",
+                    "test_tuners_utils.py::TestBaseTunerWarnForTiedEmbeddings",
+                ],
+                "",
+            ),
+            (["test_decoder_models.py"], "merge_and_unload_fixes_tie_word_embeddings_config"),
+        ],
+    ),
+    "accelerate": (
+        "tests",
+        [(["test_modeling_utils.py", "test_big_modeling.py", "test_accelerator.py"], "tie or tied")],
+    ),
+    "safetensors": (
+        "bindings/python",
+        [
+            (["tests/test_pt_model.py"], ""),
+            (["tests/test_simple.py"], "overlapping_storage"),
+            (["tests/test_pt_comparison.py"], "shared"),
+        ],
+    ),
+}
+HELPERS = ("peer", "tiegraph", "truth")
+
+
+def _pip(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "pip", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+
+
+def fetch(peer: str) -> Path:
+    """The peer's unpacked source at the pinned version (downloaded once), ready for pytest."""
+    version = VERSIONS[peer]
+    source = CACHE / "src" / f"{peer}-{version}"
+    if not source.exists():
+        _download(peer, version, source)
+    if peer == "peft":  # its tests import each other relatively; the sdist leaves out the repository's
+        (source / "tests" / "__init__.py").touch()  # empty tests/__init__.py (no test file is changed)
+    return source
+
+
+def _download(peer: str, version: str, source: Path) -> None:
+    sdists = CACHE / "sdists"
+    sdists.mkdir(parents=True, exist_ok=True)
+    if peer != "safetensors":
+        done = _pip(
+            "download",
+            "--no-deps",
+            "--no-binary",
+            ":all:",
+            "--no-build-isolation",
+            f"{peer}=={version}",
+            "-d",
+            str(sdists),
+        )
+        if done.returncode:
+            raise SystemExit(f"conformance: pip download {peer}=={version} failed:\n{done.stderr[-2000:]}")
+        with tarfile.open(sdists / f"{peer}-{version}.tar.gz") as archive:
+            archive.extractall(CACHE / "src", filter="data")
+        return
+    # safetensors' metadata step needs cargo and crates.io; pip keeps the unpacked sdist with --no-clean
+    scratch = CACHE / "tmp"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    _pip(
+        "download",
+        "--no-deps",
+        "--no-binary",
+        "safetensors",
+        "--no-clean",
+        f"safetensors=={version}",
+        "-d",
+        str(scratch / "out"),
+        env={**os.environ, "TMPDIR": str(scratch)},
+    )
+    found = [p for p in scratch.glob("pip-download-*/safetensors*") if (p / "PKG-INFO").exists()]
+    if not found or f"Version: {version}\n" not in (found[0] / "PKG-INFO").read_text():
+        raise SystemExit(f"conformance: no safetensors {version} sdist tree under {scratch}")
+    shutil.move(str(found[0]), source)
+    shutil.rmtree(scratch, ignore_errors=True)
+
+
+def test_deps() -> Path:
+    """The folder holding the peers' test-only dependencies (installed once, without their dependencies)."""
+    site = CACHE / "site"
+    stamp = site / ".stamp"
+    if not stamp.exists() or stamp.read_text() != "\n".join(TEST_DEPS):
+        done = _pip("install", "--quiet", "--no-deps", "--target", str(site), *TEST_DEPS)
+        if done.returncode:
+            raise SystemExit(
+                f"conformance: installing the peers' test dependencies failed:\n{done.stderr[-2000:]}"
+            )
+        stamp.write_text("\n".join(TEST_DEPS))
+    return site
+
+
+def run_selection(peer: str, helper: str, source: Path, site: Path) -> dict[str, str]:
+    """Outcome per test id (``passed``, ``failed``, ``skipped``) of the peer's selection with ``helper``."""
+    folder, runs = SELECTIONS[peer]
+    outcomes: dict[str, str] = {}
+    work = CACHE / "runs" / peer / helper
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(site)]),
+        "HF_HOME": str(CACHE / "hf"),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TIEGRAPH_CONFORMANCE_HELPER": helper,
+        "TIEGRAPH_CONFORMANCE_PEER": peer,
+    }
+    for n, (targets, keyword) in enumerate(runs):
+        report = work / f"junit-{n}.xml"
+        args = [str(source / folder / t) for t in targets]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "devtools.conformance.plugin",
+            "-o",
+            "addopts=",
+            "-q",
+            "-n",
+            "0",
+            f"--junitxml={report}",
+            "--rootdir",
+            str(source / folder),
+            *args,
+        ]
+        if keyword:
+            cmd += ["-k", keyword]
+        cwd = source / folder if peer == "safetensors" else work  # (its tests write to ./tests/data)
+        done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+        (work / f"log-{n}.txt").write_text(done.stdout + done.stderr)
+        outcomes.update(_outcomes(report))
+    return outcomes
+
+
+def _outcomes(report: Path) -> dict[str, str]:
+    if not report.exists():
+        return {}
+    found = {}
+    for case in ET.parse(report).getroot().iter("testcase"):
+        name = f"{case.get('classname', '')}::{case.get('name', '')}".removeprefix("::")
+        kinds = {child.tag for child in case}
+        found[name] = (
+            "failed" if kinds & {"failure", "error"} else "skipped" if "skipped" in kinds else "passed"
+        )
+    return found
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the selections; exit 1 when a test passing with a peer's helper fails with the drop-in."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--peer", action="append", choices=sorted(VERSIONS), help="only these peers")
+    parser.add_argument("--no-write", action="store_true", help=f"do not rewrite {RESULTS.name}")
+    args = parser.parse_args(argv)
+    peers = args.peer or list(VERSIONS)
+    started = time.perf_counter()
+    site = test_deps()
+    hub.build(CACHE / "hf")
+    results: dict[str, dict[str, dict[str, str]]] = {}
+    took: dict[str, float] = {}
+    for peer in peers:
+        source = fetch(peer)
+        began = time.perf_counter()
+        results[peer] = {helper: run_selection(peer, helper, source, site) for helper in HELPERS}
+        took[peer] = time.perf_counter() - began
+        print(f"conformance: {peer}: {_summary(results[peer])} ({took[peer]:.0f} s)", flush=True)
+    total = time.perf_counter() - started
+    text = report(results, took, total)
+    if not args.no_write:
+        RESULTS.write_text(text)
+    print(text)
+    return 0 if all(_target_met(r) for r in results.values()) else 1
+
+
+def _summary(by_helper: dict[str, dict[str, str]]) -> str:
+    peer = by_helper["peer"]
+    return ", ".join(
+        f"{helper} {sum(1 for v in by_helper[helper].values() if v == 'passed')}/{len(peer)}"
+        for helper in HELPERS
+    )
+
+
+def _target_met(by_helper: dict[str, dict[str, str]]) -> bool:
+    """Every test that passes with the peer's helper passes with the drop-in's default mode."""
+    peer, ours = by_helper["peer"], by_helper["tiegraph"]
+    return bool(peer) and all(ours.get(t) == "passed" for t, v in peer.items() if v == "passed")
+
+
+def _why(test: str) -> str:
+    for pattern, reason in WHY.items():
+        if pattern in test:
+            return reason
+    return "**not explained**"
+
+
+def report(results: dict[str, dict[str, dict[str, str]]], took: dict[str, float], total: float) -> str:
+    """The Markdown written to RESULTS.md: counts per peer, then every test whose outcome differs."""
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    versions = ", ".join(f"{p} {VERSIONS[p]}" for p in results)
+    lines = [
+        f"Made {now} by `python3 dev.py conformance` ({versions}; {total / 60:.1f} min in all).",
+        "",
+        "| peer | tie-related tests | pass with the peer's helper | with tiegraph (default) | with tiegraph "
+        "(truth-first) | target | minutes |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for peer, by_helper in results.items():
+        counts = [sum(1 for v in by_helper[h].values() if v == "passed") for h in HELPERS]
+        met = "met" if _target_met(by_helper) else "MISSED"
+        lines.append(
+            f"| {peer} | {len(by_helper['peer'])} | {counts[0]} | {counts[1]} | {counts[2]} | {met} | "
+            f"{took[peer] / 60:.1f} |"
+        )
+    lines += [
+        "",
+        "Tests whose outcome differs between the helpers (skipped tests are listed as such):",
+        "",
+        "| peer | test | peer's helper | tiegraph | truth-first | why they differ |",
+        "|---|---|---|---|---|---|",
+    ]
+    for peer, by_helper in results.items():
+        for test in sorted(by_helper["peer"]):
+            row = [by_helper[h].get(test, "missing") for h in HELPERS]
+            if len(set(row)) > 1:
+                lines.append(f"| {peer} | `{test}` | {' | '.join(row)} | {_why(test)} |")
+    return "\n".join(lines) + "\n"
