@@ -340,3 +340,20 @@ def test_patched_leaves_an_untied_head_alone() -> None:
     )
     with patched():
         assert type(_peft_model(_pair(tied=False)[0], config).base_model.model.lm_head) is nn.Linear
+
+
+def test_find_tied_parameters_on_an_offloaded_model_module_tree_or_served() -> None:
+    """After ``cpu_offload`` the module tree holds a new meta Parameter per slot; the hooks serve one tensor.
+
+    ``served=False`` answers for the module tree, as accelerate does; ``served=True`` for what the hooks
+    put in the slots at execution time.
+    """
+    from accelerate import cpu_offload
+    from accelerate.utils import find_tied_parameters as peer
+
+    model = llama(True)
+    cpu_offload(model, execution_device="cpu")
+    assert model.lm_head.weight is not model.model.embed_tokens.weight
+    assert peer(model) == []
+    assert find_tied_parameters(model) == []
+    assert find_tied_parameters(model, served=True) == [["lm_head.weight", "model.embed_tokens.weight"]]
