@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import shutil
 import subprocess
@@ -25,6 +26,7 @@ import tarfile
 import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
+from typing import Any
 
 from . import hub
 from .why import WHY
@@ -32,6 +34,7 @@ from .why import WHY
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("TIEGRAPH_CONFORMANCE", Path.home() / ".cache" / "tiegraph" / "conformance"))
 RESULTS = Path(__file__).with_name("RESULTS.md")
+STORED = Path(__file__).with_name("results.json")  # the outcomes behind RESULTS.md, per peer
 VERSIONS = {"peft": "0.21.2", "accelerate": "1.15.0", "safetensors": "0.8.0"}
 #: the peers' test-only imports missing from tiegraph's test environment (exact pins: pip --dry-run --report)
 TEST_DEPS = [
@@ -218,25 +221,47 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--peer", action="append", choices=sorted(VERSIONS), help="only these peers")
     parser.add_argument("--no-write", action="store_true", help=f"do not rewrite {RESULTS.name}")
+    parser.add_argument("--report-only", action="store_true", help="tabulate the cached runs, run nothing")
     args = parser.parse_args(argv)
     peers = args.peer or list(VERSIONS)
-    started = time.perf_counter()
-    site = test_deps()
-    hub.build(CACHE / "hf")
-    results: dict[str, dict[str, dict[str, str]]] = {}
-    took: dict[str, float] = {}
+    stored = json.loads(STORED.read_text()) if STORED.exists() else {}
+    if not args.report_only:
+        site = test_deps()
+        hub.build(CACHE / "hf")
     for peer in peers:
-        source = fetch(peer)
         began = time.perf_counter()
-        results[peer] = {helper: run_selection(peer, helper, source, site) for helper in HELPERS}
-        took[peer] = time.perf_counter() - began
-        print(f"conformance: {peer}: {_summary(results[peer])} ({took[peer]:.0f} s)", flush=True)
-    total = time.perf_counter() - started
-    text = report(results, took, total)
+        if not args.report_only:
+            source = fetch(peer)
+            for helper in HELPERS:
+                run_selection(peer, helper, source, site)
+        outcomes = {helper: collect(peer, helper) for helper in HELPERS}
+        entry = {"outcomes": outcomes, "version": VERSIONS[peer], "made": _made(peer)}
+        entry["minutes"] = stored.get(peer, {}).get("minutes", 0.0)
+        if not args.report_only:
+            entry["minutes"] = round((time.perf_counter() - began) / 60, 1)
+        stored[peer] = entry
+        print(f"conformance: {peer}: {_summary(outcomes)} ({entry['minutes']} min)", flush=True)
+    text = report(stored)
     if not args.no_write:
+        STORED.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
         RESULTS.write_text(text)
     print(text)
-    return 0 if all(_target_met(r) for r in results.values()) else 1
+    return 0 if all(_target_met(stored[p]["outcomes"]) for p in peers) else 1
+
+
+def collect(peer: str, helper: str) -> dict[str, str]:
+    """The outcomes of the last run of ``peer``'s selection with ``helper`` (its junit files)."""
+    found: dict[str, str] = {}
+    for report_file in sorted((CACHE / "runs" / peer / helper).glob("junit-*.xml")):
+        found.update(_outcomes(report_file))
+    return found
+
+
+def _made(peer: str) -> str:
+    """When the last run of ``peer`` ended (its newest junit file)."""
+    times = [p.stat().st_mtime for p in (CACHE / "runs" / peer).glob("*/junit-*.xml")]
+    when = datetime.datetime.fromtimestamp(max(times, default=0), datetime.timezone.utc)
+    return when.strftime("%Y-%m-%d %H:%M UTC")
 
 
 def _summary(by_helper: dict[str, dict[str, str]]) -> str:
@@ -260,33 +285,33 @@ def _why(test: str) -> str:
     return "**not explained**"
 
 
-def report(results: dict[str, dict[str, dict[str, str]]], took: dict[str, float], total: float) -> str:
+def report(stored: dict[str, Any]) -> str:
     """The Markdown written to RESULTS.md: counts per peer, then every test whose outcome differs."""
-    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    versions = ", ".join(f"{p} {VERSIONS[p]}" for p in results)
     lines = [
-        f"Made {now} by `python3 dev.py conformance` ({versions}; {total / 60:.1f} min in all).",
-        "",
-        "| peer | tie-related tests | pass with the peer's helper | with tiegraph (default) | with tiegraph "
-        "(truth-first) | target | minutes |",
-        "|---|---|---|---|---|---|---|",
+        "| peer | version | made | tie-related tests | pass with the peer's helper | with tiegraph (default) "
+        "| with tiegraph (truth-first) | target | minutes |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for peer, by_helper in results.items():
+    for peer in VERSIONS:
+        if peer not in stored:
+            continue
+        entry, by_helper = stored[peer], stored[peer]["outcomes"]
         counts = [sum(1 for v in by_helper[h].values() if v == "passed") for h in HELPERS]
         met = "met" if _target_met(by_helper) else "MISSED"
         lines.append(
-            f"| {peer} | {len(by_helper['peer'])} | {counts[0]} | {counts[1]} | {counts[2]} | {met} | "
-            f"{took[peer] / 60:.1f} |"
+            f"| {peer} | {entry['version']} | {entry['made']} | {len(by_helper['peer'])} | {counts[0]} | "
+            f"{counts[1]} | {counts[2]} | {met} | {entry['minutes']} |"
         )
     lines += [
         "",
-        "Tests whose outcome differs between the helpers (skipped tests are listed as such):",
+        "Tests whose outcome differs between the helpers:",
         "",
         "| peer | test | peer's helper | tiegraph | truth-first | why they differ |",
         "|---|---|---|---|---|---|",
     ]
-    for peer, by_helper in results.items():
-        for test in sorted(by_helper["peer"]):
+    for peer in VERSIONS:
+        by_helper = stored.get(peer, {}).get("outcomes", {})
+        for test in sorted(by_helper.get("peer", {})):
             row = [by_helper[h].get(test, "missing") for h in HELPERS]
             if len(set(row)) > 1:
                 lines.append(f"| {peer} | `{test}` | {' | '.join(row)} | {_why(test)} |")
