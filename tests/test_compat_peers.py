@@ -227,3 +227,18 @@ def test_safetensors_meta_tensors() -> None:
     assert _shared_peer()(state_dict) == []  # type: ignore[operator]
     assert find_shared_tensors(state_dict) == []
     assert find_shared_tensors(state_dict, exact=True) == [{"w", "wt"}, {"other"}]
+
+
+def test_safetensors_storage_views_at_one_address() -> None:
+    """A tensor set to the first 4 elements of another's storage: the peer keys storages by size too.
+
+    safetensors' own test (``test_pt_sf_save_model_overlapping_storage``) asserts they are not shared;
+    the default mode keeps that, truth-first groups them (16 bytes in common).
+    """
+    m = torch.randn(10)
+    n = torch.empty([], dtype=m.dtype)
+    n.set_(source=m.untyped_storage()[: 4 * m.element_size()])
+    state_dict = {"m": m, "n": n}
+    assert _shared_peer()(state_dict) == [{"m"}, {"n"}]  # type: ignore[operator]
+    assert find_shared_tensors(state_dict) == [{"m"}, {"n"}]
+    assert find_shared_tensors(state_dict, exact=True) == [{"m", "n"}]

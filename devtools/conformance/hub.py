@@ -18,9 +18,15 @@ _LLAMA = {**_SMALL, "intermediate_size": 32, "num_key_value_heads": 1, "max_posi
 
 #: model id -> (model_type, config keywords, auto class): every hub model the selected tests name
 MODELS: dict[str, tuple[str, dict[str, Any], str]] = {
-    "peft-internal-testing/opt-125m": (
+    "peft-internal-testing/opt-125m": (  # 768 wide as the real one: a test's arithmetic assumes it
         "opt",
-        {**_SMALL, "ffn_dim": 32, "word_embed_proj_dim": 16, "max_position_embeddings": 64},
+        {
+            **_SMALL,
+            "hidden_size": 768,
+            "ffn_dim": 32,
+            "word_embed_proj_dim": 768,
+            "max_position_embeddings": 64,
+        },
         "AutoModelForCausalLM",
     ),
     "peft-internal-testing/tiny-random-BertModel": (
@@ -62,7 +68,11 @@ def build(hf_home: Path) -> list[str]:
     made = []
     for model_id in MODELS:
         folder = snapshot(hf_home, model_id)
-        if (folder / "config.json").exists() and (folder / "tokenizer.json").exists():
+        if (
+            (folder / "config.json").exists()
+            and (folder / "tokenizer.json").exists()
+            and _same(model_id, folder)
+        ):
             continue
         _save(model_id, folder)
         refs = folder.parents[1] / "refs"
@@ -70,6 +80,14 @@ def build(hf_home: Path) -> list[str]:
         (refs / "main").write_text(COMMIT)
         made.append(model_id)
     return made
+
+
+def _same(model_id: str, folder: Path) -> bool:
+    """Whether the saved stand-in was made from today's entry (its config keeps every keyword)."""
+    import json
+
+    saved = json.loads((folder / "config.json").read_text())
+    return all(saved.get(key) == value for key, value in MODELS[model_id][1].items())
 
 
 def _save(model_id: str, folder: Path) -> None:

@@ -241,11 +241,10 @@ def main(argv: list[str] | None = None) -> int:
             entry["minutes"] = round((time.perf_counter() - began) / 60, 1)
         stored[peer] = entry
         print(f"conformance: {peer}: {_summary(outcomes)} ({entry['minutes']} min)", flush=True)
-    text = report(stored)
-    if not args.no_write:
-        STORED.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
-        RESULTS.write_text(text)
-    print(text)
+        if not args.no_write:  # after every peer: a long run interrupted keeps what it measured
+            STORED.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
+            RESULTS.write_text(report(stored))
+    print(report(stored))
     return 0 if all(_target_met(stored[p]["outcomes"]) for p in peers) else 1
 
 

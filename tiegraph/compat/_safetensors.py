@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from ..storage import extent_of, share_components, slow_components
+from ..storage import Extent, extent_of, share_components, slow_components
 
 __all__ = ["find_shared_tensors"]
 
@@ -87,7 +87,11 @@ def find_shared_tensors(state_dict: Mapping[str, torch.Tensor], *, exact: bool =
             found.append({members[0].name})
         else:
             found.extend(_exact_groups(members) if exact else _span_groups(members))
-    return _merge(found) if split else found
+    found = _merge(found) if split else found
+    if exact:  # in the order of each group's first name (one bucket holds a whole device's storages)
+        position = {name: n for n, name in enumerate(state_dict)}
+        found.sort(key=lambda group: min(map(position.__getitem__, group)))
+    return found
 
 
 _STORAGE, _GET_DEVICE = torch.Tensor.untyped_storage, torch.Tensor.get_device
@@ -136,10 +140,12 @@ def _pieces(name: str, tensor: torch.Tensor, exact: bool) -> list[_Piece]:
     for part in _components(tensor):
         storage = part.untyped_storage()
         pointer = storage.data_ptr()
-        if pointer:  # (meta tensors' pointers are all 0)
+        if pointer and exact:  # every storage of a device in one bucket: overlaps are by address
+            key: Any = ("memory", part.get_device())
+        elif pointer:  # (meta tensors' pointers are all 0)
             # (the device as its index, -1 on cpu: hashing a torch.device costs more than the rest)
-            key: Any = (pointer, storage.nbytes(), part.get_device())
-            if not key[1] and not exact:
+            key = (pointer, storage.nbytes(), part.get_device())
+            if not key[1]:
                 continue
         elif exact:
             key = ("storage", storage._cdata)
@@ -168,9 +174,18 @@ def _span_groups(members: list[_Piece]) -> list[set[str]]:
     return groups
 
 
+def _address(tensor: torch.Tensor) -> Extent | None:
+    """The tensor's extent in addresses (its storage's data pointer added; 0 on meta)."""
+    extent = extent_of(tensor)
+    base = tensor.untyped_storage().data_ptr()
+    if extent is None or not base:
+        return extent
+    return extent._replace(start=extent.start + base, stop=extent.stop + base, offset=extent.offset + base)
+
+
 def _exact_groups(members: list[_Piece]) -> list[set[str]]:
     """Components of the exact share relation over the pieces on one storage, ordered by first byte."""
-    extents = [extent_of(p.tensor) for p in members]
+    extents = [_address(p.tensor) for p in members]
     starts = [e.start if e else 0 for e in extents]
     stops = [e.stop if e else 0 for e in extents]
     strided = {i: e for i, e in enumerate(extents) if e is not None and not e.dense}
