@@ -215,10 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if command == "notebooks":
         return _exec([PY, ROOT / "notebooks" / "execute.py"], env=_tool_env())
-    if command == "engines":  # dev-only code: devtools/engines/harness.py
-        return _exec([PY, "-m", "devtools.engines", *rest])
-    if command == "conformance":  # dev-only code in devtools/conformance/ (caches under ~/.cache/tiegraph/)
-        return _exec([PY, "-m", "devtools.conformance", *rest])
+    if command in {"engines", "conformance"}:  # dev-only code: devtools/engines/, devtools/conformance/
+        return _exec([PY, "-m", f"devtools.{command}", *rest])
     # check: run all three so one report shows every problem; fail with the first failure's code.
     codes = [
         _exec([PY, "-m", "ruff", "check", "."]),
