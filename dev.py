@@ -53,7 +53,18 @@ CONSTRAINTS = ROOT / "constraints.txt"
 EXTRAS = "test,dev,docs"
 DEFAULT_TORCH_SPEC = "torch==2.13.0"
 DEFAULT_TEST_PROCESSES = "2"  # CI has 2 cores; pass -n to choose (-n 0 runs in this process)
-COMMANDS = ("demo", "test", "check", "docs", "site", "notebooks", "sharding", "engines", "minimums", "conformance")
+COMMANDS = (
+    "demo",
+    "test",
+    "check",
+    "docs",
+    "site",
+    "notebooks",
+    "sharding",
+    "engines",
+    "minimums",
+    "conformance",
+)
 USAGE = (
     __doc__.split("Every command")[0].strip() if __doc__ else f"python3 dev.py {'|'.join(COMMANDS)} [args]"
 )
@@ -187,10 +198,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         _say(f"tiegraph needs Python >= 3.10, this is {sys.version.split()[0]}")
         return 2
 
-    if command == "sharding":  # its own cached venvs, not .venv: see devtools/sharding/run.py
-        return _exec([sys.executable, ROOT / "devtools" / "sharding" / "run.py", *rest])
-    if command == "minimums":  # its own cached venv at the lowest versions claimed: devtools/minimums.py
-        return _exec([sys.executable, ROOT / "devtools" / "minimums.py", *rest])
+    # their own cached venvs, not .venv: DeepSpeed/Megatron (sharding), the lowest versions claimed (minimums)
+    scripts = {
+        "sharding": ROOT / "devtools" / "sharding" / "run.py",
+        "minimums": ROOT / "devtools" / "minimums.py",
+    }
+    if command in scripts:
+        return _exec([sys.executable, scripts[command], *rest])
 
     _ensure_venv()
     _ensure_torch()
