@@ -37,9 +37,9 @@ CI_MINUTES = (
     "the converter had done 8 of its 31 cells 24 minutes later"
 )
 RUNTIME_WHY = (
-    "not built: llama-cpp-python compiles from source (about 20 min of CPU on 2 cores), which the session "
-    "that measured this table could not spare; `python3 dev.py engines --only llama.cpp-runtime` builds and "
-    "runs it"
+    "not built: llama-cpp-python compiles from source (about 20 min of CPU on 2 cores); the build started "
+    "for this table was still compiling ggml after 30 minutes on a machine shared with other builds and was "
+    "stopped. `python3 dev.py engines --only llama.cpp-runtime` builds it and runs runners/llama_runner.py"
 )
 
 
