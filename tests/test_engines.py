@@ -89,6 +89,9 @@ def loaded_head(folder: Path) -> tuple[str, bool]:
     handler.emit = records.append  # type: ignore[method-assign]
     logger = logging.getLogger("transformers")
     logger.addHandler(handler)
+    level, disabled = logger.level, logger.disabled
+    logger.setLevel(logging.WARNING)  # another test (the CLI's quiet mode) may have silenced it
+    logger.disabled = False
     files = {}
     for f in folder.glob("*.safetensors"):
         files.update(load_file(f))
@@ -98,6 +101,8 @@ def loaded_head(folder: Path) -> tuple[str, bool]:
         return "load-error", bool(records)
     finally:
         logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.disabled = disabled
     head, embed = model.lm_head.weight, model.model.embed_tokens.weight
     warned = any(r.levelno >= logging.WARNING for r in records)
     if not torch.equal(embed, files[EMBED]):

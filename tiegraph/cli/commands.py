@@ -65,7 +65,7 @@ def _output_format(fmt: str | None, output: str | None) -> str:
 def inspect_command(args: argparse.Namespace) -> int:
     """``tiegraph inspect``: build one SPEC, wrap it, report its ties (text, JSON, DOT or a picture)."""
     from .. import checkpoint
-    from . import quiet, specs, wrap
+    from . import engines, quiet, specs, wrap
     from . import summary as summaries
 
     fmt = _output_format(args.format, args.output)
@@ -74,14 +74,16 @@ def inspect_command(args: argparse.Namespace) -> int:
     sets = specs.parse_sets(args.sets)
     peft = wrap.parse_peft(args.peft)
     if args.check_values:
-        _check_values_needs_a_directory(args.spec)
+        _needs_a_directory(args.spec, "--check-values")
+    if args.engines:
+        _needs_a_directory(args.spec, "--engines")
     built, model, wrappers, tg = _build(args.spec, args, sets, peft, compile=args.compile)
     checkpoint_lines: list[str] = []
     if built.checkpoint is not None:  # its problems are recorded as findings of tg
         checkpoint_lines = checkpoint.check_checkpoint(
             tg, built.model, built.checkpoint, check_values=args.check_values
         )
-    acceptances = _acceptances(args)
+    engine_lines, engine_data, engine_fails, acceptances = engines.engines_section(args, _acceptances(args))
     summary, plan = summaries.summarise(tg, accept=acceptances), _shard_plan(model, args.shard_plan)
     problem = any(f["severity"] in ("error", "warning") and not f["accepted"] for f in summary["findings"])
 
@@ -91,7 +93,8 @@ def inspect_command(args: argparse.Namespace) -> int:
     if fmt == "text":
         text = _text_report(tg, built, wrappers, acceptances)
         text += "".join(
-            f"\n{line}" for line in [*checkpoint_lines, *(f"shard plan: {f.severity}: {f}" for f in plan)]
+            f"\n{line}"
+            for line in [*checkpoint_lines, *(f"shard plan: {f.severity}: {f}" for f in plan), *engine_lines]
         )
         _emit(text + "\n", args.output)
     elif fmt == "json":
@@ -108,6 +111,7 @@ def inspect_command(args: argparse.Namespace) -> int:
             **summary,
             "checkpoint": _checkpoint_json(built, checkpoint_lines),
             "shard_plan": [dict(dataclasses.asdict(f), severity=f.severity) for f in plan],
+            "engines": engine_data,
             "graph": tg.to_json(),
         }
         _emit(json.dumps(data, indent=1, default=str) + "\n", args.output)
@@ -121,20 +125,22 @@ def inspect_command(args: argparse.Namespace) -> int:
             _write_picture(tg, args.output, fmt)
     if args.output:
         print(f"wrote {args.output}", file=sys.stderr)
-    if args.strict and (problem or any(f.fails for f in plan)):
-        print(f"tiegraph inspect: --strict: {_why_strict(summary, plan)}", file=sys.stderr)
+    if args.strict and (problem or any(f.fails for f in plan) or engine_fails):
+        why = [_why_strict(summary, plan)] if problem or any(f.fails for f in plan) else []
+        why += [engines.strict_reason(engine_fails)] if engine_fails else []
+        print(f"tiegraph inspect: --strict: {'; '.join(why)}", file=sys.stderr)
         return 1
     return 0
 
 
-def _check_values_needs_a_directory(spec: str) -> None:
-    """``--check-values`` compares saved tensors: SPEC must be a checkpoint directory."""
+def _needs_a_directory(spec: str, flag: str) -> None:
+    """``--check-values`` and ``--engines`` read saved files: SPEC must be a checkpoint directory."""
     from . import specs
 
     if not Path(spec).expanduser().is_dir():
         if specs.looks_like_path(spec):
             raise UsageError(f"no such directory: {spec}")
-        raise UsageError(f"--check-values needs a checkpoint directory as SPEC, not {spec!r}")
+        raise UsageError(f"{flag} needs a checkpoint directory as SPEC, not {spec!r}")
 
 
 def _shard_plan(model: Any, text: str | None) -> list[Any]:
@@ -368,7 +374,7 @@ def demo_command(args: argparse.Namespace) -> int:
 
 def _diff_side(spec: str, args: argparse.Namespace, *, after: bool) -> tuple[TieGraph, str]:
     """The graph of one side, and one line saying what it is."""
-    from . import specs, wrap
+    from . import engines, specs, wrap
 
     sets = specs.parse_sets(args.sets) if after else []
     peft = wrap.parse_peft(args.peft) if after else None
@@ -377,9 +383,10 @@ def _diff_side(spec: str, args: argparse.Namespace, *, after: bool) -> tuple[Tie
         if after and (sets or args.compile or any((peft or {}).values())):
             raise UsageError(f"{spec} is a JSON graph: --set, --peft and --compile cannot rebuild it")
         return _read_graph(path), f"{spec} (graph read from JSON)"
-    built, _, wrappers, tg = _build(spec, args, sets, peft, compile=after and args.compile)
+    built, model, wrappers, tg = _build(spec, args, sets, peft, compile=after and args.compile)
     how = f"; wrapped: {'; '.join(wrappers)}" if wrappers else ""
-    return tg, f"{built.spec}: {built.cls} ({built.source}){how}"
+    tg, loaded = engines.as_loaded_side(built, model, tg, args)  # a checkpoint: what loading it gives
+    return tg, f"{built.spec}: {built.cls} ({built.source}){how}{loaded}"
 
 
 def _build(

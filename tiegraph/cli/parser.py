@@ -20,6 +20,7 @@ examples:
   tiegraph inspect llama --set tie_word_embeddings=true   which modules share memory with the embedding
   tiegraph inspect gemma3 --peft lora:lm_head             what LoRA on lm_head does to the tie
   tiegraph inspect ./my-checkpoint --check-values         is this checkpoint's head tied?
+  tiegraph inspect ./my-checkpoint --engines --strict     does every engine load the head I trained?
   tiegraph diff gemma gemma --peft lora:lm_head           what LoRA on lm_head does to the ties
   tiegraph survey --tasks causal-lm --json survey.json    every causal LM in transformers
   tiegraph demo --out pictures                            a tour of tiny models, with pictures
@@ -146,6 +147,12 @@ def build_parser() -> argparse.ArgumentParser:
     out.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
     out.add_argument("--check-values", action="store_true", help="compare saved copies of tied tensors")
     out.add_argument(
+        "--engines",
+        action="store_true",
+        help="say what each engine (transformers, vLLM, llama.cpp, MLX, ONNX, SGLang) puts in the head "
+        "when it loads this checkpoint directory",
+    )
+    out.add_argument(
         "--strict", action="store_true", help="exit 1 when the audit finds an error or a warning not accepted"
     )
     _add_accept(out)
@@ -270,6 +277,11 @@ def _add_diff(sub: Any, common: argparse.ArgumentParser) -> None:
     wrap = p.add_argument_group("wrapping B")
     wrap.add_argument("--peft", action="append", default=[], metavar="KIND:MODULES", help="as for inspect")
     wrap.add_argument("--compile", action="store_true", help="wrap B in torch.compile")
+    p.add_argument(
+        "--check-values",
+        action="store_true",
+        help="compare a checkpoint's saved head and embedding: from_pretrained ties them only when equal",
+    )
     p.add_argument("--format", choices=("text", "json"), default="text", help="output format")
     p.add_argument(
         "--strict",

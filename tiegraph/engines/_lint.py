@@ -52,6 +52,8 @@ TABLE: dict[str, tuple[Severity, str]] = {
     ),
 }
 KINDS: dict[str, str] = kinds(TABLE)
+#: The kinds :func:`folder_findings` reports (the others are the audit's).
+FOLDER_KINDS = ("tie-flag-missing-defaults-disagree",)
 SEVERITY: dict[str, Severity] = {kind: severity for kind, (severity, _) in TABLE.items()}
 
 

@@ -10,7 +10,7 @@ from .._finding import Finding
 from ._facts import FolderFacts, folder_facts
 from ._outcome import EngineOutcome
 
-__all__ = ["check_folder", "engines_json", "engines_lines"]
+__all__ = ["check_folder", "engines_json", "engines_lines", "engines_report"]
 
 
 def check_folder(
@@ -70,3 +70,35 @@ def engines_json(facts: FolderFacts, outcomes: Sequence[EngineOutcome]) -> dict[
             {**dataclasses.asdict(o), "companions": [list(c) for c in o.companions]} for o in outcomes
         ],
     }
+
+
+def engines_report(
+    folder: str, *, check_values: bool = False, accept: Sequence[Any] = ()
+) -> tuple[list[str], dict[str, Any], list[Finding]]:
+    """What ``tiegraph inspect DIR --engines`` adds: report lines, JSON data, the findings that fail.
+
+    The last are what ``--strict`` fails on: errors and warnings not accepted.
+
+    ``accept`` holds acceptances (:mod:`tiegraph.acceptance`) for the hand-off's kinds; the others are the
+    audit's business and are not reported unmatched here.
+    """
+    from ..acceptance import accept as apply
+
+    facts, result, found = check_folder(folder, check_values=check_values)
+    marked = [f for f in apply(found, accept) if f.kind != "unmatched-acceptance"]
+    lines = engines_lines(facts, result)
+    for f in marked:
+        mark = f"{f.severity}, accepted" if f.accepted else f.severity
+        lines.append(f"  [{mark}] {f.kind}: {f.message}")
+    data = engines_json(facts, result)
+    data["findings"] = [
+        {
+            "kind": f.kind,
+            "severity": f.severity,
+            "accepted": f.accepted,
+            "paths": list(f.paths),
+            "message": f.message,
+        }
+        for f in marked
+    ]
+    return lines, data, [f for f in marked if f.fails]

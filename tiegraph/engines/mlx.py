@@ -55,4 +55,5 @@ RULE = Rule(
     table=TABLE,
     architectures={"llama": None, "qwen2": None, "gemma": GEMMA},
     companions={"bias": "load-error"},
+    verified=True,
 )

@@ -1,0 +1,67 @@
+"""The hand-off (:mod:`tiegraph.engines`) on the command line: `inspect --engines`, checkpoints in `diff`."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._text import plural
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .._finding import Finding
+    from ..acceptance import Acceptance
+    from ..graph import TieGraph
+    from .specs import Built
+
+__all__ = ["as_loaded_side", "engine_kinds", "engines_section", "strict_reason"]
+
+
+def engine_kinds() -> set[str]:
+    """The hand-off's finding kinds: ``--engines`` reports and accepts them, the audit does not."""
+    from ..engines import KINDS, _lint
+
+    return {*KINDS, *_lint.FOLDER_KINDS}
+
+
+def engines_section(
+    args: argparse.Namespace, acceptances: Sequence[Acceptance]
+) -> tuple[list[str], dict[str, Any] | None, list[Finding], list[Acceptance]]:
+    """What ``--engines`` adds (report lines, JSON data, failing findings), and the audit's acceptances.
+
+    Acceptances of the hand-off's kinds are used here; the rest are left for the audit.
+    """
+    kinds = engine_kinds()
+    rest = [a for a in acceptances if a.kind not in kinds]
+    if not args.engines:
+        return [], None, [], rest
+    from ..engines._report import engines_report
+
+    mine = [a for a in acceptances if a.kind in kinds]
+    folder = str(Path(args.spec).expanduser())
+    lines, data, fails = engines_report(folder, check_values=args.check_values, accept=mine)
+    return ["", *lines], data, fails, rest
+
+
+def strict_reason(fails: Sequence[Finding]) -> str:
+    """The part of ``--strict``'s one line that the hand-off's findings add."""
+    kinds = ", ".join(dict.fromkeys(f.kind for f in fails))
+    return f"{plural(len(fails), 'engine finding')} not accepted ({kinds})"
+
+
+def as_loaded_side(
+    built: Built, model: nn.Module, tg: TieGraph, args: argparse.Namespace
+) -> tuple[TieGraph, str]:
+    """A checkpoint side of ``diff`` as ``from_pretrained`` loads it (the transformers rule), and a note."""
+    if built.checkpoint is None:
+        return tg, ""
+    from ..build import build_graph
+    from ..engines._loaded import as_loaded
+
+    note = as_loaded(built.model, Path(built.spec).expanduser(), check_values=args.check_values)
+    if not note:
+        return tg, ""
+    return build_graph(model, input_embedding=args.input_embedding), f"; {note}"
