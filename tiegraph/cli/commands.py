@@ -73,10 +73,7 @@ def inspect_command(args: argparse.Namespace) -> int:
         _writable(Path(args.output))
     sets = specs.parse_sets(args.sets)
     peft = wrap.parse_peft(args.peft)
-    if args.check_values:
-        _needs_a_directory(args.spec, "--check-values")
-    if args.engines:
-        _needs_a_directory(args.spec, "--engines")
+    _needs_a_directory(args)
     built, model, wrappers, tg = _build(args.spec, args, sets, peft, compile=args.compile)
     checkpoint_lines: list[str] = []
     if built.checkpoint is not None:  # its problems are recorded as findings of tg
@@ -133,14 +130,17 @@ def inspect_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def _needs_a_directory(spec: str, flag: str) -> None:
+def _needs_a_directory(args: argparse.Namespace) -> None:
     """``--check-values`` and ``--engines`` read saved files: SPEC must be a checkpoint directory."""
     from . import specs
 
-    if not Path(spec).expanduser().is_dir():
-        if specs.looks_like_path(spec):
-            raise UsageError(f"no such directory: {spec}")
-        raise UsageError(f"{flag} needs a checkpoint directory as SPEC, not {spec!r}")
+    flag = next(
+        (f for f, on in (("--check-values", args.check_values), ("--engines", args.engines)) if on), ""
+    )
+    if flag and not Path(args.spec).expanduser().is_dir():
+        if specs.looks_like_path(args.spec):
+            raise UsageError(f"no such directory: {args.spec}")
+        raise UsageError(f"{flag} needs a checkpoint directory as SPEC, not {args.spec!r}")
 
 
 def _shard_plan(model: Any, text: str | None) -> list[Any]:
@@ -455,11 +455,11 @@ def _mark_accepted(line: str, accepted: set[tuple[str, tuple[str, ...]]]) -> str
 
 def diff_command(args: argparse.Namespace) -> int:
     """``tiegraph diff``: build or read A and B and say what changed about their ties."""
-    import tiegraph
+    from ..diff import diff  # not tiegraph.diff: once the submodule is imported, that name is the module
 
     before, what_a = _diff_side(args.a, args, after=False)
     after, what_b = _diff_side(args.b, args, after=True)
-    d = tiegraph.diff(before, after)
+    d = diff(before, after)
     accepted, unmatched = _accepted_changes(d, _acceptances(args))
     if args.format == "json":
         data = {
