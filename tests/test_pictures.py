@@ -41,7 +41,7 @@ def _demo_stop(stem: str) -> Callable[[], str]:
     """The SVG ``tiegraph demo`` draws for one of its stops (``python -m tiegraph demo --out DIR``)."""
 
     def draw() -> str:
-        from tiegraph._demo import STOPS
+        from tiegraph.cli.demo import STOPS
 
         (factory,) = [factory for name, _, factory, _ in STOPS if name == stem]
         with warnings.catch_warnings():
