@@ -39,4 +39,5 @@ RULE = Rule(
     table=TABLE,
     architectures={"llama": None, "qwen2": None, "gemma": None, "mistral": None},
     companions={"bias": "dropped-warns"},
+    verified=True,
 )
