@@ -7,11 +7,12 @@ so that a merge really changes the weights: the tests check the findings against
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from models import llama
+from models import llama, modules_to_save_lm_head
 from torch import nn
 
 import tiegraph
@@ -234,3 +235,26 @@ def test_cli_diff_shows_what_lora_on_a_tied_head_does(capsys: pytest.CaptureFixt
     out = capsys.readouterr().out
     assert "new finding adapter-on-tied-module: lm_head.weight, model.embed_tokens.weight" in out
     assert "2 slots added: lm_head.lora_A.default.weight, lm_head.lora_B.default.weight" in out
+
+
+def test_modules_to_save_message_claims_nothing_peft_does_not_do(tmp_path: Path) -> None:
+    """modules-to-save-copy-untied said "a merged model reloads tied"; with the installed PEFT,
+    merge_and_unload sets tie_word_embeddings=False and the reload keeps the trained head. The message
+    makes no claim about merging; what it advises (save with the flag False) keeps the trained head."""
+    from transformers import AutoModelForCausalLM
+
+    model = modules_to_save_lm_head()
+    [finding] = [f for f in tiegraph.build_graph(model).audit() if f.kind == "modules-to-save-copy-untied"]
+    assert "merge" not in finding.message
+    assert "reloads tied" not in finding.message
+    assert "save with config.tie_word_embeddings=False so that a reload keeps both" in finding.message
+    copy = model.base_model.model.lm_head.modules_to_save.default
+    with torch.no_grad():
+        copy.weight.add_(1.0)  # "trained"
+    trained = copy.weight.detach().clone()
+    merged = model.merge_and_unload()
+    assert merged.config.tie_word_embeddings is False  # what the installed PEFT does
+    merged.save_pretrained(tmp_path)
+    reloaded = AutoModelForCausalLM.from_pretrained(tmp_path)
+    assert torch.equal(reloaded.lm_head.weight, trained)
+    assert tiegraph.build_graph(reloaded).tied_to_input_embedding() == []

@@ -49,9 +49,10 @@ _PAIR_KINDS: dict[str, str] = kinds(
         "modules-to-save-copy-untied": (
             "warning",
             "The active PEFT modules_to_save copy {copy} is not tied to {other}, although {declared_by} "
-            "declares the tie and its original_module is tied (peft#2777): training updates the copy alone "
-            "and a merged model reloads tied; leave {module} out of modules_to_save, or save with "
-            "config.tie_word_embeddings=False.",
+            "declares the tie and its original_module is tied (peft#2777): training updates the copy alone, "
+            "so the head and the embedding part ways; leave {module} out of modules_to_save to train them as "
+            "one weight, or keep the copy and save with config.tie_word_embeddings=False so that a reload "
+            "keeps both.",
         ),
     }
 )
