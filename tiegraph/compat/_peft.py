@@ -23,7 +23,8 @@ def get_module_names_tied_with_embedding(model: nn.Module, *, config_false_wins:
     up. The model is unwrapped as PEFT does (a ``PeftModel`` to its base model, a tuner to its ``.model``) and
     the answer is the current path of each module, under that model, whose own parameter shares memory with
     a parameter of ``get_input_embeddings()`` (directly or through its tie group): ``lm_head`` for a tied
-    Llama, ``lm_head.base_layer`` once a LoRA layer wraps the head, never an adapter's own submodule.
+    Llama, still ``lm_head`` once a LoRA or trainable-tokens layer wraps the head (the wrapper is the module
+    PEFT's callers match and replace), never an adapter's own submodule.
 
     Parameters
     ----------
@@ -52,6 +53,8 @@ def get_module_names_tied_with_embedding(model: nn.Module, *, config_false_wins:
     - A model without ``get_input_embeddings`` gives ``[]`` here; PEFT raises ``ValueError`` when its
       declarations are a dict.
     - With ``config_false_wins=False``, a model tied in memory with the flag False names its tied modules.
+    - A wrapped head is named by its wrapper (``lm_head``), as PEFT's list-form answer does; PEFT's dict
+      form names the inner ``lm_head.base_layer``, which its trainable-tokens step then wraps again.
 
     The input embedding is what ``get_input_embeddings()`` returns, as PEFT asks it. Only slots on one of
     its storages, or holding one of its tensor objects, are compared (exact bytes), so a wrapper tensor
@@ -146,7 +149,12 @@ def _tied_module_paths(model: nn.Module, embedding: nn.Module) -> list[str]:
         if not is_param(s) or w.inside[owner]:
             continue
         # an adapter's own tensor (lora_A, trainable_tokens_delta) is named under its layer: skip it
-        if idx.slot_canon_of(s) == f"{idx.belongs_of(owner)}.{idx.s_attr[s]}".lstrip("."):
+        place = idx.belongs_of(owner)
+        if idx.slot_canon_of(s) == f"{place}.{idx.s_attr[s]}".lstrip("."):
+            # named by the outermost module at that place: a wrapped head is its wrapper (``lm_head``), the
+            # module PEFT's callers match and replace
+            while idx.m_parent[owner] >= 0 and idx.belongs_of(idx.m_parent[owner]) == place:
+                owner = idx.m_parent[owner]
             found.add(idx.path_of(owner))
     return sorted(found)
 
