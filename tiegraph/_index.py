@@ -73,7 +73,7 @@ class _Lazy(Generic[T]):
     def __get__(self, obj: Index | None, owner: type) -> _Lazy[T] | T:
         if obj is None:
             return self
-        value = obj.__dict__.get(self.private)
+        value: T | None = obj.__dict__.get(self.private)
         if value is None:
             getattr(obj, self.filler)()
             value = obj.__dict__[self.private]
@@ -298,7 +298,7 @@ class Index:
     # ------------------------------------------------------------------ derived fields
     def path_of(self, i: int) -> str:
         """Full path of module path ``i`` (without naming every module)."""
-        known = self.__dict__.get("_m_path")
+        known: list[str] | None = self.__dict__.get("_m_path")
         if known is not None:
             return known[i]
         parts = []
@@ -310,7 +310,7 @@ class Index:
 
     def slot_name_of(self, s: int) -> str:
         """Full name of slot ``s`` (without naming every slot)."""
-        known = self.__dict__.get("_s_name")
+        known: list[str] | None = self.__dict__.get("_s_name")
         if known is not None:
             return known[s]
         owner = self.path_of(self.owner_of(s))
@@ -365,7 +365,7 @@ class Index:
 
     def owner_of(self, s: int) -> int:
         """Module path owning slot ``s`` (without expanding every slot's owner)."""
-        known = self.__dict__.get("_s_owner")
+        known: list[int] | None = self.__dict__.get("_s_owner")
         if known is not None:
             return known[s]
         return self.d_number[bisect_right(self._run_starts(), s) - 1] >> 1

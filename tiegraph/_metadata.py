@@ -29,8 +29,8 @@ from torch import nn
 
 from ._index import Index, SlotMeta
 from ._tensors import ragged_shape
-from ._walk import PLAIN_TYPES, Keys, flat_views, hooked_paths, key_of, serve_hooked, slots_of, storages, walk
-from .storage import Extent, FlatViews, slow_components, strided_extent
+from ._walk import Keys, flat_views, hooked_paths, key_of, serve_hooked, slots_of, storages, walk
+from .storage import PLAIN_TYPES, Extent, FlatViews, slow_components, strided_extent
 
 #: The device (and, in :class:`SlotMeta`, ``shape=None``) of a slot whose tensor the graph can no longer
 #: read: the model changed or died before the metadata was first needed, and the build did not capture it.

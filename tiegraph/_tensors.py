@@ -370,7 +370,7 @@ class _Partial(NamedTuple):
 # how ``getattr(tensor, name)`` resolves for a class (decided once per class, per call of _torchao_group)
 _INSTANCE, _DEFAULT, _BASE, _DESCRIPTOR = range(4)
 _TENSOR_BASE = torch._C.TensorBase
-_GETATTRIBUTE = object.__getattribute__  # (torch.Tensor's: attribute lookup as the instance dicts see it)
+_GETATTRIBUTE: Any = object.__getattribute__  # (torch.Tensor's: attribute lookup as instance dicts see it)
 _NOT_CALLED = frozenset({_INSTANCE, _DEFAULT, _BASE})  # how attribute names resolve without a call
 
 

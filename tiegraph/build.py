@@ -78,8 +78,6 @@ from ._metadata import byte_extent, capture, parts_of, shape_of, slot_meta, watc
 from ._sources import as_module
 from ._tensors import leaves
 from ._walk import (
-    NO_FLAT_VIEWS,
-    PLAIN_TYPES,
     STORAGE_IDENTITY,
     Keys,
     Tree,
@@ -99,6 +97,8 @@ from .graph import TieGraph
 from .naming import Namer
 from .sharding.after import record_cut
 from .storage import (
+    NO_FLAT_VIEWS,
+    PLAIN_TYPES,
     Components,
     Extent,
     FlatViews,

@@ -47,7 +47,7 @@ def find_base(base: str, directory: Path, revision: str | None = None) -> tuple[
     for candidate in (Path(base).expanduser(), directory / base):
         if (candidate / "config.json").is_file():
             return candidate, f"the local directory {candidate}"
-    from transformers.utils import cached_file
+    from transformers.utils import cached_file  # type: ignore[attr-defined]
 
     try:  # local_files_only: the cache is read, the network never
         found = cached_file(base, "config.json", revision=revision, local_files_only=True)

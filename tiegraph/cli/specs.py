@@ -208,7 +208,9 @@ def task_mapping(task: str) -> dict[str, str]:
 
 def model_types() -> list[str]:
     """Every model type transformers knows a config for."""
-    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+    from transformers.models.auto.configuration_auto import (  # type: ignore[attr-defined]
+        CONFIG_MAPPING_NAMES,
+    )
 
     return sorted(CONFIG_MAPPING_NAMES)
 
@@ -245,8 +247,12 @@ def _build_meta(cls: type, config: Any, *, trust_remote_code: bool = False, auto
             if auto:
                 import transformers
 
-                return getattr(transformers, auto).from_config(config, trust_remote_code=trust_remote_code)
-            return cls._from_config(config) if hasattr(cls, "_from_config") else cls(config)
+                model: nn.Module = getattr(transformers, auto).from_config(
+                    config, trust_remote_code=trust_remote_code
+                )
+            else:
+                model = cls._from_config(config) if hasattr(cls, "_from_config") else cls(config)
+            return model
     except UsageError:
         raise
     except Exception as exc:
