@@ -196,3 +196,15 @@ def test_diff_is_the_public_function_after_importing_the_module() -> None:
 
     assert callable(tiegraph.diff)
     assert tiegraph.diff.__name__ == "diff"
+
+
+def test_diff_is_the_function_when_tiegraph_testing_is_imported_first() -> None:
+    """In a fresh interpreter: ``import tiegraph.testing`` before any use of ``tiegraph.diff`` (a test file
+    that imports the helpers) left ``tiegraph.diff`` the submodule, and ``tiegraph.diff(a, b)`` raised
+    "'module' object is not callable"."""
+    import subprocess
+    import sys
+
+    code = "import tiegraph.testing, tiegraph; print(callable(tiegraph.diff), tiegraph.diff.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["True", "diff"]
