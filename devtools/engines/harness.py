@@ -152,7 +152,8 @@ def compare(rows: list[dict[str, Any]], manifest: list[dict[str, Any]]) -> list[
         if folder is None:
             continue
         try:
-            (outcome,) = outcomes(folder, engines=[row["engine"]])
+            # check_values: the folders are tiny, and a rule may turn on whether the head equals the embedding
+            (outcome,) = outcomes(folder, engines=[row["engine"]], check_values=True)
             predicted, warns = outcome.head, outcome.warns
         except Exception as exc:  # a prediction that fails is a mismatch to report, not a crash
             predicted, warns = f"error: {type(exc).__name__}: {exc}", None
