@@ -17,7 +17,8 @@ from torch import nn
 from transformers import AutoConfig, AutoModelForCausalLM
 
 import tiegraph
-from tiegraph._tensors import leaves, quantization
+from tiegraph._quantization import quantization
+from tiegraph._tensors import leaves
 from tiegraph.export import to_dot
 
 X = torch.tensor([[1, 2, 3]])

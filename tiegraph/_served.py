@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 from torch import nn
 
-from ._tensors import is_quantized_layer_type, quantization
+from ._quantization import is_quantized_layer_type, quantization
 
 if TYPE_CHECKING:
     from ._index import Index
@@ -200,11 +200,19 @@ def _served_slots(module: nn.Module, hook: Any) -> Iterator[tuple[nn.Module, str
         yield (module.get_submodule(owner_path) if owner_path else module), attr, name, tensor
 
 
-def _serve(
-    index: Index, modules: list[nn.Module], tensors: list[Any], hooked: list[int], record: bool
-) -> None:
+_Entry = tuple[torch.Tensor | None, str, str, str | None]  # served tensor, placement, where from, device
+
+
+def _hooks_serve(
+    modules: list[nn.Module], hooked: list[int]
+) -> tuple[dict[tuple[int, str], _Entry], dict[int, str | None]]:
+    """What the hooks on ``hooked`` module paths serve, and where each hooked module executes.
+
+    Served entries are keyed by (id of the module holding the tensor, attribute); execution devices by the
+    hooked module's id.
+    """
     stand = _Stand()
-    served: dict[tuple[int, str], tuple[torch.Tensor | None, str, str, str | None]] = {}
+    served: dict[tuple[int, str], _Entry] = {}
     executes: dict[int, str | None] = {}
     for i in hooked:
         module = modules[i]
@@ -220,6 +228,13 @@ def _serve(
             for holder, attr, name, tensor in _served_slots(module, hook):
                 value, where, source = _served(hook, name, tensor, stand)
                 served[(id(holder), attr)] = (value, where, source, device)
+    return served, executes
+
+
+def _serve(
+    index: Index, modules: list[nn.Module], tensors: list[Any], hooked: list[int], record: bool
+) -> None:
+    served, executes = _hooks_serve(modules, hooked)
     m_exec: list[str | None] = []
     for i, parent in enumerate(index.m_parent):
         key = id(modules[i])
@@ -233,8 +248,7 @@ def _serve(
             continue
         value, where, source, device = entry
         placement[s] = where
-        if record:
-            sources[index.slot_name_of(s)] = source
+        sources[index.slot_name_of(s)] = source
         if device is not None:
             execution[s] = device
         if value is not None:

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 from torch import nn
 
+from ._quantization import is_quantized_layer_type
 from ._served import HOOK, annotate
-from ._tensors import is_quantized_layer_type
 from .errors import CycleError, TiegraphError
 from .storage import NO_FLAT_VIEWS, PLAIN_TYPES, FlatViews, flat_param_views
 

@@ -30,6 +30,7 @@ from .values import sentence
 if TYPE_CHECKING:
     from ._index import TieConfig
     from ._view import GraphView
+    from .declared import Declaration
     from .graph import TieGraph
 
 __all__ = ["FINDERS", "KINDS", "Finder", "Finding", "audit", "finding"]
@@ -162,98 +163,95 @@ def core_findings(view: GraphView) -> list[Finding]:
     """The audit's own kinds (:data:`CORE_KINDS`): declared pairs, tie groups, and the tie flag."""
     found: list[Finding] = []
     ie = set(view.input_embedding_slots)
-    flag_name, flag = _governing_flag(view) if ie else ("", None)
-    explained_gated = False
     # their own kinds say more than declared-not-tied: a device split, a quantized end, an FSDP2 cut
     placed_or_quantized = {**deployed.untied_pairs(view), **cut.split_pairs(view)}
-
     for tie in view.declarations:
-        by = tie.declarer
-        if (tie.target, tie.source) in placed_or_quantized:
-            continue
-        if tie.status == "unresolved":
-            raw = f"{{{tie.declared_as[0]!r}: {tie.declared_as[1]!r}}}"
-            found.append(
-                _core(
-                    "unresolved-declaration",
-                    [tie.target, tie.source],
-                    declared_by=by,
-                    declared_as=raw,
-                    note=tie.note,
-                )
-            )
-            continue
-        t, s = tie.target_slot, tie.source_slot
-        if tie.status == "gated-off":
-            if tie.shares:
-                explained_gated = True
-                name = join(tie.declared_by, "config.tie_word_embeddings")
-                found.append(_core("tied-although-config-says-not", [tie.target, tie.source], flag=name))
-            continue
-        if t in ie and s not in ie:
-            found.append(
-                _core(
-                    "input-embedding-is-declared-target",
-                    [tie.target, tie.source],
-                    target=tie.target,
-                    source=tie.source,
-                    declared_by=by,
-                )
-            )
-        if tie.status == "tied":
-            if tie.listed is False:
-                found.append(
-                    _core(
-                        "stale-tied-weights-keys",
-                        [tie.target, tie.source],
-                        target=tie.target,
-                        source=tie.source,
-                    )
-                )
-            continue
-        # not-tied: the most specific reason first
-        if {"inactive", "original"} & {tie.target_copy, tie.source_copy}:
-            continue  # judged on the copies a forward uses: an active copy stands in for its original
-        if "active" in (tie.target_copy, tie.source_copy):
-            copy, other = (
-                (tie.target_path, tie.source)
-                if tie.target_copy == "active"
-                else (tie.source_path, tie.target)
-            )
-            module = view.module_belongs(view.slot_owner(t if tie.target_copy == "active" else s))
-            found.append(
-                _core(
-                    "modules-to-save-copy-untied",
-                    [tie.target, tie.source],
-                    copy=copy,
-                    other=other,
-                    declared_by=by,
-                    module=module,
-                )
-            )
-            continue
-        target, source = view.tensor(t), view.tensor(s)
-        detail = _mismatch(target.dtype, target.shape, source.dtype, source.shape)
-        if detail:
-            found.append(_core("group-dtype-or-shape-mismatch", [tie.target, tie.source], detail=detail))
-            continue
+        if (tie.target, tie.source) not in placed_or_quantized:
+            found.extend(_pair_findings(view, tie, ie))
+    found.extend(_group_findings(view))
+    found.extend(_flag_findings(view, ie, found))
+    found.extend(_flags_disagree(view))
+    return found
+
+
+def _pair_findings(view: GraphView, tie: Declaration, ie: set[int]) -> list[Finding]:
+    """What one declared pair says: the most specific reason first."""
+    pair = [tie.target, tie.source]
+    if tie.status == "unresolved":
+        raw = f"{{{tie.declared_as[0]!r}: {tie.declared_as[1]!r}}}"
+        return [
+            _core("unresolved-declaration", pair, declared_by=tie.declarer, declared_as=raw, note=tie.note)
+        ]
+    if tie.status == "gated-off":
+        if not tie.shares:
+            return []
+        return [_core("tied-although-config-says-not", pair, flag=join(tie.declared_by, _FLAG))]
+    found = []
+    if tie.target_slot in ie and tie.source_slot not in ie:
         found.append(
             _core(
-                "declared-not-tied",
-                [tie.target, tie.source],
+                "input-embedding-is-declared-target",
+                pair,
                 target=tie.target,
                 source=tie.source,
-                declared_by=by,
-                values=sentence(tie.values, tie.target, tie.source),
+                declared_by=tie.declarer,
             )
         )
+    if tie.status != "tied":
+        found.extend(_untied_pair(view, tie))
+    elif tie.listed is False:
+        found.append(_core("stale-tied-weights-keys", pair, target=tie.target, source=tie.source))
+    return found
 
-    found.extend(_group_findings(view))
 
-    if ie and flag is not None:
-        tg = view.tg
-        tied_to = tg.tied_to_input_embedding()
-        embedding = tg.input_embedding() or ""
+def _untied_pair(view: GraphView, tie: Declaration) -> list[Finding]:
+    """A ``not-tied`` pair: its PEFT copy, a dtype or shape that cannot be one weight, or not-tied itself."""
+    pair = [tie.target, tie.source]
+    t, s = tie.target_slot, tie.source_slot
+    if {"inactive", "original"} & {tie.target_copy, tie.source_copy}:
+        return []  # judged on the copies a forward uses: an active copy stands in for its original
+    if "active" in (tie.target_copy, tie.source_copy):
+        active = tie.target_copy == "active"
+        copy, other = (tie.target_path, tie.source) if active else (tie.source_path, tie.target)
+        module = view.module_belongs(view.slot_owner(t if active else s))
+        return [
+            _core(
+                "modules-to-save-copy-untied",
+                pair,
+                copy=copy,
+                other=other,
+                declared_by=tie.declarer,
+                module=module,
+            )
+        ]
+    target, source = view.tensor(t), view.tensor(s)
+    detail = _mismatch(target.dtype, target.shape, source.dtype, source.shape)
+    if detail:
+        return [_core("group-dtype-or-shape-mismatch", pair, detail=detail)]
+    values = sentence(tie.values, tie.target, tie.source)
+    return [
+        _core(
+            "declared-not-tied",
+            pair,
+            target=tie.target,
+            source=tie.source,
+            declared_by=tie.declarer,
+            values=values,
+        )
+    ]
+
+
+def _flag_findings(view: GraphView, ie: set[int], found: list[Finding]) -> list[Finding]:
+    """The governing tie flag against the input embedding's ties (``found``: the pair and group findings)."""
+    if not ie:
+        return []
+    flag_name, flag = _governing_flag(view)
+    if flag is None:
+        return []
+    tg = view.tg
+    tied_to = tg.tied_to_input_embedding()
+    embedding = tg.input_embedding() or ""
+    if flag:
         resolved = any(tie.status in ("tied", "not-tied") for tie in view.declarations)
         # a split device map, a quantization, an FSDP2 cut or a PEFT copy explains an untied embedding
         # better than a flag
@@ -262,14 +260,15 @@ def core_findings(view: GraphView) -> list[Finding]:
             or bool(cut.split_pairs(view))
             or any(f.kind == "modules-to-save-copy-untied" for f in found)
         )
-        if flag and not tied_to and resolved and not explained and not _flag_honored(view):
-            found.append(
+        if not tied_to and resolved and not explained and not _flag_honored(view):
+            return [
                 _core("config-says-tied-but-nothing-is", [embedding], flag=flag_name, embedding=embedding)
-            )
-        if not flag and tied_to and not explained_gated:
-            found.append(_core("tied-although-config-says-not", [embedding, *tied_to], flag=flag_name))
-    found.extend(_flags_disagree(view))
-    return found
+            ]
+        return []
+    explained_gated = any(f.kind == "tied-although-config-says-not" for f in found)  # by a gated-off pair
+    if tied_to and not explained_gated:
+        return [_core("tied-although-config-says-not", [embedding, *tied_to], flag=flag_name)]
+    return []
 
 
 _FLAG = "config.tie_word_embeddings"

@@ -377,6 +377,25 @@ def to_networkx(idx: Index) -> nx.MultiDiGraph:
     G = nx.MultiDiGraph()
     m_nodes = [module_node(p) for p in idx.m_path]
     s_nodes = [_slot_node(n) for n in idx.s_name]
+    _add_nodes(G, idx, m_nodes, s_nodes)
+    _add_edges(G, idx, m_nodes, s_nodes)
+    if idx.ie_module >= 0:
+        G.graph["input_embedding"] = idx.m_path[idx.ie_module]
+        G.graph["input_embedding_node"] = m_nodes[idx.ie_module]
+    elif idx.ie_slots:
+        G.graph["input_embedding"] = idx.s_name[idx.ie_slots[0]]
+        G.graph["input_embedding_node"] = s_nodes[idx.ie_slots[0]]
+    else:
+        G.graph["input_embedding"] = None
+    G.graph["input_embedding_slots"] = [s_nodes[s] for s in idx.ie_slots]
+    G.graph["input_embedding_note"] = idx.ie_note
+    G.graph["declared"] = [d.to_dict() for d in idx.declared]
+    G.graph.update(idx.graph_attrs())
+    return G
+
+
+def _add_nodes(G: nx.MultiDiGraph, idx: Index, m_nodes: list[str], s_nodes: list[str]) -> None:
+    """Module nodes, then storage nodes, then slot nodes (the order JSON keeps)."""
     for i, node in enumerate(m_nodes):
         G.add_node(
             node,
@@ -412,6 +431,10 @@ def to_networkx(idx: Index) -> nx.MultiDiGraph:
             quantization=facts[s][2],
             **_strides(idx, s),
         )
+
+
+def _add_edges(G: nx.MultiDiGraph, idx: Index, m_nodes: list[str], s_nodes: list[str]) -> None:
+    """``child``; ``owns`` and ``reads`` per slot; ``shares``; ``declares`` (the order JSON keeps)."""
     for i, parent in enumerate(idx.m_parent):
         if parent >= 0:
             G.add_edge(m_nodes[parent], m_nodes[i], key="child", kind="child", name=idx.m_name[i])
@@ -426,23 +449,9 @@ def to_networkx(idx: Index) -> nx.MultiDiGraph:
             )
     for a, b, how in idx.shares:
         G.add_edge(s_nodes[a], s_nodes[b], key="shares", kind="shares", how=how)
-    declared = [d.to_dict() for d in idx.declared]
-    for d, data in zip(idx.declared, declared, strict=True):
+    for d in idx.declared:
         if d.resolved:
-            attrs = {k: v for k, v in data.items() if k not in ("target_slot", "source_slot")}
+            attrs = {k: v for k, v in d.to_dict().items() if k not in ("target_slot", "source_slot")}
             G.add_edge(
                 s_nodes[d.target_slot], s_nodes[d.source_slot], key="declares", kind="declares", **attrs
             )
-    if idx.ie_module >= 0:
-        G.graph["input_embedding"] = idx.m_path[idx.ie_module]
-        G.graph["input_embedding_node"] = m_nodes[idx.ie_module]
-    elif idx.ie_slots:
-        G.graph["input_embedding"] = idx.s_name[idx.ie_slots[0]]
-        G.graph["input_embedding_node"] = s_nodes[idx.ie_slots[0]]
-    else:
-        G.graph["input_embedding"] = None
-    G.graph["input_embedding_slots"] = [s_nodes[s] for s in idx.ie_slots]
-    G.graph["input_embedding_note"] = idx.ie_note
-    G.graph["declared"] = declared
-    G.graph.update(idx.graph_attrs())
-    return G

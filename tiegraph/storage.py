@@ -17,7 +17,8 @@ from typing import Generic, NamedTuple, TypeVar
 import torch
 
 from ._caller import outside_stacklevel
-from ._tensors import Expanded, expand, leaves
+from ._expand import Expanded, expand
+from ._tensors import leaves
 
 __all__ = [
     "PLAIN_TYPES",
@@ -158,12 +159,12 @@ def slow_parts(tensors: Sequence[torch.Tensor], labelled: Container[int] = ()) -
 
     The builder calls this once per build with every slot tensor its bulk path did not take. The answer per
     tensor is :func:`slow_components`'s (``unknown`` lists the positions it answers None for; their
-    components are left out) and :func:`tiegraph._tensors.quantization`'s (``labels``); columns are flat
+    components are left out) and :func:`tiegraph._quantization.quantization`'s (``labels``); columns are flat
     (``owners[i]`` is the position of the tensor component ``i`` belongs to, ascending) so that the builder
     counts storages in C-level passes. ``storages[i]`` is component ``i``'s ``untyped_storage()``, None when
     that raises (the component then reads nothing); ``labelled`` lists the positions whose label the
     builder has already (quantized layer classes: bitsandbytes, hqq). The work is decided per class
-    (:func:`tiegraph._tensors.expand`): torchao tensors are read in C-level passes, others one by one.
+    (:func:`tiegraph._expand.expand`): torchao tensors are read in C-level passes, others one by one.
 
     Examples
     --------

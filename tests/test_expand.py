@@ -1,4 +1,4 @@
-"""The slow path read in bulk (``tiegraph._tensors.expand``): the same answers as tensor by tensor.
+"""The slow path read in bulk (``tiegraph._expand.expand``): the same answers as tensor by tensor.
 
 Real torchao tensors only (``Int8Tensor``, ``Float8Tensor``, ``IntxUnpackedToInt8Tensor`` from
 ``quantize_`` on CPU). The batched reading decides per class and per build; nothing it learns is kept
@@ -16,9 +16,10 @@ from test_deployed import Opaque, tiny_llama
 from torch import nn
 
 import tiegraph
-from tiegraph import _tensors
-from tiegraph import build as builder
-from tiegraph._tensors import expand, leaves, quantization
+from tiegraph import _expand, _share
+from tiegraph._expand import expand
+from tiegraph._quantization import quantization
+from tiegraph._tensors import leaves
 
 #: torchao configs that quantize a CPU Linear into a wrapper tensor subclass (torchao's own flatten)
 CONFIGS = [
@@ -73,8 +74,8 @@ def test_expand_answers_as_leaves_tensor_by_tensor(config, monkeypatch):
         model[2].weight,
     ]
     batched = []
-    group = _tensors._torchao_group
-    monkeypatch.setattr(_tensors, "_torchao_group", lambda *a: batched.append(group(*a)) or batched[-1])
+    group = _expand._torchao_group
+    monkeypatch.setattr(_expand, "_torchao_group", lambda *a: batched.append(group(*a)) or batched[-1])
     got = expand(tensors)
     assert batched
     assert batched[0] is not None  # the torchao weights were read in bulk
@@ -110,8 +111,8 @@ def test_build_answers_the_same_with_the_bulk_reading_off(build, monkeypatch, co
         ["0.weight", "1.alias", "2.rows"],
         ["3.numpy_alias", "3.weight"],  # another storage object over the same bytes (from_numpy)
     ]
-    monkeypatch.setattr(_tensors, "_torchao_flatten", lambda: None)
-    monkeypatch.setattr(builder, "read_once", lambda *_: False)
+    monkeypatch.setattr(_expand, "_torchao_flatten", lambda: None)
+    monkeypatch.setattr(_share, "read_once", lambda *_: False)
     off = build(model)
     assert on.to_json() == off.to_json()
 
@@ -124,8 +125,8 @@ def test_a_quantized_llama_builds_the_same_with_the_bulk_reading_off(build, monk
     quantize_(model, Int8WeightOnlyConfig())
     on = build(model)
     assert on.tie_groups() == []
-    monkeypatch.setattr(_tensors, "_torchao_flatten", lambda: None)
-    monkeypatch.setattr(builder, "read_once", lambda *_: False)
+    monkeypatch.setattr(_expand, "_torchao_flatten", lambda: None)
+    monkeypatch.setattr(_share, "read_once", lambda *_: False)
     assert on.to_json() == build(model).to_json()
 
 
@@ -161,8 +162,8 @@ def test_a_bitsandbytes_model_builds_the_same_with_the_bulk_reading_off(build, m
     model = bitsandbytes_layers()
     on = build(model)
     assert on.tie_groups() == [["0.weight", "2.alias"]]
-    monkeypatch.setattr(_tensors, "_storage_group", lambda _: None)
-    monkeypatch.setattr(builder, "read_once", lambda *_: False)
+    monkeypatch.setattr(_expand, "_storage_group", lambda _: None)
+    monkeypatch.setattr(_share, "read_once", lambda *_: False)
     assert on.to_json() == build(model).to_json()
 
 
@@ -242,13 +243,13 @@ def test_a_class_value_answers_for_an_instance_without_its_own(build, monkeypatc
     del model[0].weight.act_pre_scale  # (the other weights keep their own None)
     model[2].register_buffer("alias", shared)
     batched = []
-    group = _tensors._torchao_group
-    monkeypatch.setattr(_tensors, "_torchao_group", lambda *a: batched.append(group(*a)) or batched[-1])
+    group = _expand._torchao_group
+    monkeypatch.setattr(_expand, "_torchao_group", lambda *a: batched.append(group(*a)) or batched[-1])
     on = build(model)
     assert on.tie_groups() == [["0.weight", "2.alias"]]
     assert batched[0] is not None  # (read in bulk, not tensor by tensor)
-    monkeypatch.setattr(_tensors, "_torchao_flatten", lambda: None)
-    monkeypatch.setattr(builder, "read_once", lambda *_: False)
+    monkeypatch.setattr(_expand, "_torchao_flatten", lambda: None)
+    monkeypatch.setattr(_share, "read_once", lambda *_: False)
     assert on.to_json() == build(model).to_json()
 
 
@@ -265,8 +266,8 @@ def test_a_class_with_its_own_getattribute_is_read_tensor_by_tensor(build, monke
         return object.__getattribute__(tensor, name)
 
     batched = []
-    group = _tensors._torchao_group
-    monkeypatch.setattr(_tensors, "_torchao_group", lambda *a: batched.append(group(*a)) or batched[-1])
+    group = _expand._torchao_group
+    monkeypatch.setattr(_expand, "_torchao_group", lambda *a: batched.append(group(*a)) or batched[-1])
     monkeypatch.setattr(kind, "__getattribute__", lookup, raising=False)
     assert build(model).tie_groups() == [["0.weight", "2.weight"]]
     assert batched == [None]
