@@ -105,7 +105,6 @@ FOREIGN_PRIVATE_READERS = {
     "tiegraph._tensors": "tensor subclasses and sparse layouts keep their parts in private attributes",
     "tiegraph.storage": "DTensor and FSDP1 flat parameters keep their local shards and views privately",
     "tiegraph._served": "accelerate's offload hooks live in _hf_hook",
-    "tiegraph._compare": "reads the tensor an offloaded slot holds straight from its module's dicts",
     "tiegraph._share": "storage keys fall back to _cdata on a torch without storage identity",
     "tiegraph.naming": "wrapper segments are the wrappers' private attribute names (_orig_mod, ...)",
     "tiegraph._declaring": "declarations are transformers' _tied_weights_keys",

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ._served import served_value
+from ._walk import slot_tensor
 
 if TYPE_CHECKING:
     from ._index import Index
@@ -57,10 +58,7 @@ def _tensor(model: nn.Module, idx: Index, s: int) -> torch.Tensor | None:
         module = model.get_submodule(idx.path_of(idx.owner_of(s)))
     except AttributeError:
         return None
-    attr = idx.s_attr[s]
-    found: torch.Tensor | None = module._parameters.get(attr)
-    if found is None:
-        found = module._buffers.get(attr)
+    found: torch.Tensor | None = slot_tensor(module, idx.s_attr[s])
     return found
 
 

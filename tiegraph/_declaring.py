@@ -35,7 +35,8 @@ from typing import Any
 
 from torch import nn
 
-from ._index import CopyWrapper, Index, TieConfig
+from ._index import Index
+from ._records import CopyWrapper, TieConfig
 from .declared import Declaration
 from .naming import join
 

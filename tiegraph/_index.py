@@ -45,10 +45,11 @@ import weakref
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from itertools import accumulate, chain, repeat
 from operator import and_, eq, rshift, sub
-from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
+
+from ._records import CopyWrapper, Deployed, SlotMeta, TieConfig
 
 if TYPE_CHECKING:
     from .declared import Declaration
@@ -102,63 +103,6 @@ _LAZY_META = (
 )
 _LAZY_FIELDS = (*_LAZY_SLOTS, *_LAZY_NAMES, *_LAZY_NUMBERS, *_LAZY_META, "declared")
 _NOT_COMPUTED: dict[str, Any] = dict.fromkeys(("_" + name for name in _LAZY_FIELDS), None)
-
-
-class SlotMeta(NamedTuple):
-    """What a slot's tensor is, as the graph records it (``dtype`` without ``torch.``; ``device``: str)."""
-
-    dtype: str
-    shape: tuple[int, ...] | None  # None: unknown (the model changed before it was read)
-    device: str  # "unknown" when unknown
-    requires_grad: bool
-
-
-@dataclass
-class TieConfig:
-    """The model root's tie flags as its config states them (None: no config, or no such flag)."""
-
-    config: str | None = None  # the config class name
-    tie_word_embeddings: bool | None = None
-    text_tie_word_embeddings: bool | None = None
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "config": self.config,
-            "tie_word_embeddings": self.tie_word_embeddings,
-            "text_tie_word_embeddings": self.text_tie_word_embeddings,
-        }
-
-
-@dataclass
-class CopyWrapper:
-    """One PEFT ``ModulesToSaveWrapper``: where it is, and which adapter copies it holds."""
-
-    path: str
-    canonical: str
-    active: list[str] = field(default_factory=list)
-    adapters: list[str] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "canonical": self.canonical,
-            "active": self.active,
-            "adapters": self.adapters,
-        }
-
-
-@dataclass
-class Deployed:
-    """What the build step :mod:`tiegraph._served` records: served tensors, placement, quantized layers."""
-
-    placement: list[str | None] | None = None  # per slot; None: where its tensor sits
-    execution_device: list[str | None] | None = None  # per slot
-    served_from: dict[str, str] = field(default_factory=dict)  # full slot name -> where the hook reads it
-    device_map: dict[str, str] | None = None  # the model's hf_device_map, or the one checked
-    slot_quantization: dict[int, str] = field(default_factory=dict)  # slot -> format label
-    quantized_layer_slots: list[int] = field(default_factory=list)  # weight slots of quantized layer classes
-    # (slot names, their layouts) that accelerate's hooks serve by data pointer as another slot's tensor
-    pointer_aliases: list[tuple[list[str], list[str]]] = field(default_factory=list)
 
 
 class Index:

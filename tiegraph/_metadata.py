@@ -27,7 +27,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._index import Index, SlotMeta
+from ._index import Index
+from ._records import SlotMeta
 from ._tensors import ragged_shape
 from ._walk import Keys, flat_views, hooked_paths, key_of, serve_hooked, slots_of, storages, walk
 from .storage import PLAIN_TYPES, Extent, FlatViews, slow_components, strided_extent

@@ -14,8 +14,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._index import CopyWrapper, TieConfig
 from ._placement import execution_device_of, placement_of, quantization_of
+from ._records import CopyWrapper, TieConfig
 
 if TYPE_CHECKING:
     from ._index import Index

@@ -296,6 +296,12 @@ def slots_of(tree: Tree, keys: bool = True) -> Slots:
     return Slots(sizes, attrs, tensors, found)
 
 
+def slot_tensor(module: nn.Module, attr: str) -> Any:
+    """The tensor in ``module``'s slot ``attr`` (its parameter, else its buffer)."""
+    found = module._parameters.get(attr)
+    return module._buffers.get(attr) if found is None else found
+
+
 def hooked_paths(tree: Tree) -> list[int]:
     """The module paths whose instance ``__dict__`` holds an accelerate hook (``_hf_hook``)."""
     return [i for i in tree.special if HOOK in tree.modules[i].__dict__]

@@ -28,7 +28,7 @@ from .storage import Components
 from .values import sentence
 
 if TYPE_CHECKING:
-    from ._index import TieConfig
+    from ._records import TieConfig
     from ._view import GraphView
     from .declared import Declaration
     from .graph import TieGraph
