@@ -25,6 +25,8 @@ def quiet_libraries(verbose: bool) -> None:
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     warnings.filterwarnings("ignore")
+    import torch  # noqa: F401  (torch sets its loggers' levels when imported: ours must come after)
+
     for name in (
         "transformers",
         "peft",
