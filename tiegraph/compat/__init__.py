@@ -3,13 +3,13 @@
 Each function here keeps the peer's call shape and return type and answers from memory (tiegraph's share
 relation), so a peer or a user can put it in the helper's place:
 
-========================================================  =========================================
-peer helper                                               drop-in
-========================================================  =========================================
-``peft.utils.other._get_module_names_tied_with_embedding``  :func:`get_module_names_tied_with_embedding`
-``accelerate.utils.find_tied_parameters``                  :func:`find_tied_parameters`
-``safetensors.torch._find_shared_tensors``                 :func:`find_shared_tensors`
-========================================================  =========================================
+============================================================  =============================================
+peer helper                                                   drop-in
+============================================================  =============================================
+``peft.utils.other._get_module_names_tied_with_embedding``    :func:`get_module_names_tied_with_embedding`
+``accelerate.utils.find_tied_parameters``                     :func:`find_tied_parameters`
+``safetensors.torch._find_shared_tensors``                    :func:`find_shared_tensors`
+============================================================  =============================================
 
 Their default mode follows the policy the peer's own tests assert where it is deliberate (PEFT: a False
 ``tie_word_embeddings`` wins), and returns only what the peer's callers can act on (accelerate re-ties
