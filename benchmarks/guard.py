@@ -5,9 +5,9 @@ guard judges only ratios measured in one run: tiegraph's call against a peer or 
 rounds, with the order rotated every round (:func:`bench.run_timings`), CPU-time medians. The whole
 measurement is repeated ``--blocks`` times and the median ratio of the blocks is kept, so one noisy block
 does not decide. A ratio fails when it exceeds its baseline (``benchmarks/guard.json``, written by
-``--write`` from an idle run) by more than ``--margin`` (default 35%: measured here, a machine running the
-test suite on both cores moves these ratios by up to about 15%; a real regression, such as per-slot Python
-work added to the build, moves them by far more).
+``--write`` from an idle run) by more than ``--margin`` (default 35%: measured here, two idle runs agree
+within 4% and a machine at load average 17 moved these ratios by at most 15%; a real regression, such as
+a per-slot Python pass added to the build, moves them by more).
 
 Usage::
 
