@@ -130,7 +130,7 @@ def _on_model_death(index_ref: weakref.ref[Index], kind: type, state: dict[str, 
     try:
         fill_metadata(index)
     except Exception:  # (a finalizer cannot raise: what was not read is reported unknown instead)
-        index.model_ref = None
+        pass
     finally:
         index.model_ref = None
 
