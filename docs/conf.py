@@ -113,8 +113,8 @@ def documented_names() -> tuple[dict[str, str], dict[str, list[str]]]:
     """Where each public object is documented, and every exported name pointing at it.
 
     An object is documented once: under the public module that defines it (``TieGraph`` under
-    ``tiegraph.graph``), else under the first public module exporting it. Returns ``{exported name:
-    documented name}`` (``"tiegraph.TieGraph": "tiegraph.graph.TieGraph"``) and ``{module: [names it
+    ``tiegraph._graph``), else under the first public module exporting it. Returns ``{exported name:
+    documented name}`` (``"tiegraph.TieGraph": "tiegraph._graph.TieGraph"``) and ``{module: [names it
     documents]}``.
     """
     modules = public_modules()

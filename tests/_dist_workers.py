@@ -193,7 +193,7 @@ def run(rank: int) -> dict[str, Any]:
 
     # the core's FSDP1 handling, switched off: what a plain storage walk would say (the regression pinned)
     real = tiegraph._walk.flat_param_views
-    tiegraph._walk.flat_param_views = lambda _modules: tiegraph.storage.FlatViews({}, set())  # type: ignore[assignment]
+    tiegraph._walk.flat_param_views = lambda _modules: tiegraph._storage.FlatViews({}, set())  # type: ignore[assignment]
     try:
         results["llama/fsdp1_one_unit_without_flat_views"] = observe(wrap("fsdp1_one_unit", "llama"))
         model = wrap("fsdp1_orig", "llama")

@@ -11,9 +11,9 @@ import oracle
 import torch
 
 import tiegraph
+from tiegraph._graph import TieGraph
 from tiegraph.errors import NoInputEmbeddingError
 from tiegraph.export import lint
-from tiegraph.graph import TieGraph
 
 #: Above this many module paths, component() is compared on a sample (the oracle walks the graph per name).
 MAX_COMPONENT_NAMES = 300

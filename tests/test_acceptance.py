@@ -1,4 +1,4 @@
-"""Severity of every finding kind, and accepting known findings (tiegraph.acceptance)."""
+"""Severity of every finding kind, and accepting known findings (tiegraph._acceptance)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from torch import nn
 
 import tiegraph
 import tiegraph.testing
+from tiegraph._acceptance import Acceptance, AcceptanceError, accept, parse, read_pyproject
+from tiegraph._audit import KINDS
 from tiegraph._finding import _SEVERITY, SEVERITIES
-from tiegraph.acceptance import Acceptance, AcceptanceError, accept, parse, read_pyproject
-from tiegraph.audit import KINDS
 from tiegraph.cli.summary import summarise
 
 

@@ -28,10 +28,10 @@ from torch import nn
 
 import tiegraph
 import tiegraph.testing
-from tiegraph import audit as audit_module
+from tiegraph import _audit as audit_module
+from tiegraph._audit import KINDS, Finding, audit
 from tiegraph._finding import Finder, finding
-from tiegraph.audit import KINDS, Finding, audit
-from tiegraph.graph import TieGraph
+from tiegraph._graph import TieGraph
 
 
 def _kinds(tg: tiegraph.TieGraph) -> list[str]:

@@ -20,7 +20,7 @@ from models import llama
 from safetensors.torch import load_file, save_file
 
 import tiegraph
-from tiegraph import checkpoint
+from tiegraph import _checkpoint
 from tiegraph.cli import main
 from tiegraph.cli.specs import build_spec
 
@@ -135,7 +135,7 @@ def _kinds(
     built = build_spec(str(path), sets=sets or [])
     tg = tiegraph.build_graph(built.model)
     assert built.checkpoint is not None
-    checkpoint.check_checkpoint(tg, built.model, built.checkpoint, check_values=check_values)
+    _checkpoint.check_checkpoint(tg, built.model, built.checkpoint, check_values=check_values)
     return [f.kind for f in tg.audit() if f.kind.startswith("checkpoint-")]
 
 
@@ -189,7 +189,7 @@ def test_messages_name_both_shapes_and_the_outcome(tmp_path: Path) -> None:
     built = build_spec(str(tmp_path))
     tg = tiegraph.build_graph(built.model)
     assert built.checkpoint is not None
-    checkpoint.check_checkpoint(tg, built.model, built.checkpoint, check_values=False)
+    _checkpoint.check_checkpoint(tg, built.model, built.checkpoint, check_values=False)
     (found,) = [f for f in tg.audit() if f.kind == "checkpoint-shape-mismatch"]
     assert found.paths == (HEAD,)
     assert "shape (32, 16)" in found.message
@@ -202,7 +202,7 @@ def test_findings_survive_the_json_round_trip(tmp_path: Path) -> None:
     built = build_spec(str(tmp_path))
     tg = tiegraph.build_graph(built.model)
     assert built.checkpoint is not None
-    checkpoint.check_checkpoint(tg, built.model, built.checkpoint, check_values=False)
+    _checkpoint.check_checkpoint(tg, built.model, built.checkpoint, check_values=False)
     again = tiegraph.TieGraph.from_json(json.loads(json.dumps(tg.to_json())))
     assert again.audit() == tg.audit()
 
@@ -284,7 +284,7 @@ def test_missing_shards_are_not_checked(tmp_path: Path) -> None:
     built = build_spec(str(tmp_path))
     assert built.checkpoint is not None
     tg = tiegraph.build_graph(built.model)
-    checkpoint.check_checkpoint(tg, built.model, built.checkpoint, check_values=False)
+    _checkpoint.check_checkpoint(tg, built.model, built.checkpoint, check_values=False)
     (found,) = [f for f in tg.audit() if f.kind == "checkpoint-not-checked"]
     assert found.paths == (shards[-1],)
     from transformers import AutoModelForCausalLM

@@ -16,8 +16,8 @@ from models import HIDDEN, VOCAB, bart, bert_mlm, llama, lora_lm_head, modules_t
 from torch import nn
 
 import tiegraph
-from tiegraph.declared import STATUSES, DeclaredTie
-from tiegraph.graph import TieGraph
+from tiegraph._declared import STATUSES, DeclaredTie
+from tiegraph._graph import TieGraph
 
 # ------------------------------------------------------------------------------------- tiny modules
 

@@ -223,7 +223,7 @@ def _tiny(*, tied: bool) -> nn.Module:
 
 
 def test_flat_param_views_without_fsdp1_is_empty() -> None:
-    from tiegraph.storage import flat_param_views
+    from tiegraph._storage import flat_param_views
 
     views = flat_param_views([nn.Linear(2, 2), torch.nn.Sequential()])
     assert views.shapes == {}

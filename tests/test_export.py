@@ -22,7 +22,7 @@ from tiegraph import _dot as dot_room
 from tiegraph import _json as json_room
 from tiegraph import _render as render_room
 from tiegraph import export
-from tiegraph.declared import Declaration
+from tiegraph._declared import Declaration
 from tiegraph.errors import PathNotFoundError
 from tiegraph.export import DOT_ATTRIBUTES, GraphFormatError, RenderError
 

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 import tiegraph
+from tiegraph._values import record_values
 from tiegraph._view import view_of
-from tiegraph.values import record_values
 
 
 class Untied(nn.Module):

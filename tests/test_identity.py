@@ -12,7 +12,7 @@ from torch import nn
 
 import tiegraph
 import tiegraph.testing
-from tiegraph.identity import storage_ties
+from tiegraph._identity import storage_ties
 
 
 def _assigned() -> nn.Module:
@@ -114,6 +114,6 @@ def test_identity_tie_says_nothing() -> None:
 
 def test_identity_room_imports_first() -> None:
     """A later room (sharding) imports the kinds from here: no import cycle when it is imported first."""
-    code = "import tiegraph.identity as i; print(sorted(i.KINDS))"
+    code = "import tiegraph._identity as i; print(sorted(i.KINDS))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=".")
     assert "storage-only-tie" in out.stdout

@@ -103,12 +103,12 @@ def _private_in_chain(node: ast.Attribute, bound: dict[str, str]) -> str | None:
 FOREIGN_PRIVATE_READERS = {
     "tiegraph._walk": "the walk reads nn.Module's dicts (_modules, _parameters, _buffers) and storage keys",
     "tiegraph._tensors": "tensor subclasses and sparse layouts keep their parts in private attributes",
-    "tiegraph.storage": "DTensor and FSDP1 flat parameters keep their local shards and views privately",
+    "tiegraph._storage": "DTensor and FSDP1 flat parameters keep their local shards and views privately",
     "tiegraph._served": "accelerate's offload hooks live in _hf_hook",
     "tiegraph._share": "storage keys fall back to _cdata on a torch without storage identity",
     "tiegraph.naming": "wrapper segments are the wrappers' private attribute names (_orig_mod, ...)",
     "tiegraph._declaring": "declarations are transformers' _tied_weights_keys",
-    "tiegraph.deployed": "a device map is checked against transformers' _no_split_modules",
+    "tiegraph._deployed": "a device map is checked against transformers' _no_split_modules",
     "tiegraph.compat._groups": "accelerate's and safetensors' drop-ins key storages as they do",
     "tiegraph.compat._safetensors": "safetensors' drop-in keys storages as it does",
     "tiegraph.compat._patch": "swaps the peers' private helpers for the drop-ins",
@@ -128,9 +128,9 @@ FOREIGN_PRIVATE_READERS = {
 #: Shrinks to empty as the modules that own them get a public (or package-level) way in.
 PENDING_ATTRIBUTE_READS: dict[str, set[str]] = {
     "tiegraph._view": {"_view", "_resolve_slots"},
-    "tiegraph.checkpoint": {"_amend"},
-    "tiegraph.deployed": {"_amend"},
-    "tiegraph.values": {"_amend"},
+    "tiegraph._checkpoint": {"_amend"},
+    "tiegraph._deployed": {"_amend"},
+    "tiegraph._values": {"_amend"},
     "tiegraph.compat._groups": {"_run_starts"},
     "tiegraph.compat._peft": {"_run_starts"},
     "tiegraph.naming": {"_m_canon", "_m_belongs", "_s_canon"},
@@ -201,7 +201,7 @@ def attribute_reads(module: str, tree: ast.Module) -> set[str]:
 
 def test_the_modules_are_found() -> None:
     """The checks below read real files: the package, its cli and its private modules are all there."""
-    assert {"tiegraph", "tiegraph.cli", "tiegraph.graph", "tiegraph._index", "tiegraph.cli.specs"} <= set(
+    assert {"tiegraph", "tiegraph.cli", "tiegraph._graph", "tiegraph._index", "tiegraph.cli.specs"} <= set(
         MODULES
     )
     assert "tiegraph.cli.specs" not in LIBRARY

@@ -13,7 +13,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 import tiegraph
-from tiegraph.values import compare
+from tiegraph._values import compare
 
 
 def _untied(delta: float = 0.0) -> nn.Module:
@@ -75,7 +75,7 @@ def test_meta_is_unknown() -> None:
 def test_only_the_pair_is_read() -> None:
     """Every parameter a torch function sees while the values are compared is one of the two ends of the
     untied pair (the build before it reads no data, only storage facts)."""
-    from tiegraph.values import record_values
+    from tiegraph._values import record_values
 
     model = _untied()
     pair = {id(model.lm_head.weight), id(model.model.embed_tokens.weight)}
@@ -187,7 +187,7 @@ def test_cpu_offload_compares_the_stores_tensors_only() -> None:
     """The only tensors compared are the two the cpu_offload hooks serve for the pair (their dict's)."""
     from accelerate import cpu_offload
 
-    from tiegraph.values import record_values
+    from tiegraph._values import record_values
 
     model = cpu_offload(_untied(), execution_device="cpu")
     store = model.lm_head._hf_hook.weights_map.dataset

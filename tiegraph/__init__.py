@@ -33,12 +33,12 @@ if TYPE_CHECKING:
     from torch import nn
 
     from . import naming
+    from ._build import InputEmbedding, build_graph
+    from ._declared import DeclaredTie
+    from ._deployed import check_device_map
+    from ._diff import TieDiff, diff
     from ._finding import Finding
-    from .build import InputEmbedding, build_graph
-    from .declared import DeclaredTie
-    from .deployed import check_device_map
-    from .diff import TieDiff, diff
-    from .graph import TieGraph
+    from ._graph import TieGraph
     from .naming import register_wrapper
     from .sharding import check_shard_plan
 
@@ -46,13 +46,13 @@ if TYPE_CHECKING:
 #: command line's ``--version``, ``--help`` and usage errors do not wait for torch and transformers.
 _LAZY = {
     "Finding": "._finding",
-    "InputEmbedding": ".build",
-    "build_graph": ".build",
-    "DeclaredTie": ".declared",
-    "check_device_map": ".deployed",
-    "TieDiff": ".diff",
-    "diff": ".diff",
-    "TieGraph": ".graph",
+    "InputEmbedding": "._build",
+    "build_graph": "._build",
+    "DeclaredTie": "._declared",
+    "check_device_map": "._deployed",
+    "TieDiff": "._diff",
+    "diff": "._diff",
+    "TieGraph": "._graph",
     "register_wrapper": ".naming",
     "check_shard_plan": ".sharding",
 }
@@ -146,7 +146,7 @@ def tied_to_input_embedding(
     >>> tiegraph.tied_to_input_embedding(m, input_embedding=m.embed)
     ['proj']
     """
-    from .build import build_graph
+    from ._build import build_graph
 
     return build_graph(model, input_embedding=input_embedding).tied_to_input_embedding(full_paths=full_paths)
 

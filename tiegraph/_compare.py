@@ -1,9 +1,9 @@
 """Build step: value verdicts of declared pairs that do not share memory, read only when asked.
 
 :func:`verdicts` is what ``build_graph(..., check_values=True)`` runs on the index it just built, and what
-:meth:`tiegraph.TieGraph._amend` runs when values are asked for later (:func:`tiegraph.values.record_values`).
-It reads only the two ends of declared pairs that do not share memory (``not-tied`` and ``gated-off``); see
-:mod:`tiegraph.values` for what each verdict means.
+:meth:`tiegraph.TieGraph._amend` runs when values are asked for later
+(:func:`tiegraph._values.record_values`). It reads only the two ends of declared pairs that do not share
+memory (``not-tied`` and ``gated-off``); see :mod:`tiegraph._values` for what each verdict means.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from ._served import served_value
 from ._walk import slot_tensor
 
 if TYPE_CHECKING:
+    from ._declared import Declaration
     from ._index import Index
-    from .declared import Declaration
 
 __all__ = ["compare", "verdicts"]
 

@@ -3,8 +3,8 @@
 :func:`capture_declarations` runs inside :func:`tiegraph.build_graph` (the walk flags the declaring
 modules; their raw declarations and config flags are captured) and, on the first read of
 ``index.declared``, the captured declarations are expanded against the slot names and each declared pair
-is recorded as a :class:`tiegraph.declared.Declaration` (the records, and what a declaration is, are in
-:mod:`tiegraph.declared`).
+is recorded as a :class:`tiegraph._declared.Declaration` (the records, and what a declaration is, are in
+:mod:`tiegraph._declared`).
 
 Where declarations come from (every distinct module object of the tree, nested submodels included):
 
@@ -35,9 +35,9 @@ from typing import Any
 
 from torch import nn
 
+from ._declared import Declaration
 from ._index import Index
 from ._records import CopyWrapper, TieConfig
-from .declared import Declaration
 from .naming import join
 
 __all__ = ["capture_declarations"]

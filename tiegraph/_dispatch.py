@@ -1,4 +1,4 @@
-"""Ties accelerate's hooks break by data pointer (a build step, see :mod:`tiegraph.build`).
+"""Ties accelerate's hooks break by data pointer (a build step, see :mod:`tiegraph._build`).
 
 accelerate's ``dispatch_model`` keeps a ``tied_params_map``: the ``data_ptr()`` of every parameter
 ``find_tied_parameters`` reports (one Parameter object under several names) -> the tensor already placed

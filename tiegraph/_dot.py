@@ -18,7 +18,7 @@ from .errors import ConfigurationError
 if TYPE_CHECKING:
     import pydot
 
-    from .graph import TieGraph
+    from ._graph import TieGraph
 
 #: The only DOT attributes tiegraph writes (graph, cluster, node and edge attributes together).
 DOT_ATTRIBUTES = frozenset(

@@ -1,4 +1,4 @@
-"""What a finding is, and how a room that detects one builds it (see :mod:`tiegraph.audit` to register)."""
+"""What a finding is, and how a room that detects one builds it (see :mod:`tiegraph._audit` to register)."""
 
 from __future__ import annotations
 
@@ -68,7 +68,7 @@ class Finding:
     Attributes
     ----------
     kind
-        One of :data:`tiegraph.audit.KINDS` (``declared-not-tied``, ``tied-not-declared``, ...).
+        One of :data:`tiegraph._audit.KINDS` (``declared-not-tied``, ``tied-not-declared``, ...).
     paths
         The canonical slot names (or module paths) involved, sorted.
     message
@@ -77,7 +77,7 @@ class Finding:
         ``error``, ``warning`` or ``info`` (:data:`SEVERITIES`), declared with the kind.
     accepted
         True when the user accepted this finding (``--accept``, ``accept=``, ``[tool.tiegraph]``, see
-        :mod:`tiegraph.acceptance`): it still shows, marked accepted, and fails nothing.
+        :mod:`tiegraph._acceptance`): it still shows, marked accepted, and fails nothing.
 
     Examples
     --------

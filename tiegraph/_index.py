@@ -1,6 +1,6 @@
 """The compact index the builder records, and what it derives on first use.
 
-Everything public is derived from it: the networkx graph (:mod:`tiegraph.graph`) and the fast queries of
+Everything public is derived from it: the networkx graph (:mod:`tiegraph._graph`) and the fast queries of
 :class:`tiegraph.TieGraph`. It holds no strong reference to the model's modules or tensors (only their
 classes, and one weak reference to the model), so a graph never keeps a model alive.
 
@@ -35,7 +35,7 @@ dtype/shape/device/requires_grad of every slot at build put the 100k tree at ~1.
 ``named_parameters`` walk (target 1.3x); per-slot owner and flag lists cost ~15 ms of a 170 ms build there.
 Exports and audits already cost 10-30x a walk, so they pay for the re-walk without noticing.
 
-An index rebuilt from a graph (:func:`tiegraph.graph.from_networkx`) is given every field whole (plain
+An index rebuilt from a graph (:func:`tiegraph._graph.from_networkx`) is given every field whole (plain
 lists appended to, as before): only indexes made by the builder are lazy.
 """
 
@@ -52,7 +52,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 from ._records import CopyWrapper, Deployed, SlotMeta, TieConfig
 
 if TYPE_CHECKING:
-    from .declared import Declaration
+    from ._declared import Declaration
 
 T = TypeVar("T")
 
@@ -161,7 +161,7 @@ class Index:
         self.tie_config: TieConfig | None = None
         self.modules_to_save: list[CopyWrapper] = []
         self.deployed = Deployed()
-        self.checkpoint: dict[str, Any] | None = None  # a checkpoint's findings (tiegraph.checkpoint)
+        self.checkpoint: dict[str, Any] | None = None  # a checkpoint's findings (tiegraph._checkpoint)
         self.cut: dict[str, str] = {}  # full slot name -> the fully_shard call holding it (tiegraph.sharding)
         # canonical names: either given whole (from a graph) or computed on demand by a namer
         self._m_canon: list[str | None] = []
@@ -176,7 +176,7 @@ class Index:
         self.empty: set[int] = set()  # slots on a shared storage whose tensor reads no byte
         # slot -> (byte start, byte stop, strides in elements or None when contiguous) of the first slot of
         # every tensor object on a storage that several tensor objects read: with shape and dtype, what
-        # tells an alias from a view (tiegraph.identity), kept at build like ``known``
+        # tells an alias from a view (tiegraph._identity), kept at build like ``known``
         self.layouts: dict[int, tuple[int, int, tuple[int, ...] | None]] = {}
         # metadata read at build, for the slots on shared storages: a SlotMeta, or the raw
         # (torch.dtype, shape, torch.device, requires_grad) the builder read in bulk (named on first use)

@@ -12,15 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
+from ._declared import STATUSES, Declaration
+from ._graph import NODE_KINDS, SHARE_HOWS, module_node
 from ._index import Index
 from ._placement import read_slot_facts
-from .declared import STATUSES, Declaration
+from ._storage import Components
 from .errors import GraphFormatError
-from .graph import NODE_KINDS, SHARE_HOWS, module_node
-from .storage import Components
 
 if TYPE_CHECKING:
-    from .graph import TieGraph
+    from ._graph import TieGraph
 
 __all__ = ["FORMAT_VERSION", "from_json", "from_networkx", "lint", "to_json"]
 
@@ -75,7 +75,7 @@ def from_json(data: dict[str, Any] | str) -> TieGraph:
         If ``data`` was not written by :func:`to_json`, or by a format this version does not read
         (:data:`FORMATS_READ`: the current format and the previous one).
     """
-    from .graph import TieGraph
+    from ._graph import TieGraph
 
     if isinstance(data, str | bytes):
         data = json.loads(data)

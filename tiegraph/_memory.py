@@ -1,4 +1,4 @@
-"""Which storage objects are one memory: overlapping address ranges on one device (see :mod:`tiegraph.build`).
+"""Which storage objects are one memory: overlapping address ranges on one device (see the builder).
 
 In torch 2.13 one storage has one Python object (the builder's storage key), but separate storage objects
 can cover the same memory: ``torch.from_numpy`` views of one array, ``torch.frombuffer`` twice over one
@@ -19,8 +19,8 @@ from typing import Any
 
 import torch
 
+from ._storage import Extent
 from ._walk import STORAGE_IDENTITY
-from .storage import Extent
 
 __all__ = ["Extents", "merge_overlapping", "read_once", "rebase"]
 

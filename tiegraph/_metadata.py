@@ -1,6 +1,6 @@
 """Tensor metadata on first use: dtype, shape, device, requires_grad, byte extents and the storage table.
 
-A graph is a record of the model at build time. The builder (:mod:`tiegraph.build`) reads full metadata
+A graph is a record of the model at build time. The builder (:mod:`tiegraph._build`) reads full metadata
 only for slots on shared storages (and for slots hooks serve); for every slot it also captures the one
 fact that changes in place (requires_grad) and a *witness*: the identity of the storage the slot read
 (the C++ storage object), or of the tensor object for the slow path's wrapper tensors (:func:`capture`).
@@ -29,9 +29,9 @@ from torch import nn
 
 from ._index import Index
 from ._records import SlotMeta
+from ._storage import PLAIN_TYPES, Extent, FlatViews, slow_components, strided_extent
 from ._tensors import ragged_shape
 from ._walk import Keys, flat_views, hooked_paths, key_of, serve_hooked, slots_of, storages, walk
-from .storage import PLAIN_TYPES, Extent, FlatViews, slow_components, strided_extent
 
 #: The device (and, in :class:`SlotMeta`, ``shape=None``) of a slot whose tensor the graph can no longer
 #: read: the model changed or died before the metadata was first needed, and the build did not capture it.

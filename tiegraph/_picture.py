@@ -15,9 +15,9 @@ from ._text import plural
 from ._view import view_of
 
 if TYPE_CHECKING:
+    from ._declared import Declaration
+    from ._graph import TieGraph
     from ._view import GraphView
-    from .declared import Declaration
-    from .graph import TieGraph
 
 SHOW = ("embedding", "groups", "all")
 

@@ -18,7 +18,7 @@ from ._view import view_of
 from .errors import NoInputEmbeddingError, RenderError
 
 if TYPE_CHECKING:
-    from .graph import TieGraph
+    from ._graph import TieGraph
 
 #: Run in a child process: a Graphviz crash (it segfaults on some layouts) must not take the caller (a
 #: Jupyter kernel) down with it, and Graphviz's Fontconfig chatter stays out of the caller's stderr.

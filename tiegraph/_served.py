@@ -11,7 +11,7 @@ a meta tensor; one the hook cannot find exists nowhere.
 
 This room sits below every pass: the walk (:mod:`tiegraph._walk`) calls :func:`annotate`, and the value
 step reads a served slot's values with :func:`served_value`. What the placement means for ties (device
-maps, split groups, quantization that unties) is the pass :mod:`tiegraph.deployed`.
+maps, split groups, quantization that unties) is the pass :mod:`tiegraph._deployed`.
 
 Notes
 -----
@@ -58,7 +58,7 @@ def annotate(
 ) -> None:
     """Served tensors, placement, execution devices, hqq labels and quantized layers, recorded in the index.
 
-    The builder's hook for this room (see :mod:`tiegraph.build`): called after the slots are read and
+    The builder's hook for this room (see :mod:`tiegraph._build`): called after the slots are read and
     before the share relation, with ``modules`` per module path, ``tensors`` per slot (served tensors
     replace entries in place), ``hooked`` the module paths whose instance ``__dict__`` holds ``_hf_hook``
     and ``kinds`` the set of module classes. A plain model costs one check per distinct class. With
@@ -269,7 +269,7 @@ def _serve(
 def served_value(model: nn.Module, index: Index, s: int) -> torch.Tensor | None:
     """The values an accelerate hook serves in slot ``s``, read from its ``weights_map``; None if unreadable.
 
-    For :mod:`tiegraph.values`, on slots a hook serves (``index.deployed.served_from``). The hook is the one
+    For :mod:`tiegraph._values`, on slots a hook serves (``index.deployed.served_from``). The hook is the one
     :func:`annotate` took the slot's served tensor from (the nearest offloading hook above the slot), and
     only that one tensor is read: the store's own tensor (``cpu_offload``, ``dispatch_model``'s cpu state
     dict), one safetensors entry (``safe_open(...).get_tensor``) or one ``.dat`` file through a numpy

@@ -1,6 +1,6 @@
 """The share relation over slots: which slots share memory, and their tie groups (a step of the build).
 
-:func:`share` is the builder's third room (see :mod:`tiegraph.build` for the design and what was
+:func:`share` is the builder's third room (see :mod:`tiegraph._build` for the design and what was
 measured): only the slots on a storage read twice or more, or on the slow path, are looked at; plain
 candidates take :func:`_plain_groups`, the rest the general :func:`_groups`. It records the shares, the
 tie groups' roots and the candidates' metadata in the index.
@@ -21,9 +21,7 @@ from ._caller import outside_stacklevel
 from ._index import Index
 from ._memory import Extents, merge_overlapping, read_once, rebase
 from ._metadata import byte_extent, parts_of, shape_of, slot_meta
-from ._tensors import leaves
-from ._walk import STORAGE_IDENTITY, Keys
-from .storage import (
+from ._storage import (
     NO_FLAT_VIEWS,
     PLAIN_TYPES,
     Components,
@@ -34,6 +32,8 @@ from .storage import (
     slow_parts,
     strided_extent,
 )
+from ._tensors import leaves
+from ._walk import STORAGE_IDENTITY, Keys
 
 __all__ = ["share"]
 
@@ -330,7 +330,7 @@ def _plain_groups(
     """:func:`_groups` for plain strided tensors only, in C-level passes over the candidates.
 
     Slots holding one tensor object share ``same``; the distinct tensors are grouped by storage and their
-    byte extents decide the rest (:func:`~tiegraph.storage.share_components`, whose components give the
+    byte extents decide the rest (:func:`~tiegraph._storage.share_components`, whose components give the
     groups directly: a group's root is the first slot of its first tensor). Empty tensors share nothing.
     """
     same_as, empty, shares = index.same_as, index.empty, index.shares

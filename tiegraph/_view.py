@@ -1,10 +1,10 @@
 """The read-only internal interface over one graph: what the audit, the report and the pictures read.
 
 :class:`GraphView` answers from the compact index a :class:`tiegraph.TieGraph` holds, so that no room
-outside :mod:`tiegraph.graph` reaches into private attributes. Slots and modules are numbered as in the
+outside :mod:`tiegraph._graph` reaches into private attributes. Slots and modules are numbered as in the
 index (and as the networkx graph orders its nodes); every method is cheap and nothing here changes.
 
-A finding function (see :mod:`tiegraph.audit`) takes a ``GraphView``; ``view.tg`` is the public
+A finding function (see :mod:`tiegraph._audit`) takes a ``GraphView``; ``view.tg`` is the public
 :class:`~tiegraph.TieGraph` for the public queries.
 """
 
@@ -18,9 +18,9 @@ from ._placement import execution_device_of, placement_of, quantization_of
 from ._records import CopyWrapper, TieConfig
 
 if TYPE_CHECKING:
+    from ._declared import Declaration
+    from ._graph import TieGraph
     from ._index import Index
-    from .declared import Declaration
-    from .graph import TieGraph
 
 __all__ = ["GraphView", "TensorFacts", "view_of"]
 
@@ -211,7 +211,7 @@ class GraphView:
 
     @property
     def checkpoint(self) -> dict[str, Any] | None:
-        """A checkpoint's findings as :func:`tiegraph.checkpoint.check_checkpoint` recorded them, or None."""
+        """A checkpoint's findings as :func:`tiegraph._checkpoint.check_checkpoint` recorded them, or None."""
         return self._idx.checkpoint
 
     @property

@@ -1,4 +1,4 @@
-"""The builder's walk: module paths, slots and storage keys, in C-level passes (see :mod:`tiegraph.build`).
+"""The builder's walk: module paths, slots and storage keys, in C-level passes (see :mod:`tiegraph._build`).
 
 Also used by the lazy metadata (:mod:`tiegraph._metadata`), which re-walks the model the same way and
 checks that it finds the same module paths and slots.
@@ -18,8 +18,8 @@ from torch import nn
 
 from ._quantization import is_quantized_layer_type
 from ._served import HOOK, annotate
+from ._storage import NO_FLAT_VIEWS, PLAIN_TYPES, FlatViews, flat_param_views
 from .errors import CycleError, TiegraphError
-from .storage import NO_FLAT_VIEWS, PLAIN_TYPES, FlatViews, flat_param_views
 
 if TYPE_CHECKING:
     from ._index import Index

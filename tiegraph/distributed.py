@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from .build import InputEmbedding, build_graph
+from ._build import InputEmbedding, build_graph
 from .errors import NoInputEmbeddingError, TiegraphError
 from .sharding.replicas import ReplicaMismatch, check_tied_replicas
 

@@ -49,7 +49,7 @@ from ._render import render, repr_html, repr_svg, summary, to_svg
 from .errors import ConfigurationError, GraphFormatError, RenderError
 
 if TYPE_CHECKING:
-    from .graph import TieGraph
+    from ._graph import TieGraph
 
 __all__ = [
     "DOT_ATTRIBUTES",

@@ -20,15 +20,15 @@ from typing import TYPE_CHECKING
 
 from torch import nn
 
+from ._acceptance import accept as apply_acceptances
+from ._diff import as_graph, diff, live_slots
 from ._view import view_of
-from .acceptance import accept as apply_acceptances
-from .diff import as_graph, diff, live_slots
 from .errors import TiegraphError
 
 if TYPE_CHECKING:
-    from .acceptance import Acceptance
-    from .build import InputEmbedding
-    from .graph import TieGraph
+    from ._acceptance import Acceptance
+    from ._build import InputEmbedding
+    from ._graph import TieGraph
 
 __all__ = [
     "assert_engines_load_trained_head",
@@ -139,7 +139,7 @@ def assert_no_findings(
     model
         An ``nn.Module`` (its graph is built on the spot) or a :class:`tiegraph.TieGraph`.
     accept
-        ``"KIND"`` or ``"KIND:PATH"`` acceptances (see :mod:`tiegraph.acceptance`); an acceptance that
+        ``"KIND"`` or ``"KIND:PATH"`` acceptances (see :mod:`tiegraph._acceptance`); an acceptance that
         matches no finding fails too (it is stale and could hide a new finding later).
     input_embedding
         Passed to :func:`tiegraph.build_graph` when ``model`` is a module.
@@ -188,7 +188,7 @@ def assert_ties_unchanged(
     input_embedding
         Passed to :func:`tiegraph.build_graph` for a side given as a module.
     accept
-        ``"KIND[:PATH]"`` acceptances (see :mod:`tiegraph.acceptance`): a finding they match, added or
+        ``"KIND[:PATH]"`` acceptances (see :mod:`tiegraph._acceptance`): a finding they match, added or
         resolved, is no change; an acceptance that matches no added or resolved finding fails.
 
     Raises

@@ -49,4 +49,4 @@ def test_import_tiegraph_loads_no_torch() -> None:
     assert run.stdout.strip() == "[]"
     script = "import tiegraph; print(tiegraph.build_graph.__module__, tiegraph.testing.__name__)"
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    assert run.stdout.split() == ["tiegraph.build", "tiegraph.testing"]
+    assert run.stdout.split() == ["tiegraph._build", "tiegraph.testing"]

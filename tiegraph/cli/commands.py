@@ -1,7 +1,7 @@
 """The ``tiegraph`` commands: ``inspect``, ``diff``, ``survey`` and ``demo``, over the public API.
 
 Models are built by :mod:`tiegraph.cli.specs` on the meta device (checkpoint headers are read by
-:mod:`tiegraph.checkpoint`), so nothing is downloaded and no weight memory is allocated.
+:mod:`tiegraph._checkpoint`), so nothing is downloaded and no weight memory is allocated.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from .specs import TASKS, UsageError
 if TYPE_CHECKING:
     from torch import nn
 
-    from ..acceptance import Acceptance
-    from ..diff import TieDiff
-    from ..graph import TieGraph
+    from .._acceptance import Acceptance
+    from .._diff import TieDiff
+    from .._graph import TieGraph
     from .specs import Built
 
 
@@ -64,7 +64,7 @@ def _output_format(fmt: str | None, output: str | None) -> str:
 
 def inspect_command(args: argparse.Namespace) -> int:
     """``tiegraph inspect``: build one SPEC, wrap it, report its ties (text, JSON, DOT or a picture)."""
-    from .. import checkpoint
+    from .. import _checkpoint
     from . import engines, quiet, specs, wrap
     from . import summary as summaries
 
@@ -77,7 +77,7 @@ def inspect_command(args: argparse.Namespace) -> int:
     built, model, wrappers, tg = _build(args.spec, args, sets, peft, compile=args.compile)
     checkpoint_lines: list[str] = []
     if built.checkpoint is not None:  # its problems are recorded as findings of tg
-        checkpoint_lines = checkpoint.check_checkpoint(
+        checkpoint_lines = _checkpoint.check_checkpoint(
             tg, built.model, built.checkpoint, check_values=args.check_values
         )
     engine_lines, engine_data, engine_fails, acceptances = engines.engines_section(args, _acceptances(args))
@@ -171,7 +171,7 @@ def _why_strict(summary: dict[str, Any], plan: Sequence[Any] = ()) -> str:
 
 def _acceptances(args: argparse.Namespace) -> list[Acceptance]:
     """The nearest pyproject.toml's [tool.tiegraph] acceptances, then --accept's."""
-    from ..acceptance import parse, read_pyproject
+    from .._acceptance import parse, read_pyproject
 
     return [*read_pyproject(), *(parse(text, "--accept") for text in args.accept)]
 
@@ -398,7 +398,7 @@ def _build(
     compile: bool,
 ) -> tuple[Built, nn.Module, list[str], TieGraph]:
     """Build ``spec`` as the build options in ``args`` say, wrap it, and build the wrapped model's graph."""
-    from ..build import build_graph
+    from .._build import build_graph
     from . import specs, wrap
 
     built = specs.build_spec(
@@ -416,7 +416,7 @@ def _build(
 
 def _read_graph(path: Path) -> TieGraph:
     """A graph from ``inspect --format json`` output (its ``graph`` entry) or ``TieGraph.to_json()`` data."""
-    from ..graph import TieGraph
+    from .._graph import TieGraph
 
     try:
         data = json.loads(path.read_text())
@@ -437,7 +437,7 @@ def _accepted_changes(
     A diff lists changes only, so an acceptance that matches none of them is a line of the report, not a
     finding (what it accepts did not change).
     """
-    from ..acceptance import accept
+    from .._acceptance import accept
 
     changes = [*d.findings_added, *d.findings_resolved]
     accepted = {(f.kind, f.paths) for f in accept(changes, acceptances) if f.accepted}
@@ -455,7 +455,7 @@ def _mark_accepted(line: str, accepted: set[tuple[str, tuple[str, ...]]]) -> str
 
 def diff_command(args: argparse.Namespace) -> int:
     """``tiegraph diff``: build or read A and B and say what changed about their ties."""
-    from ..diff import diff  # not tiegraph.diff: once the submodule is imported, that name is the module
+    from .._diff import diff  # not tiegraph.diff: once the submodule is imported, that name is the module
 
     before, what_a = _diff_side(args.a, args, after=False)
     after, what_b = _diff_side(args.b, args, after=True)

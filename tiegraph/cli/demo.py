@@ -12,7 +12,7 @@ from .._text import plural
 if TYPE_CHECKING:
     from torch import nn
 
-    from ..graph import TieGraph
+    from .._graph import TieGraph
 
 __all__ = ["STOPS", "run_demo"]
 

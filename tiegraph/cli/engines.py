@@ -12,9 +12,9 @@ from .._text import plural
 if TYPE_CHECKING:
     from torch import nn
 
+    from .._acceptance import Acceptance
     from .._finding import Finding
-    from ..acceptance import Acceptance
-    from ..graph import TieGraph
+    from .._graph import TieGraph
     from .specs import Built
 
 __all__ = ["as_loaded_side", "engine_kinds", "engines_section", "strict_reason"]
@@ -58,7 +58,7 @@ def as_loaded_side(
     """A checkpoint side of ``diff`` as ``from_pretrained`` loads it (the transformers rule), and a note."""
     if built.checkpoint is None:
         return tg, ""
-    from ..build import build_graph
+    from .._build import build_graph
     from ..engines._loaded import as_loaded
 
     note = as_loaded(built.model, Path(built.spec).expanduser(), check_values=args.check_values)

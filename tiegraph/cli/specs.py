@@ -2,7 +2,7 @@
 
 Models are built on the meta device from configs (no weights are downloaded, read or allocated); ``--set``
 overrides are parsed and applied here. A checkpoint directory's model is built from its ``config.json``,
-and its safetensors headers are read by :mod:`tiegraph.checkpoint`.
+and its safetensors headers are read by :mod:`tiegraph._checkpoint`.
 Bad input raises :class:`UsageError` with a one-line message naming the problem.
 """
 
@@ -25,7 +25,7 @@ from ..errors import TiegraphError
 if TYPE_CHECKING:
     from torch import nn
 
-    from ..checkpoint import CheckpointFiles
+    from .._checkpoint import CheckpointFiles
 
 __all__ = [
     "TASKS",
@@ -486,7 +486,7 @@ def build_checkpoint(
     """Build a checkpoint directory's model on meta from its ``config.json``; read its safetensors headers."""
     from transformers import AutoConfig
 
-    from ..checkpoint import read_checkpoint
+    from .._checkpoint import read_checkpoint
 
     if not (directory / "config.json").is_file():
         raise UsageError(f"no config.json in {directory}: give a saved checkpoint directory or a model type")

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from torch import nn
 
-    from ..acceptance import Acceptance
-    from ..graph import TieGraph
+    from .._acceptance import Acceptance
+    from .._graph import TieGraph
 
 __all__ = ["count_parameters", "human_count", "summarise"]
 
@@ -39,9 +39,9 @@ def summarise(tg: TieGraph, *, accept: Iterable[Acceptance | str] = ()) -> dict[
     A declaration's ``declared_by`` names the declaring module as the text report does (its class, after
     its canonical path unless it is the root); ``declared_by_canonical`` is that canonical path (``""``:
     the root) and ``declared_by_cls`` the class. Each finding has its ``severity`` and whether it is
-    ``accepted`` (``accept``: see :mod:`tiegraph.acceptance`; acceptances that match nothing are findings).
+    ``accepted`` (``accept``: see :mod:`tiegraph._acceptance`; acceptances that match nothing are findings).
     """
-    from ..acceptance import accept as apply_acceptances
+    from .._acceptance import accept as apply_acceptances
     from ..errors import NoInputEmbeddingError
 
     out: dict[str, Any] = {"input_embedding": tg.input_embedding()}

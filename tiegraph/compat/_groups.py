@@ -1,6 +1,6 @@
 """Tie groups of slots straight from the build's index, split by object or by layout; accelerate's drop-in.
 
-This is the cheap accessor the drop-ins stand on: :func:`tiegraph.build.shared_slots` (walk, slots, share
+This is the cheap accessor the drop-ins stand on: :func:`tiegraph._build.shared_slots` (walk, slots, share
 relation: the first half of a build, no input embedding, no declarations, no networkx graph), then only the
 grouped slots are looked at again.
 """
@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
+from .._build import shared_slots
 from .._walk import Tree, slots_of, walk
-from ..build import shared_slots
 from ..errors import ConfigurationError
 
 if TYPE_CHECKING:

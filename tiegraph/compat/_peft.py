@@ -8,9 +8,9 @@ from typing import Any, NamedTuple
 from torch import nn
 
 from .._index import Index
+from .._storage import extent_of, share_components
 from .._walk import STORAGE_IDENTITY, aliased, object_numbers, slots_of, walk
 from ..naming import Namer
-from ..storage import extent_of, share_components
 from ._groups import parameter_test
 
 __all__ = ["get_module_names_tied_with_embedding"]

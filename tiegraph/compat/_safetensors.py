@@ -9,7 +9,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from ..storage import Extent, extent_of, share_components, slow_components
+from .._storage import Extent, extent_of, share_components, slow_components
 
 __all__ = ["find_shared_tensors"]
 

@@ -1,6 +1,6 @@
 """Declaration lint: what will break at save or load under the installed transformers.
 
-Two finding kinds read a built graph (registered in :data:`tiegraph.audit.FINDERS`):
+Two finding kinds read a built graph (registered in :data:`tiegraph._audit.FINDERS`):
 
 - ``list-tied-weights-keys``: a transformers 4 list ``_tied_weights_keys`` on a model that has a config;
   transformers 5 reads it as a dict and fails with ``AttributeError: 'list' object has no attribute

@@ -79,10 +79,10 @@ def engines_report(
 
     The last are what ``--strict`` fails on: errors and warnings not accepted.
 
-    ``accept`` holds acceptances (:mod:`tiegraph.acceptance`) for the hand-off's kinds; the others are the
+    ``accept`` holds acceptances (:mod:`tiegraph._acceptance`) for the hand-off's kinds; the others are the
     audit's business and are not reported unmatched here.
     """
-    from ..acceptance import accept as apply
+    from .._acceptance import accept as apply
 
     facts, result, found = check_folder(folder, check_values=check_values)
     marked = [f for f in apply(found, accept) if f.kind != "unmatched-acceptance"]

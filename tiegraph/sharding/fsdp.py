@@ -8,7 +8,7 @@ compared after an SGD step with a tied and an untied single-process model; see :
   another FSDP group`` at the first forward when one call covers every group holding it (a root call),
   and otherwise trains silently untied (an end no call takes stays a plain, unsynced Parameter);
 - a **storage tie** (several Parameter objects over the same bytes) is always lost: each Parameter is
-  copied into its own sharded tensor, even inside one call (the kinds of :mod:`tiegraph.identity`,
+  copied into its own sharded tensor, even inside one call (the kinds of :mod:`tiegraph._identity`,
   ``storage-only-tie``, or ``storage-tie-by-view`` for a contiguous view such as a slice);
 - a **view tie** whose view is not contiguous (a transposed weight) is refused at the ``fully_shard``
   call that takes it (``NotImplementedError: FSDP does not support non-contiguous parameters``).
@@ -23,7 +23,7 @@ from typing import Any
 
 from torch import nn
 
-from .. import identity
+from .. import _identity
 from .._finding import Finding, finding, kinds
 from ._plan import Call, assign, resolve
 
@@ -191,9 +191,9 @@ def _storage_finding(ends: list[_End], group: tuple[str, ...]) -> Finding:
         source = next((e for e in ends if isinstance(e.module, nn.Embedding)), ends[0])
         targets = [e for e in ends if e is not source]
         how = "; ".join(f"model.{e.slot} = model.{source.slot}" for e in targets)
-        return finding(identity.KINDS, "storage-only-tie", group, count=len(ends), how=how)
+        return finding(_identity.KINDS, "storage-only-tie", group, count=len(ends), how=how)
     detail = ", ".join(f"{e.slot} {'x'.join(map(str, e.param.shape))}" for e in ends)
-    return finding(identity.KINDS, "storage-tie-by-view", group, detail=detail, peft="")
+    return finding(_identity.KINDS, "storage-tie-by-view", group, detail=detail, peft="")
 
 
 def _outcome(model: nn.Module, calls: list[Call], ends: list[_End]) -> Outcome:
@@ -228,7 +228,7 @@ def outcomes(model: nn.Module, plan: Any) -> list[Outcome]:
         raise TypeError(
             f"check_shard_plan expects a torch.nn.Module, got {kind.__module__}.{kind.__qualname__}"
         )
-    from ..build import build_graph  # the builder imports this room's after-the-cut hook
+    from .._build import build_graph  # the builder imports this room's after-the-cut hook
 
     calls = resolve(model, plan)
     owner = assign(calls)

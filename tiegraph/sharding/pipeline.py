@@ -141,7 +141,7 @@ def check_stage_split(model: nn.Module, stages: Any) -> list[Finding]:
     >>> tiegraph.sharding.check_stage_split(m, [["embed", "head"], ["body"]])
     []
     """
-    from ..build import build_graph
+    from .._build import build_graph
 
     if not isinstance(model, nn.Module):
         raise TypeError(f"check_stage_split expects a torch.nn.Module, got {type(model).__name__}")

@@ -11,16 +11,16 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
+from ._acceptance import accept as apply_acceptances
+from ._audit import audit
+from ._deployed import deployed_rows
 from ._finding import SEVERITIES, Finding
 from ._text import plural
 from ._view import view_of
-from .acceptance import accept as apply_acceptances
-from .audit import audit
-from .deployed import deployed_rows
 
 if TYPE_CHECKING:
-    from .acceptance import Acceptance
-    from .graph import TieGraph
+    from ._acceptance import Acceptance
+    from ._graph import TieGraph
 
 __all__ = ["findings_lines", "report"]
 
@@ -34,7 +34,7 @@ def report(tg: TieGraph, *, accept: Iterable[Acceptance | str] = ()) -> str:
 
     Names are canonical; where the model you gave names a place differently (wrappers), the full path
     follows in brackets. Each finding shows its severity; ``accept`` (``"KIND[:PATH]"``, see
-    :mod:`tiegraph.acceptance`) marks the findings it matches accepted and reports acceptances that match
+    :mod:`tiegraph._acceptance`) marks the findings it matches accepted and reports acceptances that match
     nothing.
 
     Examples

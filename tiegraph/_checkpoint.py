@@ -20,8 +20,8 @@ from .errors import CheckpointError
 if TYPE_CHECKING:
     from torch import nn
 
+    from ._graph import TieGraph
     from ._view import GraphView
-    from .graph import TieGraph
 
 __all__ = ["KINDS", "CheckpointFiles", "check_checkpoint", "findings", "read_checkpoint"]
 

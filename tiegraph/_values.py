@@ -43,7 +43,7 @@ from ._compare import compare
 if TYPE_CHECKING:
     from torch import nn
 
-    from .graph import TieGraph
+    from ._graph import TieGraph
 
 __all__ = ["VERDICTS", "compare", "record_values", "sentence"]
 

@@ -61,7 +61,7 @@ class Acceptance:
     Attributes
     ----------
     kind
-        A finding kind (:data:`tiegraph.audit.KINDS`).
+        A finding kind (:data:`tiegraph._audit.KINDS`).
     path
         A canonical slot or module name, or a glob over them; None accepts every finding of ``kind``.
     origin
@@ -97,9 +97,9 @@ def parse(text: str, origin: str = "accept=") -> Acceptance:
     >>> parse("tied-not-decalred")
     Traceback (most recent call last):
     ...
-    tiegraph.acceptance.AcceptanceError: accept=: 'tied-not-decalred' is not a finding kind; ...
+    tiegraph._acceptance.AcceptanceError: accept=: 'tied-not-decalred' is not a finding kind; ...
     """
-    from . import audit  # noqa: F401 -- registers every room's kinds
+    from . import _audit  # noqa: F401 -- registers every room's kinds
 
     known = [k for k in registered_kinds() if k not in KINDS]
     kind, _, path = str(text).strip().partition(":")

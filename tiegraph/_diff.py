@@ -23,10 +23,10 @@ from .errors import NoInputEmbeddingError
 from .naming import join
 
 if TYPE_CHECKING:
+    from ._audit import Finding
+    from ._build import InputEmbedding
+    from ._graph import TieGraph
     from ._view import GraphView
-    from .audit import Finding
-    from .build import InputEmbedding
-    from .graph import TieGraph
 
 __all__ = ["SlotChange", "TieDiff", "diff", "live_slots"]
 
@@ -252,9 +252,9 @@ def slot_attribute(tg: TieGraph, s: int, name: str) -> object:
 
 
 def as_graph(obj: object, which: str, input_embedding: InputEmbedding) -> TieGraph:
+    from ._build import build_graph
+    from ._graph import TieGraph
     from ._sources import as_module
-    from .build import build_graph
-    from .graph import TieGraph
 
     if isinstance(obj, TieGraph):
         return obj

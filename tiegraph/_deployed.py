@@ -2,7 +2,7 @@
 
 Placement and quantization labels are recorded by the build step :mod:`tiegraph._served` (the tensors
 accelerate's offload hooks serve) and read through the view; this pass turns them into findings
-(registered with :mod:`tiegraph.audit` like every other finder), and :func:`check_device_map` answers
+(registered with :mod:`tiegraph._audit` like every other finder), and :func:`check_device_map` answers
 the same question for a device map before anything is placed.
 
 See :mod:`tiegraph._served` for what offload hooks serve and what is not covered (DeepSpeed ZeRO-3).
@@ -16,16 +16,16 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from ._build import build_graph
 from ._finding import Finding, finding, kinds
 from ._placement import map_entry
 from ._served import device_label
-from .build import build_graph
+from ._values import sentence
 from .errors import ConfigurationError
-from .values import sentence
 
 if TYPE_CHECKING:
+    from ._declared import Declaration
     from ._view import GraphView
-    from .declared import Declaration
 
 __all__ = ["KINDS", "check_device_map", "deployed_rows", "explains_untied", "findings", "untied_pairs"]
 

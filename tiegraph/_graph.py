@@ -36,9 +36,9 @@ if TYPE_CHECKING:
     import networkx as nx
     from torch import nn
 
-    from .acceptance import Acceptance
-    from .audit import Finding
-    from .declared import DeclaredTie
+    from ._acceptance import Acceptance
+    from ._audit import Finding
+    from ._declared import DeclaredTie
 
 
 __all__ = ["EDGE_KINDS", "NODE_KINDS", "TieGraph", "to_networkx"]
@@ -103,10 +103,10 @@ class TieGraph:
 
         What a build leaves for later and can be added legitimately: ``values_of``, the model the graph
         was built from, unchanged since, whose declared pairs that do not share memory get their value
-        verdicts (:mod:`tiegraph.values`); ``device_map``, module name -> device name, the placement
+        verdicts (:mod:`tiegraph._values`); ``device_map``, module name -> device name, the placement
         :func:`tiegraph.check_device_map` judges (``disk_files``: disk entries are served from a file per
         parameter, as accelerate's ``dispatch_model`` writes them, not from a checkpoint's entries);
-        ``checkpoint``, the findings :func:`tiegraph.checkpoint.check_checkpoint` read from a folder.
+        ``checkpoint``, the findings :func:`tiegraph._checkpoint.check_checkpoint` read from a folder.
         Afterwards the networkx graph, the view and the pictures are made afresh from the amended index, so
         no cached picture shows the graph as it was before.
 
@@ -260,22 +260,22 @@ class TieGraph:
     # (implemented in declared.py / audit.py; these methods only delegate)
     def declared_ties(self) -> list[DeclaredTie]:
         """Every declared tie found in the model, with its status (``tied``, ``not-tied``, ...)."""
-        from .declared import declared_ties
+        from ._declared import declared_ties
 
         return declared_ties(self)
 
     def audit(self) -> list[Finding]:
         """Findings where the declarations, the config and the memory disagree."""
-        from .audit import audit
+        from ._audit import audit
 
         return audit(self)
 
     def report(self, *, accept: Iterable[Acceptance | str] = ()) -> str:
         """A compact human-readable table of tie groups, declarations and findings (see :func:`report`).
 
-        ``accept``: ``"KIND[:PATH]"`` acceptances (:mod:`tiegraph.acceptance`) to mark in the findings.
+        ``accept``: ``"KIND[:PATH]"`` acceptances (:mod:`tiegraph._acceptance`) to mark in the findings.
         """
-        from .report import report
+        from ._report import report
 
         return report(self, accept=accept)
 

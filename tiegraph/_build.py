@@ -1,7 +1,7 @@
 """The one builder: walk the module tree once and record the index.
 
 Data flows one way: module tree -> slots -> share relation -> index. The networkx graph and every query
-are derived from the index (:mod:`tiegraph.graph`); nothing here reads tensor data or modifies the model.
+are derived from the index (:mod:`tiegraph._graph`); nothing here reads tensor data or modifies the model.
 
 Design: what a build does, and what it leaves for later
 -------------------------------------------------------
@@ -27,7 +27,7 @@ is in cache. The rooms:
 3. **The storage object is the key**: in torch 2.13 ``untyped_storage()`` returns one Python object per
    storage (views, ``detach``, ``set_``, ``Parameter(t)``, dtype views; CPU and meta), checked once at import
    (``STORAGE_IDENTITY``, else the key is ``_cdata``). Tensors that are not plain strided go to the slow
-   path (:func:`tiegraph.storage.slow_parts`, in bulk per class). A ``Counter`` finds storages read twice or
+   path (:func:`tiegraph._storage.slow_parts`, in bulk per class). A ``Counter`` finds storages read twice or
    more. Separate storage objects whose address ranges overlap on one device (``torch.from_numpy`` views of
    one array, ``frombuffer`` twice over one buffer, ``set_`` onto a slice of a storage) are merged, looked
    for only when some tensor has a non-zero data pointer (a tensor's pointer is its storage's plus its
@@ -35,8 +35,8 @@ is in cache. The rooms:
 4. **Metadata only where it decides something** (:func:`tiegraph._share.share`): only the slots on a storage
    read twice or more are candidates (6,120 of 99,962 on the 100k tree; 2 on 70B). Plain candidates (the
    common case) take ``_plain_groups``: same-object slots, then byte extents only when a storage holds two
-   distinct tensors, and the groups read off :func:`~tiegraph.storage.share_components`' components; slow-path
-   components, FSDP1 flat views and nested tensors take the general ``_groups``. The candidates'
+   distinct tensors, and the groups read off :func:`~tiegraph._storage.share_components`' components;
+   slow-path components, FSDP1 flat views and nested tensors take the general ``_groups``. The candidates'
    dtype/shape/device/requires_grad are read at build (so a graph answers for its tie groups after the model
    changed), and every slot's dtype, requires_grad and storage witness are captured in three C-level passes;
    shape, device and extents are read on first use by re-walking the model through a weak reference, slot by
@@ -67,6 +67,7 @@ from ._compare import verdicts
 from ._declaring import capture_declarations
 from ._dispatch import record as record_pointer_aliases
 from ._embedding import InputEmbedding, find_input_embedding
+from ._graph import TieGraph
 from ._index import Index
 from ._metadata import capture, watch
 from ._share import share
@@ -84,7 +85,6 @@ from ._walk import (
     storages,
     walk,
 )
-from .graph import TieGraph
 from .naming import Namer
 from .sharding.after import record_cut
 
@@ -113,7 +113,7 @@ def build_graph(
     check_values
         After the build, compare the values of every declared tie that does not share memory (reading only
         those tensors) and give each :class:`DeclaredTie` its ``values`` verdict (see
-        :mod:`tiegraph.values`). Off by default: the build itself never reads tensor data.
+        :mod:`tiegraph._values`). Off by default: the build itself never reads tensor data.
 
     Returns
     -------

@@ -6,7 +6,7 @@ model: a graph reloaded from JSON audits the same.
 
 Adding finding kinds
 --------------------
-A finding kind lives in its own room (``tiegraph/deployed.py``, ...) as two things: a table of kinds, each
+A finding kind lives in its own room (``tiegraph/_deployed.py``, ...) as two things: a table of kinds, each
 with the sentence it says (``str.format`` fields), and a function ``findings(view) -> list[Finding]``
 that builds them with :func:`finding`. Register the pair with one line in :data:`FINDERS` below.
 Import :class:`Finding` and :func:`finding` from :mod:`tiegraph._finding` (not from here, which imports
@@ -17,26 +17,26 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import adapters, checkpoint, deployed, identity
+from . import _adapters, _checkpoint, _deployed, _identity
 from ._finding import Finder, Finding, finding, kinds
+from ._storage import Components
+from ._values import sentence
 from ._view import view_of
 from .engines import _lint as declaration_lint
 from .errors import NoInputEmbeddingError
 from .naming import join
 from .sharding import after as cut
-from .storage import Components
-from .values import sentence
 
 if TYPE_CHECKING:
+    from ._declared import Declaration
+    from ._graph import TieGraph
     from ._records import TieConfig
     from ._view import GraphView
-    from .declared import Declaration
-    from .graph import TieGraph
 
 __all__ = ["FINDERS", "KINDS", "Finder", "Finding", "audit", "finding"]
 
 #: The audit's own finding kinds, in report order, with the sentence each one says (``str.format`` fields).
-#: :mod:`tiegraph.deployed`'s kinds (its own finder makes them) sit among them for the report order: like
+#: :mod:`tiegraph._deployed`'s kinds (its own finder makes them) sit among them for the report order: like
 #: the PEFT copy kind, they say why a declared pair is not tied.
 _PAIR_KINDS: dict[str, str] = kinds(
     {
@@ -112,7 +112,7 @@ _GROUP_AND_FLAG_KINDS: dict[str, str] = kinds(
         ),
     }
 )
-CORE_KINDS: dict[str, str] = {**_PAIR_KINDS, **deployed.KINDS, **cut.KINDS, **_GROUP_AND_FLAG_KINDS}
+CORE_KINDS: dict[str, str] = {**_PAIR_KINDS, **_deployed.KINDS, **cut.KINDS, **_GROUP_AND_FLAG_KINDS}
 
 
 def _core(kind: str, paths: list[str] | tuple[str, ...], **fields: Any) -> Finding:
@@ -164,7 +164,7 @@ def core_findings(view: GraphView) -> list[Finding]:
     found: list[Finding] = []
     ie = set(view.input_embedding_slots)
     # their own kinds say more than declared-not-tied: a device split, a quantized end, an FSDP2 cut
-    placed_or_quantized = {**deployed.untied_pairs(view), **cut.split_pairs(view)}
+    placed_or_quantized = {**_deployed.untied_pairs(view), **cut.split_pairs(view)}
     for tie in view.declarations:
         if (tie.target, tie.source) not in placed_or_quantized:
             found.extend(_pair_findings(view, tie, ie))
@@ -256,7 +256,7 @@ def _flag_findings(view: GraphView, ie: set[int], found: list[Finding]) -> list[
         # a split device map, a quantization, an FSDP2 cut or a PEFT copy explains an untied embedding
         # better than a flag
         explained = (
-            deployed.explains_untied(view)
+            _deployed.explains_untied(view)
             or bool(cut.split_pairs(view))
             or any(f.kind == "modules-to-save-copy-untied" for f in found)
         )
@@ -476,12 +476,12 @@ def _unconnected(view: GraphView, slots: list[int], links: dict[int, list[int]])
 #: ``Finder(myroom.KINDS, myroom.findings),``.
 FINDERS: list[Finder] = [
     Finder(CORE_KINDS, core_findings),
-    Finder(deployed.KINDS, deployed.findings),
+    Finder(_deployed.KINDS, _deployed.findings),
     Finder(cut.KINDS, cut.findings),
-    Finder(adapters.KINDS, adapters.findings),
-    Finder(checkpoint.KINDS, checkpoint.findings),
+    Finder(_adapters.KINDS, _adapters.findings),
+    Finder(_checkpoint.KINDS, _checkpoint.findings),
     Finder(declaration_lint.KINDS, declaration_lint.findings),
-    Finder(identity.KINDS, identity.findings),
+    Finder(_identity.KINDS, _identity.findings),
 ]
 
 

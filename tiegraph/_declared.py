@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ._view import view_of
 
 if TYPE_CHECKING:
-    from .graph import TieGraph
+    from ._graph import TieGraph
 
 __all__ = ["STATUSES", "Declaration", "DeclaredTie", "declared_ties", "declarer"]
 
@@ -59,7 +59,7 @@ class DeclaredTie:
     values
         Only when asked (``build_graph(model, check_values=True)``): ``"equal"``, ``"differ"`` or
         ``"unknown"`` (meta tensors, or an offload store that cannot be read; unresolved declarations);
-        see :mod:`tiegraph.values`.
+        see :mod:`tiegraph._values`.
         None when not asked.
 
     Examples
