@@ -190,7 +190,7 @@ def test_bad_sides_are_type_errors(bad: object) -> None:
 
 
 def test_diff_is_the_public_function_after_importing_the_module() -> None:
-    """``tiegraph.diff`` stays the function although a room of the same name exists."""
+    """``tiegraph.diff`` is the function once its module (``tiegraph._diff``) is imported too."""
     import tiegraph._diff as _module  # noqa: F401
     import tiegraph.testing
 

@@ -14,9 +14,7 @@ share memory with the input embedding, which slots form tie groups, and how the 
 
 from __future__ import annotations
 
-import sys
 from importlib import import_module
-from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from .errors import (
@@ -149,20 +147,3 @@ def tied_to_input_embedding(
     from ._build import build_graph
 
     return build_graph(model, input_embedding=input_embedding).tied_to_input_embedding(full_paths=full_paths)
-
-
-class _Package(ModuleType):
-    """The package: a public name that is also a submodule's name (``diff``) stays the public object.
-
-    Python's import system sets ``tiegraph.diff`` to the submodule when ``tiegraph.diff`` is first imported
-    (``tiegraph.testing`` imports it); with the names imported on first use, that would hide the function
-    ``tiegraph.diff`` from whoever imported ``tiegraph.testing`` first. ``sys.modules`` keeps the submodule.
-    """
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        if name in _LAZY and isinstance(value, ModuleType) and not isinstance(value, _Package):
-            return
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

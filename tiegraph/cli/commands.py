@@ -455,7 +455,7 @@ def _mark_accepted(line: str, accepted: set[tuple[str, tuple[str, ...]]]) -> str
 
 def diff_command(args: argparse.Namespace) -> int:
     """``tiegraph diff``: build or read A and B and say what changed about their ties."""
-    from .._diff import diff  # not tiegraph.diff: once the submodule is imported, that name is the module
+    from .._diff import diff
 
     before, what_a = _diff_side(args.a, args, after=False)
     after, what_b = _diff_side(args.b, args, after=True)
