@@ -106,7 +106,7 @@ FOREIGN_PRIVATE_READERS = {
     "tiegraph._storage": "DTensor and FSDP1 flat parameters keep their local shards and views privately",
     "tiegraph._served": "accelerate's offload hooks live in _hf_hook",
     "tiegraph._share": "storage keys fall back to _cdata on a torch without storage identity",
-    "tiegraph.naming": "wrapper segments are the wrappers' private attribute names (_orig_mod, ...)",
+    "tiegraph._canonical": "wrapper segments are the wrappers' private attribute names (_orig_mod, ...)",
     "tiegraph._declaring": "declarations are transformers' _tied_weights_keys",
     "tiegraph._deployed": "a device map is checked against transformers' _no_split_modules",
     "tiegraph.compat._groups": "accelerate's and safetensors' drop-ins key storages as they do",
@@ -133,7 +133,7 @@ PENDING_ATTRIBUTE_READS: dict[str, set[str]] = {
     "tiegraph._values": {"_amend"},
     "tiegraph.compat._groups": {"_run_starts"},
     "tiegraph.compat._peft": {"_run_starts"},
-    "tiegraph.naming": {"_m_canon", "_m_belongs", "_s_canon"},
+    "tiegraph._canonical": {"_m_canon", "_m_belongs", "_s_canon"},
 }
 
 

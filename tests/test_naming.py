@@ -8,8 +8,8 @@ from models import llama_tied
 from torch import nn
 
 import tiegraph
+from tiegraph._canonical import Namer
 from tiegraph.errors import NoInputEmbeddingError
-from tiegraph.naming import Namer
 
 
 class Pair(nn.Module):

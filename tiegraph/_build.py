@@ -63,6 +63,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 from torch import nn
 
+from ._canonical import Namer
 from ._compare import verdicts
 from ._declaring import capture_declarations
 from ._dispatch import record as record_pointer_aliases
@@ -85,7 +86,6 @@ from ._walk import (
     storages,
     walk,
 )
-from .naming import Namer
 from .sharding.after import record_cut
 
 if TYPE_CHECKING:

@@ -35,10 +35,10 @@ from typing import Any
 
 from torch import nn
 
+from ._canonical import join
 from ._declared import Declaration
 from ._index import Index
 from ._records import CopyWrapper, TieConfig
-from .naming import join
 
 __all__ = ["capture_declarations"]
 

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from torch import nn
 
+from ._canonical import join
 from ._view import view_of
 from .errors import NoInputEmbeddingError
-from .naming import join
 
 if TYPE_CHECKING:
     from ._audit import Finding

@@ -9,10 +9,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._canonical import Namer
 from ._index import Index
 from ._text import not_found
 from .errors import PathNotFoundError
-from .naming import Namer
 
 InputEmbedding = nn.Module | torch.Tensor | str | None
 

@@ -7,10 +7,10 @@ from typing import Any, NamedTuple
 
 from torch import nn
 
+from .._canonical import Namer
 from .._index import Index
 from .._storage import extent_of, share_components
 from .._walk import STORAGE_IDENTITY, aliased, object_numbers, slots_of, walk
-from ..naming import Namer
 from ._groups import parameter_test
 
 __all__ = ["get_module_names_tied_with_embedding"]
