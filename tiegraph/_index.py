@@ -35,7 +35,7 @@ dtype/shape/device/requires_grad of every slot at build put the 100k tree at ~1.
 ``named_parameters`` walk (target 1.3x); per-slot owner and flag lists cost ~15 ms of a 170 ms build there.
 Exports and audits already cost 10-30x a walk, so they pay for the re-walk without noticing.
 
-An index rebuilt from a graph (:func:`tiegraph._graph.from_networkx`) is given every field whole (plain
+An index rebuilt from a graph (:func:`tiegraph._json.from_networkx`) is given every field whole (plain
 lists appended to, as before): only indexes made by the builder are lazy.
 """
 

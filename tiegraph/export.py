@@ -44,8 +44,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._dot import DOT_ATTRIBUTES, to_dot, to_pydot
-from ._json import FORMAT_VERSION, from_json, from_networkx, lint, to_json
-from ._render import render, repr_html, repr_svg, summary, to_svg
+from ._json import FORMAT_VERSION, from_json, lint, to_json
+from ._render import render, to_svg
 from .errors import ConfigurationError, GraphFormatError, RenderError
 
 if TYPE_CHECKING:
@@ -58,12 +58,8 @@ __all__ = [
     "GraphFormatError",
     "RenderError",
     "from_json",
-    "from_networkx",
     "lint",
     "render",
-    "repr_html",
-    "repr_svg",
-    "summary",
     "to_dot",
     "to_json",
     "to_pydot",
