@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ._finding import Finding, finding, kinds, registered_kinds
-from .errors import TiegraphError
+from .errors import AcceptanceError
 
 __all__ = [
     "KINDS",
@@ -48,10 +48,6 @@ KINDS: dict[str, str] = kinds(
         ),
     }
 )
-
-
-class AcceptanceError(TiegraphError, ValueError):
-    """An acceptance names no finding kind, or a ``[tool.tiegraph]`` section cannot be read."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +93,7 @@ def parse(text: str, origin: str = "accept=") -> Acceptance:
     >>> parse("tied-not-decalred")
     Traceback (most recent call last):
     ...
-    tiegraph._acceptance.AcceptanceError: accept=: 'tied-not-decalred' is not a finding kind; ...
+    tiegraph.errors.AcceptanceError: accept=: 'tied-not-decalred' is not a finding kind; ...
     """
     from . import _audit  # noqa: F401 -- registers every room's kinds
 

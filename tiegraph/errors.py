@@ -7,6 +7,7 @@ an ``nn.Module``), and its message names the offending path or value and says wh
 from __future__ import annotations
 
 __all__ = [
+    "AcceptanceError",
     "CheckpointError",
     "ConfigurationError",
     "CycleError",
@@ -48,6 +49,10 @@ class GraphFormatError(TiegraphError, ValueError):
 
 class ConfigurationError(TiegraphError, ValueError):
     """An option given to a tiegraph function is not one it accepts; the message lists the accepted ones."""
+
+
+class AcceptanceError(TiegraphError, ValueError):
+    """An acceptance names no finding kind, or a ``[tool.tiegraph]`` section cannot be read."""
 
 
 class CheckpointError(TiegraphError):
