@@ -1,4 +1,4 @@
-"""``TieGraph._amend``: the one way to add to a built graph, and the caches it drops."""
+"""``tiegraph._graph.amend``: the one way to add to a built graph, and the caches it drops."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 import tiegraph
+from tiegraph._graph import amend, view_of
 from tiegraph._values import record_values
-from tiegraph._view import view_of
 
 
 class Untied(nn.Module):
@@ -40,7 +40,7 @@ def test_a_picture_drawn_before_an_amend_is_not_shown_after_it(build: Any) -> No
     assert before is not None
     assert "served from disk" not in before
     assert "served from disk" not in tg._repr_html_()
-    tg._amend(device_map={"embed": "cpu", "head": "disk"})
+    amend(tg, device_map={"embed": "cpu", "head": "disk"})
     after = tg._repr_svg_()
     assert after is not None
     assert "served from disk" in after
@@ -63,7 +63,7 @@ def test_a_checkpoint_recorded_later_reaches_the_graph_and_its_view(build: Any) 
     assert "checkpoint" not in tg.graph.graph
     view_before = view_of(tg)
     data = {"directory": "ckpt", "findings": []}
-    tg._amend(checkpoint=data)
+    amend(tg, checkpoint=data)
     assert tg.graph.graph["checkpoint"] == data
     assert view_of(tg) is not view_before
     assert view_of(tg).checkpoint == data
@@ -73,6 +73,6 @@ def test_a_device_map_that_places_nothing_changes_nothing(build: Any) -> None:
     tg = build(Untied())
     G = tg.graph
     with pytest.raises(ValueError, match="head"):
-        tg._amend(device_map={"embed": "cpu"})
+        amend(tg, device_map={"embed": "cpu"})
     assert tg.graph is G
     assert {d["placement"] for _, d in G.nodes(data=True) if d["kind"] == "slot"} == {"cpu"}

@@ -12,6 +12,7 @@ from torch import nn
 
 import tiegraph
 import tiegraph.testing
+from tiegraph._graph import view_of
 from tiegraph._identity import storage_ties
 
 
@@ -104,7 +105,7 @@ def test_alias_or_view(make: object, alias: bool) -> None:
     expected = "storage-only-tie" if alias else "storage-tie-by-view"
     assert expected in _kinds(tg)
     assert _kinds(tiegraph.TieGraph.from_json(tg.to_json())) == _kinds(tg)
-    ties = storage_ties(tiegraph._view.view_of(tg))
+    ties = storage_ties(view_of(tg))
     assert [t.alias for t in ties] == [alias]
 
 

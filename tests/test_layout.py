@@ -126,15 +126,7 @@ FOREIGN_PRIVATE_READERS = {
 
 #: Reads of another module's classes' underscored attributes not yet made plain names: module -> names.
 #: Shrinks to empty as the modules that own them get a public (or package-level) way in.
-PENDING_ATTRIBUTE_READS: dict[str, set[str]] = {
-    "tiegraph._view": {"_view", "_resolve_slots"},
-    "tiegraph._checkpoint": {"_amend"},
-    "tiegraph._deployed": {"_amend"},
-    "tiegraph._values": {"_amend"},
-    "tiegraph.compat._groups": {"_run_starts"},
-    "tiegraph.compat._peft": {"_run_starts"},
-    "tiegraph._canonical": {"_m_canon", "_m_belongs", "_s_canon"},
-}
+PENDING_ATTRIBUTE_READS: dict[str, set[str]] = {}
 
 
 #: namedtuple's public methods, underscored so they never clash with a field.

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 import tiegraph
+from tiegraph._graph import view_of
 
 
 class Tied(nn.Module):
@@ -138,7 +139,7 @@ def test_tie_group_members_keep_their_metadata_after_a_change() -> None:
     tg = tiegraph.build_graph(model)
     model.head.weight = nn.Parameter(model.embed.weight.detach().clone())  # untie (same names)
     model.extra = nn.Linear(2, 2)  # and change the tree
-    view = tg._view()
+    view = view_of(tg)
     names = {view.slot_name(s): s for s in range(view.num_slots)}
     facts = view.tensor(names["head.weight"])
     assert (facts.dtype, facts.shape) == ("float32", (10, 4))
@@ -176,7 +177,7 @@ def test_meta_model_none_slots_and_owners() -> None:
     with torch.device("meta"):
         model = Tied()
     tg = tiegraph.build_graph(model)
-    view = tg._view()
+    view = view_of(tg)
     got = [(view.slot_name(s), view.is_parameter(s)) for s in range(view.num_slots)]
     params = [(n, True) for n, _ in model.named_parameters(remove_duplicate=False)]
     buffers = [(n, False) for n, _ in model.named_buffers(remove_duplicate=False)]

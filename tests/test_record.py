@@ -20,6 +20,7 @@ from peft import LoraConfig, get_peft_model
 from torch import nn
 
 import tiegraph
+from tiegraph._graph import view_of
 
 
 def _faces(tg: tiegraph.TieGraph) -> dict[str, dict[str, object]]:
@@ -86,7 +87,7 @@ def test_dtype_conversion_is_never_reported_as_the_build_value() -> None:
     model = llama(tie_word_embeddings=True)
     before = tiegraph.build_graph(model)
     model.half()
-    view = before._view()
+    view = view_of(before)
     assert {view.tensor(s).dtype for s in range(view.num_slots)} == {"float32", "unknown"}
 
 

@@ -20,9 +20,9 @@ from typing import TYPE_CHECKING, Any
 from . import _adapters, _checkpoint, _deployed, _identity
 from ._canonical import join
 from ._finding import Finder, Finding, finding, kinds
+from ._graph import view_of
 from ._storage import Components
 from ._values import sentence
-from ._view import view_of
 from .engines import _lint as declaration_lint
 from .errors import NoInputEmbeddingError
 from .sharding import after as cut

@@ -214,11 +214,7 @@ class Namer:
         index = self.index
         assert index is not None, "a namer is attached once"
         self.index = None
-        index._m_canon = [None] * len(index.m_parent)
-        index._m_belongs = [None] * len(index.m_parent)
-        index._s_canon = [None] * index.num_slots
-        index.namer = self.module_names
-        index.slot_namer = self.slot_name
+        index.name_with(self.module_names, self.slot_name)
         index.model_roots = [index.path_of(i) for i in self.roots]
         index.model_root = index.model_roots[0] if self.root >= 0 else None
         if self.root >= 0:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._finding import Finding, finding, kinds
+from ._graph import amend
 from ._text import one_line, plural
 from .errors import CheckpointError
 
@@ -314,7 +315,7 @@ def _all_equal(files: CheckpointFiles, keys: list[str]) -> bool:
 
 def _record(tg: TieGraph, directory: str, problems: list[dict[str, Any]]) -> None:
     """Keep the checkpoint's findings in the graph (its index, and its networkx graph if already made)."""
-    tg._amend(checkpoint={"directory": directory, "findings": problems})
+    amend(tg, checkpoint={"directory": directory, "findings": problems})
 
 
 def findings(view: GraphView) -> list[Finding]:

@@ -1,7 +1,7 @@
 """Build step: value verdicts of declared pairs that do not share memory, read only when asked.
 
 :func:`verdicts` is what ``build_graph(..., check_values=True)`` runs on the index it just built, and what
-:meth:`tiegraph.TieGraph._amend` runs when values are asked for later
+:func:`tiegraph._graph.amend` runs when values are asked for later
 (:func:`tiegraph._values.record_values`). It reads only the two ends of declared pairs that do not share
 memory (``not-tied`` and ``gated-off``); see :mod:`tiegraph._values` for what each verdict means.
 """

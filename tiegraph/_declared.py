@@ -12,7 +12,7 @@ import dataclasses
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._view import view_of
+from ._graph import view_of
 
 if TYPE_CHECKING:
     from ._graph import TieGraph

@@ -18,6 +18,7 @@ from torch import nn
 
 from ._build import build_graph
 from ._finding import Finding, finding, kinds
+from ._graph import amend
 from ._placement import map_entry
 from ._served import device_label
 from ._values import sentence
@@ -116,7 +117,7 @@ def check_device_map(
         raise TypeError(f"device_map must be a dict or 'auto', got {type(device_map).__name__}")
     names = {str(k): _device_name(v) for k, v in device_map.items()}
     tg = build_graph(model, input_embedding=input_embedding)
-    tg._amend(device_map=names, disk_files=placed_by == "dispatch_model")
+    amend(tg, device_map=names, disk_files=placed_by == "dispatch_model")
     return tg.audit()
 
 

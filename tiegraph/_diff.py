@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from torch import nn
 
 from ._canonical import join
-from ._view import view_of
+from ._graph import view_of
 from .errors import NoInputEmbeddingError
 
 if TYPE_CHECKING:

@@ -27,8 +27,8 @@ from typing import TYPE_CHECKING, Any
 from ._compare import verdicts
 from ._index import Index
 from ._placement import place, slot_facts
-from ._view import GraphView
-from .errors import NoInputEmbeddingError, PathNotFoundError
+from ._view import GraphView, resolve_slots
+from .errors import NoInputEmbeddingError
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from ._declared import DeclaredTie
 
 
-__all__ = ["EDGE_KINDS", "NODE_KINDS", "TieGraph", "to_networkx"]
+__all__ = ["EDGE_KINDS", "NODE_KINDS", "TieGraph", "amend", "to_networkx", "view_of"]
 
 NODE_KINDS = ("module", "slot", "storage")
 EDGE_KINDS = ("child", "owns", "reads", "shares", "declares")
@@ -82,47 +82,6 @@ class TieGraph:
         self._view_cache: weakref.ref[GraphView] | None = None
         self._svg: str | None = None  # the default picture, rendered once (Jupyter asks for HTML and SVG)
         self._svg_done = False
-
-    def _view(self) -> GraphView:
-        """The read-only internal interface the audit, report and exports read (see :mod:`tiegraph._view`)."""
-        view = self._view_cache() if self._view_cache is not None else None
-        if view is None:
-            view = GraphView(self, self._index)
-            self._view_cache = weakref.ref(view)
-        return view
-
-    def _amend(
-        self,
-        *,
-        values_of: nn.Module | None = None,
-        device_map: Mapping[str, str] | None = None,
-        checkpoint: dict[str, Any] | None = None,
-        disk_files: bool = True,
-    ) -> None:
-        """The one way to add to a built graph; drops every cache derived from it.
-
-        What a build leaves for later and can be added legitimately: ``values_of``, the model the graph
-        was built from, unchanged since, whose declared pairs that do not share memory get their value
-        verdicts (:mod:`tiegraph._values`); ``device_map``, module name -> device name, the placement
-        :func:`tiegraph.check_device_map` judges (``disk_files``: disk entries are served from a file per
-        parameter, as accelerate's ``dispatch_model`` writes them, not from a checkpoint's entries);
-        ``checkpoint``, the findings :func:`tiegraph._checkpoint.check_checkpoint` read from a folder.
-        Afterwards the networkx graph, the view and the pictures are made afresh from the amended index, so
-        no cached picture shows the graph as it was before.
-
-        Raises :class:`~tiegraph.errors.ConfigurationError` (changing nothing) when ``device_map`` leaves a
-        slot unplaced.
-        """
-        index = self._index
-        if device_map is not None:
-            place(index, device_map, disk_files)
-        if values_of is not None:
-            index.declared = verdicts(index, values_of)
-        if checkpoint is not None:
-            index.checkpoint = checkpoint
-        self._graph = None
-        self._view_cache = None
-        self._svg, self._svg_done = None, False
 
     # ------------------------------------------------------------------ the graph
     @property
@@ -223,38 +182,9 @@ class TieGraph:
         """
         idx = self._index
         slot_roots = self._slot_roots()
-        roots = {slot_roots[s] for s in self._resolve_slots(name)}
+        roots = {slot_roots[s] for s in resolve_slots(idx, name)}
         key = idx.s_name.__getitem__ if full_paths else idx.slot_canon_of
         return sorted({key(s) for s, root in enumerate(slot_roots) if root in roots})
-
-    def _resolve_slots(self, name: str) -> list[int]:
-        idx = self._index
-        if not isinstance(name, str):
-            raise TypeError(f"expected a slot or module name (str), got {type(name).__name__}")
-        for names in (idx.s_name, idx.s_canon):
-            found = [s for s, n in enumerate(names) if n == name]
-            if found:
-                return found
-        modules = [
-            i
-            for i in range(len(idx.m_path))
-            if idx.m_path[i] == name or idx.m_canon[i] == name or idx.m_belongs[i] == name
-        ]
-        if not modules:
-            from ._text import not_found
-
-            raise PathNotFoundError(
-                not_found(f"{name!r} names no slot or module of the model", name, idx.s_name, idx.m_path)
-            )
-        prefixes = tuple(idx.m_path[i] + "." for i in modules if idx.m_path[i])
-        owned = set(modules)
-        if any(not idx.m_path[i] for i in modules):
-            return list(range(len(idx.s_name)))
-        return [
-            s
-            for s, owner in enumerate(idx.s_owner)
-            if owner in owned or idx.m_path[owner].startswith(prefixes)
-        ]
 
     # ------------------------------------------------------------------ declared ties and audit
     # (implemented in declared.py / audit.py; these methods only delegate)
@@ -354,6 +284,52 @@ class TieGraph:
             f"<TieGraph: {self.num_modules} module paths, {self.num_slots} slots, {groups} tie group"
             f"{'' if groups == 1 else 's'}, input embedding {embedding!r}>"
         )
+
+
+def view_of(tg: TieGraph) -> GraphView:
+    """The read-only internal interface the audit, report and exports read (see :mod:`tiegraph._view`).
+
+    Made on first use and cached on the graph (weakly: the view holds the graph) until :func:`amend`.
+    """
+    view = tg._view_cache() if tg._view_cache is not None else None
+    if view is None:
+        view = GraphView(tg, tg._index)
+        tg._view_cache = weakref.ref(view)
+    return view
+
+
+def amend(
+    tg: TieGraph,
+    *,
+    values_of: nn.Module | None = None,
+    device_map: Mapping[str, str] | None = None,
+    checkpoint: dict[str, Any] | None = None,
+    disk_files: bool = True,
+) -> None:
+    """The one way to add to a built graph; drops every cache derived from it.
+
+    What a build leaves for later and can be added legitimately: ``values_of``, the model the graph
+    was built from, unchanged since, whose declared pairs that do not share memory get their value
+    verdicts (:mod:`tiegraph._values`); ``device_map``, module name -> device name, the placement
+    :func:`tiegraph.check_device_map` judges (``disk_files``: disk entries are served from a file per
+    parameter, as accelerate's ``dispatch_model`` writes them, not from a checkpoint's entries);
+    ``checkpoint``, the findings :func:`tiegraph._checkpoint.check_checkpoint` read from a folder.
+    Afterwards the networkx graph, the view and the pictures are made afresh from the amended index, so
+    no cached picture shows the graph as it was before.
+
+    Raises :class:`~tiegraph.errors.ConfigurationError` (changing nothing) when ``device_map`` leaves a
+    slot unplaced.
+    """
+    index = tg._index
+    if device_map is not None:
+        place(index, device_map, disk_files)
+    if values_of is not None:
+        index.declared = verdicts(index, values_of)
+    if checkpoint is not None:
+        index.checkpoint = checkpoint
+    tg._graph = None
+    tg._view_cache = None
+    tg._svg, tg._svg_done = None, False
 
 
 def module_node(path: str) -> str:

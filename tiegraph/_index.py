@@ -301,7 +301,8 @@ class Index:
         objects = self.m_object
         return objects.index(objects[i])
 
-    def _run_starts(self) -> list[int]:
+    def run_starts(self) -> list[int]:
+        """The first slot of every run of ``d_number`` (and the slot count last), summed once."""
         starts = self._d_start
         if starts is None:
             starts = self._d_start = list(accumulate(self.d_size, initial=0))
@@ -312,7 +313,7 @@ class Index:
         known: list[int] | None = self.__dict__.get("_s_owner")
         if known is not None:
             return known[s]
-        return self.d_number[bisect_right(self._run_starts(), s) - 1] >> 1
+        return self.d_number[bisect_right(self.run_starts(), s) - 1] >> 1
 
     def slot_start(self, i: int) -> int:
         """The first slot owned by module path ``i`` or a later one (the slot count if none)."""
@@ -322,7 +323,7 @@ class Index:
         run = bisect_left(self.d_number, 2 * i)
         if self._d_start is None and run < 4096:  # (near the top, as an input embedding is: no running sums)
             return sum(self.d_size[:run])
-        return self._run_starts()[run]
+        return self.run_starts()[run]
 
     def meta_of(self, s: int) -> SlotMeta:
         """dtype, shape, device and requires_grad of slot ``s``'s tensor.
@@ -477,6 +478,15 @@ class Index:
                 self.slot_canon_of(s)
             self._s_named = True
         return self._s_canon  # type: ignore[return-value]
+
+    def name_with(
+        self, namer: Callable[[Index, int], tuple[str, str]], slot_namer: Callable[[Index, int], str]
+    ) -> None:
+        """Name modules and slots on demand through ``namer`` (canonical, belongs) and ``slot_namer``."""
+        self._m_canon = [None] * len(self.m_parent)
+        self._m_belongs = [None] * len(self.m_parent)
+        self._s_canon = [None] * self.num_slots
+        self.namer, self.slot_namer = namer, slot_namer
 
     def set_canonical(self, m_canon: list[str], m_belongs: list[str], s_canon: list[str]) -> None:
         """Give every canonical name at once (used when rebuilding from a graph)."""

@@ -11,8 +11,8 @@ import html
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ._graph import view_of
 from ._text import plural
-from ._view import view_of
 
 if TYPE_CHECKING:
     from ._declared import Declaration

@@ -3,7 +3,7 @@
 The build step :mod:`tiegraph._served` records served tensors and quantization labels; a device map
 checked before anything is placed records its placement here (:func:`place`). Everything above (the view,
 the networkx graph, JSON) reads these answers; only :func:`place` and :func:`read_slot_facts` write, the
-first through :meth:`tiegraph.TieGraph._amend`, the second while an index is read back from a graph.
+first through :func:`tiegraph._graph.amend`, the second while an index is read back from a graph.
 """
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from ._dot import to_dot
+from ._graph import view_of
 from ._picture import esc
 from ._text import plural
-from ._view import view_of
 from .errors import NoInputEmbeddingError, RenderError
 
 if TYPE_CHECKING:

@@ -15,8 +15,8 @@ from ._acceptance import accept as apply_acceptances
 from ._audit import audit
 from ._deployed import deployed_rows
 from ._finding import SEVERITIES, Finding
+from ._graph import view_of
 from ._text import plural
-from ._view import view_of
 
 if TYPE_CHECKING:
     from ._acceptance import Acceptance

@@ -39,6 +39,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ._compare import compare
+from ._graph import amend
 
 if TYPE_CHECKING:
     from torch import nn
@@ -55,10 +56,10 @@ def record_values(tg: TieGraph, model: nn.Module) -> None:
 
     ``model`` must be the module ``tg`` was built from, unchanged since. A slot an accelerate offload hook
     serves is read from the hook's ``weights_map`` (that one tensor), not from the meta tensor sitting in
-    the module. The verdicts go into the graph through :meth:`tiegraph.TieGraph._amend`, so its networkx
+    the module. The verdicts go into the graph through :func:`tiegraph._graph.amend`, so its networkx
     graph and pictures are made afresh.
     """
-    tg._amend(values_of=model)
+    amend(tg, values_of=model)
 
 
 def sentence(values: str | None, target: str, source: str) -> str:

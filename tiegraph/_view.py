@@ -16,13 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 from ._placement import execution_device_of, placement_of, quantization_of
 from ._records import CopyWrapper, TieConfig
+from .errors import PathNotFoundError
 
 if TYPE_CHECKING:
     from ._declared import Declaration
     from ._graph import TieGraph
     from ._index import Index
 
-__all__ = ["GraphView", "TensorFacts", "view_of"]
+__all__ = ["GraphView", "TensorFacts", "resolve_slots"]
 
 
 @dataclass(frozen=True)
@@ -154,7 +155,7 @@ class GraphView:
 
         Raises :class:`~tiegraph.errors.PathNotFoundError` naming the nearest names.
         """
-        return self.tg._resolve_slots(name)
+        return resolve_slots(self._idx, name)
 
     # ------------------------------------------------------------------ placement and quantization
     def placement(self, s: int) -> str:
@@ -231,6 +232,32 @@ class GraphView:
         return self._idx.ie_slots
 
 
-def view_of(tg: TieGraph) -> GraphView:
-    """The read-only internal view of a graph (cached on it)."""
-    return tg._view()
+def resolve_slots(idx: Index, name: str) -> list[int]:
+    """Slots a full or canonical slot name names, or every slot under a module path (``""``: all).
+
+    Raises :class:`~tiegraph.errors.PathNotFoundError` naming the nearest names.
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"expected a slot or module name (str), got {type(name).__name__}")
+    for names in (idx.s_name, idx.s_canon):
+        found = [s for s, n in enumerate(names) if n == name]
+        if found:
+            return found
+    modules = [
+        i
+        for i in range(len(idx.m_path))
+        if idx.m_path[i] == name or idx.m_canon[i] == name or idx.m_belongs[i] == name
+    ]
+    if not modules:
+        from ._text import not_found
+
+        raise PathNotFoundError(
+            not_found(f"{name!r} names no slot or module of the model", name, idx.s_name, idx.m_path)
+        )
+    prefixes = tuple(idx.m_path[i] + "." for i in modules if idx.m_path[i])
+    owned = set(modules)
+    if any(not idx.m_path[i] for i in modules):
+        return list(range(len(idx.s_name)))
+    return [
+        s for s, owner in enumerate(idx.s_owner) if owner in owned or idx.m_path[owner].startswith(prefixes)
+    ]

@@ -22,7 +22,7 @@ from torch import nn
 
 from ._acceptance import accept as apply_acceptances
 from ._diff import as_graph, diff, live_slots
-from ._view import view_of
+from ._graph import view_of
 from .errors import TiegraphError
 
 if TYPE_CHECKING:

@@ -150,7 +150,7 @@ def _slot_name(tree: Tree, ends: list[int], s: int, attrs: list[str]) -> str:
 
 def parameter_test(idx: Index) -> Any:
     """``is_param(slot)`` without expanding every slot's flag (bisection over the slot runs)."""
-    starts, numbers = idx._run_starts(), idx.d_number
+    starts, numbers = idx.run_starts(), idx.d_number
 
     def is_param(s: int) -> bool:
         return not numbers[bisect_right(starts, s) - 1] & 1

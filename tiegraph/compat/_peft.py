@@ -127,7 +127,7 @@ def _tied_module_paths(model: nn.Module, embedding: nn.Module) -> list[str]:
     """
     w = _walked(model, embedding)
     idx, tensors, keys = w.idx, w.tensors, w.keys
-    starts = idx._run_starts()
+    starts = idx.run_starts()
     own = [
         s
         for r, number in enumerate(idx.d_number)
