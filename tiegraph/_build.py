@@ -71,6 +71,7 @@ from ._embedding import InputEmbedding, find_input_embedding
 from ._graph import TieGraph
 from ._index import Index
 from ._metadata import capture, watch
+from ._sharded import record_cut
 from ._share import share
 from ._sources import as_module
 from ._walk import (
@@ -86,7 +87,6 @@ from ._walk import (
     storages,
     walk,
 )
-from .sharding.after import record_cut
 
 if TYPE_CHECKING:
     from torch.export import ExportedProgram

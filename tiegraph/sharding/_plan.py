@@ -18,9 +18,10 @@ from typing import Any
 
 from torch import nn
 
+from .._sharded import call_text
 from ..errors import PathNotFoundError, TiegraphError
 
-__all__ = ["Call", "assign", "expr", "resolve"]
+__all__ = ["Call", "assign", "resolve"]
 
 #: The mapping keys that name the layer classes of a wrap policy (Trainer, accelerate config, plugin).
 LAYER_KEYS = (
@@ -40,16 +41,7 @@ class Call:
     @property
     def text(self) -> str:
         """The call as a user writes it, e.g. ``fully_shard([model.model.embed_tokens, model.lm_head])``."""
-        names = [expr(p) for p in self.paths]
-        return f"fully_shard({names[0]})" if len(names) == 1 else f"fully_shard([{', '.join(names)}])"
-
-
-def expr(path: str) -> str:
-    """The Python expression reaching module ``path`` from ``model`` (``model.layers[0].mlp``)."""
-    out = "model"
-    for part in path.split(".") if path else ():
-        out += f"[{part}]" if part.isdigit() else f".{part}" if part.isidentifier() else f"[{part!r}]"
-    return out
+        return call_text(self.paths)
 
 
 def _paths(model: nn.Module) -> dict[int, str]:

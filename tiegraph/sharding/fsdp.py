@@ -24,6 +24,7 @@ from typing import Any
 from torch import nn
 
 from .. import _identity
+from .._build import build_graph
 from .._finding import Finding, finding, kinds
 from ._plan import Call, assign, resolve
 
@@ -228,8 +229,6 @@ def outcomes(model: nn.Module, plan: Any) -> list[Outcome]:
         raise TypeError(
             f"check_shard_plan expects a torch.nn.Module, got {kind.__module__}.{kind.__qualname__}"
         )
-    from .._build import build_graph  # the builder imports this room's after-the-cut hook
-
     calls = resolve(model, plan)
     owner = assign(calls)
     found = []
