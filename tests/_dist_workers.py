@@ -8,13 +8,9 @@ process to compare. One run covers every case, so the process group and the impo
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-import traceback
 import warnings
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +21,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 warnings.filterwarnings("ignore", module=r"(transformers|torch)(\.|$)")
+
+from _ranks import worker_main  # noqa: E402
 
 import tiegraph  # noqa: E402
 import tiegraph._walk  # noqa: E402
@@ -224,23 +222,5 @@ def run(rank: int) -> dict[str, Any]:
     return results
 
 
-def main(out_dir: str) -> int:
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    dist.init_process_group(
-        "gloo",
-        init_method="file://" + os.environ["TIEGRAPH_TEST_STORE"],
-        rank=rank,
-        world_size=world,
-        timeout=timedelta(seconds=60),
-    )
-    try:
-        results = run(rank)
-    except BaseException:
-        results = {"crash": traceback.format_exc()}
-    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(results, indent=1))
-    dist.destroy_process_group()
-    return 0 if "crash" not in results else 1
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    worker_main(run)

@@ -9,20 +9,15 @@ head, a copy of the embedding), check the tied replicas before and after one SGD
 from __future__ import annotations
 
 import copy
-import json
-import os
-import sys
-import traceback
 import warnings
-from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 warnings.filterwarnings("ignore", module=r"(transformers|torch)(\.|$)")
+
+from _ranks import worker_main  # noqa: E402
 
 import tiegraph.distributed  # noqa: E402
 
@@ -107,23 +102,9 @@ def traced_stages(rank: int) -> dict[str, Any]:
     }
 
 
-def main(out_dir: str) -> int:
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    dist.init_process_group(
-        "gloo",
-        init_method="file://" + os.environ["TIEGRAPH_TEST_STORE"],
-        rank=rank,
-        world_size=world,
-        timeout=timedelta(seconds=60),
-    )
-    try:
-        results = {"gpipe": gpipe_step(rank), "traced": traced_stages(rank)}
-    except BaseException:
-        results = {"crash": traceback.format_exc()}
-    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(results))
-    dist.destroy_process_group()
-    return 0 if "crash" not in results else 1
+def run(rank: int) -> dict[str, Any]:
+    return {"gpipe": gpipe_step(rank), "traced": traced_stages(rank)}
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    worker_main(run)

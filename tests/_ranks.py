@@ -3,7 +3,7 @@
 ``run_ranks(worker, out, world, timeout, python=...)`` runs ``python worker OUT`` once per rank with
 ``RANK``, ``WORLD_SIZE`` and ``TIEGRAPH_TEST_STORE`` set; each rank writes ``OUT/rank<N>.json``, a dict that
 holds ``crash`` (a traceback) when the rank failed. Hung ranks are killed after ``timeout`` seconds and the
-test fails: the suite never hangs.
+test fails: the suite never hangs. ``worker_main(run)`` is the rank side: a worker script ends with it.
 """
 
 from __future__ import annotations
@@ -12,6 +12,9 @@ import json
 import os
 import subprocess
 import sys
+import traceback
+from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +68,28 @@ def run_ranks(
         assert "crash" not in data, f"rank {rank} crashed:\n{data['crash']}"
         results.append(data)
     return results
+
+
+def worker_main(run: Callable[[int], dict[str, Any]]) -> None:
+    """The rank side of :func:`run_ranks`: join the gloo group, write ``run(rank)`` as JSON, leave, exit.
+
+    ``RANK``, ``WORLD_SIZE`` and ``TIEGRAPH_TEST_STORE`` come from the environment and the output folder
+    from ``sys.argv[1]``; an exception in ``run`` is written as ``crash`` (its traceback) and exits 1.
+    """
+    import torch.distributed as dist
+
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    dist.init_process_group(
+        "gloo",
+        init_method="file://" + os.environ["TIEGRAPH_TEST_STORE"],
+        rank=rank,
+        world_size=world,
+        timeout=timedelta(seconds=60),
+    )
+    try:
+        results = run(rank)
+    except BaseException:
+        results = {"crash": traceback.format_exc()}
+    Path(sys.argv[1], f"rank{rank}.json").write_text(json.dumps(results, indent=1))
+    dist.destroy_process_group()
+    sys.exit(0 if "crash" not in results else 1)

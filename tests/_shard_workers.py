@@ -10,13 +10,9 @@ a tied and an untied single-process reference. It also records what tiegraph see
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-import traceback
 import warnings
 from collections.abc import Callable
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +22,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 warnings.filterwarnings("ignore", module=r"(transformers|torch)(\.|$)")
+
+from _ranks import worker_main  # noqa: E402
 
 import tiegraph  # noqa: E402
 from tiegraph.sharding import fixed_plan  # noqa: E402
@@ -139,28 +137,15 @@ def run_case(
     return {"torch": "ran", "embed": full(embed), "head": full(head), **seen}
 
 
-def main(out_dir: str) -> int:
-    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    dist.init_process_group(
-        "gloo",
-        init_method="file://" + os.environ["TIEGRAPH_TEST_STORE"],
-        rank=rank,
-        world_size=world,
-        timeout=timedelta(seconds=60),
-    )
+def run(_rank: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    try:
-        for case, (factory, plan_of) in PLANS.items():
-            results[case] = run_case(factory, plan_of, fixed=False)
-            if case in FIXED:
-                results[case + "/fixed"] = run_case(factory, plan_of, fixed=True)
-            dist.barrier()
-    except BaseException:
-        results = {"crash": traceback.format_exc()}
-    Path(out_dir, f"rank{rank}.json").write_text(json.dumps(results))
-    dist.destroy_process_group()
-    return 0 if "crash" not in results else 1
+    for case, (factory, plan_of) in PLANS.items():
+        results[case] = run_case(factory, plan_of, fixed=False)
+        if case in FIXED:
+            results[case + "/fixed"] = run_case(factory, plan_of, fixed=True)
+        dist.barrier()
+    return results
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1]))
+    worker_main(run)
