@@ -15,6 +15,8 @@ from torch.utils._pytree import tree_leaves
 
 import tiegraph
 import tiegraph.compat
+import tiegraph.export
+import tiegraph.naming
 
 # torch.compile's first use imports torch.jit code that warns about its own deprecation (also in fixtures).
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script_method` is deprecated:DeprecationWarning")
@@ -392,6 +394,14 @@ BAD_OPTIONS: dict[str, tuple[Callable[..., Any], str]] = {
     "write-suffix": (lambda tg, tmp: tg.write(tmp / "g.txt"), "unknown suffix '.txt'"),
     "write-json-options": (lambda tg, tmp: tg.write(tmp / "g.json", legend=False), "do not apply to .json"),
     "wrapper-name": (lambda _tg, _tmp: tiegraph.register_wrapper("no_colon"), "package.module:QualName"),
+    "wrapper-drop-string": (
+        lambda _tg, _tmp: tiegraph.register_wrapper(nn.Sequential, drop="inner"),  # type: ignore[arg-type]
+        "drop='inner'; expected a tuple of child names",
+    ),
+    "wrapper-not-registered": (
+        lambda _tg, _tmp: tiegraph.naming.unregister_wrapper(tiegraph.naming.WrapperRule(nn.Sequential)),
+        "is not a registered wrapper rule",
+    ),
     "device-map": (lambda _tg, _tmp: tiegraph.check_device_map(_two(), {"a": "cpu"}), "places no module"),
     "placed-by": (
         lambda _tg, _tmp: tiegraph.check_device_map(_two(), {"": "cpu"}, placed_by="accelerate"),
@@ -420,3 +430,13 @@ def test_bad_option_is_a_configuration_error(build: BuildFn, tmp_path: Any, name
         call(_tied(build), tmp_path)
     assert isinstance(info.value, tiegraph.TiegraphError)
     assert isinstance(info.value, ValueError)
+
+
+def test_graph_data_that_is_not_a_graph() -> None:
+    """Text that is not JSON is a ``GraphFormatError``; what is not a networkx graph, a ``TypeError``."""
+    with pytest.raises(tiegraph.GraphFormatError, match="the text is not JSON"):
+        tiegraph.export.from_json("{")
+    with pytest.raises(TypeError, match=r"expected a networkx MultiDiGraph .*builtins\.dict"):
+        tiegraph.export.lint({})
+    with pytest.raises(TypeError, match="expected a networkx MultiDiGraph"):
+        tiegraph.TieGraph.from_graph([])

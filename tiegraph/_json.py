@@ -78,7 +78,10 @@ def from_json(data: dict[str, Any] | str) -> TieGraph:
     from ._graph import TieGraph
 
     if isinstance(data, str | bytes):
-        data = json.loads(data)
+        try:
+            data = json.loads(data)
+        except ValueError as exc:
+            raise GraphFormatError(f"not tiegraph JSON: the text is not JSON ({exc})") from None
     if not isinstance(data, dict) or not isinstance(data.get("tiegraph"), dict):
         raise GraphFormatError(
             "not tiegraph JSON: expected the dict TieGraph.to_json() returns (with a 'tiegraph' entry)"
@@ -205,7 +208,19 @@ def lint(G: nx.MultiDiGraph) -> None:
     Every node has a known kind; every edge's key is its kind and joins the right node kinds; every slot
     has exactly one owner and reads at most one storage; every module but the root has one parent; the
     ``declares`` edges are exactly the resolved declarations listed in ``G.graph["declared"]``.
+
+    Raises
+    ------
+    GraphFormatError
+        Naming the first node or edge that breaks an invariant.
+    TypeError
+        If ``G`` is not a networkx ``MultiDiGraph`` (the kind :attr:`TieGraph.graph` is).
     """
+    if not isinstance(G, nx.MultiDiGraph):
+        kind = type(G)
+        raise TypeError(
+            f"expected a networkx MultiDiGraph (TieGraph.graph), got {kind.__module__}.{kind.__qualname__}"
+        )
     ends = {
         "child": ("module", "module"),
         "owns": ("module", "slot"),

@@ -45,6 +45,14 @@ def register_wrapper(
     WrapperRule
         The registered rule (rules registered later take precedence for the same child name).
 
+    Raises
+    ------
+    ConfigurationError
+        If ``cls`` is a string not written ``"package.module:QualName"``, or ``drop``/``drop_next`` is
+        not a tuple of child names (a bare string such as ``drop="inner"``).
+    TypeError
+        If ``cls`` is not an ``nn.Module`` subclass.
+
     Examples
     --------
     >>> import torch
@@ -64,11 +72,26 @@ def register_wrapper(
             raise ConfigurationError(f"wrapper class {cls!r} must be written 'package.module:QualName'")
     elif not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise TypeError(f"register_wrapper expects an nn.Module subclass, got {cls!r}")
+    for option, names in (("drop", drop), ("drop_next", drop_next)):
+        if isinstance(names, str) or not all(isinstance(name, str) and name for name in names):
+            raise ConfigurationError(
+                f"{option}={names!r}; expected a tuple of child names, such as {option}=('module',)"
+            )
     rule = WrapperRule(cls, tuple(drop), tuple(drop_next), adapters)
     _canonical.RULES.append(rule)
     return rule
 
 
 def unregister_wrapper(rule: WrapperRule) -> None:
-    """Remove a rule added by :func:`register_wrapper`."""
+    """Remove a rule added by :func:`register_wrapper`.
+
+    Raises
+    ------
+    ConfigurationError
+        If ``rule`` is not a rule in force (never registered, or removed already).
+    """
+    if rule not in _canonical.RULES:
+        raise ConfigurationError(
+            f"{rule!r} is not a registered wrapper rule; pass the rule register_wrapper returned"
+        )
     _canonical.RULES.remove(rule)
