@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,6 +47,43 @@ def test_inspect_engines_accept_and_clean_folder(tmp_path: Path, capsys: pytest.
 def test_inspect_engines_needs_a_directory(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["inspect", "llama", "--engines"]) == 2
     assert "--engines needs a checkpoint directory" in capsys.readouterr().err
+
+
+def _hub_cache(folder: Path, hub: Path, repo_id: str) -> None:
+    """``folder`` as the hub cache holds a downloaded repository: blobs by hash, a snapshot, refs/main."""
+    commit = "1" * 40
+    repo = hub / ("models--" + repo_id.replace("/", "--"))
+    snap = repo / "snapshots" / commit
+    (repo / "blobs").mkdir(parents=True)
+    snap.mkdir(parents=True)
+    for i, f in enumerate(sorted(folder.iterdir())):
+        blob = repo / "blobs" / f"{i:040x}"
+        blob.write_bytes(f.read_bytes())
+        (snap / f.name).symlink_to(os.path.relpath(blob, snap))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+
+
+def test_inspect_engines_hub_id_offline_from_the_hub_cache(tmp_path: Path) -> None:
+    """A hub id is read from the local hub cache with HF_HUB_OFFLINE=1; one absent is one line, exit 2."""
+    _hub_cache(write_folder(tmp_path / "src", "llama", True, "different"), tmp_path / "hub", "org/tiny")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
+    env.pop("HF_HOME", None)
+    run = [sys.executable, "-m", "tiegraph", "inspect"]
+    root = Path(__file__).resolve().parents[2]  # this checkout's tiegraph, wherever pytest runs from
+    done = subprocess.run(
+        [*run, "org/tiny", "--engines", "--check-values"], capture_output=True, text=True, env=env, cwd=root
+    )
+    assert done.returncode == 0, done.stderr
+    assert "Engines (what each puts in the head when it loads org/tiny)" in done.stdout
+    assert "[error] engine-replaces-embedding: ort-genai-builder" in done.stdout
+    done = subprocess.run(
+        [*run, "org/absent", "--engines"], capture_output=True, text=True, env=env, cwd=root
+    )
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert "org/absent" in line
+    assert "has no snapshot of it (HF_HUB_OFFLINE is set)" in line
 
 
 def test_diff_compares_what_loading_gives(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -131,13 +131,19 @@ def inspect_command(args: argparse.Namespace) -> int:
 
 
 def _needs_a_directory(args: argparse.Namespace) -> None:
-    """``--check-values`` and ``--engines`` read saved files: SPEC must be a checkpoint directory."""
-    from . import specs
+    """``--check-values`` and ``--engines`` read saved files: SPEC must be a checkpoint directory.
+
+    A hub id is read from the local hub cache: SPEC becomes its snapshot folder (``args.hub_id``: the id).
+    """
+    from . import engines, specs
 
     flag = next(
         (f for f, on in (("--check-values", args.check_values), ("--engines", args.engines)) if on), ""
     )
-    if flag and not Path(args.spec).expanduser().is_dir():
+    snapshot = engines.hub_snapshot(args.spec) if flag else None
+    if snapshot is not None:
+        args.hub_id, args.spec = args.spec, snapshot
+    elif flag and not Path(args.spec).expanduser().is_dir():
         if specs.looks_like_path(args.spec):
             raise UsageError(f"no such directory: {args.spec}")
         raise UsageError(f"{flag} needs a checkpoint directory as SPEC, not {args.spec!r}")

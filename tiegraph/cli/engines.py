@@ -17,7 +17,29 @@ if TYPE_CHECKING:
     from .._graph import TieGraph
     from .specs import Built
 
-__all__ = ["as_loaded_side", "engine_kinds", "engines_section", "strict_reason"]
+__all__ = ["as_loaded_side", "engine_kinds", "engines_section", "hub_snapshot", "strict_reason"]
+
+
+def hub_snapshot(spec: str) -> str | None:
+    """The local snapshot folder of a hub id SPEC (from the hub cache: nothing is downloaded).
+
+    None when SPEC is not written as a hub id (``org/name``) or is an existing path.
+
+    Raises
+    ------
+    UsageError
+        One line, when SPEC is a hub id the local hub cache does not hold.
+    """
+    from ..engines import FolderError
+    from ..engines._hub import is_hub_id, snapshot
+    from .specs import UsageError
+
+    if not is_hub_id(spec) or Path(spec).expanduser().exists():
+        return None
+    try:
+        return str(snapshot(spec))
+    except FolderError as error:
+        raise UsageError(str(error)) from None
 
 
 def engine_kinds() -> set[str]:
@@ -41,7 +63,8 @@ def engines_section(
     from ..engines._report import engines_report
 
     mine = [a for a in acceptances if a.kind in kinds]
-    folder = str(Path(args.spec).expanduser())
+    # a hub id is named as the user wrote it (folder_facts finds it in the hub cache again)
+    folder = getattr(args, "hub_id", None) or str(Path(args.spec).expanduser())
     lines, data, fails = engines_report(folder, check_values=args.check_values, accept=mine)
     return ["", *lines], data, fails, rest
 

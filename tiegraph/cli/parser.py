@@ -150,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--engines",
         action="store_true",
         help="say what each engine (transformers, vLLM, llama.cpp, MLX, ONNX, SGLang) puts in the head "
-        "when it loads this checkpoint directory",
+        "when it loads this checkpoint directory, or a hub id (org/name) read from the local hub cache",
     )
     out.add_argument(
         "--strict", action="store_true", help="exit 1 when the audit finds an error or a warning not accepted"
