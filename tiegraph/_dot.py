@@ -8,10 +8,22 @@ pydot reads as a port; a node called ``node`` would vanish), and only the attrib
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from ._picture import SHOW, Picture, esc, hidden_note, runs, select
+from ._picture import (
+    GRAY,
+    SHOW,
+    Picture,
+    esc,
+    hidden_note,
+    html_label,
+    plain,
+    runs,
+    select,
+    shape_text,
+    size_text,
+    small,
+)
 from ._text import plural
 from .errors import ConfigurationError
 
@@ -35,7 +47,6 @@ DOT_ATTRIBUTES = frozenset(
 )  # fmt: skip
 
 FONT = "Helvetica,Arial,sans-serif"
-GRAY = "#666666"
 SHARE_STYLE = {  # how -> (style, legend text)
     "same": ("solid", "same object"),
     "view": ("dashed", "view of the same storage"),
@@ -59,49 +70,12 @@ COLLAPSED_FILL = "#f4f4f4"
 RANKDIRS = ("LR", "TB", "RL", "BT")
 
 
-# ---------------------------------------------------------------------------------------------- helpers
-
-
 def attrs(**values: Any) -> dict[str, Any]:
     """DOT attributes, checked against the allow-list; None values are dropped."""
     unknown = set(values) - DOT_ATTRIBUTES
     if unknown:
         raise ConfigurationError(f"DOT attributes {sorted(unknown)} are not in tiegraph's allow-list")
     return {k: v for k, v in values.items() if v is not None}
-
-
-def plain(text: str) -> str:
-    """Text for a quoted DOT string (escString): backslashes doubled, no newlines."""
-    return text.replace("\\", "\\\\").replace("\n", " ")
-
-
-def html_label(*lines: str, align: str | None = None) -> str:
-    """An HTML-like label from already escaped lines (centred, or all aligned ``LEFT``)."""
-    if align is None:
-        return "<" + "<BR/>".join(lines) + ">"
-    br = f'<BR ALIGN="{align}"/>'
-    return "<" + br.join(lines) + br + ">"
-
-
-def small(text: str, color: str = GRAY, size: int = 9) -> str:
-    return f'<FONT POINT-SIZE="{size}" COLOR="{color}">{text}</FONT>'
-
-
-def size_text(nbytes: int) -> str:
-    """Bytes for people: ``512 B``, ``4.0 KiB``."""
-    value = float(nbytes)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-def shape_text(shape: Iterable[int] | None) -> str:
-    if shape is None:
-        return "shape unknown"
-    dims = list(shape)
-    return "×".join(str(d) for d in dims) if dims else "scalar"
 
 
 # ---------------------------------------------------------------------------------------------- drawing
@@ -180,22 +154,54 @@ def to_pydot(
     if rankdir not in RANKDIRS:
         raise ConfigurationError(f"rankdir={rankdir!r}; expected one of {', '.join(map(repr, RANKDIRS))}")
     pic = Picture(tg)
-    view = pic.view
     chosen, title, notes = select(pic, show, component)
-    whole = component is None and show == "all"
+    drawing = _Drawing(pic, chosen, notes, rankdir, whole=component is None and show == "all")
+    collapsed = drawing.collapse() if drawing.whole and collapse else {}
+    if not drawing.whole:
+        notes.extend(hidden_note(pic, drawing.chosen))
+    drawing.add_slots(full_paths)
+    drawing.add_collapsed(collapsed)
+    if storage:
+        drawing.add_storages()
+    drawing.add_relations()
+    drawing.add_caption(title)
+    table = legend_table(drawing.used) if legend else None
+    if table is not None:
+        drawing.dot.add_node(pydot.Node("legend", **attrs(shape="plaintext", label=table, margin="0")))
+    return drawing.dot
 
-    dot = pydot.Dot(
-        "tiegraph",
-        graph_type="digraph",
-        **attrs(rankdir=rankdir, newrank="true", nodesep="0.25", ranksep="0.5", fontname=FONT),
-    )
-    dot.set_node_defaults(**attrs(fontname=FONT, fontsize="11"))
-    dot.set_edge_defaults(**attrs(fontname=FONT, fontsize="9"))
 
-    # -- what to draw: slots, the modules holding them, collapsed runs
-    collapsed: dict[int, list[list[int]]] = {}  # parent module -> runs of collapsed children
-    hidden_modules: set[int] = set()
-    if whole and collapse:
+class _Drawing:
+    """One picture being drawn: the pydot graph, its clusters, and the legend entries used so far."""
+
+    def __init__(
+        self, pic: Picture, chosen: set[int], notes: list[str], rankdir: str, *, whole: bool
+    ) -> None:
+        import pydot
+
+        self.pydot, self.pic, self.view = pydot, pic, pic.view
+        self.chosen, self.notes, self.rankdir, self.whole = chosen, notes, rankdir, whole
+        self.dot: pydot.Dot = pydot.Dot(
+            "tiegraph",
+            graph_type="digraph",
+            **attrs(rankdir=rankdir, newrank="true", nodesep="0.25", ranksep="0.5", fontname=FONT),
+        )
+        self.dot.set_node_defaults(**attrs(fontname=FONT, fontsize="11"))
+        self.dot.set_edge_defaults(**attrs(fontname=FONT, fontsize="9"))
+        self.clusters: dict[int, Any] = {}
+        self.root = pic.by_path.get("")
+        self.used: set[str] = set()  # legend entries
+        self.slot_order: list[int] = []
+        # the side of a slot away from its storage: declared and same-name edges leave and enter there, so
+        # they curve beside a straight share edge between the same slots (not under it), and their labels
+        # sit in the free space outside the module boxes, not on a box border
+        self.aside = {"LR": "w", "RL": "e", "TB": "n", "BT": "s"}[rankdir]
+
+    def collapse(self) -> dict[int, list[list[int]]]:
+        """Parent module -> runs of identical children collapsed; their slots leave ``chosen``."""
+        pic = self.pic
+        collapsed: dict[int, list[list[int]]] = {}
+        hidden_modules: set[int] = set()
         keep = pic.tied | pic.declared_ends
         for m in pic.modules:
             if m in hidden_modules:
@@ -206,20 +212,17 @@ def to_pydot(
                 for r in found:
                     for c in r:
                         hidden_modules.update(pic.subtree(c))
-        chosen = {s for s in chosen if pic.owner[s] not in hidden_modules}
-    if not whole:
-        notes.extend(hidden_note(pic, chosen))
+        self.chosen = {s for s in self.chosen if pic.owner[s] not in hidden_modules}
+        return collapsed
 
-    clusters: dict[int, Any] = {}
-    root = pic.by_path.get("")
-
-    def cluster_of(module: int | None) -> Any:
+    def cluster_of(self, module: int | None) -> Any:
         """The (nested) cluster drawing ``module``; the root module has none (it is the picture)."""
-        if module is None or module == root:
-            return dot
-        found = clusters.get(module)
+        if module is None or module == self.root:
+            return self.dot
+        found = self.clusters.get(module)
         if found is not None:
             return found
+        pic, view = self.pic, self.view
         parent = pic.parent.get(module)
         path = pic.path(module)
         segment = path[len(pic.path(parent)) + 1 :] if parent is not None and pic.path(parent) else path
@@ -231,7 +234,7 @@ def to_pydot(
             lines.append(small("input embedding", color="#8a6d00", size=10))
         elif wrapper:
             lines.append(small("wrapper: not part of canonical names", size=9))
-        cluster = pydot.Cluster(
+        cluster = self.pydot.Cluster(
             f"m{module}",
             **attrs(
                 label=html_label(*lines, align="LEFT"),
@@ -242,18 +245,42 @@ def to_pydot(
                 tooltip=plain(f"{path or '(root)'}: {cls}"),
             ),
         )
-        clusters[module] = cluster
+        self.clusters[module] = cluster
         # pydot types add_subgraph as taking Subgraph, but Graphviz clusters are pydot.Cluster
-        cluster_of(parent).add_subgraph(cluster)
+        self.cluster_of(parent).add_subgraph(cluster)
         return cluster
 
-    used: set[str] = set()  # legend entries
-    slot_order = [s for s in pic.slots if s in chosen]
-    # dot stacks what is added first at the bottom of an LR picture: add in reverse to read top-down
-    for s in reversed(slot_order) if rankdir in ("LR", "RL") else slot_order:
-        canonical, name = pic.canonical(s), pic.name(s)
+    def add_slots(self, full_paths: bool) -> None:
+        """A box per chosen slot, in its module's cluster."""
+        pic = self.pic
+        self.slot_order = [s for s in pic.slots if s in self.chosen]
+        # dot stacks what is added first at the bottom of an LR picture: add in reverse to read top-down
+        for s in reversed(self.slot_order) if self.rankdir in ("LR", "RL") else self.slot_order:
+            parameter = self.view.is_parameter(s)
+            embedding = s in pic.embedding_slots
+            # the embedding's fill replaces the parameter look; a buffer stays dashed, so it keeps its entry
+            self.used.add("embedding" if embedding and parameter else "parameter" if parameter else "buffer")
+            if embedding:
+                self.used.add("embedding")
+            fill = EMBED_FILL if embedding else SLOT_FILL if parameter else BUFFER_FILL
+            node = self.pydot.Node(
+                f"s{s}",
+                **attrs(
+                    label=html_label(*self._slot_lines(s, parameter, full_paths)),
+                    shape="box",
+                    style="rounded,filled" if parameter else "rounded,filled,dashed",
+                    fillcolor=fill,
+                    color="#8a6d00" if embedding else "#444444",
+                    tooltip=plain(pic.name(s)),
+                ),
+            )
+            self.cluster_of(pic.owner[s]).add_node(node)
+
+    def _slot_lines(self, s: int, parameter: bool, full_paths: bool) -> list[str]:
+        """A slot box's label: canonical name, full path when it differs, then what its tensor is."""
+        view = self.view
+        canonical, name = self.pic.canonical(s), self.pic.name(s)
         t = view.tensor(s)
-        parameter = view.is_parameter(s)
         lines = [f"<B>{esc(canonical)}</B>"]
         if full_paths and name != canonical:
             lines.append(small(esc(name)))
@@ -268,60 +295,49 @@ def to_pydot(
         elif not t.requires_grad:
             facts.append("frozen")
         lines.append(small(esc(" · ".join(facts))))
-        embedding = s in pic.embedding_slots
-        # the embedding's fill replaces the parameter look; a buffer stays dashed, so it keeps its entry
-        used.add("embedding" if embedding and parameter else "parameter" if parameter else "buffer")
-        if embedding:
-            used.add("embedding")
-        fill = EMBED_FILL if embedding else SLOT_FILL if parameter else BUFFER_FILL
-        node = pydot.Node(
-            f"s{s}",
-            **attrs(
-                label=html_label(*lines),
-                shape="box",
-                style="rounded,filled" if parameter else "rounded,filled,dashed",
-                fillcolor=fill,
-                color="#8a6d00" if embedding else "#444444",
-                tooltip=plain(name),
-            ),
-        )
-        cluster_of(pic.owner[s]).add_node(node)
+        return lines
 
-    for parent, found in collapsed.items():
-        for r in found:
-            first, final = pic.path(r[0]), pic.path(r[-1])
-            classes = sorted({view.module_cls(c) for c in r})
-            per = len(pic.slots_under(r[0]))
-            label = html_label(
-                f"<B>{len(r)} identical layers collapsed</B>",
-                esc(f"{first} … {final.rsplit('.', 1)[-1]}"),
-                small(esc(f"{', '.join(classes)} × {len(r)} · {plural(per, 'slot')} each · nothing shared")),
-            )
-            node = pydot.Node(
-                f"c{r[0]}",
-                **attrs(
-                    label=label,
-                    shape="box3d",
-                    style="filled",
-                    fillcolor=COLLAPSED_FILL,
-                    color="#777777",
-                    tooltip=plain(f"{first} .. {final}: {len(r)} × {', '.join(classes)}"),
-                ),
-            )
-            cluster_of(parent).add_node(node)
-            used.add("collapsed")
-        total = sum(len(r) for r in found)
-        notes.append(f"{esc(pic.path(parent))}: {total} identical layers collapsed")
+    def add_collapsed(self, collapsed: dict[int, list[list[int]]]) -> None:
+        """A stacked box per collapsed run of identical layers, and a caption note per parent."""
+        pic = self.pic
+        for parent, found in collapsed.items():
+            for r in found:
+                first, final = pic.path(r[0]), pic.path(r[-1])
+                classes = sorted({self.view.module_cls(c) for c in r})
+                per = len(pic.slots_under(r[0]))
+                label = html_label(
+                    f"<B>{len(r)} identical layers collapsed</B>",
+                    esc(f"{first} … {final.rsplit('.', 1)[-1]}"),
+                    small(
+                        esc(f"{', '.join(classes)} × {len(r)} · {plural(per, 'slot')} each · nothing shared")
+                    ),
+                )
+                node = self.pydot.Node(
+                    f"c{r[0]}",
+                    **attrs(
+                        label=label,
+                        shape="box3d",
+                        style="filled",
+                        fillcolor=COLLAPSED_FILL,
+                        color="#777777",
+                        tooltip=plain(f"{first} .. {final}: {len(r)} × {', '.join(classes)}"),
+                    ),
+                )
+                self.cluster_of(parent).add_node(node)
+                self.used.add("collapsed")
+            total = sum(len(r) for r in found)
+            self.notes.append(f"{esc(pic.path(parent))}: {total} identical layers collapsed")
 
-    # -- storages and edges
-    if storage:
+    def add_storages(self) -> None:
+        """A cylinder per storage the shown tie-group slots read, and a ``reads`` edge from each."""
+        pic, pydot = self.pic, self.pydot
         storages: dict[int, list[int]] = {}
-        for s in slot_order:
-            if s in pic.storage and (not whole or s in pic.tied or s in pic.declared_ends):
+        for s in self.slot_order:
+            if s in pic.storage and (not self.whole or s in pic.tied or s in pic.declared_ends):
                 storages.setdefault(pic.storage[s][0], []).append(s)
         for number, readers in storages.items():
-            label, device, nbytes = view.storage_facts(number)
-            dot.add_node(
+            label, device, nbytes = self.view.storage_facts(number)
+            self.dot.add_node(
                 pydot.Node(
                     f"t{number}",
                     **attrs(
@@ -334,11 +350,11 @@ def to_pydot(
                     ),
                 )
             )
-            used.add("storage")
+            self.used.add("storage")
             for s in readers:
                 _, offset, length = pic.storage[s]
                 partial = offset != 0 or length != nbytes
-                dot.add_edge(
+                self.dot.add_edge(
                     pydot.Edge(
                         f"s{s}",
                         f"t{number}",
@@ -352,71 +368,74 @@ def to_pydot(
                     )
                 )
 
-    # the side of a slot away from its storage: declared and same-name edges leave and enter there, so
-    # they curve beside a straight share edge between the same slots (not under it), and their labels sit
-    # in the free space outside the module boxes, not on a box border
-    aside = {"LR": "w", "RL": "e", "TB": "n", "BT": "s"}[rankdir]
-
-    def relation(a: int, b: int, color: str, style: str, tooltip: str, **extra: Any) -> None:
+    def relation(self, a: int, b: int, color: str, style: str, tooltip: str, **extra: Any) -> None:
         """A slot-to-slot edge, drawn but left out of the ranking.
 
         Its label goes in ``xlabel``: Graphviz crashes on labelled edges that do not constrain the layout.
         """
         extra.setdefault("penwidth", "2")
         values = attrs(color=color, style=style, constraint="false", tooltip=plain(tooltip), **extra)
-        dot.add_edge(pydot.Edge(f"s{a}", f"s{b}", **values))
+        self.dot.add_edge(self.pydot.Edge(f"s{a}", f"s{b}", **values))
 
-    for (a, b), how in pic.shares.items():
-        if a in chosen and b in chosen:
-            style, text = SHARE_STYLE[how]
-            names = f"{pic.name(a)} -- {pic.name(b)}"
-            relation(a, b, SHARE_COLOR, style, f"shares ({text}): {names}", penwidth="2.5", dir="none")
-            used.add(f"shares:{how}")
-    for d in pic.declares:
-        u, v = d.target_slot, d.source_slot
-        if u in chosen and v in chosen:
-            color, style, text = DECLARED_STYLE.get(d.status, DECLARED_STYLE["unresolved"])
-            tip = f"{text}: {pic.name(u)} -> {pic.name(v)} (declared by {d.declared_by or '(root)'})"
-            xlabel = None if d.status == "tied" else plain(text)
-            relation(u, v, color, style, tip, fontcolor=color, xlabel=xlabel, tailport=aside, headport=aside)
-            used.add(f"declares:{d.status}")
-    by_name: dict[str, list[int]] = {}
-    for s in slot_order:
-        by_name.setdefault(pic.canonical(s), []).append(s)
-    for name, slots in by_name.items():
-        heads: dict[int, int] = {}
-        for s in slots:
-            heads.setdefault(pic.group[s], s)
+    def add_relations(self) -> None:
+        """Shares, declared ties, and same-name copies at different memory, between drawn slots."""
+        pic, chosen, aside = self.pic, self.chosen, self.aside
+        for (a, b), how in pic.shares.items():
+            if a in chosen and b in chosen:
+                style, text = SHARE_STYLE[how]
+                names = f"{pic.name(a)} -- {pic.name(b)}"
+                self.relation(
+                    a, b, SHARE_COLOR, style, f"shares ({text}): {names}", penwidth="2.5", dir="none"
+                )
+                self.used.add(f"shares:{how}")
+        for d in pic.declares:
+            u, v = d.target_slot, d.source_slot
+            if u in chosen and v in chosen:
+                color, style, text = DECLARED_STYLE.get(d.status, DECLARED_STYLE["unresolved"])
+                tip = f"{text}: {pic.name(u)} -> {pic.name(v)} (declared by {d.declared_by or '(root)'})"
+                xlabel = None if d.status == "tied" else plain(text)
+                self.relation(
+                    u, v, color, style, tip, fontcolor=color, xlabel=xlabel, tailport=aside, headport=aside
+                )
+                self.used.add(f"declares:{d.status}")
+        by_name: dict[str, list[int]] = {}
+        for s in self.slot_order:
+            by_name.setdefault(pic.canonical(s), []).append(s)
         color, style, text = SAME_NAME
-        for a, b in itertools.pairwise(heads.values()):
-            tip = f"{name}: two copies at different memory"
-            relation(
-                a,
-                b,
-                color,
-                style,
-                tip,
-                fontcolor=color,
-                dir="none",
-                xlabel=text,
-                tailport=aside,
-                headport=aside,
-            )
-            used.add("same-name")
+        for name, slots in by_name.items():
+            heads: dict[int, int] = {}
+            for s in slots:
+                heads.setdefault(pic.group[s], s)
+            for a, b in itertools.pairwise(heads.values()):
+                tip = f"{name}: two copies at different memory"
+                self.relation(
+                    a,
+                    b,
+                    color,
+                    style,
+                    tip,
+                    fontcolor=color,
+                    dir="none",
+                    xlabel=text,
+                    tailport=aside,
+                    headport=aside,
+                )
+                self.used.add("same-name")
 
-    unresolved = [d for d in view.declarations if d.status == "unresolved"]
-    if unresolved:
-        notes.append(f"{plural(len(unresolved), 'declared tie')} unresolved (the names match nothing)")
-    root_cls = view.module_cls(root) if root is not None else "?"
-    caption = [f'<FONT POINT-SIZE="14">{title}</FONT>', small(esc(f"model: {root_cls}"), size=10)]
-    caption += [small(n, size=10) for n in notes]
-    dot.set("label", html_label(*caption, align="LEFT"))
-    dot.set("labelloc", "t")
-    dot.set("labeljust", "l")
-    table = legend_table(used) if legend else None
-    if table is not None:
-        dot.add_node(pydot.Node("legend", **attrs(shape="plaintext", label=table, margin="0")))
-    return dot
+    def add_caption(self, title: str) -> None:
+        """The picture's title, its model class and the notes, top left."""
+        view = self.view
+        unresolved = [d for d in view.declarations if d.status == "unresolved"]
+        if unresolved:
+            self.notes.append(
+                f"{plural(len(unresolved), 'declared tie')} unresolved (the names match nothing)"
+            )
+        root_cls = view.module_cls(self.root) if self.root is not None else "?"
+        caption = [f'<FONT POINT-SIZE="14">{title}</FONT>', small(esc(f"model: {root_cls}"), size=10)]
+        caption += [small(n, size=10) for n in self.notes]
+        self.dot.set("label", html_label(*caption, align="LEFT"))
+        self.dot.set("labelloc", "t")
+        self.dot.set("labeljust", "l")
 
 
 def _storage_lines(pic: Picture, readers: list[int], device: str, nbytes: int) -> list[str]:
@@ -430,10 +449,6 @@ def _storage_lines(pic: Picture, readers: list[int], device: str, nbytes: int) -
 
 def legend_table(used: set[str]) -> str | None:
     """An HTML-table label explaining the node and edge styles that appear in the picture (or None)."""
-    rows: list[str] = []
-
-    def row(sample: str, text: str) -> None:
-        rows.append(f'<TR>{sample}<TD ALIGN="LEFT">{esc(text)}</TD></TR>')
 
     def box(fill: str, color: str, style: str = "rounded") -> str:
         return f'<TD BGCOLOR="{fill}" COLOR="{color}" BORDER="1" STYLE="{style}" WIDTH="36" HEIGHT="14"></TD>'
@@ -441,26 +456,26 @@ def legend_table(used: set[str]) -> str | None:
     def line(color: str, style: str) -> str:
         return f'<TD SIDES="B" BORDER="2" COLOR="{color}" STYLE="{style}" WIDTH="36" HEIGHT="10"></TD>'
 
-    if "embedding" in used:
-        row(box(EMBED_FILL, "#8a6d00"), "slot of the input embedding")
-    if "parameter" in used:
-        row(box(SLOT_FILL, "#444444"), "parameter slot")
-    if "buffer" in used:
-        row(box(BUFFER_FILL, "#444444", "dashed"), "buffer slot (dashed)")
-    if "storage" in used:
-        row(box(STORAGE_FILL, "#555555"), "storage (cylinder)")
-    if "collapsed" in used:
-        row(box(COLLAPSED_FILL, "#777777"), "identical layers, collapsed")
-    for how, (style, text) in SHARE_STYLE.items():
-        if f"shares:{how}" in used:
-            row(line(SHARE_COLOR, style), f"shares: {text}")
-    for status, (color, style, text) in DECLARED_STYLE.items():
-        if f"declares:{status}" in used:
-            row(line(color, style), f"{text} (target → source)")
-    if "same-name" in used:
-        row(line(SAME_NAME[0], SAME_NAME[1]), "same canonical name, different memory")
-    if "storage" in used:
-        row(line("#9a9a9a", "solid"), "reads (bytes shown when partial)")
+    entries = [  # (legend entry, sample, text), in the legend's order
+        ("embedding", box(EMBED_FILL, "#8a6d00"), "slot of the input embedding"),
+        ("parameter", box(SLOT_FILL, "#444444"), "parameter slot"),
+        ("buffer", box(BUFFER_FILL, "#444444", "dashed"), "buffer slot (dashed)"),
+        ("storage", box(STORAGE_FILL, "#555555"), "storage (cylinder)"),
+        ("collapsed", box(COLLAPSED_FILL, "#777777"), "identical layers, collapsed"),
+        *[
+            (f"shares:{how}", line(SHARE_COLOR, style), f"shares: {text}")
+            for how, (style, text) in SHARE_STYLE.items()
+        ],
+        *[
+            (f"declares:{status}", line(color, style), f"{text} (target → source)")
+            for status, (color, style, text) in DECLARED_STYLE.items()
+        ],
+        ("same-name", line(SAME_NAME[0], SAME_NAME[1]), "same canonical name, different memory"),
+        ("storage", line("#9a9a9a", "solid"), "reads (bytes shown when partial)"),
+    ]
+    rows = [
+        f'<TR>{sample}<TD ALIGN="LEFT">{esc(text)}</TD></TR>' for key, sample, text in entries if key in used
+    ]
     if not rows:
         return None
     head = '<TR><TD COLSPAN="2" ALIGN="LEFT"><B>legend</B></TD></TR>'

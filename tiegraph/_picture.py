@@ -1,4 +1,4 @@
-"""The picture's model: what to draw of a graph, and the caption that says what was left out.
+"""The picture's model: what to draw of a graph, the caption that says what was left out, label text.
 
 Everything is read through the graph's read-only :class:`tiegraph._view.GraphView` (tie groups, shares,
 declarations), so a picture and the queries can never disagree. Modules, slots and storages are numbered
@@ -20,11 +20,46 @@ if TYPE_CHECKING:
     from ._view import GraphView
 
 SHOW = ("embedding", "groups", "all")
+GRAY = "#666666"
 
 
 def esc(text: object) -> str:
     """Text for an HTML-like label."""
     return html.escape(str(text), quote=True)
+
+
+def plain(text: str) -> str:
+    """Text for a quoted DOT string (escString): backslashes doubled, no newlines."""
+    return text.replace("\\", "\\\\").replace("\n", " ")
+
+
+def html_label(*lines: str, align: str | None = None) -> str:
+    """An HTML-like label from already escaped lines (centred, or all aligned ``LEFT``)."""
+    if align is None:
+        return "<" + "<BR/>".join(lines) + ">"
+    br = f'<BR ALIGN="{align}"/>'
+    return "<" + br.join(lines) + br + ">"
+
+
+def small(text: str, color: str = GRAY, size: int = 9) -> str:
+    return f'<FONT POINT-SIZE="{size}" COLOR="{color}">{text}</FONT>'
+
+
+def size_text(nbytes: int) -> str:
+    """Bytes for people: ``512 B``, ``4.0 KiB``."""
+    value = float(nbytes)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def shape_text(shape: Iterable[int] | None) -> str:
+    if shape is None:
+        return "shape unknown"
+    dims = list(shape)
+    return "×".join(str(d) for d in dims) if dims else "scalar"
 
 
 class Picture:
