@@ -13,10 +13,23 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import (
+        BartForConditionalGeneration,
+        BertForMaskedLM,
+        GemmaForCausalLM,
+        GPT2LMHeadModel,
+        LlamaForCausalLM,
+        LlavaForConditionalGeneration,
+        T5ForConditionalGeneration,
+        WhisperForConditionalGeneration,
+    )
 
 VOCAB = 64
 HIDDEN = 16
@@ -47,61 +60,64 @@ def _config(model_type: str, **kwargs: Any) -> Any:
     return AutoConfig.for_model(model_type, **kwargs)
 
 
-def llama(tie_word_embeddings: bool = True) -> nn.Module:
+def llama(tie_word_embeddings: bool = True) -> LlamaForCausalLM:
     """``LlamaForCausalLM``; Llama defaults to untied, so the flag is explicit."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_config(
+    model: LlamaForCausalLM = AutoModelForCausalLM.from_config(
         _config("llama", tie_word_embeddings=tie_word_embeddings, **_LLAMA)
     )
+    return model
 
 
-def llama_tied() -> nn.Module:
+def llama_tied() -> LlamaForCausalLM:
     return llama(True)
 
 
-def llama_untied() -> nn.Module:
+def llama_untied() -> LlamaForCausalLM:
     return llama(False)
 
 
-def llama_flag_flipped_off() -> nn.Module:
+def llama_flag_flipped_off() -> LlamaForCausalLM:
     """Tied at construction, then ``config.tie_word_embeddings = False``: the weights stay one tensor."""
     model = llama(True)
     model.config.tie_word_embeddings = False
     return model
 
 
-def llama_declared_but_copied() -> nn.Module:
+def llama_declared_but_copied() -> LlamaForCausalLM:
     """Declared tied (flag on, ``all_tied_weights_keys`` lists lm_head) but lm_head holds a copy."""
     model = llama(True)
     model.lm_head.weight = nn.Parameter(model.lm_head.weight.detach().clone())
     return model
 
 
-def llama_tied_undeclared() -> nn.Module:
+def llama_tied_undeclared() -> LlamaForCausalLM:
     """Untied by config, then tied by hand: a real tie nothing declares."""
     model = llama(False)
     model.lm_head.weight = model.model.embed_tokens.weight
     return model
 
 
-def gemma() -> nn.Module:
+def gemma() -> GemmaForCausalLM:
     """``GemmaForCausalLM``; Gemma ties by default."""
     from transformers import AutoModelForCausalLM
 
     cfg = _config("gemma", head_dim=8, **_LLAMA)
-    return AutoModelForCausalLM.from_config(cfg)
+    model: GemmaForCausalLM = AutoModelForCausalLM.from_config(cfg)
+    return model
 
 
-def gpt2() -> nn.Module:
+def gpt2() -> GPT2LMHeadModel:
     """``GPT2LMHeadModel``: input embedding ``transformer.wte``, head ``lm_head``."""
     from transformers import AutoModelForCausalLM
 
     cfg = _config("gpt2", n_embd=HIDDEN, n_layer=1, n_head=2, n_positions=32, vocab_size=VOCAB, **_TOKENS)
-    return AutoModelForCausalLM.from_config(cfg)
+    model: GPT2LMHeadModel = AutoModelForCausalLM.from_config(cfg)
+    return model
 
 
-def t5() -> nn.Module:
+def t5() -> T5ForConditionalGeneration:
     """``T5ForConditionalGeneration``: ``shared``, both ``embed_tokens`` and ``lm_head`` are one tensor."""
     from transformers import AutoModelForSeq2SeqLM
 
@@ -117,7 +133,8 @@ def t5() -> nn.Module:
         decoder_start_token_id=0,
         **_TOKENS,
     )
-    return AutoModelForSeq2SeqLM.from_config(cfg)
+    model: T5ForConditionalGeneration = AutoModelForSeq2SeqLM.from_config(cfg)
+    return model
 
 
 _SEQ2SEQ: dict[str, Any] = {
@@ -134,15 +151,16 @@ _SEQ2SEQ: dict[str, Any] = {
 }
 
 
-def bart() -> nn.Module:
+def bart() -> BartForConditionalGeneration:
     """``BartForConditionalGeneration``: ``model.shared``, both ``embed_tokens`` and ``lm_head``."""
     from transformers import AutoModelForSeq2SeqLM
 
     cfg = _config("bart", max_position_embeddings=32, forced_eos_token_id=2, **_SEQ2SEQ)
-    return AutoModelForSeq2SeqLM.from_config(cfg)
+    model: BartForConditionalGeneration = AutoModelForSeq2SeqLM.from_config(cfg)
+    return model
 
 
-def whisper() -> nn.Module:
+def whisper() -> WhisperForConditionalGeneration:
     """``WhisperForConditionalGeneration``: output ``proj_out`` tied to ``model.decoder.embed_tokens``."""
     from transformers import WhisperForConditionalGeneration
 
@@ -158,7 +176,7 @@ def whisper() -> nn.Module:
     return WhisperForConditionalGeneration(cfg)
 
 
-def llava(tie_word_embeddings: bool = True, text_tie: bool | None = None) -> nn.Module:
+def llava(tie_word_embeddings: bool = True, text_tie: bool | None = None) -> LlavaForConditionalGeneration:
     """``LlavaForConditionalGeneration``: CLIP vision tower, Llama text model under ``model.language_model``.
 
     The top-level ``tie_word_embeddings`` decides; the text config's own flag is ``text_tie`` (default: the
@@ -166,7 +184,7 @@ def llava(tie_word_embeddings: bool = True, text_tie: bool | None = None) -> nn.
     ``--set text_config.tie_word_embeddings=...`` does (LlavaConfig's constructor copies a True text flag
     to the top level).
     """
-    from transformers import LlavaConfig, LlavaForConditionalGeneration
+    from transformers import LlavaConfig, LlavaForConditionalGeneration, PreTrainedConfig
 
     vision = _config(
         "clip_vision_model",
@@ -186,11 +204,12 @@ def llava(tie_word_embeddings: bool = True, text_tie: bool | None = None) -> nn.
         tie_word_embeddings=tie_word_embeddings,
     )
     cfg.tie_word_embeddings = tie_word_embeddings
+    assert isinstance(cfg.text_config, PreTrainedConfig)  # the constructor turned the dict into a config
     cfg.text_config.tie_word_embeddings = tie_word_embeddings if text_tie is None else text_tie
     return LlavaForConditionalGeneration(cfg)
 
 
-def bert_mlm() -> nn.Module:
+def bert_mlm() -> BertForMaskedLM:
     """``BertForMaskedLM``: decoder weight tied to word embeddings, decoder bias tied to predictions.bias."""
     from transformers import BertForMaskedLM
 
@@ -227,23 +246,24 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
 # ---------------------------------------------------------------------------------------------- PEFT
 
 
-def _peft(config: Any) -> nn.Module:
+def _peft(config: Any) -> PeftModel:
     from peft import get_peft_model
 
     with warnings.catch_warnings():
         # peft warns about tied embeddings and about adapting an embedding layer; both are the point here.
         warnings.simplefilter("ignore")
-        return get_peft_model(llama(True), config)
+        model: PeftModel = get_peft_model(llama(True), config)
+        return model
 
 
-def lora_lm_head() -> nn.Module:
+def lora_lm_head() -> PeftModel:
     """LoRA on ``lm_head`` (and ``q_proj``) of a tied Llama: ``lm_head`` becomes a tuner layer."""
     from peft import LoraConfig
 
     return _peft(LoraConfig(r=2, target_modules=["lm_head", "q_proj"]))
 
 
-def lora_ensure_weight_tying() -> nn.Module:
+def lora_ensure_weight_tying() -> PeftModel:
     """LoRA on ``embed_tokens`` and ``lm_head`` with ``ensure_weight_tying=True``.
 
     peft ties the adapters by transposed views:
@@ -254,28 +274,28 @@ def lora_ensure_weight_tying() -> nn.Module:
     return _peft(LoraConfig(r=2, target_modules=["embed_tokens", "lm_head"], ensure_weight_tying=True))
 
 
-def modules_to_save_lm_head() -> nn.Module:
+def modules_to_save_lm_head() -> PeftModel:
     """``modules_to_save=["lm_head"]``: ``original_module`` stays tied, the active copy is a deepcopy."""
     from peft import LoraConfig
 
     return _peft(LoraConfig(r=2, target_modules=["q_proj"], modules_to_save=["lm_head"]))
 
 
-def modules_to_save_embed_tokens() -> nn.Module:
+def modules_to_save_embed_tokens() -> PeftModel:
     """``modules_to_save=["embed_tokens"]``: the input embedding itself becomes a ModulesToSaveWrapper."""
     from peft import LoraConfig
 
     return _peft(LoraConfig(r=2, target_modules=["q_proj"], modules_to_save=["embed_tokens"]))
 
 
-def trainable_tokens() -> nn.Module:
+def trainable_tokens() -> PeftModel:
     """``TrainableTokensConfig`` on ``embed_tokens`` of a tied model: peft wraps the tied lm_head too."""
     from peft import TrainableTokensConfig
 
     return _peft(TrainableTokensConfig(target_modules=["embed_tokens"], token_indices=[0, 1, 2]))
 
 
-def lora_trainable_token_indices() -> nn.Module:
+def lora_trainable_token_indices() -> PeftModel:
     """LoRA with ``trainable_token_indices``: ``TrainableTokensWrapper`` with a ``token_adapter`` inside."""
     from peft import LoraConfig
 
@@ -319,12 +339,13 @@ class NamedLikeWrappers(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.model = _Holder(embed=nn.Embedding(VOCAB, HIDDEN))
-        self.module = _Holder(head=nn.Linear(HIDDEN, VOCAB, bias=False))
-        self.module.head.weight = self.model.embed.weight
+        embed, head = nn.Embedding(VOCAB, HIDDEN), nn.Linear(HIDDEN, VOCAB, bias=False)
+        head.weight = embed.weight
+        self.model = _Holder(embed=embed)
+        self.module = _Holder(head=head)
 
     def get_input_embeddings(self) -> nn.Module:
-        return self.model.embed
+        return self.model.get_submodule("embed")
 
 
 class NoInputEmbedding(nn.Module):

@@ -30,7 +30,7 @@ def _llama(tie: bool = True) -> nn.Module:
     from transformers import AutoConfig, AutoModelForCausalLM
 
     config = AutoConfig.for_model("llama", tie_word_embeddings=tie, **TINY)
-    model: nn.Module = AutoModelForCausalLM.from_config(config)  # type: ignore[no-untyped-call]
+    model: nn.Module = AutoModelForCausalLM.from_config(config)
     return model
 
 
@@ -80,7 +80,7 @@ def t5() -> nn.Module:
     config = AutoConfig.for_model(
         "t5", d_model=16, d_ff=32, d_kv=8, num_layers=1, num_decoder_layers=1, num_heads=2, vocab_size=64
     )
-    model: nn.Module = AutoModelForSeq2SeqLM.from_config(config)  # type: ignore[no-untyped-call]
+    model: nn.Module = AutoModelForSeq2SeqLM.from_config(config)
     return model
 
 
