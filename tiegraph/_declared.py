@@ -58,8 +58,7 @@ class DeclaredTie:
         Why an ``unresolved`` declaration resolved to nothing.
     values
         Only when asked (``build_graph(model, check_values=True)``): ``"equal"``, ``"differ"`` or
-        ``"unknown"`` (meta tensors, or an offload store that cannot be read; unresolved declarations);
-        see :mod:`tiegraph._values`.
+        ``"unknown"`` (meta tensors, or an offload store that cannot be read; unresolved declarations).
         None when not asked.
 
     Examples

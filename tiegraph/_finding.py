@@ -68,7 +68,8 @@ class Finding:
     Attributes
     ----------
     kind
-        One of :data:`tiegraph._audit.KINDS` (``declared-not-tied``, ``tied-not-declared``, ...).
+        A finding kind (``declared-not-tied``, ``tied-not-declared``, ...; the findings page of the
+        documentation lists every kind).
     paths
         The canonical slot names (or module paths) involved, sorted.
     message
@@ -76,8 +77,8 @@ class Finding:
     severity
         ``error``, ``warning`` or ``info`` (:data:`SEVERITIES`), declared with the kind.
     accepted
-        True when the user accepted this finding (``--accept``, ``accept=``, ``[tool.tiegraph]``, see
-        :mod:`tiegraph._acceptance`): it still shows, marked accepted, and fails nothing.
+        True when the user accepted this finding (``--accept``, ``accept=``, ``[tool.tiegraph]``): it
+        still shows, marked accepted, and fails nothing.
 
     Examples
     --------

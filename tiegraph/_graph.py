@@ -203,7 +203,8 @@ class TieGraph:
     def report(self, *, accept: Iterable[Acceptance | str] = ()) -> str:
         """A compact human-readable table of tie groups, declarations and findings (see :func:`report`).
 
-        ``accept``: ``"KIND[:PATH]"`` acceptances (:mod:`tiegraph._acceptance`) to mark in the findings.
+        ``accept``: ``"KIND[:PATH]"`` acceptances to mark in the findings (a finding kind, or a kind and a
+        slot, a module it lies under, or a glob such as ``"storage-only-tie:*.weight"``).
         """
         from ._report import report
 

@@ -139,8 +139,9 @@ def assert_no_findings(
     model
         An ``nn.Module`` (its graph is built on the spot) or a :class:`tiegraph.TieGraph`.
     accept
-        ``"KIND"`` or ``"KIND:PATH"`` acceptances (see :mod:`tiegraph._acceptance`); an acceptance that
-        matches no finding fails too (it is stale and could hide a new finding later).
+        ``"KIND"`` or ``"KIND:PATH"`` acceptances (``PATH`` a slot, a module it lies under, or a glob such
+        as ``*.weight``); an acceptance that matches no finding fails too (it is stale and could hide a new
+        finding later).
     input_embedding
         Passed to :func:`tiegraph.build_graph` when ``model`` is a module.
 
@@ -188,7 +189,7 @@ def assert_ties_unchanged(
     input_embedding
         Passed to :func:`tiegraph.build_graph` for a side given as a module.
     accept
-        ``"KIND[:PATH]"`` acceptances (see :mod:`tiegraph._acceptance`): a finding they match, added or
+        ``"KIND[:PATH]"`` acceptances (as for :func:`assert_no_findings`): a finding they match, added or
         resolved, is no change; an acceptance that matches no added or resolved finding fails.
 
     Raises
