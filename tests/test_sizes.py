@@ -19,7 +19,6 @@ MAX_MODULE = 500
 
 #: Functions not yet split (module path: function name), with their lines of code when listed.
 LONG_FUNCTIONS = {
-    "tiegraph/_json.py:from_networkx",  # 93
     "tiegraph/_metadata.py:read_metadata",  # 68
     "tiegraph/_share.py:_groups",  # 63
     "tiegraph/_checkpoint.py:check_checkpoint",  # 135

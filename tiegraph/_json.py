@@ -8,6 +8,7 @@ so every query answers as on the graph that was written.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import networkx as nx
@@ -110,85 +111,20 @@ def from_networkx(G: nx.MultiDiGraph) -> Index:
     """Rebuild the compact index from a graph made by :func:`to_networkx` (e.g. reloaded from JSON)."""
     lint(G)
     idx = Index()
-    module_number: dict[str, int] = {}
-    slot_number: dict[str, int] = {}
-    storage_number: dict[str, int] = {}
-    m_canon: list[str] = []
-    m_belongs: list[str] = []
-    s_canon: list[str] = []
-    for node, data in G.nodes(data=True):
-        kind = data["kind"]
-        if kind == "module":
-            module_number[node] = len(idx.m_path)
-            idx.m_path.append(data["path"])
-            m_canon.append(data["canonical"])
-            m_belongs.append(data["belongs"])
-            idx.m_cls.append(data["cls"])
-            idx.m_object.append(int(data["object"]))
-            idx.m_parent.append(-1)
-            idx.m_name.append("")
-        elif kind == "storage":
-            storage_number[node] = len(idx.st_id)
-            idx.st_id.append(data["storage_id"])
-            idx.st_device.append(data["device"])
-            idx.st_nbytes.append(int(data["nbytes"]))
-    objects: dict[int, int] = {}
-    first_slot: list[int] = []  # tensor number -> its first slot
-    strides: dict[int, tuple[int, ...]] = {}
-    read_facts: list[tuple[str | None, str | None, str | None]] = []
-    for node, data in G.nodes(data=True):
-        if data["kind"] != "slot":
-            continue
-        slot_number[node] = len(idx.s_name)
-        idx.s_name.append(data["name"])
-        s_canon.append(data["canonical"])
-        idx.s_owner.append(module_number[module_node(data["owner"])])
-        idx.s_attr.append(data["attr"])
-        idx.s_param.append(data["tensor"] == "parameter")
-        obj = int(data["object"])
-        t = objects.get(obj)
-        if t is not None:  # the same tensor object as an earlier slot's (what view.tensor().number tells)
-            idx.same_as[slot_number[node]] = first_slot[t]
-        else:
-            first_slot.append(slot_number[node])
-            t = objects[obj] = len(idx.t_dtype)
-            idx.t_dtype.append(data["dtype"])
-            idx.t_shape.append(None if data["shape"] is None else tuple(data["shape"]))
-            idx.t_device.append(data["device"])
-            idx.t_grad.append(bool(data["requires_grad"]))
-            idx.t_storage.append(-1)
-            idx.t_start.append(0)
-            idx.t_stop.append(0)
-        idx.s_tensor.append(t)
-        if data.get("strides") is not None:
-            strides[slot_number[node]] = tuple(int(d) for d in data["strides"])
-        read_facts.append((data.get("placement"), data.get("execution_device"), data.get("quantization")))
-    parts = Components[int]()
-    for u, v, kind, data in G.edges(keys=True, data=True):
-        if kind == "child":
-            idx.m_parent[module_number[v]] = module_number[u]
-            idx.m_name[module_number[v]] = data["name"]
-        elif kind == "reads":
-            t = idx.s_tensor[slot_number[u]]
-            idx.t_storage[t] = storage_number[v]
-            idx.t_start[t] = int(data["offset"])
-            idx.t_stop[t] = int(data["offset"]) + int(data["nbytes"])
-        elif kind == "shares":
-            a, b = slot_number[u], slot_number[v]
-            idx.shares.append((a, b, data["how"]))
-            parts.union(idx.s_tensor[a], idx.s_tensor[b])
-    idx.t_root = list(map(parts.find, range(len(idx.t_dtype))))
-    idx.fill_slot_roots()
-    idx.set_canonical(m_canon, m_belongs, s_canon)
-    for t, s in enumerate(first_slot):
+    read = _Read()
+    _read_modules_and_storages(G, idx, read)
+    _read_slots(G, idx, read)
+    _read_edges(G, idx, read)
+    idx.set_canonical(read.m_canon, read.m_belongs, read.s_canon)
+    for t, s in enumerate(read.first_slot):
         if idx.t_storage[t] >= 0:
-            idx.layouts[s] = (idx.t_start[t], idx.t_stop[t], strides.get(s))
+            idx.layouts[s] = (idx.t_start[t], idx.t_stop[t], read.strides.get(s))
     idx.declared = [Declaration.from_dict(d) for d in G.graph.get("declared", [])]
     node = G.graph.get("input_embedding_node")
     if G.graph.get("input_embedding") is not None and node is not None:
-        if node in module_number:
-            idx.ie_module = module_number[node]
-        idx.ie_slots = [slot_number[s] for s in G.graph.get("input_embedding_slots", [])]
+        if node in read.module_number:
+            idx.ie_module = read.module_number[node]
+        idx.ie_slots = [read.slot_number[s] for s in G.graph.get("input_embedding_slots", [])]
     idx.ie_note = G.graph.get("input_embedding_note", "")
     reserved = {
         "input_embedding",
@@ -198,8 +134,94 @@ def from_networkx(G: nx.MultiDiGraph) -> Index:
         "declared",
     }
     idx.set_graph_attrs({k: v for k, v in G.graph.items() if k not in reserved})
-    read_slot_facts(idx, read_facts)
+    read_slot_facts(idx, read.facts)
     return idx
+
+
+@dataclass
+class _Read:
+    """What :func:`from_networkx` numbers and collects on its way through the nodes and edges."""
+
+    module_number: dict[str, int] = field(default_factory=dict)
+    slot_number: dict[str, int] = field(default_factory=dict)
+    storage_number: dict[str, int] = field(default_factory=dict)
+    m_canon: list[str] = field(default_factory=list)
+    m_belongs: list[str] = field(default_factory=list)
+    s_canon: list[str] = field(default_factory=list)
+    objects: dict[int, int] = field(default_factory=dict)  # tensor object number -> tensor number
+    first_slot: list[int] = field(default_factory=list)  # tensor number -> its first slot
+    strides: dict[int, tuple[int, ...]] = field(default_factory=dict)
+    facts: list[tuple[str | None, str | None, str | None]] = field(default_factory=list)  # placement, ...
+
+
+def _read_modules_and_storages(G: nx.MultiDiGraph, idx: Index, read: _Read) -> None:
+    for node, data in G.nodes(data=True):
+        kind = data["kind"]
+        if kind == "module":
+            read.module_number[node] = len(idx.m_path)
+            idx.m_path.append(data["path"])
+            read.m_canon.append(data["canonical"])
+            read.m_belongs.append(data["belongs"])
+            idx.m_cls.append(data["cls"])
+            idx.m_object.append(int(data["object"]))
+            idx.m_parent.append(-1)
+            idx.m_name.append("")
+        elif kind == "storage":
+            read.storage_number[node] = len(idx.st_id)
+            idx.st_id.append(data["storage_id"])
+            idx.st_device.append(data["device"])
+            idx.st_nbytes.append(int(data["nbytes"]))
+
+
+def _read_slots(G: nx.MultiDiGraph, idx: Index, read: _Read) -> None:
+    for node, data in G.nodes(data=True):
+        if data["kind"] != "slot":
+            continue
+        s = read.slot_number[node] = len(idx.s_name)
+        idx.s_name.append(data["name"])
+        read.s_canon.append(data["canonical"])
+        idx.s_owner.append(read.module_number[module_node(data["owner"])])
+        idx.s_attr.append(data["attr"])
+        idx.s_param.append(data["tensor"] == "parameter")
+        obj = int(data["object"])
+        t = read.objects.get(obj)
+        if t is not None:  # the same tensor object as an earlier slot's (what view.tensor().number tells)
+            idx.same_as[s] = read.first_slot[t]
+        else:
+            read.first_slot.append(s)
+            t = read.objects[obj] = len(idx.t_dtype)
+            idx.t_dtype.append(data["dtype"])
+            idx.t_shape.append(None if data["shape"] is None else tuple(data["shape"]))
+            idx.t_device.append(data["device"])
+            idx.t_grad.append(bool(data["requires_grad"]))
+            idx.t_storage.append(-1)
+            idx.t_start.append(0)
+            idx.t_stop.append(0)
+        idx.s_tensor.append(t)
+        if data.get("strides") is not None:
+            read.strides[s] = tuple(int(d) for d in data["strides"])
+        read.facts.append((data.get("placement"), data.get("execution_device"), data.get("quantization")))
+
+
+def _read_edges(G: nx.MultiDiGraph, idx: Index, read: _Read) -> None:
+    """Parents, storage extents and shares from the edges; the tie groups from the shares."""
+    module_number, slot_number = read.module_number, read.slot_number
+    parts = Components[int]()
+    for u, v, kind, data in G.edges(keys=True, data=True):
+        if kind == "child":
+            idx.m_parent[module_number[v]] = module_number[u]
+            idx.m_name[module_number[v]] = data["name"]
+        elif kind == "reads":
+            t = idx.s_tensor[slot_number[u]]
+            idx.t_storage[t] = read.storage_number[v]
+            idx.t_start[t] = int(data["offset"])
+            idx.t_stop[t] = int(data["offset"]) + int(data["nbytes"])
+        elif kind == "shares":
+            a, b = slot_number[u], slot_number[v]
+            idx.shares.append((a, b, data["how"]))
+            parts.union(idx.s_tensor[a], idx.s_tensor[b])
+    idx.t_root = list(map(parts.find, range(len(idx.t_dtype))))
+    idx.fill_slot_roots()
 
 
 def lint(G: nx.MultiDiGraph) -> None:
@@ -221,6 +243,22 @@ def lint(G: nx.MultiDiGraph) -> None:
         raise TypeError(
             f"expected a networkx MultiDiGraph (TieGraph.graph), got {kind.__module__}.{kind.__qualname__}"
         )
+    _lint_kinds(G)
+    _lint_tree(G)
+    edges = sorted((u, v) for u, v, key in G.edges(keys=True) if key == "declares")
+    listed = sorted(
+        ("s:" + d["target_path"], "s:" + d["source_path"])
+        for d in G.graph.get("declared") or []
+        if int(d.get("target_slot", -1)) >= 0 and int(d.get("source_slot", -1)) >= 0
+    )
+    if edges != listed:
+        raise GraphFormatError(
+            f"declares edges {edges} do not match the resolved declarations in G.graph['declared'] {listed}"
+        )
+
+
+def _lint_kinds(G: nx.MultiDiGraph) -> None:
+    """Every node's kind is known; every edge's key is its kind and joins the right node kinds."""
     ends = {
         "child": ("module", "module"),
         "owns": ("module", "slot"),
@@ -242,6 +280,10 @@ def lint(G: nx.MultiDiGraph) -> None:
             raise GraphFormatError(f"shares edge {u!r} -> {v!r} has how={data.get('how')!r}")
         if key == "declares" and data.get("status") not in STATUSES:
             raise GraphFormatError(f"declares edge {u!r} -> {v!r} has status={data.get('status')!r}")
+
+
+def _lint_tree(G: nx.MultiDiGraph) -> None:
+    """Every slot has one owner and reads at most one storage; one root module, every other one parent."""
     roots = 0
     for node, data in G.nodes(data=True):
         incoming = [k for _, _, k in G.in_edges(node, keys=True)]
@@ -259,13 +301,3 @@ def lint(G: nx.MultiDiGraph) -> None:
                 raise GraphFormatError(f"module path {node!r} has {parents} parents; expected one")
     if G.number_of_nodes() and roots != 1:
         raise GraphFormatError(f"the graph has {roots} root modules; expected one")
-    edges = sorted((u, v) for u, v, key in G.edges(keys=True) if key == "declares")
-    listed = sorted(
-        ("s:" + d["target_path"], "s:" + d["source_path"])
-        for d in G.graph.get("declared") or []
-        if int(d.get("target_slot", -1)) >= 0 and int(d.get("source_slot", -1)) >= 0
-    )
-    if edges != listed:
-        raise GraphFormatError(
-            f"declares edges {edges} do not match the resolved declarations in G.graph['declared'] {listed}"
-        )
