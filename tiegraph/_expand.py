@@ -157,39 +157,55 @@ def expand(tensors: Sequence[torch.Tensor], labelled: Container[int] = ()) -> Ex
             for n, tensor in zip(positions, group, strict=True):
                 if n not in labelled:  # (a label the caller has already: not asked again)
                     labels[n] = quantization(tensor)
-        if kind not in PLAIN:
-            flatten = getattr(kind, "__tensor_flatten__", None)
-            if flatten is None:  # a subclass with ordinary storage (bitsandbytes' Params4bit, ...)
-                held = _storage_group(group)
-                if held is not None:
-                    columns.append((positions, group, held))
-                    continue
-            elif flatten is stock:
-                done = _torchao_group(kind, group, positions)
-                if isinstance(done, _Partial):
-                    columns.append(done.found)
-                    rest.extend(done.left)
-                    continue
-                if done is not None:
-                    blocks.append(done)
-                    continue
-        rest.extend(positions)
+        if kind in PLAIN or not _read_group(kind, group, positions, stock, (blocks, columns, rest)):
+            rest.extend(positions)
     unknown: list[int] = []
     if rest:
-        rest.sort()
-        owners: list[int] = []
-        found: list[torch.Tensor] = []
-        storages: list[Any] = []
-        for n in rest:
-            got = leaves(tensors[n])
-            if not got.tensors or got.unknown:
-                unknown.append(n)
-                continue
-            owners.extend(repeat(n, len(got.tensors)))
-            found.extend(got.tensors)
-            storages.extend(map(_storage_or_none, got.tensors))
-        columns.append((owners, found, storages))
+        columns.append(_one_by_one(tensors, sorted(rest), unknown))
     return Expanded(blocks, columns, unknown, labels)
+
+
+def _read_group(
+    kind: type,
+    group: list[torch.Tensor],
+    positions: list[int],
+    stock: Any,
+    into: tuple[list[_Block], list[_Columns], list[int]],
+) -> bool:
+    """Read one class's group in C-level passes into (blocks, columns, rest); False: tensor by tensor."""
+    blocks, columns, rest = into
+    flatten = getattr(kind, "__tensor_flatten__", None)
+    if flatten is None:  # a subclass with ordinary storage (bitsandbytes' Params4bit, ...)
+        held = _storage_group(group)
+        if held is not None:
+            columns.append((positions, group, held))
+            return True
+    elif flatten is stock:
+        done = _torchao_group(kind, group, positions)
+        if isinstance(done, _Partial):
+            columns.append(done.found)
+            rest.extend(done.left)
+            return True
+        if done is not None:
+            blocks.append(done)
+            return True
+    return False
+
+
+def _one_by_one(tensors: Sequence[torch.Tensor], rest: list[int], unknown: list[int]) -> _Columns:
+    """:func:`leaves` of the tensors at ``rest``, as columns; those it cannot read go to ``unknown``."""
+    owners: list[int] = []
+    found: list[torch.Tensor] = []
+    storages: list[Any] = []
+    for n in rest:
+        got = leaves(tensors[n])
+        if not got.tensors or got.unknown:
+            unknown.append(n)
+            continue
+        owners.extend(repeat(n, len(got.tensors)))
+        found.extend(got.tensors)
+        storages.extend(map(_storage_or_none, got.tensors))
+    return owners, found, storages
 
 
 _STORAGE = torch.Tensor.untyped_storage
@@ -314,43 +330,17 @@ def _torchao_group(kind: type, group: list[torch.Tensor], positions: list[int]) 
     column (:class:`Expanded` puts them in input order only when asked). A group some of whose tensors must
     be read tensor by tensor gives a :class:`_Partial`; None sends the whole group tensor by tensor.
     """
-    if getattr(kind, "__getattr__", None) is not None or kind.__getattribute__ is not _GETATTRIBUTE:
-        return None  # names an instance answers for itself: ask __tensor_flatten__ tensor by tensor
-    lists: dict[str, Any] = {}
-    for name in _AO_NAMES:
-        how, found = _resolve(kind, name)
-        if how == _DEFAULT:
-            lists[name] = found
-        elif how != _INSTANCE:
-            return None  # a name list a descriptor answers: it may differ per tensor
-    if "tensor_data_names" not in lists or "tensor_attribute_names" not in lists:
+    named = _name_lists(kind, group)
+    if named is None:
         return None
-    if not isinstance(_resolve(kind, "__dict__")[1], GetSetDescriptorType):
-        return None  # instance attributes that do not live in the ordinary instance dict
-    dicts = list(map(vars, group))
-    for name in _AO_NAMES:
-        if any(map(dict.__contains__, dicts, repeat(name))):
-            return None  # an instance carries a name list of its own: tensor by tensor
+    lists, dicts = named
     required = list(lists["tensor_data_names"])
     optional = list(lists.get("optional_tensor_data_names", ()))
     attributes = [*lists["tensor_attribute_names"], *lists.get("optional_tensor_attribute_names", ())]
-    data = (*required, *optional)
-    resolved = [_resolve(kind, name) for name in (*data, *attributes)]
-    hows = [how for how, _ in resolved]
-    columns: list[Sequence[Any]]
     try:
-        if len(data) > 1 and set(hows[: len(data)]) == {_INSTANCE} and set(hows[len(data) :]) <= _NOT_CALLED:
-            # (the common case: every value in the instance dicts) one pass for them all, then columns
-            kept = compress(attributes, map(eq, hows[len(data) :], repeat(_INSTANCE)))
-            wanted = [*data, *kept]
-            columns = list(zip(*map(itemgetter(*wanted), dicts), strict=True))[: len(data)]  # type: ignore[assignment]
-        else:  # (attribute values are read, and dropped, only because torchao's flatten reads them)
-            for name, how in zip(attributes, hows[len(data) :], strict=True):
-                if how == _INSTANCE and not all(map(dict.__contains__, dicts, repeat(name))):
-                    return None  # missing: torchao's __tensor_flatten__ raises, leaves() says so
-                if how == _DESCRIPTOR:
-                    deque(map(attrgetter(name), group), maxlen=0)
-            columns = [_column(name, got, dicts, group) for name, got in zip(data, resolved, strict=False)]
+        columns = _data_columns(kind, group, dicts, (*required, *optional), attributes)
+        if columns is None:
+            return None
         names, _ = kind.__tensor_flatten__(group[0])  # type: ignore[attr-defined]
     except Exception:  # (then torchao's __tensor_flatten__ or leaves() fails the same way on some tensor)
         return None
@@ -374,6 +364,58 @@ def _torchao_group(kind: type, group: list[torch.Tensor], positions: list[int]) 
             if not any(map(_IS_NESTED, found)):
                 return positions, columns, storages
     return _mixed(_interleave((positions, columns, [None] * len(found))), positions)
+
+
+def _name_lists(kind: type, group: list[torch.Tensor]) -> tuple[dict[str, Any], list[dict[str, Any]]] | None:
+    """A torchao class's name lists and its tensors' instance dicts, or None: read tensor by tensor.
+
+    The name lists must be plain class values that no instance overrides, and the instance attributes must
+    live in the ordinary instance dict.
+    """
+    if getattr(kind, "__getattr__", None) is not None or kind.__getattribute__ is not _GETATTRIBUTE:
+        return None  # names an instance answers for itself: ask __tensor_flatten__ tensor by tensor
+    lists: dict[str, Any] = {}
+    for name in _AO_NAMES:
+        how, found = _resolve(kind, name)
+        if how == _DEFAULT:
+            lists[name] = found
+        elif how != _INSTANCE:
+            return None  # a name list a descriptor answers: it may differ per tensor
+    if "tensor_data_names" not in lists or "tensor_attribute_names" not in lists:
+        return None
+    if not isinstance(_resolve(kind, "__dict__")[1], GetSetDescriptorType):
+        return None  # instance attributes that do not live in the ordinary instance dict
+    dicts = list(map(vars, group))
+    for name in _AO_NAMES:
+        if any(map(dict.__contains__, dicts, repeat(name))):
+            return None  # an instance carries a name list of its own: tensor by tensor
+    return lists, dicts
+
+
+def _data_columns(
+    kind: type,
+    group: list[torch.Tensor],
+    dicts: list[dict[str, Any]],
+    data: tuple[str, ...],
+    attributes: list[str],
+) -> list[Sequence[Any]] | None:
+    """One column of values per data name (None: an attribute is missing, as torchao's flatten would raise).
+
+    Attribute values are read, and dropped, only because torchao's flatten reads them.
+    """
+    resolved = [_resolve(kind, name) for name in (*data, *attributes)]
+    hows = [how for how, _ in resolved]
+    if len(data) > 1 and set(hows[: len(data)]) == {_INSTANCE} and set(hows[len(data) :]) <= _NOT_CALLED:
+        # (the common case: every value in the instance dicts) one pass for them all, then columns
+        kept = compress(attributes, map(eq, hows[len(data) :], repeat(_INSTANCE)))
+        wanted = [*data, *kept]
+        return list(zip(*map(itemgetter(*wanted), dicts), strict=True))[: len(data)]  # type: ignore[return-value]
+    for name, how in zip(attributes, hows[len(data) :], strict=True):
+        if how == _INSTANCE and not all(map(dict.__contains__, dicts, repeat(name))):
+            return None  # missing: torchao's __tensor_flatten__ raises, leaves() says so
+        if how == _DESCRIPTOR:
+            deque(map(attrgetter(name), group), maxlen=0)
+    return [_column(name, got, dicts, group) for name, got in zip(data, resolved, strict=False)]
 
 
 def _mixed(read: _Columns, positions: list[int]) -> _Partial:
