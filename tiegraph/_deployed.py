@@ -20,6 +20,7 @@ from ._build import build_graph
 from ._finding import Finding, finding, kinds
 from ._graph import amend
 from ._placement import map_entry
+from ._quantized_ties import End, keep_out, retie
 from ._served import device_label
 from ._values import sentence
 from .errors import ConfigurationError
@@ -177,10 +178,9 @@ KINDS: dict[str, str] = kinds(
         "untied-by-quantization": (
             "warning",
             "{target} is declared tied to {source} (by {declared_by}) but quantization keeps them apart "
-            "({target}: {target_q}; {source}: {source_q}); model.tie_weights() is not the fix here: it "
-            "would put the unquantized {source} back into {target_module} and drop its quantization; to "
-            "keep one weight, leave {target_module} out of quantization ({how}) and then tie, or quantize "
-            "the tied pair as one tensor where the library supports it; to keep both quantized copies, set "
+            "({target}: {target_q}; {source}: {source_q}); {retie}; to keep one unquantized weight, leave "
+            "{quantized} out of quantization ({how}) and then tie, or quantize the tied pair as one tensor "
+            "where the library supports it; to keep both copies as they are, set "
             "config.tie_word_embeddings=False so the saved model says so.",
         ),
         "tie-served-in-wrong-layout": (
@@ -200,12 +200,6 @@ KINDS: dict[str, str] = kinds(
     }
 )
 
-_HOW = (
-    "torchao: quantize_(model, config, filter_fn=lambda m, fqn: isinstance(m, torch.nn.Linear) and "
-    "fqn != {name!r}); bitsandbytes: BitsAndBytesConfig(llm_int8_skip_modules=[{name!r}]); quanto: "
-    "quantize(model, weights=..., exclude=[{name!r}])"
-)
-
 
 def untied_pairs(view: GraphView) -> dict[tuple[str, str], str]:
     """Declared pairs (target, source) that a finding of this room explains better than declared-not-tied.
@@ -216,8 +210,8 @@ def untied_pairs(view: GraphView) -> dict[tuple[str, str], str]:
     out: dict[tuple[str, str], str] = {}
     layers = _layer_labels(view)
     for tie in view.declarations:
-        if tie.status == "unresolved" and tie.target.rpartition(".")[0] in layers:
-            out[(tie.target, tie.source)] = "untied-by-quantization"  # hqq: the weight became W_q
+        if tie.status == "unresolved" and {_module_of(tie.target), _module_of(tie.source)} & layers.keys():
+            out[(tie.target, tie.source)] = "untied-by-quantization"  # hqq's W_q, torch.ao's packed weight
         if tie.status != "not-tied":
             continue
         t, s = tie.target_slot, tie.source_slot
@@ -241,13 +235,29 @@ def explains_untied(view: GraphView) -> bool:
     return bool(untied_pairs(view)) or any(len({view.placement(s) for s in g}) > 1 for g in view.groups())
 
 
-def _layer_labels(view: GraphView) -> dict[str, str]:
-    """Canonical path -> quantization of the quantized layers whose weight slot is renamed (hqq's W_q)."""
+def _module_of(name: str) -> str:
+    return name.rpartition(".")[0]
+
+
+def _layer_labels(view: GraphView) -> dict[str, tuple[str, str]]:
+    """Canonical path -> (quantization, class) of the quantized layers whose weight is no ``weight`` slot.
+
+    hqq renames it (``W_q``); torch.ao's quantized layers pack it into ``_packed_params`` (no slot at all).
+    """
     out = {}
     for s in view.quantized_layer_slots:
         label = view.quantization(s)
         if view.slot_attr(s) != "weight" and label:
-            out[view.module_belongs(view.slot_owner(s))] = label
+            owner = view.slot_owner(s)
+            packed = f"{label}, packed into {view.module_belongs(owner)}.{view.slot_attr(s)}"
+            out[view.module_belongs(owner)] = (packed, view.module_cls(owner))
+    packed_layers = view.packed_layers
+    if packed_layers:
+        for i in range(view.num_modules):
+            label = packed_layers.get(view.module_path(i))
+            if label:
+                name = view.module_canonical(i)
+                out[name] = (f"{label}, packed into {name}._packed_params", view.module_cls(i))
     return out
 
 
@@ -309,13 +319,12 @@ def _served_apart(view: GraphView, slots: list[int]) -> bool:
 
 
 def _untied_by_quantization(view: GraphView, tie: Declaration) -> Finding:
-    t, s = tie.target_slot, tie.source_slot
-    if t >= 0:
-        module = view.module_belongs(view.slot_owner(t))
-        target_q = view.quantization(t) or "not quantized"
-    else:  # the layer renamed its weight (hqq packs it into W_q)
-        module = tie.target.rpartition(".")[0]
-        target_q = f"{_layer_labels(view)[module]}, packed into {module}.W_q"
+    layers = _layer_labels(view) if tie.status == "unresolved" else {}
+    ends = [
+        _end(view, slot, name, layers)
+        for slot, name in ((tie.target_slot, tie.target), (tie.source_slot, tie.source))
+    ]
+    (module, target_q, target_cls), (_, source_q, _) = ends
     return finding(
         KINDS,
         "untied-by-quantization",
@@ -323,11 +332,30 @@ def _untied_by_quantization(view: GraphView, tie: Declaration) -> Finding:
         target=tie.target,
         source=tie.source,
         declared_by=tie.declarer,
-        target_q=target_q,
-        source_q=(view.quantization(s) if s >= 0 else None) or "not quantized",
-        target_module=module,
-        how=_HOW.format(name=module),
+        target_q=target_q or "not quantized",
+        source_q=source_q or "not quantized",
+        retie=retie(tie.source, source_q, module, target_q, target_cls),
+        quantized=" and ".join(name for name, label, _ in ends if label),
+        how=keep_out(ends),
     )
+
+
+def _end(view: GraphView, slot: int, name: str, layers: dict[str, tuple[str, str]]) -> End:
+    """(module, quantization or None, class) of one end of a declared pair quantized apart.
+
+    An end with no slot is a layer that renamed or packed its weight (hqq's ``W_q``, torch.ao), or a slot the
+    declaration names that resolution left out (the pair is unresolved as a whole).
+    """
+    module = _module_of(name)
+    if module in layers:
+        return (module, *layers[module])
+    if slot < 0:
+        found = view.resolve(name)
+        slot = found[0] if found else -1
+    if slot < 0:
+        return (module, None, "")
+    owner = view.slot_owner(slot)
+    return (view.module_belongs(owner), view.quantization(slot), view.module_cls(owner))
 
 
 def _split(view: GraphView, slots: list[int], names: list[str], values: str = "") -> Finding:

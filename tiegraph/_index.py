@@ -212,6 +212,8 @@ class Index:
             out["served_from"] = dict(self.deployed.served_from)
         if self.deployed.quantized_layer_slots:
             out["quantized_layer_slots"] = list(self.deployed.quantized_layer_slots)
+        if self.deployed.packed_layers:
+            out["packed_layers"] = dict(self.deployed.packed_layers)
         if self.deployed.pointer_aliases:
             out["pointer_aliases"] = [[names, layouts] for names, layouts in self.deployed.pointer_aliases]
         if self.checkpoint is not None:
@@ -231,6 +233,7 @@ class Index:
         self.deployed.device_map = dict(device_map) if isinstance(device_map, dict) else None
         self.deployed.served_from = dict(attrs.get("served_from") or {})
         self.deployed.quantized_layer_slots = [int(s) for s in attrs.get("quantized_layer_slots") or []]
+        self.deployed.packed_layers = dict(attrs.get("packed_layers") or {})
         self.deployed.pointer_aliases = [
             ([str(n) for n in names], [str(x) for x in layouts])
             for names, layouts in attrs.get("pointer_aliases") or []

@@ -12,7 +12,7 @@ import functools
 import torch
 from torch import nn
 
-__all__ = ["is_quantized_layer_type", "quantization"]
+__all__ = ["is_packed_layer_type", "is_quantized_layer_type", "packed_quantization", "quantization"]
 
 _PLAIN = (torch.Tensor, nn.Parameter)
 
@@ -61,6 +61,36 @@ def quantization(tensor: torch.Tensor, module: nn.Module | None = None, attr: st
 
 def _package(module: nn.Module) -> str:
     return type(module).__module__.partition(".")[0]
+
+
+@functools.lru_cache(maxsize=4096)
+def is_packed_layer_type(kind: type) -> bool:
+    """A torch.ao quantized layer class (``quantize_dynamic``, ``convert``): its weight is packed, no slot."""
+    return kind.__module__.startswith(_PACKED) and not kind.__name__.endswith("PackedParams")
+
+
+_PACKED = ("torch.ao.nn.quantized.", "torch.nn.quantized.")
+
+
+def packed_quantization(module: nn.Module) -> str | None:
+    """The label of a torch.ao quantized layer's packed weight: ``torch.ao.dynamic.qint8``, ...; else None.
+
+    Examples
+    --------
+    >>> import torch
+    >>> layer = torch.ao.nn.quantized.dynamic.Linear(4, 4)
+    >>> packed_quantization(layer), packed_quantization(torch.nn.Linear(4, 4))
+    ('torch.ao.dynamic.qint8', None)
+    """
+    kind: type = type(module)
+    if not is_packed_layer_type(kind):
+        return None
+    packed = next((c for c in module.children() if type(c).__name__.endswith("PackedParams")), None)
+    dtype = getattr(packed, "dtype", None)
+    if not isinstance(dtype, torch.dtype):
+        return None
+    flavour = "dynamic" if ".dynamic." in kind.__module__ else "quantized"
+    return f"torch.ao.{flavour}.{str(dtype).rpartition('.')[2]}"
 
 
 @functools.lru_cache(maxsize=4096)

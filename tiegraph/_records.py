@@ -61,5 +61,6 @@ class Deployed:
     device_map: dict[str, str] | None = None  # the model's hf_device_map, or the one checked
     slot_quantization: dict[int, str] = field(default_factory=dict)  # slot -> format label
     quantized_layer_slots: list[int] = field(default_factory=list)  # weight slots of quantized layer classes
+    packed_layers: dict[str, str] = field(default_factory=dict)  # torch.ao layer's full path -> its label
     # (slot names, their layouts) that accelerate's hooks serve by data pointer as another slot's tensor
     pointer_aliases: list[tuple[list[str], list[str]]] = field(default_factory=list)

@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 from torch import nn
 
-from ._quantization import is_quantized_layer_type, quantization
+from ._quantization import is_packed_layer_type, is_quantized_layer_type, packed_quantization, quantization
 
 if TYPE_CHECKING:
     from ._index import Index
@@ -67,6 +67,12 @@ def annotate(
     layers = {kind for kind in kinds if is_quantized_layer_type(kind)}
     if layers and record:
         _quantized_layers(index, modules, tensors, layers)
+    packed = {kind for kind in kinds if is_packed_layer_type(kind)}
+    if packed and record:
+        for i, module in enumerate(modules):
+            label = packed_quantization(module) if type(module) in packed else None
+            if label:
+                index.deployed.packed_layers[index.path_of(i)] = label
     if hooked:
         _serve(index, modules, tensors, hooked, record)
 

@@ -190,6 +190,11 @@ class GraphView:
         return self._idx.deployed.pointer_aliases
 
     @property
+    def packed_layers(self) -> Mapping[str, str]:
+        """Full path -> label of the torch.ao quantized layers, whose weight is packed (no slot)."""
+        return self._idx.deployed.packed_layers
+
+    @property
     def quantized_layer_slots(self) -> Sequence[int]:
         """The weight slots of quantized layer classes (bitsandbytes, hqq, ...)."""
         return self._idx.deployed.quantized_layer_slots

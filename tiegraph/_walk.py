@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import torch
 from torch import nn
 
-from ._quantization import is_quantized_layer_type
+from ._quantization import is_packed_layer_type, is_quantized_layer_type
 from ._served import HOOK, annotate
 from ._storage import NO_FLAT_VIEWS, PLAIN_TYPES, FlatViews, flat_param_views
 from .errors import CycleError, TiegraphError
@@ -319,7 +319,7 @@ def serve_hooked(
 
     Returns whether it ran (served tensors may then have replaced some of ``tensors``).
     """
-    if hooked or any(map(is_quantized_layer_type, kinds)):
+    if hooked or any(is_quantized_layer_type(k) or is_packed_layer_type(k) for k in kinds):
         annotate(index, modules, tensors, hooked, kinds, record=record)
         return True
     return False
