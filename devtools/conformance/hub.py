@@ -2,7 +2,8 @@
 
 Each is built from a config (tiny sizes, the real model's architecture and tie flag) with a word-level
 tokenizer, saved under ``<HF_HOME>/hub/models--org--name/snapshots/<commit>/`` with ``refs/main``, so
-``from_pretrained(model_id)`` finds it with ``HF_HUB_OFFLINE=1``. Nothing is downloaded.
+``from_pretrained(model_id)`` finds it with ``HF_HUB_OFFLINE=1``. A test that reads only a model's config
+(:data:`CONFIGS`) gets the real model's config and nothing else. Nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -57,6 +58,31 @@ MODELS: dict[str, tuple[str, dict[str, Any], str]] = {
 }
 
 
+#: model id -> (model_type, the real config's keywords): models whose tests read the config alone and build
+#: the model under ``init_empty_weights()``, so the real sizes cost nothing and decide the device map
+CONFIGS: dict[str, tuple[str, dict[str, Any]]] = {
+    "bigscience/T0pp": (  # T5 v1.1 XXL (LM-adapted): 24 + 24 blocks, untied head, shared embedding
+        "t5",
+        {
+            "d_model": 4096,
+            "d_ff": 10240,
+            "d_kv": 64,
+            "num_heads": 64,
+            "num_layers": 24,
+            "num_decoder_layers": 24,
+            "vocab_size": 32128,
+            "feed_forward_proj": "gated-gelu",
+            "relative_attention_num_buckets": 32,
+            "layer_norm_epsilon": 1e-6,
+            "tie_word_embeddings": False,
+            "decoder_start_token_id": 0,
+            "pad_token_id": 0,
+            "eos_token_id": 1,
+        },
+    ),
+}
+
+
 def snapshot(hf_home: Path, model_id: str) -> Path:
     """Where ``model_id``'s files live in the hub cache under ``hf_home``."""
     org, name = model_id.split("/")
@@ -66,13 +92,12 @@ def snapshot(hf_home: Path, model_id: str) -> Path:
 def build(hf_home: Path) -> list[str]:
     """Make every stand-in that is missing; returns the ids made."""
     made = []
-    for model_id in MODELS:
+    for model_id in [*MODELS, *CONFIGS]:
         folder = snapshot(hf_home, model_id)
-        if (
-            (folder / "config.json").exists()
-            and (folder / "tokenizer.json").exists()
-            and _same(model_id, folder)
-        ):
+        complete = (folder / "config.json").exists() and (
+            model_id in CONFIGS or (folder / "tokenizer.json").exists()
+        )
+        if complete and _same(model_id, folder):
             continue
         _save(model_id, folder)
         refs = folder.parents[1] / "refs"
@@ -87,13 +112,18 @@ def _same(model_id: str, folder: Path) -> bool:
     import json
 
     saved = json.loads((folder / "config.json").read_text())
-    return all(saved.get(key) == value for key, value in MODELS[model_id][1].items())
+    kwargs = MODELS[model_id][1] if model_id in MODELS else CONFIGS[model_id][1]
+    return all(saved.get(key) == value for key, value in kwargs.items())
 
 
 def _save(model_id: str, folder: Path) -> None:
     import torch
     import transformers
 
+    if model_id in CONFIGS:  # the config alone
+        model_type, kwargs = CONFIGS[model_id]
+        transformers.AutoConfig.for_model(model_type, **kwargs).save_pretrained(folder)
+        return
     model_type, kwargs, auto = MODELS[model_id]
     config = transformers.AutoConfig.for_model(model_type, **_TOKENS, **kwargs)
     torch.manual_seed(0)

@@ -9,8 +9,10 @@ and is reused: the sdists (``pip download``; safetensors' sdist needs Rust to pr
 unpacked tree is taken from pip's kept build directory), the peers' test-only dependencies (``pip install
 --no-deps --target``), and tiny local stand-ins for every hub model the tests name (:mod:`.hub`). Each
 selection runs offline (``HF_HUB_OFFLINE=1``) with the peer's own helper, with tiegraph's drop-in in its
-default mode and in its truth-first mode (:mod:`.plugin` swaps the helper before collection), and
-``devtools/conformance/RESULTS.md`` gets the table (included by ``docs/peers.md``).
+default mode and in its truth-first mode (:mod:`.plugin` swaps the helper before collection and counts
+its calls per test), and ``devtools/conformance/RESULTS.md`` gets the table (included by
+``docs/peers.md``): per peer when it was made, with which Python, torch and transformers, how many tests
+ran here and called the helper, and every test whose outcome differs between the helpers.
 """
 
 from __future__ import annotations
@@ -48,6 +50,28 @@ TEST_DEPS = [
     "pandas==3.1.1",
     "xxhash==4.1.0",
 ]
+#: accelerate's tie-related tests (``-k`` words, read off its suite; docs/peers.md says why these): its
+#: tie tests by name, and every test in which accelerate calls ``find_tied_parameters`` in the test's own
+#: process (``infer_auto_device_map``, ``load_checkpoint_in_model``, ``dispatch_model`` over several
+#: devices, ``load_checkpoint_and_dispatch``, bitsandbytes' ``load_and_quantize_model``)
+ACCELERATE_TIE_TESTS = [
+    "tied",  # find_tied_parameters, *_tied_weights*, test_dispatch_model_tied_weights*
+    "ties",  # test_get_module_size_with_ties
+    "retie",
+    "infer_auto_device_map",  # test_modeling_utils: every test of it (test_..._on_t0pp: T5's three ties)
+    "no_split_module_classes_set",  # get_balanced_memory, then infer_auto_device_map
+    "load_checkpoint",  # load_checkpoint_in_model*, load_checkpoint_and_dispatch*
+    "dispatch_model",
+    "dipatch_model",  # (test_dipatch_model_fp4_simple: the suite's spelling)
+    "test_save_model_use",  # test_accelerator: save_model, then load_checkpoint_in_model
+    "test_save_sharded_model",
+    "test_save_model_offload",  # load_checkpoint_and_dispatch over cpu and disk
+    "get_state_dict_from_offload",
+    "nested_hook",
+    "accelerator_bnb_",  # infer_auto_device_map of a model built under init_empty_weights
+    "MixedInt8",  # test_quantization: every test's setUp calls load_and_quantize_model
+    "Bnb4Bit",
+]
 #: peer -> (test directory inside its source, [(pytest arguments, -k expression or "")])
 SELECTIONS: dict[str, tuple[str, list[tuple[list[str], str]]]] = {
     "peft": (
@@ -67,14 +91,25 @@ SELECTIONS: dict[str, tuple[str, list[tuple[list[str], str]]]] = {
     ),
     "accelerate": (
         "tests",
-        [(["test_modeling_utils.py", "test_big_modeling.py", "test_accelerator.py"], "tie or tied")],
+        [
+            (
+                [
+                    "test_modeling_utils.py",
+                    "test_big_modeling.py",
+                    "test_accelerator.py",
+                    "test_quantization.py",
+                ],
+                " or ".join(ACCELERATE_TIE_TESTS),
+            )
+        ],
     ),
     "safetensors": (
         "bindings/python",
         [
             (["tests/test_pt_model.py"], ""),
             (["tests/test_simple.py"], "overlapping_storage"),
-            (["tests/test_pt_comparison.py"], "shared"),
+            # (two empty tensors must not count as shared: save_file refuses to save a shared group)
+            (["tests/test_pt_comparison.py"], "shared or multiple_zero_sized"),
         ],
     ),
 }
@@ -175,6 +210,7 @@ def run_selection(peer: str, helper: str, source: Path, site: Path) -> dict[str,
     }
     for n, (targets, keyword) in enumerate(runs):
         report = work / f"junit-{n}.xml"
+        env["TIEGRAPH_CONFORMANCE_CALLS"] = str(work / f"calls-{n}.json")
         args = [str(source / folder / t) for t in targets]
         cmd = [
             sys.executable,
@@ -236,9 +272,12 @@ def main(argv: list[str] | None = None) -> int:
                 run_selection(peer, helper, source, site)
         outcomes = {helper: collect(peer, helper) for helper in HELPERS}
         entry = {"outcomes": outcomes, "version": VERSIONS[peer], "made": _made(peer)}
-        entry["minutes"] = stored.get(peer, {}).get("minutes", 0.0)
+        entry["calls"] = collect_calls(peer)
+        for key in ("minutes", "environment"):
+            entry[key] = stored.get(peer, {}).get(key, "")
         if not args.report_only:
             entry["minutes"] = round((time.perf_counter() - began) / 60, 1)
+            entry["environment"] = environment()
         stored[peer] = entry
         print(f"conformance: {peer}: {_summary(outcomes)} ({entry['minutes']} min)", flush=True)
         if not args.no_write:  # after every peer: a long run interrupted keeps what it measured
@@ -254,6 +293,25 @@ def collect(peer: str, helper: str) -> dict[str, str]:
     for report_file in sorted((CACHE / "runs" / peer / helper).glob("junit-*.xml")):
         found.update(_outcomes(report_file))
     return found
+
+
+def collect_calls(peer: str) -> dict[str, int] | None:
+    """How often each test of the last run with the peer's own helper called it (:mod:`.plugin` counts)."""
+    files = sorted((CACHE / "runs" / peer / "peer").glob("calls-*.json"))
+    if not files:
+        return None
+    found: dict[str, int] = {}
+    for calls_file in files:
+        found.update(json.loads(calls_file.read_text()))
+    return found
+
+
+def environment() -> str:
+    """The versions the selections ran with: Python, torch, transformers (the peers' own are pinned)."""
+    from importlib.metadata import version
+
+    python = ".".join(map(str, sys.version_info[:3]))
+    return f"Python {python}, torch {version('torch')}, transformers {version('transformers')}"
 
 
 def _made(peer: str) -> str:
@@ -287,21 +345,30 @@ def _why(test: str) -> str:
 def report(stored: dict[str, Any]) -> str:
     """The Markdown written to RESULTS.md: counts per peer, then every test whose outcome differs."""
     lines = [
-        "| peer | version | made | tie-related tests | pass with the peer's helper | with tiegraph (default) "
-        "| with tiegraph (truth-first) | target | minutes |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| peer | version | made | with | tie-related tests | run here | call the helper "
+        "| pass with the peer's helper | with tiegraph (default) | with tiegraph (truth-first) | target "
+        "| minutes |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for peer in VERSIONS:
         if peer not in stored:
             continue
         entry, by_helper = stored[peer], stored[peer]["outcomes"]
         counts = [sum(1 for v in by_helper[h].values() if v == "passed") for h in HELPERS]
+        ran = sum(1 for v in by_helper["peer"].values() if v != "skipped")
+        calls = entry.get("calls")
+        calling = "" if calls is None else sum(1 for t in by_helper["peer"] if calls.get(t))
         met = "met" if _target_met(by_helper) else "MISSED"
         lines.append(
-            f"| {peer} | {entry['version']} | {entry['made']} | {len(by_helper['peer'])} | {counts[0]} | "
-            f"{counts[1]} | {counts[2]} | {met} | {entry['minutes']} |"
+            f"| {peer} | {entry['version']} | {entry['made']} | {entry.get('environment', '')} | "
+            f"{len(by_helper['peer'])} | {ran} | {calling} | {counts[0]} | {counts[1]} | {counts[2]} | "
+            f"{met} | {entry['minutes']} |"
         )
     lines += [
+        "",
+        "*Run here*: not skipped on this machine (the rest need CUDA, several accelerators or bitsandbytes). "
+        "*Call the helper*: tests in which the peer called its own helper at least once (the plugin counts "
+        "the calls).",
         "",
         "Tests whose outcome differs between the helpers:",
         "",
