@@ -343,7 +343,7 @@ def test_as_loaded_unties_where_from_pretrained_does(tmp_path: Path) -> None:
     assert after.lm_head.weight is after.model.embed_tokens.weight
     assert "apart" in as_loaded(after, copies, check_values=True)
     assert after.lm_head.weight is not after.model.embed_tokens.weight
-    from tiegraph.diff import diff
+    from tiegraph._diff import diff
 
     d = diff(tiegraph.build_graph(before), tiegraph.build_graph(after))
     assert ("lm_head.weight", "model.embed_tokens.weight") in d.broken
