@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import warnings
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from itertools import compress, count, repeat
 from operator import add, attrgetter, is_not, lt, mul, ne, not_
 from typing import Any, NamedTuple, cast
@@ -262,7 +262,37 @@ def _groups(
             union(f, s)
         else:
             empty.add(s)
-    # distinct piece tensors, their extents, and buckets per storage
+    owner, parts, homes = _distinct_pieces(tensors, pieces, joined, shares, empty)
+    starts, stops, strided = _extents(parts, homes if merged else None)
+    _layouts(
+        index, owner, starts, stops, strided, [parts[n] is tensors[slot] for n, slot in enumerate(owner)]
+    )
+    buckets: dict[Any, list[int]] = {}
+    containers = flat.containers
+    for n, (stop, home) in enumerate(zip(stops, homes, strict=True)):
+        if stop and (not containers or id(parts[n]) not in containers):
+            buckets.setdefault(home, []).append(n)
+    _, edges = share_components(len(owner), buckets, starts, stops, strided)
+    for i, j, how in edges:
+        a, b = owner[i], owner[j]
+        if a != b:
+            shares.append((min(a, b), max(a, b), how))
+            union(a, b)
+    _record_groups(index, candidates, find)
+
+
+def _distinct_pieces(
+    tensors: list[Any],
+    pieces: list[_Piece],
+    joined: Components[int],
+    shares: list[tuple[int, int, str]],
+    empty: set[int],
+) -> tuple[list[int], list[torch.Tensor], list[Any]]:
+    """Distinct piece tensors: (first slot holding each, the tensor, its storage).
+
+    A piece that is another slot's tensor object joins the two slots (``view``).
+    """
+    find, union = joined.find, joined.union
     number: dict[int, int] = {}
     owner: list[int] = []
     parts: list[torch.Tensor] = []
@@ -283,21 +313,11 @@ def _groups(
         ):  # a component that is another slot's tensor object
             shares.append((min(owner[n], piece.slot), max(owner[n], piece.slot), "view"))
             union(owner[n], piece.slot)
-    starts, stops, strided = _extents(parts, homes if merged else None)
-    _layouts(
-        index, owner, starts, stops, strided, [parts[n] is tensors[slot] for n, slot in enumerate(owner)]
-    )
-    buckets: dict[Any, list[int]] = {}
-    containers = flat.containers
-    for n, (stop, home) in enumerate(zip(stops, homes, strict=True)):
-        if stop and (not containers or id(parts[n]) not in containers):
-            buckets.setdefault(home, []).append(n)
-    _, edges = share_components(len(owner), buckets, starts, stops, strided)
-    for i, j, how in edges:
-        a, b = owner[i], owner[j]
-        if a != b:
-            shares.append((min(a, b), max(a, b), how))
-            union(a, b)
+    return owner, parts, homes
+
+
+def _record_groups(index: Index, candidates: list[int], find: Callable[[int], int]) -> None:
+    """``index.root_of`` for every candidate slot in a tie group of two or more."""
     members: dict[int, list[int]] = {}
     for s in candidates:
         members.setdefault(find(s), []).append(s)

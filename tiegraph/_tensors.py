@@ -25,7 +25,7 @@ C-level passes too. Nothing is cached between calls, so a class patched between 
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -79,33 +79,11 @@ def _collect(tensor: torch.Tensor, found: list[torch.Tensor], unknown: list[str]
         unknown.append(f"{_name(kind)} nests wrapper tensors more than {_MAX_DEPTH} deep")
         return
     if kind in PLAIN:
-        layout = tensor.layout
-        parts = SPARSE.get(layout)
-        if parts is not None:
-            for part in parts:
-                _collect(getattr(tensor, part)(), found, unknown, depth + 1)
-        elif layout != torch.strided:
-            unknown.append(f"layout {layout} is not followed")
-        elif tensor.is_nested:  # strided nested: one buffer; constituents are views of it
-            found.extend(tensor.unbind())
-        else:
-            found.append(tensor)
+        _collect_plain(tensor, found, unknown, depth)
         return
     flatten = getattr(kind, "__tensor_flatten__", None)  # (read each time: a class may be patched)
     if flatten is not None:
-        try:
-            names, _ = flatten(tensor)
-        except Exception as error:  # a subclass's own code may raise anything
-            unknown.append(f"{_name(kind)}.__tensor_flatten__ raised {type(error).__name__}")
-            return
-        for name in names:
-            try:
-                inner = getattr(tensor, name, None)
-            except Exception as error:  # a property of the subclass's own code may raise anything
-                unknown.append(f"{_name(kind)}.{name} raised {type(error).__name__}")
-                return
-            if isinstance(inner, torch.Tensor):
-                _collect(inner, found, unknown, depth + 1)
+        _collect_flattened(tensor, flatten, found, unknown, depth)
         return
     if _is_functional(tensor):
         elem = getattr(tensor, "elem", tensor)
@@ -120,6 +98,41 @@ def _collect(tensor: torch.Tensor, found: list[torch.Tensor], unknown: list[str]
         unknown.append(f"{_name(kind)} has no readable storage and no __tensor_flatten__")
         return
     found.append(tensor)  # a subclass with ordinary storage (Params4bit, Int8Params, fake tensors, ...)
+
+
+def _collect_plain(tensor: torch.Tensor, found: list[torch.Tensor], unknown: list[str], depth: int) -> None:
+    """A plain tensor: itself, a sparse layout's parts, or a strided nested tensor's constituents."""
+    layout = tensor.layout
+    parts = SPARSE.get(layout)
+    if parts is not None:
+        for part in parts:
+            _collect(getattr(tensor, part)(), found, unknown, depth + 1)
+    elif layout != torch.strided:
+        unknown.append(f"layout {layout} is not followed")
+    elif tensor.is_nested:  # strided nested: one buffer; constituents are views of it
+        found.extend(tensor.unbind())
+    else:
+        found.append(tensor)
+
+
+def _collect_flattened(
+    tensor: torch.Tensor, flatten: Any, found: list[torch.Tensor], unknown: list[str], depth: int
+) -> None:
+    """A wrapper subclass: the tensors its ``__tensor_flatten__`` names, followed."""
+    kind = type(tensor)
+    try:
+        names, _ = flatten(tensor)
+    except Exception as error:  # a subclass's own code may raise anything
+        unknown.append(f"{_name(kind)}.__tensor_flatten__ raised {type(error).__name__}")
+        return
+    for name in names:
+        try:
+            inner = getattr(tensor, name, None)
+        except Exception as error:  # a property of the subclass's own code may raise anything
+            unknown.append(f"{_name(kind)}.{name} raised {type(error).__name__}")
+            return
+        if isinstance(inner, torch.Tensor):
+            _collect(inner, found, unknown, depth + 1)
 
 
 def _is_functional(tensor: torch.Tensor) -> bool:
