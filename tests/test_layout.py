@@ -119,6 +119,7 @@ FOREIGN_PRIVATE_READERS = {
     "tiegraph.sharding._plan": "a plan names modules as FSDP's wrappers do (_checkpoint_wrapped_module)",
     "tiegraph.sharding.fsdp": "FSDP2 pre-flight reads each module's own parameter dict",
     "tiegraph.sharding.pipeline": "stages are judged on each module's own parameter dict",
+    "tiegraph._engine_marks": "a DeepSpeed PipelineModule keeps its layer specs in _layer_specs",
     "tiegraph.cli.parser": "finds a subcommand's parser through argparse's _actions",
     "tiegraph.cli.specs": "builds a model as from_pretrained does, through _from_config",
     "tiegraph.cli.repairs": "repairs read the private fields of configs whose defaults do not build",

@@ -26,6 +26,7 @@ from ._values import sentence
 from .engines import _lint as declaration_lint
 from .errors import NoInputEmbeddingError
 from .sharding import after as cut
+from .sharding import kept, zero
 
 if TYPE_CHECKING:
     from ._declared import Declaration
@@ -112,7 +113,13 @@ _GROUP_AND_FLAG_KINDS: dict[str, str] = kinds(
         ),
     }
 )
-CORE_KINDS: dict[str, str] = {**_PAIR_KINDS, **_deployed.KINDS, **cut.KINDS, **_GROUP_AND_FLAG_KINDS}
+CORE_KINDS: dict[str, str] = {
+    **_PAIR_KINDS,
+    **_deployed.KINDS,
+    **cut.KINDS,
+    **zero.KINDS,
+    **_GROUP_AND_FLAG_KINDS,
+}
 
 
 def _core(kind: str, paths: list[str] | tuple[str, ...], **fields: Any) -> Finding:
@@ -163,8 +170,8 @@ def core_findings(view: GraphView) -> list[Finding]:
     """The audit's own kinds (:data:`CORE_KINDS`): declared pairs, tie groups, and the tie flag."""
     found: list[Finding] = []
     ie = set(view.input_embedding_slots)
-    # their own kinds say more than declared-not-tied: a device split, a quantized end, an FSDP2 cut
-    placed_or_quantized = {**_deployed.untied_pairs(view), **cut.split_pairs(view)}
+    # their own kinds say more than declared-not-tied: a device split, a quantized end, an FSDP2 or ZeRO-3 cut
+    placed_or_quantized = {**_deployed.untied_pairs(view), **cut.split_pairs(view), **zero.split_pairs(view)}
     for tie in view.declarations:
         if (tie.target, tie.source) not in placed_or_quantized:
             found.extend(_pair_findings(view, tie, ie))
@@ -258,6 +265,7 @@ def _flag_findings(view: GraphView, ie: set[int], found: list[Finding]) -> list[
         explained = (
             _deployed.explains_untied(view)
             or bool(cut.split_pairs(view))
+            or bool(zero.split_pairs(view))
             or any(f.kind == "modules-to-save-copy-untied" for f in found)
         )
         if not tied_to and resolved and not explained and not _flag_honored(view):
@@ -478,6 +486,8 @@ FINDERS: list[Finder] = [
     Finder(CORE_KINDS, core_findings),
     Finder(_deployed.KINDS, _deployed.findings),
     Finder(cut.KINDS, cut.findings),
+    Finder(zero.KINDS, zero.findings),
+    Finder(kept.KINDS, kept.findings),
     Finder(_adapters.KINDS, _adapters.findings),
     Finder(_checkpoint.KINDS, _checkpoint.findings),
     Finder(declaration_lint.KINDS, declaration_lint.findings),

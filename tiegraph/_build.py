@@ -68,6 +68,7 @@ from ._compare import verdicts
 from ._declaring import capture_declarations
 from ._dispatch import record as record_pointer_aliases
 from ._embedding import InputEmbedding, find_input_embedding
+from ._engine_marks import record_kept, record_zero3, with_partitions
 from ._graph import TieGraph
 from ._index import Index
 from ._metadata import capture, watch
@@ -158,6 +159,8 @@ def build_graph(
     index, tree, tensors, namer = shared_slots(model, record=True)
     types, modules, kinds = tree.types, tree.modules, set(tree.types)
     record_cut(index, modules, tensors, kinds)  # which FSDP2 call holds each slot (a class check when none)
+    record_zero3(index, tensors)  # each ZeRO-3 parameter's ds_id (a sys.modules check without deepspeed)
+    record_kept(index, modules, tensors)  # ties DeepSpeed pipelines and Megatron-core keep by their own means
     find_input_embedding(index, modules, tensors, namer, input_embedding)
     capture_declarations(index, modules, declaring(tree, types, kinds), namer.root, instances(types))
     watch(index, model)
@@ -200,7 +203,7 @@ def shared_slots(model: nn.Module, *, serve: bool = True, record: bool = False) 
         found = storages(slots.tensors)
     namer = Namer(index)
     namer.attach()
-    flat = flat_views(tree.modules, kinds)
+    flat = with_partitions(flat_views(tree.modules, kinds), slots.tensors)  # FSDP1, ZeRO-3 placeholders
     with torch._C.DisableTorchFunctionSubclass():  # subclass metadata reads skip __torch_function__
         share(index, slots.tensors, flat, found)
         if record:  # what the graph must still answer for after the model changes

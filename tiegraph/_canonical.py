@@ -73,6 +73,7 @@ RULES: list[WrapperRule] = [
     WrapperRule("torch._dynamo.eval_frame:OptimizedModule", drop=("_orig_mod",)),
     WrapperRule("torch.nn.parallel.distributed:DistributedDataParallel", drop=("module",)),
     WrapperRule("torch.nn.parallel.data_parallel:DataParallel", drop=("module",)),
+    WrapperRule("deepspeed.runtime.engine:DeepSpeedEngine", drop=("module",)),  # and PipelineEngine
     WrapperRule(
         "torch.distributed.fsdp.fully_sharded_data_parallel:FullyShardedDataParallel",
         drop=("_fsdp_wrapped_module",),

@@ -163,6 +163,7 @@ class Index:
         self.deployed = Deployed()
         self.checkpoint: dict[str, Any] | None = None  # a checkpoint's findings (tiegraph._checkpoint)
         self.cut: dict[str, str] = {}  # full slot name -> the fully_shard call holding it (tiegraph.sharding)
+        self.engine: dict[str, Any] = {}  # plain data other engines' marks give (tiegraph._engine_marks)
         # canonical names: either given whole (from a graph) or computed on demand by a namer
         self._m_canon: list[str | None] = []
         self._m_belongs: list[str | None] = []
@@ -220,6 +221,8 @@ class Index:
             out["checkpoint"] = self.checkpoint
         if self.cut:
             out["fsdp_groups"] = dict(self.cut)
+        if self.engine:
+            out["engine"] = dict(self.engine)
         return out
 
     def set_graph_attrs(self, attrs: dict[str, Any]) -> None:
@@ -241,6 +244,7 @@ class Index:
         checkpoint = attrs.get("checkpoint")
         self.checkpoint = checkpoint if isinstance(checkpoint, dict) else None
         self.cut = dict(attrs.get("fsdp_groups") or {})
+        self.engine = dict(attrs.get("engine") or {})
 
     # ------------------------------------------------------------------ derived fields
     def path_of(self, i: int) -> str:

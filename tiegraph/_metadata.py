@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ._engine_marks import with_partitions
 from ._index import Index
 from ._records import SlotMeta
 from ._storage import PLAIN_TYPES, Extent, FlatViews, slow_components, strided_extent
@@ -84,6 +85,7 @@ def slot_meta(
     except (RuntimeError, NotImplementedError, TypeError, AttributeError):
         local = parts[0] if parts else tensor
         device, dtype = local.device, local.dtype
+    device = flat.devices.get(id(tensor), device)  # a ZeRO-3 parameter is where its partition is
     dname = strings.get(dtype)
     if dname is None:
         dname = strings[dtype] = str(dtype).removeprefix("torch.")
@@ -195,7 +197,7 @@ def fill_metadata(index: Index) -> None:
         slots = slots_of(tree, keys=False)
         kinds = set(tree.types)
         serve_hooked(index, modules, slots.tensors, hooked, kinds, record=False)
-        flat = flat_views(modules, kinds)
+        flat = with_partitions(flat_views(modules, kinds), slots.tensors)
         same = tree.parents == index.m_parent and tree.names == index.m_name
         if (
             same

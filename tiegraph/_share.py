@@ -397,11 +397,12 @@ def _known(index: Index, chosen: list[Any], slots: list[int], flat: FlatViews) -
             pass  # (a nested tensor has no shape): slot by slot below
         else:
             known.update(zip(slots, zip(dtypes, shapes, devices, grads, strict=True), strict=True))
-            if flat.shapes:
+            if flat.shapes:  # FSDP1's unsharded shapes; ZeRO-3's logical shapes and partitions' devices
                 for s, tensor in zip(slots, chosen, strict=True):
                     shape = flat.shapes.get(id(tensor))
                     if shape is not None:
                         dtype, _, device, grad = known[s]
+                        device = flat.devices.get(id(tensor), device)
                         known[s] = (dtype, torch.Size(shape), device, grad)
             for s in compress(slots, map(not_, nbytes)):
                 if 0 in (known[s][1] or (1,)):

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import sys
 import warnings
-from collections.abc import Container, Iterable, Sequence
+from collections.abc import Container, Iterable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Generic, NamedTuple, TypeVar
 
 import torch
@@ -178,10 +179,11 @@ def slow_parts(tensors: Sequence[torch.Tensor], labelled: Container[int] = ()) -
 
 
 class FlatViews(NamedTuple):
-    """What FSDP1 (``FullyShardedDataParallel``) hides in its ``FlatParameter`` containers."""
+    """What FSDP1's ``FlatParameter`` containers and DeepSpeed ZeRO-3's placeholders hide of a parameter."""
 
-    shapes: dict[int, torch.Size]  # id(original parameter) -> its unsharded shape
+    shapes: dict[int, torch.Size]  # id(parameter) -> its unsharded (logical) shape
     containers: set[int]  # id(FlatParameter): a container of parameters, never a tie of its own
+    devices: Mapping[int, torch.device] = MappingProxyType({})  # id(ZeRO-3 parameter) -> its partition's
 
 
 NO_FLAT_VIEWS = FlatViews({}, set())

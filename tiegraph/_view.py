@@ -225,6 +225,11 @@ class GraphView:
         """Full slot name -> the FSDP2 ``fully_shard`` call holding it (empty: no FSDP2 module at build)."""
         return self._idx.cut
 
+    @property
+    def engine(self) -> Mapping[str, Any]:
+        """What the builder read of DeepSpeed's and Megatron-core's marks (:mod:`tiegraph._engine_marks`)."""
+        return self._idx.engine
+
     # ------------------------------------------------------------------ input embedding
     @property
     def input_embedding_module(self) -> int:

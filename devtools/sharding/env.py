@@ -6,8 +6,13 @@ this file, plus the main ``constraints.txt`` for the packages both share). Build
 
 1. ``torch==2.13.0`` (the CPU build) first and on its own, so that nothing later pulls a CUDA build;
 2. the pinned transformers, pytest and tiegraph's own dependencies, from the main ``constraints.txt``;
-3. the engine: DeepSpeed from its sdist with ``DS_BUILD_OPS=0`` and no build isolation (about 6.5 min,
-   its C++ ops are compiled on first use instead), Megatron-core from its wheel.
+3. the engine: DeepSpeed from its sdist with ``DS_BUILD_OPS=0`` and no build isolation (its C++ ops are
+   compiled on first use instead), Megatron-core from its wheel;
+4. DeepSpeed only: the one C++ op its CPU accelerator needs on gloo (``ShareMemCommBuilder``), compiled
+   now into torch's extension cache (``~/.cache/torch_extensions``, ``$TORCH_EXTENSIONS_DIR``), so that a
+   test run does not spend its time limit compiling.
+
+Measured on the 2-core CI machine: see ``.ci/run``.
 
 tiegraph itself is not installed there: the tests run with the checkout on ``PYTHONPATH``.
 Only the standard library is used here.
@@ -86,10 +91,29 @@ def _engine_requirements(name: str) -> list[str]:
     return [line for line in lines if line and line.startswith(name)]
 
 
+#: Compiles (or loads from torch's extension cache) the op DeepSpeed's CPU accelerator loads at init.
+WARM_OPS = (
+    "from deepspeed.accelerator import get_accelerator; "
+    "get_accelerator().create_op_builder('ShareMemCommBuilder').load()"
+)
+
+
+def warm_ops() -> None:
+    """Compile DeepSpeed's CPU communication op now (about 5 minutes the first time, cached after)."""
+    started = time.monotonic()
+    env = dict(os.environ, DS_ACCELERATOR="cpu")
+    rc = subprocess.run([str(venv_python("deepspeed")), "-c", WARM_OPS], env=env).returncode
+    if rc != 0:
+        raise SystemExit(f"dev.py sharding: compiling DeepSpeed's CPU op failed (exit {rc})")
+    _say(f"DeepSpeed's CPU op ready in {time.monotonic() - started:.0f} s (torch's extension cache)")
+
+
 def build(name: str) -> Path:
     """Build (or reuse) the venv of engine ``name`` and return its python."""
     if is_ready(name):
         _say(f"{name} venv ready: {venv_python(name)}")
+        if name == "deepspeed":
+            warm_ops()  # (a few seconds when torch's extension cache holds it)
         return venv_python(name)
     started = time.monotonic()
     venv = venv_python(name).parent.parent
@@ -101,6 +125,8 @@ def build(name: str) -> Path:
     _pip(name, [*both, "setuptools", "wheel", *SHARED])
     extra_env, flags = ENGINES[name]
     _pip(name, [*both, *flags, *_engine_requirements(name)], extra_env)
+    if name == "deepspeed":
+        warm_ops()
     _stamp(name).write_text(_wanted(name))
     _say(f"{name} venv built in {time.monotonic() - started:.0f} s: {venv_python(name)}")
     return venv_python(name)

@@ -2,8 +2,9 @@
 
 Usage::
 
-    python3 dev.py sharding env [deepspeed] [megatron]   # build (or reuse) the cached venvs
-    python3 dev.py sharding test [pytest args]           # the tests marked `deepspeed`, in DeepSpeed's venv
+    python3 dev.py sharding env [deepspeed] [megatron]    # build (or reuse) the cached venvs
+    python3 dev.py sharding test [deepspeed] [megatron] [pytest args]
+                                    # the tests marked with each engine, in its venv (default: both)
 
 The venvs live under ``~/.cache/tiegraph/<engine>/venv`` (see ``env.py``); tiegraph runs there from this
 checkout (``PYTHONPATH``), never installed. DeepSpeed runs on the CPU accelerator (``DS_ACCELERATOR=cpu``)
@@ -26,12 +27,25 @@ USAGE = (__doc__ or "").split("The venvs")[0].strip()
 
 
 def _test(args: list[str]) -> int:
-    python = env.build("deepspeed")
-    environ = dict(os.environ)
-    environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(env.ROOT), environ.get("PYTHONPATH", "")]))
-    environ.setdefault("DS_ACCELERATOR", "cpu")
-    cmd = [str(python), "-m", "pytest", "-p", "no:cacheprovider", "-m", "deepspeed", "tests", *args]
-    return subprocess.run(cmd, cwd=env.ROOT, env=environ).returncode
+    engines = [a for a in args if a in env.ENGINES] or list(env.ENGINES)
+    rest = [a for a in args if a not in env.ENGINES]
+    worst = 0
+    for name in engines:
+        python = env.build(name)
+        environ = dict(os.environ)
+        paths = [str(env.ROOT), environ.get("PYTHONPATH", "")]
+        environ["PYTHONPATH"] = os.pathsep.join(filter(None, paths))
+        environ.setdefault("DS_ACCELERATOR", "cpu")
+        tests = sorted(str(p.relative_to(env.ROOT)) for p in (env.ROOT / "tests").glob(f"test_*{name}*.py"))
+        if not tests:
+            print(f"dev.py sharding: no tests/test_*{name}*.py: nothing of {name} ran", flush=True)
+            worst = worst or 5
+            continue
+        cmd = [str(python), "-m", "pytest", "-p", "no:cacheprovider", "-m", name, *tests, *rest]
+        print(f"dev.py sharding: {' '.join(cmd)}", flush=True)
+        rc = subprocess.run(cmd, cwd=env.ROOT, env=environ).returncode
+        worst = worst or rc
+    return worst
 
 
 def main(argv: list[str]) -> int:

@@ -97,10 +97,13 @@ def _local(model: nn.Module, ties: Sequence[Sequence[str]], exact: bool) -> dict
 
 def _default_ties(model: nn.Module) -> list[list[str]]:
     from .._build import build_graph
+    from .._graph import view_of
+    from .kept import replica_ties
 
     tg = build_graph(model)
     pairs = [[t.target, t.source] for t in tg.declared_ties() if t.status in ("tied", "not-tied")]
-    return [sorted(set(g)) for g in [*tg.tie_groups(full_paths=True), *pairs]]
+    groups = [*tg.tie_groups(full_paths=True), *pairs, *replica_ties(view_of(tg))]
+    return [sorted(set(g)) for g in groups]
 
 
 def _mismatch(
@@ -143,8 +146,9 @@ def check_tied_replicas(
     ties
         The tie groups to check, as slot names (e.g. ``f.paths`` of
         :func:`tiegraph.sharding.check_stage_split`'s findings, or the whole model's
-        ``tie_groups(full_paths=True)``). Default: the tie groups and the declared ties this rank sees;
-        pass the same ``ties`` on every rank.
+        ``tie_groups(full_paths=True)``). Default: the tie groups and the declared ties this rank sees,
+        and the ties an engine keeps across ranks (DeepSpeed ``TiedLayerSpec`` weights, Megatron-core's
+        shared embedding); pass the same ``ties`` on every rank.
     group
         The process group; None for the default group.
     exact
