@@ -21,6 +21,7 @@ from .errors import CheckpointError
 if TYPE_CHECKING:
     from torch import nn
 
+    from ._declared import DeclaredTie
     from ._graph import TieGraph
     from ._view import GraphView
 
@@ -166,100 +167,128 @@ def check_checkpoint(
     list of str
         Notes on what the files hold, for the report (findings are not repeated there).
     """
-    prefix = getattr(model, "base_model_prefix", "") or ""
-    keys = files.keys
-    directory = str(files.directory)
-    lines = [
-        f"checkpoint: {files.directory} ({len(keys)} tensors in {len(files.files)} safetensors file"
-        f"{'' if len(files.files) == 1 else 's'}{', index ' + files.index if files.index else ''})"
-    ]
-    problems: list[dict[str, Any]] = []
+    check = _Check(tg, model, files, check_values)
+    check.unread_files()
+    if files.files:
+        check.shapes()
+        for group in tg.tie_groups():
+            check.tie_group(group)
+        for tie in tg.declared_ties():
+            if tie.status in ("not-tied", "gated-off"):
+                check.declared(tie)
+        check.leftovers()
+    else:
+        check.lines.append("  no safetensors files: nothing to compare")
+    _record(tg, check.directory, check.problems)
+    return check.lines
 
-    def problem(kind: str, paths: list[str], **fields: Any) -> None:
-        problems.append(
-            {"kind": kind, "paths": sorted(set(paths)), "fields": {"directory": directory, **fields}}
+
+class _Check:
+    """One checkpoint laid beside one graph: the report's notes and the findings, as they are found."""
+
+    def __init__(self, tg: TieGraph, model: nn.Module, files: CheckpointFiles, check_values: bool) -> None:
+        self.tg, self.files, self.check_values = tg, files, check_values
+        self.prefix = getattr(model, "base_model_prefix", "") or ""
+        self.directory = str(files.directory)
+        self.lines = [
+            f"checkpoint: {files.directory} ({len(files.keys)} tensors in {len(files.files)} safetensors file"
+            f"{'' if len(files.files) == 1 else 's'}{', index ' + files.index if files.index else ''})"
+        ]
+        self.problems: list[dict[str, Any]] = []
+        self.slots: dict[str, tuple[str, tuple[int, ...]]] = {}
+        self.matched: set[str] = set()
+        self.mismatched: set[str] = (
+            set()
+        )  # keys saved with another shape: loading fails, values do not matter
+        self.grouped: set[str] = set()
+
+    def problem(self, kind: str, paths: list[str], **fields: Any) -> None:
+        self.problems.append(
+            {"kind": kind, "paths": sorted(set(paths)), "fields": {"directory": self.directory, **fields}}
         )
 
-    if files.skipped:
-        lines.append(f"  skipped (pickle, never unpickled): {', '.join(files.skipped)}")
-        if not files.files:
-            problem(
+    def key(self, name: str) -> str | None:
+        return _file_key(name, self.files.keys, self.prefix)
+
+    def unread_files(self) -> None:
+        """Pickle files never opened, and shards the index names that are absent."""
+        files = self.files
+        if files.skipped:
+            self.lines.append(f"  skipped (pickle, never unpickled): {', '.join(files.skipped)}")
+            if not files.files:
+                self.problem(
+                    "checkpoint-not-checked",
+                    files.skipped,
+                    what=f"only pickle files ({', '.join(files.skipped)})",
+                    why="tiegraph never unpickles (unpickling runs code)",
+                    fix=(
+                        "if you trust them, load the model yourself and save_pretrained() it (safetensors), "
+                        "then inspect that folder"
+                    ),
+                )
+        if files.missing_shards:
+            self.lines.append(f"  shards named by the index but absent: {', '.join(files.missing_shards)}")
+            self.problem(
                 "checkpoint-not-checked",
-                files.skipped,
-                what=f"only pickle files ({', '.join(files.skipped)})",
-                why="tiegraph never unpickles (unpickling runs code)",
-                fix=(
-                    "if you trust them, load the model yourself and save_pretrained() it (safetensors), "
-                    "then inspect that folder"
-                ),
+                files.missing_shards,
+                what=f"an index naming shards that are absent ({', '.join(files.missing_shards)})",
+                why="cannot be read, and from_pretrained fails on them",
+                fix="copy the missing shards into the folder",
             )
-    if files.missing_shards:
-        lines.append(f"  shards named by the index but absent: {', '.join(files.missing_shards)}")
-        problem(
-            "checkpoint-not-checked",
-            files.missing_shards,
-            what=f"an index naming shards that are absent ({', '.join(files.missing_shards)})",
-            why="cannot be read, and from_pretrained fails on them",
-            fix="copy the missing shards into the folder",
-        )
-    if not files.files:
-        lines.append("  no safetensors files: nothing to compare")
-        _record(tg, directory, problems)
-        return lines
-    slots = _parameters(tg)
-    matched: set[str] = set()
-    mismatched: set[str] = set()  # keys saved with another shape: loading fails, values do not matter
-    for name, (kind, shape) in slots.items():
-        key = _file_key(name, keys, prefix)
-        if key is None:
-            continue
-        matched.add(key)
-        saved_shape = _saved_shape(files, key)
-        if saved_shape is not None and kind == "parameter" and saved_shape != shape:
-            mismatched.add(key)
-            problem(
-                "checkpoint-shape-mismatch", [name], key=key, slot=name, saved=saved_shape, expected=shape
-            )
-    grouped: set[str] = set()
-    for group in tg.tie_groups():
-        grouped.update(group)
-        present = [(n, k) for n in group if (k := _file_key(n, keys, prefix))]
-        absent = [n for n in group if not _file_key(n, keys, prefix)]
+
+    def shapes(self) -> None:
+        """Every parameter saved with another shape than the model's."""
+        self.slots = _parameters(self.tg)
+        for name, (kind, shape) in self.slots.items():
+            key = self.key(name)
+            if key is None:
+                continue
+            self.matched.add(key)
+            saved_shape = _saved_shape(self.files, key)
+            if saved_shape is not None and kind == "parameter" and saved_shape != shape:
+                self.mismatched.add(key)
+                self.problem(
+                    "checkpoint-shape-mismatch", [name], key=key, slot=name, saved=saved_shape, expected=shape
+                )
+
+    def tie_group(self, group: list[str]) -> None:
+        """How a tie group is saved: not at all, once, or in copies (compared when values are asked for)."""
+        self.grouped.update(group)
+        present = [(n, k) for n in group if (k := self.key(n))]
+        absent = [n for n in group if not self.key(n)]
         head = f"  tie group {', '.join(group)}:"
+        saved = ", ".join(k for _, k in present)
         if not present:
-            problem(
+            self.problem(
                 "checkpoint-tied-target-missing",
                 group,
                 missing=f"the tie group {', '.join(group)}",
                 why="none of its slots is",
                 fix="save one of them",
             )
-            lines.append(f"{head} none saved")
+            self.lines.append(f"{head} none saved")
         elif len(present) == 1:
-            lines.append(f"{head} saved once as {present[0][1]}; absent {', '.join(absent)} (normal)")
-        elif mismatched & {k for _, k in present}:
-            lines.append(f"{head} {len(present)} copies saved, not all of the model's shape")
-        elif not check_values:
-            saved = ", ".join(k for _, k in present)
-            lines.append(f"{head} {len(present)} copies saved ({saved}); --check-values compares them")
+            self.lines.append(f"{head} saved once as {present[0][1]}; absent {', '.join(absent)} (normal)")
+        elif self.mismatched & {k for _, k in present}:
+            self.lines.append(f"{head} {len(present)} copies saved, not all of the model's shape")
+        elif not self.check_values:
+            self.lines.append(f"{head} {len(present)} copies saved ({saved}); --check-values compares them")
+        elif _all_equal(self.files, [k for _, k in present]):
+            self.lines.append(f"{head} {len(present)} equal copies saved ({saved}); loads tied")
         else:
-            saved = ", ".join(k for _, k in present)
-            if _all_equal(files, [k for _, k in present]):
-                lines.append(f"{head} {len(present)} equal copies saved ({saved}); loads tied")
-            else:
-                problem("checkpoint-tied-copies-differ", group, saved=saved)
-                lines.append(f"{head} {len(present)} saved copies differ ({saved})")
-    for tie in tg.declared_ties():
-        if tie.status not in ("not-tied", "gated-off"):
-            continue
-        target, source = _file_key(tie.target, keys, prefix), _file_key(tie.source, keys, prefix)
+            self.problem("checkpoint-tied-copies-differ", group, saved=saved)
+            self.lines.append(f"{head} {len(present)} saved copies differ ({saved})")
+
+    def declared(self, tie: DeclaredTie) -> None:
+        """A declared pair the model does not tie: an end missing from the files, or both ends compared."""
+        target, source = self.key(tie.target), self.key(tie.source)
         why = (
             f"{_flag_name(tie.declared_by)} is False"
             if tie.status == "gated-off"
             else "they do not share memory in the model the config builds"
         )
         if target is None:
-            problem(
+            self.problem(
                 "checkpoint-tied-target-missing",
                 [tie.target, tie.source],
                 missing=tie.target,
@@ -270,36 +299,40 @@ def check_checkpoint(
                 ),
             )
         elif source is None:
-            problem(
+            self.problem(
                 "checkpoint-declared-source-missing",
                 [tie.target, tie.source],
                 source=tie.source,
                 target=tie.target,
                 why=why,
             )
-        elif check_values and not mismatched & {target, source}:
-            same = _all_equal(files, [target, source])
-            lines.append(
+        elif self.check_values and not self.mismatched & {target, source}:
+            same = _all_equal(self.files, [target, source])
+            self.lines.append(
                 f"  declared {tie.target} <- {tie.source} ({tie.status}): both saved, "
                 + ("equal values (tying them loses nothing)" if same else "different values")
             )
-    missing = [
-        n
-        for n, (kind, _) in slots.items()
-        if kind == "parameter" and n not in grouped and not _file_key(n, keys, prefix)
-    ]
-    reported = {p for item in problems for p in item["paths"]}
-    missing = [n for n in missing if n not in reported]
-    if missing:
-        shown = ", ".join(missing[:5]) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
-        count = plural(len(missing), "parameter")
-        lines.append(f"  {count} absent from the files (initialised randomly): {shown}")
-    unexpected = sorted(set(keys) - matched)
-    if unexpected:
-        shown = ", ".join(unexpected[:5]) + (f" (+{len(unexpected) - 5} more)" if len(unexpected) > 5 else "")
-        lines.append(f"  {len(unexpected)} saved tensors match no slot of the model (ignored): {shown}")
-    _record(tg, directory, problems)
-    return lines
+
+    def leftovers(self) -> None:
+        """Parameters absent from the files (and not reported already), and saved tensors matching no slot."""
+        missing = [
+            n
+            for n, (kind, _) in self.slots.items()
+            if kind == "parameter" and n not in self.grouped and not self.key(n)
+        ]
+        reported = {p for item in self.problems for p in item["paths"]}
+        missing = [n for n in missing if n not in reported]
+        if missing:
+            shown = ", ".join(missing[:5]) + (f" (+{len(missing) - 5} more)" if len(missing) > 5 else "")
+            count = plural(len(missing), "parameter")
+            self.lines.append(f"  {count} absent from the files (initialised randomly): {shown}")
+        unexpected = sorted(set(self.files.keys) - self.matched)
+        if unexpected:
+            more = f" (+{len(unexpected) - 5} more)" if len(unexpected) > 5 else ""
+            shown = ", ".join(unexpected[:5]) + more
+            self.lines.append(
+                f"  {len(unexpected)} saved tensors match no slot of the model (ignored): {shown}"
+            )
 
 
 def _flag_name(declared_by: str) -> str:
