@@ -267,6 +267,7 @@ def read_metadata(index: Index, tensors: list[Any], flat: FlatViews) -> None:
     st_pointer: list[int] = []
     st_device: list[str] = []
     st_nbytes: list[int] = []
+    storages = (st_pointer, st_device, st_nbytes)
     t_storage: list[int] = []
     t_start: list[int] = []
     t_stop: list[int] = []
@@ -275,46 +276,15 @@ def read_metadata(index: Index, tensors: list[Any], flat: FlatViews) -> None:
     t_device: list[str] = []
     t_grad: list[bool] = []
     strings: dict[object, str] = {}
-    known = index.known
-    b_grad = index.b_grad
     for s in firsts:
         tensor = tensors[s]
         parts = None if tensor is None else parts_of(tensor)
-        if s in known:
-            meta = index.meta_of(s)
-        elif tensor is None:
-            meta = _unknown(s, b_grad)
-        else:
-            meta = slot_meta(tensor, parts, flat, strings)
-            if b_grad is not None:  # the build's, not the value after a requires_grad_() since
-                meta = meta._replace(requires_grad=bool(b_grad[s]))
+        meta = _first_meta(index, s, tensor, parts, flat, strings)
         t_device.append(meta.device)
         t_dtype.append(meta.dtype)
         t_shape.append(meta.shape)
         t_grad.append(meta.requires_grad)
-        local = parts[0] if parts else tensor
-        if not parts:
-            t_storage.append(-1)
-            t_start.append(0)
-            t_stop.append(0)
-            continue
-        try:
-            storage = local.untyped_storage()
-            pointer = storage.data_ptr()
-        except (RuntimeError, NotImplementedError, TypeError, AttributeError):
-            t_storage.append(-1)
-            t_start.append(0)
-            t_stop.append(0)
-            continue
-        sname = str(local.device)
-        key: object = (sname, pointer) if pointer else key_of(storage)
-        st = storage_number.get(key)
-        if st is None:
-            st = storage_number[key] = len(st_pointer)
-            st_pointer.append(pointer)
-            st_device.append(sname)
-            st_nbytes.append(storage.nbytes())
-        start, stop, _ = byte_extent(local)
+        st, start, stop = _placed(parts[0], storage_number, storages) if parts else (-1, 0, 0)
         t_storage.append(st)
         t_start.append(start)
         t_stop.append(stop)
@@ -325,3 +295,39 @@ def read_metadata(index: Index, tensors: list[Any], flat: FlatViews) -> None:
         f"{device}:{pointer:#x}" if pointer else f"{device}:storage-{n}"
         for n, (device, pointer) in enumerate(zip(st_device, st_pointer, strict=True))
     ]
+
+
+def _first_meta(
+    index: Index, s: int, tensor: Any, parts: list[Any] | None, flat: FlatViews, strings: dict[object, str]
+) -> SlotMeta:
+    """Slot ``s``'s metadata: read at build, unknown (no tensor), or read now with the build's grad flag."""
+    if s in index.known:
+        return index.meta_of(s)
+    if tensor is None:
+        return _unknown(s, index.b_grad)
+    meta = slot_meta(tensor, parts, flat, strings)
+    if index.b_grad is not None:  # the build's, not the value after a requires_grad_() since
+        meta = meta._replace(requires_grad=bool(index.b_grad[s]))
+    return meta
+
+
+def _placed(
+    local: Any, numbers: dict[Any, int], storages: tuple[list[int], list[str], list[int]]
+) -> tuple[int, int, int]:
+    """(storage number, byte start, byte stop) of a tensor's bytes ; (-1, 0, 0): none."""
+    try:
+        storage = local.untyped_storage()
+        pointer = storage.data_ptr()
+    except (RuntimeError, NotImplementedError, TypeError, AttributeError):
+        return -1, 0, 0
+    st_pointer, st_device, st_nbytes = storages
+    sname = str(local.device)
+    key: object = (sname, pointer) if pointer else key_of(storage)
+    st = numbers.get(key)
+    if st is None:
+        st = numbers[key] = len(st_pointer)
+        st_pointer.append(pointer)
+        st_device.append(sname)
+        st_nbytes.append(storage.nbytes())
+    start, stop, _ = byte_extent(local)
+    return st, start, stop
