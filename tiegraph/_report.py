@@ -21,6 +21,7 @@ from ._text import plural
 if TYPE_CHECKING:
     from ._acceptance import Acceptance
     from ._graph import TieGraph
+    from ._view import GraphView
 
 __all__ = ["findings_lines", "report"]
 
@@ -64,13 +65,25 @@ def report(tg: TieGraph, *, accept: Iterable[Acceptance | str] = ()) -> str:
     Findings: none (declarations, config and memory agree)
     """
     view = view_of(tg)
-    lines: list[str] = []
+    lines = _head_lines(tg, view)
+    lines += _group_lines(view)
+    placed = deployed_rows(view)
+    if placed:
+        lines += ["", f"Quantized or offloaded slots ({len(placed)})"]
+        lines += _table(["slot", "quantization", "placement", "runs on"], placed)
+    lines += _declared_lines(view)
+    lines += findings_lines(apply_acceptances(audit(tg), accept))
+    return "\n".join(lines)
+
+
+def _head_lines(tg: TieGraph, view: GraphView) -> list[str]:
+    """The model's class, sizes and input embedding; the config's tie flags; modules_to_save copies."""
     root_cls = view.module_cls(0) if view.num_modules else "model"
     embedding = tg.input_embedding()
     full = tg.input_embedding(full_paths=True)
     head = f"{root_cls}: {plural(tg.num_modules, 'module path')}, {plural(tg.num_slots, 'slot')}, "
     head += f"input embedding {_both(embedding, full)}" if embedding is not None else "input embedding none"
-    lines.append(head)
+    lines = [head]
     flags = view.tie_config
     said = (
         [f"config.tie_word_embeddings={flags.tie_word_embeddings}"]
@@ -84,7 +97,11 @@ def report(tg: TieGraph, *, accept: Iterable[Acceptance | str] = ()) -> str:
     for wrapper in view.modules_to_save:
         active = ", ".join(wrapper.active) or "none (original_module)"
         lines.append(f"modules_to_save: {wrapper.canonical} [{wrapper.path}], active copy: {active}")
+    return lines
 
+
+def _group_lines(view: GraphView) -> list[str]:
+    """The Tie groups section: groups of two or more canonical names, full paths in one column."""
     groups = sorted(view.groups(), key=lambda g: sorted(view.slot_canonical(s) for s in g))
     shown: list[tuple[str, list[tuple[str, str]]]] = []
     count = 0
@@ -107,18 +124,17 @@ def report(tg: TieGraph, *, accept: Iterable[Acceptance | str] = ()) -> str:
             f"    {canon.ljust(width)}  [{full}]" if full != canon else f"    {canon}"
             for canon, full in names
         ]
-    lines += ["", f"Tie groups ({count})"]
+    lines = ["", f"Tie groups ({count})"]
     lines += blocks if blocks else ["  none"]
     if count > _MAX_GROUPS:
         lines.append(f"  ... {count - _MAX_GROUPS} more (all of them: tg.tie_groups())")
+    return lines
 
-    placed = deployed_rows(view)
-    if placed:
-        lines += ["", f"Quantized or offloaded slots ({len(placed)})"]
-        lines += _table(["slot", "quantization", "placement", "runs on"], placed)
 
+def _declared_lines(view: GraphView) -> list[str]:
+    """The Declared ties section: a table, with full paths and copies under the rows that need them."""
     ties = view.declarations
-    lines += ["", f"Declared ties ({len(ties)})"]
+    lines = ["", f"Declared ties ({len(ties)})"]
     rows = []
     below: dict[int, str] = {}
     for tie in ties:
@@ -140,9 +156,7 @@ def report(tg: TieGraph, *, accept: Iterable[Acceptance | str] = ()) -> str:
             lines += textwrap.wrap(
                 below[i - 1], _WIDTH, initial_indent=indent, subsequent_indent=indent + " "
             )
-
-    lines += findings_lines(apply_acceptances(audit(tg), accept))
-    return "\n".join(lines)
+    return lines
 
 
 def findings_lines(findings: Sequence[Finding]) -> list[str]:
