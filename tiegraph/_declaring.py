@@ -17,8 +17,8 @@ Where declarations come from (every distinct module object of the tree, nested s
 - transformers 4 style lists (targets tied to the input embedding) on any module.
 - any other ``nn.Module`` with a ``_tied_weights_keys`` dict (and a ``PreTrainedModel`` that overrides
   ``get_expanded_tied_weights_keys``): keys are parameter names, module names or regexes relative to that
-  module, resolved by tiegraph (a module or regex key pairs the slots under it
-  with the source's slots of the same remaining name, ``heads.1.weight`` with ``heads.0.weight``).
+  module, resolved by tiegraph (a module or regex key pairs the slots under it with the source's slots of
+  the same remaining name, ``heads.1.weight`` with ``heads.0.weight``; a re-parametrized name: its carrier).
 
 Attributes are read from the module's own instance ``__dict__`` and class, never through ``getattr`` on
 the instance: ``PeftModel`` and ``OptimizedModule`` forward unknown attributes to the model inside them.
@@ -39,6 +39,7 @@ from ._canonical import join
 from ._declared import Declaration
 from ._index import Index
 from ._records import CopyWrapper, TieConfig
+from ._reparametrized import carrier
 
 __all__ = ["capture_declarations"]
 
@@ -258,8 +259,7 @@ class _Names:
         return ((name, None) for name in self._names(False))
 
 
-# One resolved or unresolved declared pair before it is recorded: target and source slots (-1: none),
-# the raw declaration, and the unresolved names (target, source) with a note.
+# A declared pair before it is recorded: slots (-1: none), raw names, unresolved or carried names, note.
 _Pair = tuple[int, int, tuple[str, str], tuple[str, str], str]
 
 
@@ -358,9 +358,8 @@ class _Reader:
         pairs: list[_Pair] = []
         for target, source in mapping.items():
             targets, sources = self._match(target), self._match(source)
-            if not targets or not sources:
-                missing = target if not targets else source
-                pairs.append((-1, -1, (target, source), (target, source), self._nothing(missing)))
+            if not targets or not sources:  # one end re-parametrized, or a name that names nothing
+                pairs.extend(self._pairs_by_name(target, source, (target, source)))
                 continue
             by_rest: dict[str, str] = {}
             for name, rest in sources:
@@ -406,10 +405,13 @@ class _Reader:
 
     def _pairs_by_name(self, target: str, source: str, raw: tuple[str, str]) -> list[_Pair]:
         targets, sources = self.named(target), self.named(source)
+        declared = (target, source) if bool(targets) != bool(sources) else ("", "")  # re-parametrized
+        targets = targets or carrier(self.index, target, sources, self.names, self.named)
+        sources = sources or carrier(self.index, source, targets, self.names, self.named)
         if not targets or not sources:
             missing = target if not targets else source
             return [(-1, -1, raw, (target, source), self._nothing(missing))]
-        return [(t, s, raw, ("", ""), "") for t in targets for s in sources]
+        return [(t, s, raw, declared, "") for t in targets for s in sources]
 
     def _match(self, key: str) -> list[tuple[str, str]]:
         """``(name, rest)`` for the names ``key`` names: exactly, as a module prefix, or as a regex."""
@@ -466,8 +468,8 @@ class _Reader:
             shares = t_root[s_tensor[target]] == t_root[s_tensor[source]]
             status = "gated-off" if self.gated else "tied" if shares else "not-tied"
             listed: bool | None = None
-            if listed_in is not None:
-                key = idx.slot_canon_of(target)
+            if listed_in is not None:  # a re-parametrized target is listed under its declared name
+                key = join(self.canon, unresolved[0]) if unresolved[0] else idx.slot_canon_of(target)
                 if not root_relative:
                     key = (
                         key[len(self.canon) + 1 :] if self.canon and key.startswith(self.canon + ".") else key
