@@ -2,7 +2,7 @@
 
 Run with the transformers whose defaults a rule models (no torch needed: config classes only), e.g. in a
 venv with ``transformers==4.57.6``: ``python devtools/tie_defaults.py``. The model types it prints as False
-are :data:`tiegraph.engines.transformers4.UNTIED_BY_DEFAULT`; ``null`` marks a config class that cannot be
+are :data:`tiegraph.engines._transformers4.UNTIED_BY_DEFAULT`; ``null`` marks a config class that cannot be
 built without arguments (composite configs).
 """
 

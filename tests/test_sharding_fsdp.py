@@ -24,7 +24,7 @@ from _shard_workers import FIXED, PLANS, ends, llama, step
 import tiegraph
 from tiegraph.errors import PathNotFoundError, TiegraphError
 from tiegraph.sharding import fixed_plan
-from tiegraph.sharding.fsdp import outcomes
+from tiegraph.sharding._fsdp import outcomes
 
 WORLD = 2
 TIMEOUT = 300  # seconds for both ranks; about 40 s on a busy 2-core machine

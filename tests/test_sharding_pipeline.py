@@ -19,7 +19,7 @@ import tiegraph
 from tiegraph.distributed import compare
 from tiegraph.errors import PathNotFoundError, TiegraphError
 from tiegraph.sharding import check_stage_split
-from tiegraph.sharding.replicas import fingerprint
+from tiegraph.sharding._replicas import fingerprint
 
 WORLD = 2
 TIMEOUT = 240  # seconds for both ranks; about 30 s on a busy 2-core machine

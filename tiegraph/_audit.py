@@ -25,7 +25,7 @@ from ._storage import Components
 from ._values import sentence
 from .engines import _lint as declaration_lint
 from .errors import NoInputEmbeddingError
-from .sharding import after as cut
+from .sharding import _after as cut
 from .sharding import kept, zero
 
 if TYPE_CHECKING:

@@ -2,7 +2,7 @@
 
 :func:`record_cut` runs once per build: one check over the model's distinct classes when no module is an
 ``FSDPModule``, else it reads each FSDP2 state's modules and parameters (torch keeps them privately) and
-records the call text per parameter slot in ``index.cut``. :mod:`tiegraph.sharding.after` explains a
+records the call text per parameter slot in ``index.cut``. :mod:`tiegraph.sharding._after` explains a
 declared pair the cut split; :mod:`tiegraph.sharding` writes plans with the same call text.
 """
 

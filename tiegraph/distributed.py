@@ -30,7 +30,7 @@ from torch import nn
 
 from ._build import InputEmbedding, build_graph
 from .errors import NoInputEmbeddingError, TiegraphError
-from .sharding.replicas import ReplicaMismatch, check_tied_replicas
+from .sharding._replicas import ReplicaMismatch, check_tied_replicas
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup

@@ -26,15 +26,15 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from . import (
-    llamacpp_convert,
-    llamacpp_runtime,
-    mlx,
-    optimum_onnx,
-    ort_genai,
-    sglang,
-    transformers4,
-    transformers5,
-    vllm,
+    _llamacpp_convert,
+    _llamacpp_runtime,
+    _mlx,
+    _optimum_onnx,
+    _ort_genai,
+    _sglang,
+    _transformers4,
+    _transformers5,
+    _vllm,
 )
 from ._facts import HEAD_STATES, FolderError, FolderFacts, folder_facts, tie_flags
 from ._kinds import KINDS, SEVERITY, findings
@@ -85,15 +85,15 @@ ENGINE_IDS: tuple[str, ...] = (
 RULES: dict[str, Rule] = {
     rule.engine: rule
     for rule in (
-        transformers5.RULE,
-        transformers4.RULE,
-        vllm.RULE,
-        llamacpp_convert.RULE,
-        llamacpp_runtime.RULE,
-        mlx.RULE,
-        ort_genai.RULE,
-        optimum_onnx.RULE,
-        sglang.RULE,
+        _transformers5.RULE,
+        _transformers4.RULE,
+        _vllm.RULE,
+        _llamacpp_convert.RULE,
+        _llamacpp_runtime.RULE,
+        _mlx.RULE,
+        _ort_genai.RULE,
+        _optimum_onnx.RULE,
+        _sglang.RULE,
     )
 }
 

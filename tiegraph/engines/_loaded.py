@@ -2,7 +2,7 @@
 
 ``tiegraph diff`` and anything else that compares checkpoints compare what loading them gives. The model
 built on meta from a folder's ``config.json`` ties what the config says; the installed transformers' rule
-(:mod:`tiegraph.engines.transformers5` or :mod:`~tiegraph.engines.transformers4`, the one implementation)
+(:mod:`tiegraph.engines._transformers5` or :mod:`~tiegraph.engines._transformers4`, the one implementation)
 then says whether the head stays tied after the files are loaded, and :func:`as_loaded` unties it where
 ``from_pretrained`` would.
 """

@@ -3,7 +3,7 @@
 Read from the llama-cpp-python 0.3.36 sdist (``vendor/llama.cpp/src/models``): ``llama.cpp`` and
 ``qwen2.cpp`` ``load_tensors`` create ``output`` with ``TENSOR_NOT_REQUIRED`` and fall back to ``token_embd``
 (``TENSOR_DUPLICATED``) when the GGUF has none; ``gemma.cpp`` always uses ``token_embd``. The GGUF is the
-converter's (:mod:`tiegraph.engines.llamacpp_convert`), so the head is the one the converter wrote; a head
+converter's (:mod:`tiegraph.engines._llamacpp_convert`), so the head is the one the converter wrote; a head
 of another vocabulary size fails ``llama_model_loader::check_tensor_dims`` ("has wrong shape"). An
 ``output.bias`` the converter wrote is read by ``qwen2.cpp`` (``output_b``); ``llama.cpp`` creates no such
 tensor, so ``done_getting_tensors`` fails ("wrong number of tensors").
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from . import llamacpp_convert
+from . import _llamacpp_convert
 from ._rule import Case
 
 __all__ = ["RULE"]
@@ -21,14 +21,14 @@ __all__ = ["RULE"]
 _WRONG_SHAPE = Case("load-error", True, "src/llama-model-loader.cpp: tensor 'output.weight' has wrong shape")
 
 RULE = replace(
-    llamacpp_convert.RULE,
+    _llamacpp_convert.RULE,
     engine="llama.cpp-runtime",
-    table={**llamacpp_convert.TABLE, (True, "mismatch"): _WRONG_SHAPE, (False, "mismatch"): _WRONG_SHAPE},
+    table={**_llamacpp_convert.TABLE, (True, "mismatch"): _WRONG_SHAPE, (False, "mismatch"): _WRONG_SHAPE},
     companions={"bias": "load-error", "qwen2:bias": "kept", "gemma:bias": "load-error"},
     verified=False,
     source_ref=(
         "src/models/llama.cpp, src/models/qwen2.cpp: load_tensors (output TENSOR_NOT_REQUIRED, else "
         "token_embd TENSOR_DUPLICATED); src/models/gemma.cpp: load_tensors (output = token_embd); "
-        "on the GGUF of " + llamacpp_convert.SOURCE
+        "on the GGUF of " + _llamacpp_convert.SOURCE
     ),
 )

@@ -2,7 +2,7 @@
 
 Read from onnxruntime-genai 0.18.0: ``onnxruntime_genai/models/builders/base.py`` ``Model.load_weights``
 loads an unquantized folder with transformers' ``AutoModelForCausalLM.from_pretrained`` (transformers 5), so
-the head is what transformers 5 loads (:mod:`tiegraph.engines.transformers5`). ``builder.py`` sets
+the head is what transformers 5 loads (:mod:`tiegraph.engines._transformers5`). ``builder.py`` sets
 ``shared_embeddings`` to the config's top-level ``tie_word_embeddings``, and then
 ``Model.make_embedding_lookup`` builds the input embedding from the head's matrix (``lm_head.MatMul.weight``
 transposed): when transformers left a different saved head untied, the ONNX model's input embedding is
@@ -11,7 +11,7 @@ that head (onnxruntime-genai#2306).
 
 from __future__ import annotations
 
-from . import transformers5
+from . import _transformers5
 from ._rule import Case, Flag, Rule
 
 __all__ = ["RULE"]
@@ -22,7 +22,7 @@ SOURCE = (
 )
 
 TABLE = {
-    **transformers5.TABLE,
+    **_transformers5.TABLE,
     (True, "different"): Case(
         "embedding-replaced",
         True,
