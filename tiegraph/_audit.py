@@ -26,7 +26,7 @@ from ._values import sentence
 from .engines import _lint as declaration_lint
 from .errors import NoInputEmbeddingError
 from .sharding import _after as cut
-from .sharding import kept, zero
+from .sharding import _kept, _zero
 
 if TYPE_CHECKING:
     from ._declared import Declaration
@@ -117,7 +117,7 @@ CORE_KINDS: dict[str, str] = {
     **_PAIR_KINDS,
     **_deployed.KINDS,
     **cut.KINDS,
-    **zero.KINDS,
+    **_zero.KINDS,
     **_GROUP_AND_FLAG_KINDS,
 }
 
@@ -171,7 +171,7 @@ def core_findings(view: GraphView) -> list[Finding]:
     found: list[Finding] = []
     ie = set(view.input_embedding_slots)
     # their own kinds say more than declared-not-tied: a device split, a quantized end, an FSDP2 or ZeRO-3 cut
-    placed_or_quantized = {**_deployed.untied_pairs(view), **cut.split_pairs(view), **zero.split_pairs(view)}
+    placed_or_quantized = {**_deployed.untied_pairs(view), **cut.split_pairs(view), **_zero.split_pairs(view)}
     for tie in view.declarations:
         if (tie.target, tie.source) not in placed_or_quantized:
             found.extend(_pair_findings(view, tie, ie))
@@ -265,7 +265,7 @@ def _flag_findings(view: GraphView, ie: set[int], found: list[Finding]) -> list[
         explained = (
             _deployed.explains_untied(view)
             or bool(cut.split_pairs(view))
-            or bool(zero.split_pairs(view))
+            or bool(_zero.split_pairs(view))
             or any(f.kind == "modules-to-save-copy-untied" for f in found)
         )
         if not tied_to and resolved and not explained and not _flag_honored(view):
@@ -486,8 +486,8 @@ FINDERS: list[Finder] = [
     Finder(CORE_KINDS, core_findings),
     Finder(_deployed.KINDS, _deployed.findings),
     Finder(cut.KINDS, cut.findings),
-    Finder(zero.KINDS, zero.findings),
-    Finder(kept.KINDS, kept.findings),
+    Finder(_zero.KINDS, _zero.findings),
+    Finder(_kept.KINDS, _kept.findings),
     Finder(_adapters.KINDS, _adapters.findings),
     Finder(_checkpoint.KINDS, _checkpoint.findings),
     Finder(declaration_lint.KINDS, declaration_lint.findings),

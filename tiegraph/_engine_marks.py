@@ -9,7 +9,7 @@
   whose output layer takes the embedding's weight as an argument, and parameters marked
   ``shared_embedding``.
 
-:mod:`tiegraph.sharding.zero` and :mod:`tiegraph.sharding.kept` turn the records into findings. Nothing here
+:mod:`tiegraph.sharding._zero` and :mod:`tiegraph.sharding._kept` turn the records into findings. Nothing here
 imports deepspeed or megatron: each engine's attributes are looked for only once it has been imported (a
 ``sys.modules`` check per build otherwise).
 """

@@ -9,6 +9,6 @@ from __future__ import annotations
 
 from ._fsdp import check_shard_plan, fixed_plan
 from ._pipeline import check_stage_split
-from .zero import check_zero3
+from ._zero import check_zero3
 
 __all__ = ["check_shard_plan", "check_stage_split", "check_zero3", "fixed_plan"]

@@ -98,7 +98,7 @@ def _local(model: nn.Module, ties: Sequence[Sequence[str]], exact: bool) -> dict
 def _default_ties(model: nn.Module) -> list[list[str]]:
     from .._build import build_graph
     from .._graph import view_of
-    from .kept import replica_ties
+    from ._kept import replica_ties
 
     tg = build_graph(model)
     pairs = [[t.target, t.source] for t in tg.declared_ties() if t.status in ("tied", "not-tied")]
