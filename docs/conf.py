@@ -112,9 +112,10 @@ def _summary(obj: object) -> str:
 def documented_names() -> tuple[dict[str, str], dict[str, list[str]]]:
     """Where each public object is documented, and every exported name pointing at it.
 
-    An object is documented once: under the public module that defines it (``TieGraph`` under
-    ``tiegraph._graph``), else under the first public module exporting it. Returns ``{exported name:
-    documented name}`` (``"tiegraph.TieGraph": "tiegraph._graph.TieGraph"``) and ``{module: [names it
+    An object is documented once: under the public module that defines it (``ConfigurationError`` under
+    ``tiegraph.errors``), else under the first public module exporting it (``TieGraph``, defined in the
+    private ``tiegraph._graph``, under ``tiegraph``). Returns ``{exported name: documented name}``
+    (``"tiegraph.ConfigurationError": "tiegraph.errors.ConfigurationError"``) and ``{module: [names it
     documents]}``.
     """
     modules = public_modules()
