@@ -30,6 +30,7 @@ def test_report_counts_tests_run_and_calling_the_helper() -> None:
         "made": "when",
         "environment": "Python 3, torch 2, transformers 5",
         "calls": {"t::a": 2},
+        "same_calls": True,
         "minutes": 1.5,
     }
     table = run.report({"accelerate": entry})
@@ -50,3 +51,4 @@ def test_report_counts_tests_run_and_calling_the_helper() -> None:
         "1.5",
     ]
     assert "| accelerate | `t::c` | passed | passed | failed | **not explained** |" in table
+    assert "reached every call site: accelerate yes." in table

@@ -253,7 +253,8 @@ def _outcomes(report: Path) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the selections; exit 1 when a test passing with a peer's helper fails with the drop-in."""
+    """Run the selections; exit 1 when a test passing with a peer's helper fails with the drop-in, or when
+    the drop-in was not called wherever the peer's helper was (the swap missed a call site)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--peer", action="append", choices=sorted(VERSIONS), help="only these peers")
     parser.add_argument("--no-write", action="store_true", help=f"do not rewrite {RESULTS.name}")
@@ -273,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         outcomes = {helper: collect(peer, helper) for helper in HELPERS}
         entry = {"outcomes": outcomes, "version": VERSIONS[peer], "made": _made(peer)}
         entry["calls"] = collect_calls(peer)
+        entry["same_calls"] = _same_calls(outcomes, entry["calls"], collect_calls(peer, "tiegraph"))
         for key in ("minutes", "environment"):
             entry[key] = stored.get(peer, {}).get(key, "")
         if not args.report_only:
@@ -284,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
             STORED.write_text(json.dumps(stored, indent=1, sort_keys=True) + "\n")
             RESULTS.write_text(report(stored))
     print(report(stored))
-    return 0 if all(_target_met(stored[p]["outcomes"]) for p in peers) else 1
+    met = all(_target_met(stored[p]["outcomes"]) and stored[p].get("same_calls") is not False for p in peers)
+    return 0 if met else 1
 
 
 def collect(peer: str, helper: str) -> dict[str, str]:
@@ -295,15 +298,28 @@ def collect(peer: str, helper: str) -> dict[str, str]:
     return found
 
 
-def collect_calls(peer: str) -> dict[str, int] | None:
-    """How often each test of the last run with the peer's own helper called it (:mod:`.plugin` counts)."""
-    files = sorted((CACHE / "runs" / peer / "peer").glob("calls-*.json"))
+def collect_calls(peer: str, helper: str = "peer") -> dict[str, int] | None:
+    """How often each test of the last run with ``helper`` called the helper in place (:mod:`.plugin`)."""
+    files = sorted((CACHE / "runs" / peer / helper).glob("calls-*.json"))
     if not files:
         return None
     found: dict[str, int] = {}
     for calls_file in files:
         found.update(json.loads(calls_file.read_text()))
     return found
+
+
+def _same_calls(
+    outcomes: dict[str, dict[str, str]], peer: dict[str, int] | None, ours: dict[str, int] | None
+) -> bool | None:
+    """Whether every test passing with both helpers called the drop-in as often as the peer's helper.
+
+    The counter wraps whatever helper is in place, so equal counts mean the swap reached every call site.
+    """
+    if peer is None or ours is None:
+        return None
+    both = [t for t, v in outcomes["peer"].items() if v == "passed" and outcomes["tiegraph"].get(t) == v]
+    return all(peer.get(t, 0) == ours.get(t, 0) for t in both)
 
 
 def environment() -> str:
@@ -342,6 +358,11 @@ def _why(test: str) -> str:
     return "**not explained**"
 
 
+def _same_calls_line(stored: dict[str, Any]) -> str:
+    said = {True: "yes", False: "**no**", None: "not counted"}
+    return ", ".join(f"{peer} {said[stored[peer].get('same_calls')]}" for peer in VERSIONS if peer in stored)
+
+
 def report(stored: dict[str, Any]) -> str:
     """The Markdown written to RESULTS.md: counts per peer, then every test whose outcome differs."""
     lines = [
@@ -368,7 +389,8 @@ def report(stored: dict[str, Any]) -> str:
         "",
         "*Run here*: not skipped on this machine (the rest need CUDA, several accelerators or bitsandbytes). "
         "*Call the helper*: tests in which the peer called its own helper at least once (the plugin counts "
-        "the calls).",
+        "the calls). In every test passing with both, the drop-in (default mode) was called exactly as often "
+        f"as the peer's helper, so the swap reached every call site: {_same_calls_line(stored)}.",
         "",
         "Tests whose outcome differs between the helpers:",
         "",
