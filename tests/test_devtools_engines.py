@@ -103,3 +103,33 @@ def test_write_rows_replaces_the_same_cell(tmp_path):
 def test_matches(measured, note, predicted, match):
     """'neither' verifies random and uninitialised; an equal head verifies embedding and folder-head."""
     assert harness._matches({"head": measured, "note": note}, predicted) is match
+
+
+@pytest.mark.parametrize(
+    ("companions", "row", "match"),
+    [
+        ((("final_logits_bias", "kept"),), {"head": "embedding", "bias": "kept"}, True),
+        ((("lm_head.bias", "dropped-warns"),), {"head": "embedding", "bias": "dropped"}, True),
+        ((("lm_head.bias", "kept"),), {"head": "embedding", "bias": "dropped"}, False),
+        ((("lm_head.bias", "load-error"),), {"head": "load-error"}, True),
+        ((), {"head": "embedding"}, True),
+    ],
+)
+def test_bias_fate_is_compared(companions, row, match):
+    """The bias a folder carries (lm_head.bias, final_logits_bias) is kept or dropped as predicted."""
+    assert harness._bias_matches(row, harness.predicted_bias(companions)) is match
+
+
+def test_failures_are_reported_not_silent(capsys):
+    """A runner that stopped, or an engine that did not build, fails the run even when every cell matched."""
+    rows = [
+        {"engine": "optimum-onnx", "ran": False, "why_not": "the runner stopped (exit 1) after 3 cells"},
+        {"engine": "optimum-onnx", "ran": False, "why_not": "not run: the folder is a BART encoder-decoder"},
+    ]
+    failures = harness.stopped(rows)
+    assert failures == ["optimum-onnx: the runner stopped (exit 1) after 3 cells"]
+    args = harness._parser().parse_args(["--no-write"])
+    good = {"engine": "vllm", "arch": "llama", "situation": "x", "predicted": "embedding", "match": True}
+    assert harness._report([good], [], args) == 0
+    assert harness._report([good], failures, args) == 1
+    assert "FAILED optimum-onnx: the runner stopped" in capsys.readouterr().out

@@ -31,10 +31,10 @@ SGLANG_WHY = (
 )
 # What a cold-cache run of --fast took here (build and run); .ci/run's comment states the same.
 CI_MINUTES = (
-    "not in `.ci/run`, because from a cold cache it ran well past the 20 minutes CI can give it: on this "
-    "2-core machine, shared with four other engineers' builds and tests (load average 12 to 20), the four "
-    "venvs took 39 minutes to build, transformers 5 and 4 then measured their 62 cells in 8 minutes, and "
-    "the converter had done 8 of its 31 cells 24 minutes later"
+    "`.ci/run` runs it on every submission with `--no-write` (a mismatch, an engine that does not build or a "
+    "runner that stops fails CI). From a cold cache on this 2-core machine, shared with other builds (load "
+    "average 13 to 20), it took 42 minutes: the four venvs 9.4 minutes, transformers 5 and 4 about 2 minutes "
+    "each, the converter 24 minutes (one `convert_hf_to_gguf.py` process per folder), optimum 2 minutes"
 )
 RUNTIME_WHY = (
     "not built: llama-cpp-python compiles from source (about 20 min of CPU on 2 cores); the build started "
@@ -88,6 +88,12 @@ def measure(engine: str, manifest_path: Path, scratch: Path, share: Path | None)
         return not_run(engine, manifest, SGLANG_WHY, version)
     if not envs.is_built(engine):
         return not_run(engine, manifest, RUNTIME_WHY if engine == "llama.cpp-runtime" else "not built")
+    # A folder meant for some consumers only (its ``engines``) is recorded as not run, with its why_not.
+    apart = [e for e in manifest if engine not in e.get("engines", [engine])]
+    skipped = [r for e in apart for r in not_run(engine, [e], e["why_not"])]
+    manifest = [e for e in manifest if e not in apart]
+    manifest_path = scratch / f"manifest-{engine}.json"
+    manifest_path.write_text(json.dumps(manifest, indent=1) + "\n")
     out = scratch / f"measured-{engine}.json"
     start = time.monotonic()
     log = (scratch / f"{engine}.log").open("w")  # the engine's own chatter; the rows carry what matters
@@ -108,7 +114,7 @@ def measure(engine: str, manifest_path: Path, scratch: Path, share: Path | None)
         rows += not_run(engine, [e for e in manifest if (e["arch"], e["situation"]) not in done], why)
     log.close()
     print(f"dev.py engines: {engine}: {len(rows)} cells in {time.monotonic() - start:.0f} s", flush=True)
-    return rows
+    return rows + skipped
 
 
 def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -139,10 +145,40 @@ def _matches(row: dict[str, Any], predicted: str) -> bool:
     return predicted == measured
 
 
+def predicted_bias(companions: Any) -> str | None:
+    """The fate the prediction gives the folder's bias (``lm_head.bias`` or ``final_logits_bias``), as the
+    runners measure it: ``kept`` or ``dropped`` (silent or not), ``load-error``; None when no bias.
+    """
+    fates = [fate for key, fate in companions if key.endswith(("lm_head.bias", "final_logits_bias"))]
+    if not fates:
+        return None
+    return "dropped" if fates[0].startswith("dropped") else fates[0]
+
+
+def _bias_matches(row: dict[str, Any], predicted: str | None) -> bool:
+    """A measured bias fate (the runners' ``bias``) against the predicted one; no bias measured: nothing."""
+    measured = row.get("bias")
+    if measured is None:  # no bias in the folder, or the load failed before it could be read
+        return predicted is None or row["head"] == "load-error"
+    return measured == predicted
+
+
+def _prediction(folder: str, engine: str) -> tuple[str, bool | None, str | None]:
+    """(head, warns, bias fate) tiegraph predicts for one folder and engine; a failure is a mismatch."""
+    from tiegraph.engines import outcomes
+
+    try:
+        # check_values: the folders are tiny, and a rule may turn on whether the head equals the embedding
+        (outcome,) = outcomes(folder, engines=[engine], check_values=True)
+    except Exception as exc:  # a prediction that fails is a mismatch to report, not a crash
+        return f"error: {type(exc).__name__}: {exc}", None, None
+    return outcome.head, outcome.warns, predicted_bias(outcome.companions)
+
+
 def compare(rows: list[dict[str, Any]], manifest: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Each measured cell beside tiegraph's prediction for it (``predicted`` is None without the room)."""
     try:
-        from tiegraph.engines import outcomes
+        import tiegraph.engines  # noqa: F401
     except ImportError:
         return [{**r, "predicted": None, "predicted_warns": None, "match": None} for r in rows]
     folders = {(e["arch"], e["situation"]): e["folder"] for e in manifest}
@@ -151,16 +187,16 @@ def compare(rows: list[dict[str, Any]], manifest: list[dict[str, Any]]) -> list[
         folder = folders.get((row["arch"], row["situation"]))
         if folder is None:
             continue
-        try:
-            # check_values: the folders are tiny, and a rule may turn on whether the head equals the embedding
-            (outcome,) = outcomes(folder, engines=[row["engine"]], check_values=True)
-            predicted, warns = outcome.head, outcome.warns
-        except Exception as exc:  # a prediction that fails is a mismatch to report, not a crash
-            predicted, warns = f"error: {type(exc).__name__}: {exc}", None
+        predicted, warns, bias = _prediction(folder, row["engine"])
         match = None
         if row["ran"]:
-            match = _matches(row, predicted) and (warns is None or warns == row["warns"])
-        out.append({**row, "predicted": predicted, "predicted_warns": warns, "match": match})
+            match = (
+                _matches(row, predicted)
+                and (warns is None or warns == row["warns"])
+                and _bias_matches(row, bias)
+            )
+        extra = {} if bias is None else {"predicted_bias": bias}
+        out.append({**row, "predicted": predicted, "predicted_warns": warns, **extra, "match": match})
     return out
 
 
@@ -177,7 +213,8 @@ builds one cached environment per engine under `~/.cache/tiegraph/engines/<engin
 `devtools/engines/requirements/`), saves tiny Llama, Qwen2 and Gemma models with transformers and edits
 the folders into each situation (config flag at every level, `lm_head.weight` added, removed or replaced,
 sharded files, a head padded past the embedding's vocabulary, a tied head with a learned bias, a LLaVA
-whose flag is only in `text_config`), loads every folder with the real engine on CPU and reads the head:
+whose flag is only in `text_config`, and a tied BART whose logits add a learned `final_logits_bias`), loads
+every folder with the real engine on CPU and reads the head:
 the weights where the engine exposes them (transformers, vLLM through `LLM.apply_model`, the GGUF file
 through `gguf.GGUFReader`, MLX parameters, the exported ONNX initializers).
 
@@ -191,11 +228,21 @@ moves or a rule in `tiegraph/engines/` changes; the date column says when each r
 `folder-head` (the folder's own `lm_head.weight`), `embedding-replaced` (the input embedding overwritten by
 the head), `load-error`, or `neither` (equal to no tensor of the folder: random initialisation and
 uninitialised memory cannot be told apart by a run, the prediction's finer label cites the engine's source).
-Where the folder's head equals its embedding, `embedding` and `folder-head` are the same answer. `warns` is
+Where the folder's head equals its embedding, `embedding` and `folder-head` are the same answer. Where the
+folder carries a bias of the head (`lm_head.bias`, `final_logits_bias`), the note gives its fate, predicted
+and measured (`kept`, `dropped`), and it must match too. `warns` is
 whether the engine printed a warning about the head or the tie while loading. A `match` of **NO** fails
 `dev.py engines`.
 
 """
+
+
+def _note(row: dict[str, Any]) -> str:
+    """The row's note, after the bias fate (predicted/measured) when the folder carries a bias."""
+    if row.get("bias") is None and row.get("predicted_bias") is None:
+        return str(row["note"])
+    bias = f"bias {_cell(row.get('predicted_bias'))}/{_cell(row.get('bias'))}"
+    return "; ".join(filter(None, [bias, row["note"]]))
 
 
 def write_docs(compared: list[dict[str, Any]], path: Path, ci_time: str = CI_MINUTES) -> None:
@@ -220,7 +267,7 @@ def write_docs(compared: list[dict[str, Any]], path: Path, ci_time: str = CI_MIN
             measured,
             warns,
             match,
-            r["note"],
+            _note(r),
         ]
         lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
     path.write_text(PAGE_HEAD.replace("{ci_time}", ci_time) + "\n".join(lines) + "\n")
@@ -238,6 +285,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--measured", type=Path, default=MEASURED, help="the measured table to merge rows into")
     p.add_argument("--mismatches", type=Path, help="write the cells whose prediction differs here")
     p.add_argument(
+        "--no-write",
+        action="store_true",
+        help="compare only: leave the measured table and the docs page as they are (what CI runs)",
+    )
+    p.add_argument(
         "--ci-minutes", default=CI_MINUTES, help="what the page says of the --fast set's cold time"
     )
     return p
@@ -253,15 +305,55 @@ def _engines(args: argparse.Namespace) -> list[str]:
     return chosen
 
 
-def _build(engines: list[str]) -> None:
+def _build(engines: list[str]) -> list[str]:
+    """Build each engine's environment; one line per engine that failed to build."""
+    failed = []
     for engine in engines:
         print(f"dev.py engines: {engine}: environment {envs.env_dir(engine)}", flush=True)
         try:
             took = envs.build(engine)
         except RuntimeError as exc:
             print(f"dev.py engines: {engine}: build failed: {exc}", flush=True)
+            failed.append(f"{engine}: build failed: {exc}")
             continue
         print(f"dev.py engines: {engine}: " + (f"built in {took:.0f} s" if took else "cached"), flush=True)
+    return failed
+
+
+def stopped(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per engine whose runner stopped before measuring every cell."""
+    lines = {
+        f"{r['engine']}: {r['why_not']}"
+        for r in rows
+        if not r["ran"] and str(r["why_not"]).startswith("the runner stopped")
+    }
+    return sorted(lines)
+
+
+def _report(compared: list[dict[str, Any]], failures: list[str], args: argparse.Namespace) -> int:
+    """Print every mismatch and every engine that did not run; the exit code (1 when any)."""
+    bad = [r for r in compared if r["match"] is False]
+    lines = [
+        f"{r['engine']} {r['arch']}/{r['situation']}: predicted {r['predicted']} (warns "
+        f"{r['predicted_warns']}, bias {r.get('predicted_bias')}), measured {r['head']} (warns {r['warns']}, "
+        f"bias {r.get('bias')}); {r['note']}"
+        for r in bad
+    ]
+    if args.mismatches is not None:
+        args.mismatches.write_text("".join(line + "\n" for line in lines))
+    for line in lines:
+        print(f"dev.py engines: MISMATCH {line}", flush=True)
+    for line in failures:
+        print(f"dev.py engines: FAILED {line}", flush=True)
+    if compared and not any(r["predicted"] for r in compared):
+        print("dev.py engines: tiegraph.engines is not importable: nothing compared", flush=True)
+        return 1
+    verified = sum(1 for r in compared if r["match"])
+    print(
+        f"dev.py engines: {verified} cells match, {len(bad)} mismatch, {len(failures)} engine(s) failed",
+        flush=True,
+    )
+    return 1 if bad or failures else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -271,9 +363,11 @@ def main(argv: list[str] | None = None) -> int:
     # The llama.cpp runtime compiles for ~20 min: built only when named in --only.
     named = args.only.split(",") if args.only else []
     wanted = [e for e in engines if e != "llama.cpp-runtime" or e in named]
-    _build(["transformers-5"] + ([] if args.no_build else [e for e in wanted if e != "transformers-5"]))
+    failures = _build(
+        ["transformers-5"] + ([] if args.no_build else [e for e in wanted if e != "transformers-5"])
+    )
     if args.build_only:
-        return 0
+        return 1 if failures else 0
     args.scratch.mkdir(parents=True, exist_ok=True)
     manifest_path = generate_folders(args.scratch)
     manifest = json.loads(manifest_path.read_text())
@@ -281,20 +375,13 @@ def main(argv: list[str] | None = None) -> int:
     today = datetime.date.today().isoformat()
     for engine in engines:
         rows += [{**r, "date": today} for r in measure(engine, manifest_path, args.scratch, args.share)]
-    write_rows(args.measured, rows)
-    compared = compare(json.loads(args.measured.read_text()), manifest)
-    write_docs(compared, args.docs, args.ci_minutes)
-    bad = [r for r in compared if r["match"] is False]
-    lines = [
-        f"{r['engine']} {r['arch']}/{r['situation']}: predicted {r['predicted']} (warns "
-        f"{r['predicted_warns']}), measured {r['head']} (warns {r['warns']}); {r['note']}"
-        for r in bad
-    ]
-    if args.mismatches is not None:
-        args.mismatches.write_text("".join(line + "\n" for line in lines))
-    print(f"dev.py engines: {len(rows)} cells measured, table in {args.docs}", flush=True)
-    for line in lines:
-        print(f"dev.py engines: MISMATCH {line}", flush=True)
-    if compared and compared[0]["predicted"] is None and not any(r["predicted"] for r in compared):
-        print("dev.py engines: tiegraph.engines is not importable: nothing compared", flush=True)
-    return 1 if bad else 0
+    failures += stopped(rows)
+    if args.no_write:  # only this run's cells, compared in memory: no file of the checkout changes
+        compared = compare(rows, manifest)
+        print(f"dev.py engines: {len(rows)} cells measured (--no-write: nothing written)", flush=True)
+    else:
+        write_rows(args.measured, rows)
+        compared = compare(json.loads(args.measured.read_text()), manifest)
+        write_docs(compared, args.docs, args.ci_minutes)
+        print(f"dev.py engines: {len(rows)} cells measured, table in {args.docs}", flush=True)
+    return _report(compared, failures, args)
