@@ -33,7 +33,17 @@ SIZES: dict[str, Any] = {
     "max_position_embeddings": 128,
 }
 ARCHES: dict[str, str] = {"llama": "llama", "qwen2": "qwen2", "gemma": "gemma"}
-SEEDS = {"llama": 1, "qwen2": 2, "gemma": 3, "llava": 4}
+SEEDS = {"llama": 1, "qwen2": 2, "gemma": 3, "llava": 4, "bart": 5}
+# An encoder-decoder whose head has a companion elsewhere in the files: BART (and Marian) add a learned
+# ``final_logits_bias`` to the logits of a head tied to ``model.shared``. Loaded by the consumers that have
+# the architecture; the others' rules are not read for it (the harness records why).
+SEQ2SEQ_ENGINES = ("transformers-5", "transformers-4", "optimum-onnx")
+SEQ2SEQ_WHY = (
+    "not run: the folder is a BART encoder-decoder (final_logits_bias). vLLM 0.32 has no BART of its own "
+    "(vllm/model_executor/models/registry.py _OOT_SUPPORTED_MODELS points BartForConditionalGeneration to "
+    "the out-of-tree bart-plugin, not on the package index here); llama.cpp's convert_hf_to_gguf.py "
+    "registers no BART; the other consumers' rules are not read for it"
+)
 # situation -> (config flag: True / False / None for no key at any level, head: None / "equal" / "different")
 CORE: dict[str, tuple[bool | None, str | None]] = {
     "tied-no-head": (True, None),
@@ -45,8 +55,9 @@ CORE: dict[str, tuple[bool | None, str | None]] = {
     "nokey-no-head": (None, None),
 }
 VARIANTS = ("sharded", "vocab-mismatch", "head-bias")
-SITUATIONS = (*CORE, "text-config-only", *VARIANTS)
+SITUATIONS = (*CORE, "text-config-only", *VARIANTS, "final-logits-bias")
 EMBED = "embed_tokens.weight"
+SHARED = "model.shared.weight"  # BART's input embedding, the one tensor its tied embeddings are saved as
 HEAD = "lm_head.weight"
 META = {"format": "pt"}
 
@@ -144,6 +155,29 @@ def _base_vlm() -> torch.nn.Module:
     return LlavaForConditionalGeneration(config).eval()
 
 
+def _base_bart() -> torch.nn.Module:
+    """A tiny BART, tied as BART ships, with a learned (non-zero) ``final_logits_bias``, seeded."""
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    torch.manual_seed(SEEDS["bart"])
+    config = BartConfig(
+        vocab_size=VOCAB,
+        d_model=64,
+        encoder_layers=1,
+        decoder_layers=1,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        encoder_ffn_dim=128,
+        decoder_ffn_dim=128,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+    )
+    model = BartForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        model.final_logits_bias.copy_(torch.randn(model.final_logits_bias.shape))
+    return model
+
+
 def _set_flag(config: dict[str, Any], flag: bool | None) -> None:
     """Set ``tie_word_embeddings`` at every level of the config (or remove it everywhere when ``None``)."""
     if flag is None:
@@ -168,9 +202,9 @@ def _edit_config(folder: Path, flag: bool | None, situation: str) -> None:
 
 def _head_tensors(tensors: dict[str, torch.Tensor], head: str | None, situation: str) -> None:
     """Add, remove or replace the head (and its companions) in the state dict, in place."""
-    embed = next(k for k in tensors if k.endswith(EMBED))
+    embed = _embedding_key(tensors)
     if head is None:
-        tensors.pop(HEAD)
+        tensors.pop(HEAD, None)
     elif head == "equal":
         tensors[HEAD] = tensors[embed].clone()
     gen = torch.Generator().manual_seed(99)
@@ -179,6 +213,10 @@ def _head_tensors(tensors: dict[str, torch.Tensor], head: str | None, situation:
         tensors[HEAD] = torch.cat([tensors[HEAD], extra]).contiguous()
     if situation == "head-bias":
         tensors["lm_head.bias"] = torch.randn(VOCAB, generator=gen)
+
+
+def _embedding_key(tensors: dict[str, torch.Tensor]) -> str:
+    return SHARED if SHARED in tensors else next(k for k in tensors if k.endswith(EMBED))
 
 
 def _write_tensors(folder: Path, tensors: dict[str, torch.Tensor], sharded: bool) -> None:
@@ -211,6 +249,7 @@ def _plan(situation: str) -> tuple[bool | None, str | None]:
         "vocab-mismatch": (False, "different"),
         "head-bias": (True, None),
         "text-config-only": (None, "different"),
+        "final-logits-bias": (True, None),
     }[situation]
 
 
@@ -224,17 +263,33 @@ def make_folder(base: Path, out: Path, refs: Path, arch: str, situation: str) ->
     tensors = load_file(str(base / "model.safetensors"))
     _head_tensors(tensors, head, situation)
     _write_tensors(folder, tensors, sharded=situation == "sharded")
-    embed = next(k for k in tensors if k.endswith(EMBED))
-    arrays = {"embedding": tensors[embed].float().numpy()}
+    arrays = {"embedding": tensors[_embedding_key(tensors)].float().numpy()}
     head_key = next((k for k in tensors if k.endswith(HEAD)), None)  # a VLM saves language_model.lm_head
     if head_key is not None:
         arrays["head"] = tensors[head_key].float().numpy()
-    if "lm_head.bias" in tensors:
-        arrays["bias"] = tensors["lm_head.bias"].float().numpy()
+    for bias in ("lm_head.bias", "final_logits_bias"):  # the runners compare either as the head's bias
+        if bias in tensors:
+            arrays["bias"] = tensors[bias].float().numpy().reshape(-1)
     ref = refs / f"{arch}__{situation}.npz"
     np.savez(ref, **arrays)
-    what = {"flag": flag, "head": head, "vlm": situation == "text-config-only"}
+    what: dict[str, Any] = {"flag": flag, "head": head, "vlm": situation == "text-config-only"}
+    if situation == "final-logits-bias":
+        what.update(seq2seq=True, engines=list(SEQ2SEQ_ENGINES), why_not=SEQ2SEQ_WHY)
     return {"arch": arch, "situation": situation, "folder": str(folder), "ref": str(ref), **what}
+
+
+APART = ("text-config-only", "final-logits-bias")  # situations of their own base model
+
+
+def _folders(
+    model: torch.nn.Module, out: Path, refs: Path, sp_model: Path, arch: str, key: str, wanted: list[str]
+) -> list[dict[str, Any]]:
+    """Save one base model, then every wanted situation of it."""
+    base = out / "base" / f"{arch}{key and '-' + key}"
+    shutil.rmtree(base, ignore_errors=True)
+    model.save_pretrained(base)
+    _add_tokenizer(base, sp_model)
+    return [make_folder(base, out, refs, arch, s) for s in wanted]
 
 
 def generate(out: Path) -> list[dict[str, Any]]:
@@ -249,12 +304,9 @@ def generate(out: Path) -> list[dict[str, Any]]:
         if arch == "llama":
             models["text-config-only"] = _base_vlm()
         for key, model in models.items():
-            base = out / "base" / f"{arch}{key and '-' + key}"
-            shutil.rmtree(base, ignore_errors=True)
-            model.save_pretrained(base)
-            _add_tokenizer(base, sp_model)
-            wanted = [key] if key else [s for s in SITUATIONS if s != "text-config-only"]
-            manifest += [make_folder(base, out, refs, arch, s) for s in wanted]
+            wanted = [key] if key else [s for s in SITUATIONS if s not in APART]
+            manifest += _folders(model, out, refs, sp_model, arch, key, wanted)
+    manifest += _folders(_base_bart(), out, refs, sp_model, "bart", "", ["final-logits-bias"])
     (out / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
 

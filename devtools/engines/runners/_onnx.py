@@ -32,8 +32,10 @@ def _producers(graph: Any) -> dict[str, Any]:
     return {out: node for node in graph.node for out in node.output}
 
 
-def head_and_embedding(model_path: Path, vocab: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-    """The (vocab x hidden) head and embedding arrays of an ONNX model (``None`` where not found)."""
+def head_and_embedding(
+    model_path: Path, vocab: int
+) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    """The (vocab x hidden) head, the embedding and a bias added to the logits (``None`` where not found)."""
     import onnx
 
     graph = onnx.load(str(model_path)).graph
@@ -44,13 +46,18 @@ def head_and_embedding(model_path: Path, vocab: int) -> tuple[np.ndarray | None,
             value = _const(graph, node.input[0], producers)
             if value is not None and value.ndim == 2 and value.shape[0] >= vocab:
                 emb = value
-    head, seen, todo = None, set(), [o.name for o in graph.output if "logits" in o.name]
+    head, bias, seen, todo = None, None, set(), [o.name for o in graph.output if "logits" in o.name]
     while todo and head is None:
         name = todo.pop()
         node = producers.get(name)
         if node is None or name in seen:
             continue
         seen.add(name)
+        if node.op_type == "Add" and bias is None:  # BART's final_logits_bias, added to the head's logits
+            for arg in node.input:
+                value = _const(graph, arg, producers)
+                if value is not None and value.size >= vocab:
+                    bias = value.reshape(-1)
         if node.op_type in ("MatMul", "Gemm", "MatMulNBits"):
             for arg in node.input[1:2]:
                 value = _const(graph, arg, producers)
@@ -58,4 +65,4 @@ def head_and_embedding(model_path: Path, vocab: int) -> tuple[np.ndarray | None,
                     transb = any(a.name == "transB" and a.i for a in node.attribute)
                     head = value if (transb or value.shape[0] >= vocab) else value.T
         todo += list(node.input)
-    return head, emb
+    return head, emb, bias

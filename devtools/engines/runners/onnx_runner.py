@@ -22,10 +22,11 @@ WORK = Path(tempfile.mkdtemp(prefix="tiegraph-onnx-"))
 VOCAB = 320
 
 
-def _optimum(folder: str, out: Path) -> list[str]:
+def _optimum(folder: str, out: Path, seq2seq: bool = False) -> list[str]:
     from optimum.exporters.onnx import main_export
 
-    main_export(folder, output=out, task="text-generation", device="cpu", do_validation=False)
+    task = "text2text-generation" if seq2seq else "text-generation"  # BART: its ForConditionalGeneration
+    main_export(folder, output=out, task=task, device="cpu", do_validation=False)
     return []
 
 
@@ -58,11 +59,14 @@ def load(entry: dict[str, Any]) -> Loaded:
     """Export, then read the head the exported graph computes logits with."""
     out = WORK / "export"  # a neutral name: the builder prints it, and "tied-..." would read as a warning
     shutil.rmtree(out, ignore_errors=True)
-    said = (_genai if ENGINE == "ort-genai-builder" else _optimum)(entry["folder"], out)
+    if ENGINE == "ort-genai-builder":
+        said = _genai(entry["folder"], out)
+    else:
+        said = _optimum(entry["folder"], out, seq2seq=bool(entry.get("seq2seq")))
     model = next(p for p in sorted(out.glob("*.onnx")) if "decoder" in p.name or p.name == "model.onnx")
-    head, emb = head_and_embedding(model, VOCAB)
+    head, emb, bias = head_and_embedding(model, VOCAB)
     shutil.rmtree(out, ignore_errors=True)
-    return Loaded(head=head, embedding=emb, note=f"read from {model.name}", extra_lines=said)
+    return Loaded(head=head, embedding=emb, bias=bias, note=f"read from {model.name}", extra_lines=said)
 
 
 def _skip(entry: dict[str, Any]) -> str | None:

@@ -23,15 +23,18 @@ def _array(t: torch.Tensor | None) -> Any:
 
 def load(entry: dict[str, Any]) -> Loaded:
     """Load with the Auto class a user would call and read what the head holds."""
-    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText
+    from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForSeq2SeqLM
 
     auto = AutoModelForImageTextToText if entry["vlm"] else AutoModelForCausalLM
+    auto = AutoModelForSeq2SeqLM if entry.get("seq2seq") else auto
     dtype_key = "dtype" if transformers.__version__.startswith("5") else "torch_dtype"
     model = auto.from_pretrained(entry["folder"], **{dtype_key: torch.float32})
     head_module, emb_module = model.get_output_embeddings(), model.get_input_embeddings()
     head, emb = head_module.weight, emb_module.weight
     shared = "the head shares the embedding's storage" if head.data_ptr() == emb.data_ptr() else ""
     bias = getattr(head_module, "bias", None)
+    if entry.get("seq2seq"):  # BART adds final_logits_bias (a buffer of shape 1 x vocab) to the logits
+        bias = model.final_logits_bias.reshape(-1)
     return Loaded(head=_array(head), embedding=_array(emb), bias=_array(bias), note=shared)
 
 
