@@ -197,6 +197,9 @@ def test_text_config_only_vlm(tmp_path: Path) -> None:
     assert facts.embedding == "language_model.model.embed_tokens.weight"  # save_pretrained's legacy layout
     (o,) = outcomes(tmp_path, engines=["transformers-5"])
     assert o.tied is True  # LlavaConfig adopts a True text_config flag
+    (o,) = outcomes(tmp_path, engines=["optimum-onnx"])  # an architecture the consumer has no class for
+    assert (o.head, o.warns, o.finding_kind) == ("load-error", True, "engine-load-error")
+    assert "no ONNX export config for llava" in o.verdict
 
 
 def test_not_modelled_architecture_is_unknown_not_guessed(tmp_path: Path) -> None:

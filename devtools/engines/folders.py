@@ -39,7 +39,7 @@ SEEDS = {"llama": 1, "qwen2": 2, "gemma": 3, "llava": 4, "bart": 5}
 # the architecture; the others' rules are not read for it (the harness records why).
 SEQ2SEQ_ENGINES = ("transformers-5", "transformers-4", "optimum-onnx")
 SEQ2SEQ_WHY = (
-    "not run: the folder is a BART encoder-decoder (final_logits_bias). vLLM 0.32 has no BART of its own "
+    "the folder is a BART encoder-decoder (final_logits_bias). vLLM 0.32 has no BART of its own "
     "(vllm/model_executor/models/registry.py _OOT_SUPPORTED_MODELS points BartForConditionalGeneration to "
     "the out-of-tree bart-plugin, not on the package index here); llama.cpp's convert_hf_to_gguf.py "
     "registers no BART; the other consumers' rules are not read for it"

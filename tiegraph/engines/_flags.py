@@ -83,6 +83,8 @@ def resolve(flag: Flag, facts: FolderFacts, *, transformers_major: str | None = 
     for level in looked:
         if isinstance(level.get(FLAG), bool):
             return bool(level[FLAG])
+    if text is not None and config.get("model_type") in flag.text_defaults:
+        return flag.text_defaults[config["model_type"]]
     model_type = looked[0].get("model_type") or config.get("model_type")
     if isinstance(model_type, str) and model_type in flag.defaults:
         return flag.defaults[model_type]

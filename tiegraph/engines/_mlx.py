@@ -5,7 +5,10 @@ Read from mlx-lm 0.32.2: ``mlx_lm/models/llama.py`` (and ``qwen2.py``) ``ModelAr
 when untied, and ``Model.sanitize`` pops ``lm_head.weight`` when tied, so a saved head is dropped without a
 word. ``mlx_lm/utils.py`` ``load_model`` loads with ``strict=True``: a missing untied head, a head of another
 shape or a tensor the model has no place for (``lm_head.bias``; any head for ``models/gemma.py``, which always
-reads the embedding: mlx-lm PR#1298) fails the load.
+reads the embedding: mlx-lm PR#1298) fails the load. A LLaVA folder is loaded as its language model:
+``mlx_lm/utils.py`` ``MODEL_REMAPPING`` sends ``llava`` to ``models/mistral3.py``, whose ``ModelArgs`` reads
+``text_config`` alone (no key there: untied) and builds ``llama.Model`` from it; ``Model.sanitize`` drops the
+vision tower and strips the ``language_model`` prefix.
 """
 
 from __future__ import annotations
@@ -16,7 +19,8 @@ __all__ = ["RULE"]
 
 SOURCE = (
     "mlx_lm/models/llama.py: ModelArgs, Model.__init__, Model.sanitize; "
-    "mlx_lm/models/gemma.py: Model; mlx_lm/utils.py: load_model (strict=True)"
+    "mlx_lm/models/gemma.py: Model; mlx_lm/utils.py: load_model (strict=True), MODEL_REMAPPING; "
+    "mlx_lm/models/mistral3.py: ModelArgs, Model.sanitize (llava)"
 )
 
 _POPPED = "Model.sanitize pops lm_head.weight"
@@ -51,9 +55,11 @@ RULE = Rule(
     package="mlx-lm",
     versions=("0.32.2", "0.32.2"),
     source_ref=SOURCE,
-    flag=Flag(level="top", defaults={"llama": True, "qwen2": True, "gemma": True}),
+    flag=Flag(
+        level="text", defaults={"llama": True, "qwen2": True, "gemma": True}, text_defaults={"llava": False}
+    ),
     table=TABLE,
-    architectures={"llama": None, "qwen2": None, "gemma": GEMMA},
+    architectures={"llama": None, "qwen2": None, "gemma": GEMMA, "llava": None},
     companions={"bias": "load-error"},
     verified=True,
 )

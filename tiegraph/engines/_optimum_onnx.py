@@ -24,4 +24,9 @@ RULE = replace(
         "optimum/onnx/transformations_utils.py: _get_weights_to_tie; then " + _transformers4.SOURCE
     ),
     verified=True,
+    unsupported={
+        "llava": "optimum-onnx 0.1 has no ONNX export config for llava "
+        "(optimum/exporters/onnx/model_configs.py); task text-generation fails in AutoModelForCausalLM "
+        "(Unrecognized configuration class LlavaConfig)"
+    },
 )

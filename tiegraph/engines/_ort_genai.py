@@ -40,4 +40,8 @@ RULE = Rule(
     architectures={"llama": None, "qwen2": None, "gemma": None, "mistral": None},
     companions={"bias": "dropped-warns"},
     verified=True,
+    unsupported={
+        "llava": "onnxruntime_genai/models/builder.py create_model has no branch for "
+        "LlavaForConditionalGeneration: 'The <folder> model is not currently supported'"
+    },
 )

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ._facts import HEAD_STATES
+
 __all__ = ["OUTCOMES", "Case", "Flag", "Outcome", "Rule", "Table", "table"]
 
 #: What the head holds after load (DESIGN.md, "The hand-off").
@@ -59,12 +61,16 @@ class Flag:
         The value for a model type ``defaults`` does not list (None: unknown, never guessed).
     transformers
         The transformers major version whose config classes the consumer reads the config with.
+    text_defaults
+        ``model_type`` of the top level -> value when its text sub-config has no key (a consumer that
+        remaps a multimodal type to its own class with its own default, read before ``defaults``).
     """
 
     level: Literal["top", "text", "merged"] = "top"
     defaults: Mapping[str, bool] | Literal["transformers"] = field(default_factory=dict)
     fallback: bool | None = None
     transformers: str = "5"
+    text_defaults: Mapping[str, bool] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -94,6 +100,9 @@ class Rule:
         A key ``"<model_type>:<kind>"`` overrides ``"<kind>"`` for one architecture.
     verified
         True when the rule was checked against the real consumer run on this machine (see the docs' table).
+    unsupported
+        Model types the consumer has no class for -> why (its message, where in its source): loading any
+        folder of that type fails, whatever the flag and the files say.
     """
 
     engine: str
@@ -105,6 +114,7 @@ class Rule:
     architectures: Mapping[str, Table | None] | None = None
     companions: Mapping[str, str] = field(default_factory=dict)
     verified: bool = False
+    unsupported: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def rule_version(self) -> str:
@@ -115,6 +125,10 @@ class Rule:
 
     def table_for(self, model_type: str | None) -> Table | None:
         """The table for an architecture, or None when the rule was not read for it."""
+        why = self.unsupported.get(model_type) if model_type is not None else None
+        if why is not None:
+            fails = Case("load-error", True, why)
+            return table(dict.fromkeys(HEAD_STATES, fails))
         if self.architectures is None:
             return self.table
         if model_type is None or model_type not in self.architectures:

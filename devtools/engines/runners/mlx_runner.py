@@ -40,9 +40,5 @@ def load(entry: dict[str, Any]) -> Loaded:
     return Loaded(head=_np(params[head_key]), embedding=emb, bias=bias)
 
 
-def _skip(entry: dict[str, Any]) -> str | None:
-    return "mlx-lm loads text models; LLaVA is mlx-vlm's, not installed here" if entry["vlm"] else None
-
-
 if __name__ == "__main__":
-    main("mlx-lm", f"mlx-lm {version('mlx-lm')}, mlx {version('mlx')}", load, skip=_skip)
+    main("mlx-lm", f"mlx-lm {version('mlx-lm')}, mlx {version('mlx')}", load)

