@@ -37,8 +37,9 @@ CI_MINUTES = (
     "each, the converter 24 minutes (one `convert_hf_to_gguf.py` process per folder), optimum 2 minutes"
 )
 RUNTIME_WHY = (
-    "not built: llama-cpp-python compiles from source (about 20 min of CPU on 2 cores); the build started "
-    "for this table was still compiling ggml after 30 minutes on a machine shared with other builds and was "
+    "not built: llama-cpp-python compiles from source (about 20 min of CPU on 2 idle cores). Not attempted "
+    "for the latest table: the machine's 2 cores were shared with other builds and test runs (load average "
+    "20 to 32); an earlier build on a shared machine was still compiling ggml after 30 minutes and was "
     "stopped. `python3 dev.py engines --only llama.cpp-runtime` builds it and runs runners/llama_runner.py"
 )
 
