@@ -133,3 +133,25 @@ def test_failures_are_reported_not_silent(capsys):
     assert harness._report([good], [], args) == 0
     assert harness._report([good], failures, args) == 1
     assert "FAILED optimum-onnx: the runner stopped" in capsys.readouterr().out
+
+
+def test_measure_records_folders_meant_for_other_engines(tmp_path, monkeypatch):
+    """A folder whose ``engines`` leave this engine out is a not-run row with its why; the runner skips it."""
+    bart = {"arch": "bart", "situation": "x", "engines": ["transformers-5"], "why_not": "no BART"}
+    manifest = [{"arch": "llama", "situation": "tied-no-head"}, bart]
+    path = tmp_path / "manifest.json"
+    path.write_text(json.dumps(manifest))
+    runner = (
+        "import json, sys\n"
+        "for e in json.load(open(sys.argv[1])):\n"
+        "    print(json.dumps({'engine': 'llama.cpp-convert', 'arch': e['arch'], 'situation': e['situation'],"
+        " 'head': 'embedding', 'ran': True}))\n"
+    )
+    monkeypatch.setattr(harness.envs, "is_built", lambda _engine: True)
+    command = lambda _engine, manifest, _out: [sys.executable, "-c", runner, str(manifest)]  # noqa: E731
+    monkeypatch.setattr(harness, "runner_command", command)
+    rows = harness.measure("llama.cpp-convert", path, tmp_path, None)
+    assert [(r["arch"], r["ran"], r["why_not"] if not r["ran"] else None) for r in rows] == [
+        ("llama", True, None),
+        ("bart", False, "no BART"),
+    ]
