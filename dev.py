@@ -11,7 +11,8 @@ Usage::
     python3 dev.py notebooks                    # execute notebooks/*.py into notebooks/*.ipynb with outputs
     python3 dev.py sharding env|test [args]     # DeepSpeed, Megatron-core in cached venvs (devtools/sharding)
     python3 dev.py engines [--fast|--only IDS]  # load generated folders with the real engines (venvs cached
-                                                # in ~/.cache/tiegraph/engines/; devtools/engines)
+                                                # in ~/.cache/tiegraph/engines/; devtools/engines;
+                                                # --no-write: compare only, as CI runs --fast)
     python3 dev.py minimums [pytest args]       # the core tests at the lowest versions pyproject claims
                                                 # (venv cached in ~/.cache/tiegraph/minimums/)
     python3 dev.py conformance [--peer NAME]    # the peers' tie tests with their helpers, then tiegraph's
