@@ -13,6 +13,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import torch
 import torch.distributed as dist
@@ -96,7 +97,7 @@ class RecordOps(TorchDispatchMode):
     """Every aten/c10d op that runs while active (building a graph must run none: no gather, no copy)."""
 
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
         self.ops: list[str] = []
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
@@ -182,30 +183,32 @@ def run(rank: int) -> dict[str, Any]:
 
     # FSDP1 registers its FlatParameter next to the original views (torch's own helper, as it does for
     # use_orig_params=False): it is a container and must not merge the unit's parameters into one group.
+    from torch.distributed.fsdp import FullyShardedDataParallel
     from torch.distributed.fsdp._unshard_param_utils import _deregister_flat_param, _register_flat_param
 
     model = wrap("fsdp1_orig", "llama")
+    assert isinstance(model, FullyShardedDataParallel)
     _register_flat_param(model, model)
     results["llama/fsdp1_flat_registered"] = observe(model)
     _deregister_flat_param(model, model)
 
     # the core's FSDP1 handling, switched off: what a plain storage walk would say (the regression pinned)
-    real = tiegraph._walk.flat_param_views
-    tiegraph._walk.flat_param_views = lambda _modules: tiegraph._storage.FlatViews({}, set())  # type: ignore[assignment]
-    try:
+    def no_views(_modules: object) -> tiegraph._storage.FlatViews:
+        return tiegraph._storage.FlatViews({}, set())
+
+    with mock.patch.object(tiegraph._walk, "flat_param_views", no_views):
         results["llama/fsdp1_one_unit_without_flat_views"] = observe(wrap("fsdp1_one_unit", "llama"))
         model = wrap("fsdp1_orig", "llama")
+        assert isinstance(model, FullyShardedDataParallel)
         _register_flat_param(model, model)
         results["llama/fsdp1_flat_registered_without_flat_views"] = observe(model)
-    finally:
-        tiegraph._walk.flat_param_views = real
 
     # one rank unties its head after wrapping: every rank must get the same finding
     ddp = wrap("ddp", "llama")
     fsdp = wrap("fsdp2", "llama")
     if rank == 1:
-        for inner in (ddp.module, fsdp):
-            inner.lm_head.weight = nn.Parameter(inner.lm_head.weight.detach().clone())
+        for head in (ddp.get_submodule("module.lm_head"), fsdp.get_submodule("lm_head")):
+            head.weight = nn.Parameter(head.get_parameter("weight").detach().clone())
     results["untie/ddp"] = disagreements(ddp)
     results["untie/fsdp2"] = disagreements(fsdp)
     results["untie/fsdp2_subgroup"] = disagreements(fsdp, group=dist.new_group([0, 1]))
@@ -216,8 +219,8 @@ def run(rank: int) -> dict[str, Any]:
     # a tie group split across devices (the head moved to meta) is an audit finding, wrapped or not
     for kind in ("ddp", "fsdp2"):
         model = wrap(kind, "llama")
-        inner = model.module if kind == "ddp" else model
-        inner.lm_head.weight = nn.Parameter(torch.empty(inner.lm_head.weight.shape, device="meta"))
+        head = model.get_submodule("module.lm_head" if kind == "ddp" else "lm_head")
+        head.weight = nn.Parameter(torch.empty(head.get_parameter("weight").shape, device="meta"))
         results[f"split/{kind}"] = observe(model)
     return results
 

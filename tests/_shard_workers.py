@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 warnings.filterwarnings("ignore", module=r"(transformers|torch)(\.|$)")
 
 from _ranks import worker_main  # noqa: E402
+from transformers import LlamaForCausalLM  # noqa: E402
 
 import tiegraph  # noqa: E402
 from tiegraph.sharding import fixed_plan  # noqa: E402
@@ -31,7 +32,7 @@ from tiegraph.sharding import fixed_plan  # noqa: E402
 LR = 0.5
 
 
-def llama(tie: str = "identity") -> nn.Module:
+def llama(tie: str = "identity") -> LlamaForCausalLM:
     """The suite's tiny Llama, tied by identity or by storage only; the same weights on every rank."""
     from models import llama_tied
 
@@ -55,15 +56,17 @@ class ViewTied(nn.Module):
         self.proj.weight = nn.Parameter(self.embed.weight.t())
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.proj(torch.nn.functional.one_hot(ids, 64).float()) + self.embed(ids)
+        out: torch.Tensor = self.proj(torch.nn.functional.one_hot(ids, 64).float()) + self.embed(ids)
+        return out
 
 
-def layers(m: nn.Module) -> list[Any]:
+def layers(m: LlamaForCausalLM) -> list[nn.Module]:
     return list(m.model.layers)
 
 
-#: case -> (model factory, plan from the model); the plans of issue text and a few more.
-PLANS: dict[str, tuple[Callable[[], nn.Module], Callable[[nn.Module], Any]]] = {
+#: case -> (model factory, plan from the model); the plans of issue text and a few more. A plan reads the
+#: submodules of the model its factory built (a Llama's, or ViewTied's), so it takes that model as Any.
+PLANS: dict[str, tuple[Callable[[], nn.Module], Callable[[Any], Any]]] = {
     "root-only": (llama, lambda m: [m]),
     "layers+root": (llama, lambda m: [*layers(m), m]),
     "group+layers+root": (llama, lambda m: [[m.model.embed_tokens, m.lm_head], *layers(m), m]),
@@ -84,9 +87,10 @@ PLANS: dict[str, tuple[Callable[[], nn.Module], Callable[[nn.Module], Any]]] = {
 FIXED = ("split-no-root", "split-with-root", "policy-embedding")
 
 
-def ends(model: nn.Module) -> tuple[nn.Parameter, nn.Parameter]:
+def ends(model: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(model, ViewTied):
         return model.embed.weight, model.proj.weight
+    assert isinstance(model, LlamaForCausalLM)  # (fully_shard makes a subclass of the model's class)
     return model.model.embed_tokens.weight, model.lm_head.weight
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         GPT2LMHeadModel,
         LlamaForCausalLM,
         LlavaForConditionalGeneration,
+        PreTrainedModel,
         T5ForConditionalGeneration,
         WhisperForConditionalGeneration,
     )
@@ -227,7 +228,7 @@ def bert_mlm() -> BertForMaskedLM:
 
 
 #: name -> factory of a real transformers model (tiny, from a config).
-MODELS: dict[str, Callable[[], nn.Module]] = {
+MODELS: dict[str, Callable[[], PreTrainedModel]] = {
     "llama-tied": llama_tied,
     "llama-untied": llama_untied,
     "llama-flag-flipped-off": llama_flag_flipped_off,
@@ -303,7 +304,7 @@ def lora_trainable_token_indices() -> PeftModel:
 
 
 #: name -> factory of a real PEFT model over a fresh tied Llama.
-PEFT_MODELS: dict[str, Callable[[], nn.Module]] = {
+PEFT_MODELS: dict[str, Callable[[], PeftModel]] = {
     "lora-lm-head": lora_lm_head,
     "lora-ensure-weight-tying": lora_ensure_weight_tying,
     "modules-to-save-lm-head": modules_to_save_lm_head,
@@ -356,6 +357,11 @@ class NoInputEmbedding(nn.Module):
         self.emb = nn.Embedding(VOCAB, HIDDEN)
         self.head = nn.Linear(HIDDEN, VOCAB, bias=False)
         self.head.weight = self.emb.weight
+
+
+def compiled(model: nn.Module) -> nn.Module:
+    """``torch.compile(model)``: an ``OptimizedModule`` (torch's stubs call it a plain callable)."""
+    return cast(nn.Module, torch.compile(model))
 
 
 def seeded(factory: Callable[[], nn.Module], seed: int = 0) -> nn.Module:

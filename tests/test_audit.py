@@ -257,7 +257,7 @@ def test_partly_declared_group_is_undeclared(build: Any) -> None:
 def test_unresolved_declaration(build: Any) -> None:
     """A key naming nothing under the declaring module is an unresolved-declaration finding."""
     model = Declared()
-    model._tied_weights_keys = {"head.weight": "embed.weight", "lm_head.weight": "embed.weight"}
+    model._tied_weights_keys = {"head.weight": "embed.weight", "lm_head.weight": "embed.weight"}  # type: ignore[misc]  # an instance's own, on purpose
     finding = _one(build(model), "unresolved-declaration")
     assert "'lm_head.weight' names no parameter" in finding.message
 

@@ -7,14 +7,17 @@ transformers models built from configs (saved to ``tmp_path`` when ``from_pretra
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+from conftest import BuildFn
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM
+from transformers import AutoConfig, AutoModelForCausalLM, LlamaForCausalLM
 
 import tiegraph
 from tiegraph._quantization import quantization
@@ -24,7 +27,7 @@ from tiegraph.export import to_dot
 X = torch.tensor([[1, 2, 3]])
 
 
-def tiny_llama(hidden: int = 16) -> nn.Module:
+def tiny_llama(hidden: int = 16) -> LlamaForCausalLM:
     """A tied Llama of a few kB (hidden 64 when a quantizer needs whole 64-wide groups)."""
     config = AutoConfig.for_model(
         "llama",
@@ -37,7 +40,8 @@ def tiny_llama(hidden: int = 16) -> nn.Module:
         tie_word_embeddings=True,
     )
     torch.manual_seed(0)
-    return AutoModelForCausalLM.from_config(config)
+    model: LlamaForCausalLM = AutoModelForCausalLM.from_config(config)
+    return model
 
 
 def kinds(tg: tiegraph.TieGraph) -> list[str]:
@@ -51,7 +55,7 @@ def slot(tg: tiegraph.TieGraph, name: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------------- accelerate offload
 
 
-def test_cpu_offload_serves_one_tensor_before_and_after_forward(build):
+def test_cpu_offload_serves_one_tensor_before_and_after_forward(build: BuildFn) -> None:
     """cpu_offload leaves two meta objects; the weights_map serves one tensor: tied, no false alarm."""
     from accelerate import cpu_offload
 
@@ -66,7 +70,7 @@ def test_cpu_offload_serves_one_tensor_before_and_after_forward(build):
         model(X)
 
 
-def test_from_pretrained_all_disk_no_false_alarm(build, tmp_path):
+def test_from_pretrained_all_disk_no_false_alarm(build: BuildFn, tmp_path: Path) -> None:
     """All on disk: both names are served from one safetensors entry, before and after a forward."""
     tiny_llama().save_pretrained(tmp_path / "ckpt")
     model = AutoModelForCausalLM.from_pretrained(
@@ -80,7 +84,7 @@ def test_from_pretrained_all_disk_no_false_alarm(build, tmp_path):
         model(X)
 
 
-def test_from_pretrained_head_on_disk_is_split_at_load_time(build, tmp_path):
+def test_from_pretrained_head_on_disk_is_split_at_load_time(build: BuildFn, tmp_path: Path) -> None:
     """lm_head on disk, embedding on cpu: the hook would serve lm_head.weight from nowhere (KeyError)."""
     tiny_llama().save_pretrained(tmp_path / "ckpt")
     device_map = {
@@ -103,7 +107,7 @@ def test_from_pretrained_head_on_disk_is_split_at_load_time(build, tmp_path):
         model(X)
 
 
-def test_dispatch_model_split_same_before_and_after_forward(build, tmp_path):
+def test_dispatch_model_split_same_before_and_after_forward(build: BuildFn, tmp_path: Path) -> None:
     from accelerate import dispatch_model
 
     model = dispatch_model(tiny_llama(), device_map={"model": "cpu", "lm_head": "disk"}, offload_dir=tmp_path)
@@ -115,7 +119,7 @@ def test_dispatch_model_split_same_before_and_after_forward(build, tmp_path):
     assert "device_map['lm_head'] = 'cpu'" in before[0].message
 
 
-def test_disk_offload_serves_separate_copies(build, tmp_path):
+def test_disk_offload_serves_separate_copies(build: BuildFn, tmp_path: Path) -> None:
     """accelerate's disk_offload writes each name to its own file: the hook serves two copies."""
     from accelerate import disk_offload
 
@@ -138,14 +142,15 @@ class _Transposed(nn.Module):
         self.lm_head.weight = self.embed.weight
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.lm_head(self.embed(ids)))
+        out: torch.Tensor = self.proj(self.lm_head(self.embed(ids)))
+        return out
 
 
 _WRONG = "tie-served-in-wrong-layout"
 
 
 @pytest.mark.parametrize(("vocab", "hidden"), [(8, 8), (8, 4)], ids=["square", "oblong"])
-def test_transposed_tie_served_by_pointer(build, vocab, hidden):
+def test_transposed_tie_served_by_pointer(build: BuildFn, vocab: int, hidden: int) -> None:
     """accelerate's dispatch_model finds placed tied weights by data_ptr(): the transposed view gets the
     untransposed tensor (the output changes, or a shape error). The pre-flight says so; the audit of the
     dispatched model too where the swap shows (a Linear whose weight contradicts its sizes)."""
@@ -174,7 +179,7 @@ def test_transposed_tie_served_by_pointer(build, vocab, hidden):
         model(ids)
 
 
-def test_transposed_tie_on_disk_is_served_from_its_own_file(build, tmp_path):
+def test_transposed_tie_on_disk_is_served_from_its_own_file(build: BuildFn, tmp_path: Path) -> None:
     """On disk the transposed end is read from a file of its own (a fresh pointer): no swap, no finding."""
     from accelerate import dispatch_model
 
@@ -195,7 +200,7 @@ def test_transposed_tie_on_disk_is_served_from_its_own_file(build, tmp_path):
 # ----------------------------------------------------------------------------------- check_device_map
 
 
-def test_check_device_map_dict_places_nothing():
+def test_check_device_map_dict_places_nothing() -> None:
     model = tiny_llama()
     split = tiegraph.check_device_map(model, {"model": "cpu", "lm_head": "disk"})
     assert [f.kind for f in split] == ["group-split-across-devices"]
@@ -219,7 +224,9 @@ _TEXT = {"model.embed_tokens": "cpu", "model.layers": "cpu", "model.norm": "cpu"
     ],
     ids=["all-disk", "both-ends-disk", "ends-disk-rest-cpu", "head-disk", "all-cpu"],
 )
-def test_check_device_map_agrees_with_the_dispatched_model(build, tmp_path, device_map):
+def test_check_device_map_agrees_with_the_dispatched_model(
+    build: BuildFn, tmp_path: Path, device_map: dict[str, str]
+) -> None:
     """The pre-flight predicts what the audit of the model accelerate placed says, on every map: both ends
     on disk are two files, so two copies (``{"": "disk"}`` is ``disk_offload``; dispatch_model refuses it)."""
     from accelerate import disk_offload, dispatch_model
@@ -239,7 +246,9 @@ def test_check_device_map_agrees_with_the_dispatched_model(build, tmp_path, devi
 @pytest.mark.parametrize(
     "device_map", [{"": "disk"}, {"model": "disk", "lm_head": "disk"}], ids=["all-disk", "both-ends-disk"]
 )
-def test_check_device_map_from_pretrained_serves_one_entry(build, tmp_path, device_map):
+def test_check_device_map_from_pretrained_serves_one_entry(
+    build: BuildFn, tmp_path: Path, device_map: dict[str, str]
+) -> None:
     """from_pretrained serves both ends of a tie on disk from the checkpoint's one entry: no finding, and
     the pre-flight says so when told who places the model."""
     tiny_llama().save_pretrained(tmp_path / "ckpt")
@@ -252,18 +261,18 @@ def test_check_device_map_from_pretrained_serves_one_entry(build, tmp_path, devi
         tiegraph.check_device_map(tiny_llama(), device_map, placed_by="accelerate")
 
 
-def test_check_device_map_auto_resolves_through_accelerate():
+def test_check_device_map_auto_resolves_through_accelerate() -> None:
     from accelerate import infer_auto_device_map
 
     model = tiny_llama()
-    budget = {"cpu": 2_000}
+    budget: dict[int | str, int | str] = {"cpu": 2_000}
     placed = infer_auto_device_map(model, max_memory=budget, no_split_module_classes=model._no_split_modules)
     assert set(placed.values()) >= {"disk"}
     expected = tiegraph.check_device_map(model, dict(placed))
     assert tiegraph.check_device_map(model, "auto", max_memory=budget) == expected
 
 
-def test_check_device_map_on_an_empty_model():
+def test_check_device_map_on_an_empty_model() -> None:
     """The usual order: build on meta (init_empty_weights), check the map, then load; nothing is read."""
     from accelerate import init_empty_weights
 
@@ -276,7 +285,7 @@ def test_check_device_map_on_an_empty_model():
     assert tiegraph.check_device_map(model, {"model": "cpu", "lm_head": "cpu"}) == []
 
 
-def test_check_device_map_errors():
+def test_check_device_map_errors() -> None:
     with pytest.raises(TypeError):
         tiegraph.check_device_map(object(), {})  # type: ignore[arg-type]
     with pytest.raises(TypeError):
@@ -288,7 +297,7 @@ def test_check_device_map_errors():
 # ------------------------------------------------------------------------------------------ quantizers
 
 
-def test_torchao_int8_unties_with_safe_advice(build):
+def test_torchao_int8_unties_with_safe_advice(build: BuildFn) -> None:
     from torchao.quantization import Int8WeightOnlyConfig, quantize_
 
     model = tiny_llama(64)
@@ -304,7 +313,7 @@ def test_torchao_int8_unties_with_safe_advice(build):
     assert "torchao.Int8Tensor" in to_dot(tg)
 
 
-def test_torchao_float8_wrapper_is_seen_through(build):
+def test_torchao_float8_wrapper_is_seen_through(build: BuildFn) -> None:
     """The float8 weight wrapper's inner _tensor is the embedding Parameter: still tied."""
     from torchao.float8 import Float8LinearConfig, convert_to_float8_training
 
@@ -316,7 +325,7 @@ def test_torchao_float8_wrapper_is_seen_through(build):
     assert slot(tg, "lm_head.weight")["quantization"] == "torchao.WeightWithDynamicFloat8CastTensor"
 
 
-def test_quanto_qint8_unties(build):
+def test_quanto_qint8_unties(build: BuildFn) -> None:
     from optimum.quanto import freeze, qint8, quantize
 
     model = tiny_llama(64)
@@ -327,7 +336,7 @@ def test_quanto_qint8_unties(build):
     assert slot(tg, "lm_head.weight")["quantization"] == "quanto.qint8"
 
 
-def test_bitsandbytes_layer_holding_tied_fp32_weight(build):
+def test_bitsandbytes_layer_holding_tied_fp32_weight(build: BuildFn) -> None:
     """The skip-modules case: a Linear4bit holds the fp32 embedding Parameter; forward would fail."""
     import bitsandbytes as bnb
 
@@ -341,7 +350,7 @@ def test_bitsandbytes_layer_holding_tied_fp32_weight(build):
 
 
 @pytest.mark.parametrize("load", ["load_in_4bit", "load_in_8bit"])
-def test_bitsandbytes_from_pretrained_with_no_skip_modules(build, tmp_path, load):
+def test_bitsandbytes_from_pretrained_with_no_skip_modules(build: BuildFn, tmp_path: Path, load: str) -> None:
     """transformers + bitsandbytes (CPU backend), llm_int8_skip_modules=[]: the quantized lm_head layer
     keeps the fp32 tied embedding Parameter and its forward fails; tiegraph says so at load time."""
     from transformers import BitsAndBytesConfig
@@ -356,7 +365,7 @@ def test_bitsandbytes_from_pretrained_with_no_skip_modules(build, tmp_path, load
         model(X)
 
 
-def test_bitsandbytes_default_skip_keeps_the_tie(build, tmp_path):
+def test_bitsandbytes_default_skip_keeps_the_tie(build: BuildFn, tmp_path: Path) -> None:
     from transformers import BitsAndBytesConfig
 
     tiny_llama(64).save_pretrained(tmp_path)
@@ -369,10 +378,11 @@ def test_bitsandbytes_default_skip_keeps_the_tie(build, tmp_path):
 
 
 @pytest.mark.parametrize("kind", ["nf4", "int8"])
-def test_bitsandbytes_quantized_head_unties(build, kind):
+def test_bitsandbytes_quantized_head_unties(build: BuildFn, kind: str) -> None:
     import bitsandbytes as bnb
 
     model = tiny_llama(64)
+    head: nn.Module
     if kind == "nf4":
         head = bnb.nn.Linear4bit(64, 64, bias=False, quant_type="nf4")
     else:
@@ -384,7 +394,7 @@ def test_bitsandbytes_quantized_head_unties(build, kind):
     assert slot(tg, "lm_head.weight")["quantization"] == f"bitsandbytes.{kind}"
 
 
-def test_hqq_layer_is_labelled(build):
+def test_hqq_layer_is_labelled(build: BuildFn) -> None:
     from hqq.core.quantize import BaseQuantizeConfig, HQQLinear
 
     model = tiny_llama(64)
@@ -398,15 +408,16 @@ def test_hqq_layer_is_labelled(build):
     assert "hqq.4bit, packed into lm_head.W_q" in finding.message
 
 
-def test_quantized_tensors_flatten_to_their_storages():
+def test_quantized_tensors_flatten_to_their_storages() -> None:
     from torchao.quantization import Int8WeightOnlyConfig, quantize_
 
-    layer = nn.Sequential(nn.Linear(16, 16))
+    linear = nn.Linear(16, 16)
+    layer = nn.Sequential(linear)
     quantize_(layer, Int8WeightOnlyConfig())
-    found = leaves(layer[0].weight)
+    found = leaves(linear.weight)
     assert found.unknown == ""
     assert {t.dtype for t in found.tensors} >= {torch.int8}
-    assert quantization(layer[0].weight) == "torchao.Int8Tensor"
+    assert quantization(linear.weight) == "torchao.Int8Tensor"
 
 
 # ------------------------------------------------------------------------------ tensors that are not plain
@@ -417,10 +428,16 @@ class Opaque(torch.Tensor):
 
     @staticmethod
     def __new__(cls, like: torch.Tensor) -> Opaque:
-        return torch.Tensor._make_wrapper_subclass(cls, like.shape, dtype=like.dtype)  # type: ignore[return-value]
+        return torch.Tensor._make_wrapper_subclass(cls, like.shape, dtype=like.dtype)
 
     @classmethod
-    def __torch_dispatch__(cls, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+    def __torch_dispatch__(  # type: ignore[override]  # (torch's is a plain function, not a classmethod)
+        cls,
+        func: Any,
+        types: Iterable[type],
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
         raise NotImplementedError(str(func))
 
 
@@ -471,7 +488,7 @@ SHARES_BASE = {"plain", "view", "coo", "csr", "bsr", "jagged", "dtensor", "funct
 @pytest.mark.usefixtures("process_group")
 @settings(max_examples=25, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(KINDS), st.integers(0, 2)), min_size=1, max_size=7))
-def test_mixed_trees_never_crash_and_share_by_storage(picks):
+def test_mixed_trees_never_crash_and_share_by_storage(picks: list[tuple[str, int]]) -> None:
     """Trees of plain, sparse, nested, DTensor, fake, functional and unknown tensors over three storages.
 
     Oracle: two slots share exactly when both read the same base (for kinds that read their base) or are
@@ -495,7 +512,7 @@ def test_mixed_trees_never_crash_and_share_by_storage(picks):
             assert together == expected, (ki, kj, bi, bj)
 
 
-def test_unknown_storage_warns_and_stays_alone():
+def test_unknown_storage_warns_and_stays_alone() -> None:
     model = nn.Module()
     model.register_buffer("a", Opaque(torch.zeros(3)))
     model.register_buffer("b", torch.nested.nested_tensor([torch.zeros(2), torch.zeros(3)]))
@@ -505,7 +522,7 @@ def test_unknown_storage_warns_and_stays_alone():
     assert slot(tg, "b")["shape"] == (2, -1)
 
 
-def test_json_round_trip_keeps_placement_quantization_and_findings(tmp_path):
+def test_json_round_trip_keeps_placement_quantization_and_findings(tmp_path: Path) -> None:
     from accelerate import dispatch_model
     from torchao.quantization import Int8WeightOnlyConfig, quantize_
 
@@ -547,7 +564,8 @@ def _quanto_qint8() -> nn.Module:
 def _cpu_offload() -> nn.Module:
     from accelerate import cpu_offload
 
-    return cpu_offload(tiny_llama(), execution_device="cpu")
+    model: nn.Module = cpu_offload(tiny_llama(), execution_device="cpu")
+    return model
 
 
 @pytest.mark.parametrize(
@@ -559,7 +577,9 @@ def _cpu_offload() -> nn.Module:
     ],
     ids=["torchao", "quanto", "cpu_offload"],
 )
-def test_json_text_round_trip_diffs_empty_for_non_float8_quantization(build, make, head):
+def test_json_text_round_trip_diffs_empty_for_non_float8_quantization(
+    build: BuildFn, make: Callable[[], nn.Module], head: tuple[str | None, str, str]
+) -> None:
     """Pins that quantization/placement/execution_device labels beyond float8 survive JSON text.
 
     Non-float8 labels exist only in the graph's node attributes (not derivable from dtype), so a reader

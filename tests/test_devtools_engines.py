@@ -9,6 +9,7 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
@@ -19,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 from devtools.engines import harness  # noqa: E402
 
 
-def _common():
+def _common() -> ModuleType:
     """The runners' shared module (it lives beside scripts that run in the engines' venvs, not a package)."""
     name = "devtools_engines_runners_common"
     spec = importlib.util.spec_from_file_location(name, ROOT / "devtools/engines/runners/_common.py")
@@ -48,13 +49,15 @@ HEAD = RNG.standard_normal((8, 4)).astype(np.float32)
         (None, EMB, {"embedding": EMB}, "neither"),
     ],
 )
-def test_classify_labels(loaded_head, loaded_emb, ref, label):
+def test_classify_labels(
+    loaded_head: np.ndarray | None, loaded_emb: np.ndarray, ref: dict[str, np.ndarray], label: str
+) -> None:
     """Each outcome label comes from comparing the engine's head and embedding with the folder's."""
     got, _ = common.classify(common.Loaded(head=loaded_head, embedding=loaded_emb), ref)
     assert got == label
 
 
-def test_classify_float16_round_trip_and_padded_rows():
+def test_classify_float16_round_trip_and_padded_rows() -> None:
     """A float16 copy of the embedding is still the embedding; a padded head compares its common rows."""
     half = EMB.astype(np.float16).astype(np.float32)
     assert common.classify(common.Loaded(head=half), {"embedding": EMB})[0] == "embedding"
@@ -64,13 +67,13 @@ def test_classify_float16_round_trip_and_padded_rows():
     assert "head rows 12" in note
 
 
-def test_head_warnings_whole_words_only():
+def test_head_warnings_whole_words_only() -> None:
     """A path containing 'tiegraph' is not a warning about a tie; an lm_head line is, without colours."""
     lines = ["/root/.cache/tiegraph/x.py: deprecated", "\x1b[1mlm_head.weight\x1b[0m | MISSING at /f/x"]
     assert common.head_warnings(lines, "/f/x") == ["lm_head.weight | MISSING at <folder>"]
 
 
-def test_bias_outcome():
+def test_bias_outcome() -> None:
     """A folder with lm_head.bias: the engine keeps it, changes it or has no slot for it."""
     bias = RNG.standard_normal(8).astype(np.float32)
     ref = {"embedding": EMB, "bias": bias}
@@ -79,7 +82,7 @@ def test_bias_outcome():
     assert common.bias_outcome(common.Loaded(head=EMB), {"embedding": EMB}) is None
 
 
-def test_write_rows_replaces_the_same_cell(tmp_path):
+def test_write_rows_replaces_the_same_cell(tmp_path: Path) -> None:
     """Rows of engines not run this time stay; a re-measured cell replaces its old row."""
     path = tmp_path / "m.json"
     row = {"engine": "vllm", "arch": "llama", "situation": "tied-no-head", "head": "embedding"}
@@ -100,7 +103,7 @@ def test_write_rows_replaces_the_same_cell(tmp_path):
         ("load-error", "", "load-error", True),
     ],
 )
-def test_matches(measured, note, predicted, match):
+def test_matches(measured: str, note: str, predicted: str, match: bool) -> None:
     """'neither' verifies random and uninitialised; an equal head verifies embedding and folder-head."""
     assert harness._matches({"head": measured, "note": note}, predicted) is match
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 import torch
+from conftest import BuildFn
 from test_deployed import Opaque, tiny_llama
 from torch import nn
 
@@ -61,7 +62,7 @@ def view(tensor: torch.Tensor) -> tuple[int, tuple[int, ...], tuple[int, ...], i
 
 
 @pytest.mark.parametrize("config", CONFIGS)
-def test_expand_answers_as_leaves_tensor_by_tensor(config, monkeypatch):
+def test_expand_answers_as_leaves_tensor_by_tensor(config, monkeypatch: pytest.MonkeyPatch) -> None:
     """Mixed classes (torchao weights, sparse, plain, an opaque wrapper): input order and leaf order kept."""
     model = quantized(config)
     base = torch.arange(6.0)
@@ -102,7 +103,9 @@ def shared_leaves(config: str) -> nn.Sequential:
 
 
 @pytest.mark.parametrize("config", CONFIGS)
-def test_build_answers_the_same_with_the_bulk_reading_off(build, monkeypatch, config):
+def test_build_answers_the_same_with_the_bulk_reading_off(
+    build: BuildFn, monkeypatch: pytest.MonkeyPatch, config
+) -> None:
     """The whole graph (JSON) is the same when every slow slot is read tensor by tensor and every component
     is counted (the bulk reading and the pointer check that skips unshared components switched off)."""
     model = shared_leaves(config)
@@ -117,7 +120,9 @@ def test_build_answers_the_same_with_the_bulk_reading_off(build, monkeypatch, co
     assert on.to_json() == off.to_json()
 
 
-def test_a_quantized_llama_builds_the_same_with_the_bulk_reading_off(build, monkeypatch):
+def test_a_quantized_llama_builds_the_same_with_the_bulk_reading_off(
+    build: BuildFn, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The benchmark's shape: a tied Llama, every Linear (lm_head too) torchao int8: nothing is shared."""
     from torchao.quantization import Int8WeightOnlyConfig, quantize_
 
@@ -147,7 +152,7 @@ def bitsandbytes_layers() -> nn.Sequential:
     return model
 
 
-def test_subclasses_with_storage_answer_as_leaves_tensor_by_tensor():
+def test_subclasses_with_storage_answer_as_leaves_tensor_by_tensor() -> None:
     model = bitsandbytes_layers()
     tensors = [model[0].weight, model[1].weight, model[0].weight]
     assert {type(t).__name__ for t in tensors} == {"Params4bit", "Int8Params"}
@@ -158,7 +163,9 @@ def test_subclasses_with_storage_answer_as_leaves_tensor_by_tensor():
     assert all(s is t.untyped_storage() for s, t in zip(got.storages, got.tensors, strict=True))
 
 
-def test_a_bitsandbytes_model_builds_the_same_with_the_bulk_reading_off(build, monkeypatch):
+def test_a_bitsandbytes_model_builds_the_same_with_the_bulk_reading_off(
+    build: BuildFn, monkeypatch: pytest.MonkeyPatch
+) -> None:
     model = bitsandbytes_layers()
     on = build(model)
     assert on.tie_groups() == [["0.weight", "2.alias"]]
@@ -167,14 +174,16 @@ def test_a_bitsandbytes_model_builds_the_same_with_the_bulk_reading_off(build, m
     assert on.to_json() == build(model).to_json()
 
 
-def test_an_optional_component_set_on_one_tensor_only_is_followed(build):
+def test_an_optional_component_set_on_one_tensor_only_is_followed(build: BuildFn) -> None:
     """``act_pre_scale`` (an optional data name of Int8Tensor) set on one weight: that weight reads it."""
     model = quantized()
     model[0].weight.act_pre_scale = model[2].bias
     assert build(model).tie_groups() == [["0.weight", "2.bias"]]
 
 
-def test_a_class_changing_its_names_between_builds_is_read_as_it_is_now(build, monkeypatch):
+def test_a_class_changing_its_names_between_builds_is_read_as_it_is_now(
+    build: BuildFn, monkeypatch: pytest.MonkeyPatch
+) -> None:
     model = quantized()
     kind = type(model[0].weight)
     model[1].register_buffer("scale_alias", model[0].weight.scale)
@@ -189,7 +198,9 @@ def test_a_class_changing_its_names_between_builds_is_read_as_it_is_now(build, m
     assert build(model).tie_groups() == tied
 
 
-def test_a_class_replacing_its_flatten_between_builds_is_read_as_it_is_now(build, monkeypatch):
+def test_a_class_replacing_its_flatten_between_builds_is_read_as_it_is_now(
+    build: BuildFn, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Regression: ``__tensor_flatten__`` was cached per class for the life of the process."""
     model = quantized()
     kind = type(model[0].weight)
@@ -201,7 +212,7 @@ def test_a_class_replacing_its_flatten_between_builds_is_read_as_it_is_now(build
     assert build(model).tie_groups() == [["0.weight", "1.scale_alias"]]
 
 
-def test_one_tensor_with_its_own_name_list_is_read_with_it(build):
+def test_one_tensor_with_its_own_name_list_is_read_with_it(build: BuildFn) -> None:
     """An instance attribute ``tensor_data_names`` is what torchao's ``__tensor_flatten__`` reads for it."""
     model = quantized()
     model[1].register_buffer("scale_alias", model[0].weight.scale)
@@ -210,7 +221,7 @@ def test_one_tensor_with_its_own_name_list_is_read_with_it(build):
     assert build(model).tie_groups() == [["2.other_scale", "2.weight"]]
 
 
-def test_a_missing_attribute_leaves_that_tensor_unknown_as_torchao_would(build):
+def test_a_missing_attribute_leaves_that_tensor_unknown_as_torchao_would(build: BuildFn) -> None:
     """torchao's ``__tensor_flatten__`` raises when an attribute is gone: that slot's storage is unknown."""
     model = quantized()
     del model[1].weight.block_size
@@ -220,7 +231,9 @@ def test_a_missing_attribute_leaves_that_tensor_unknown_as_torchao_would(build):
 
 
 @pytest.mark.parametrize("name", ["qdata", "block_size"])
-def test_a_value_whose_property_raises_leaves_that_tensor_unknown(build, monkeypatch, name):
+def test_a_value_whose_property_raises_leaves_that_tensor_unknown(
+    build: BuildFn, monkeypatch: pytest.MonkeyPatch, name
+) -> None:
     """A data or attribute name read through a property that raises (not AttributeError): a warning."""
     model = quantized()
     kind = type(model[0].weight)
@@ -234,7 +247,9 @@ def test_a_value_whose_property_raises_leaves_that_tensor_unknown(build, monkeyp
     assert tg.tie_groups() == []
 
 
-def test_a_class_value_answers_for_an_instance_without_its_own(build, monkeypatch):
+def test_a_class_value_answers_for_an_instance_without_its_own(
+    build: BuildFn, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``getattr`` falls back to the class when an instance dict lacks a name: the bulk reading too."""
     model = quantized()
     kind = type(model[0].weight)
@@ -253,7 +268,9 @@ def test_a_class_value_answers_for_an_instance_without_its_own(build, monkeypatc
     assert on.to_json() == build(model).to_json()
 
 
-def test_a_class_with_its_own_getattribute_is_read_tensor_by_tensor(build, monkeypatch):
+def test_a_class_with_its_own_getattribute_is_read_tensor_by_tensor(
+    build: BuildFn, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``__getattribute__`` decides every lookup, so the instance dicts are not asked (bulk reading off)."""
     model = quantized()
     kind = type(model[0].weight)
@@ -273,7 +290,7 @@ def test_a_class_with_its_own_getattribute_is_read_tensor_by_tensor(build, monke
     assert batched == [None]
 
 
-def test_quantization_labels_are_one_string_per_class():
+def test_quantization_labels_are_one_string_per_class() -> None:
     model = quantized()
     got = expand([model[0].weight, model[1].weight])
     assert got.labels[0] == "torchao.Int8Tensor"

@@ -6,7 +6,8 @@ import html
 import json
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import networkx as nx
@@ -14,6 +15,7 @@ import pydot
 import pygraphviz
 import pytest
 import torch
+from conftest import BuildFn
 from models import MODELS, PEFT_MODELS, seeded
 from torch import nn
 
@@ -154,7 +156,7 @@ def llama70b() -> tiegraph.TieGraph:
 # ------------------------------------------------------------------------------------------ DOT
 
 
-def test_default_picture_is_the_embedding_tie_group(build):
+def test_default_picture_is_the_embedding_tie_group(build: BuildFn) -> None:
     """A tied Llama: two slots, one storage, one shares edge, a declared tie, and nothing else."""
     tg = build(seeded(MODELS["llama-tied"]))
     g = _dot(tg)
@@ -177,7 +179,7 @@ def test_default_picture_is_the_embedding_tie_group(build):
     assert "input embedding" in clusters[f"cluster_{ids['m:model.embed_tokens']}"]
 
 
-def test_dot_parses_back_with_pydot_and_graphviz(build):
+def test_dot_parses_back_with_pydot_and_graphviz(build: BuildFn) -> None:
     tg = build(PEFT_MODELS["modules-to-save-lm-head"]())
     dot = tg.to_dot()
     parsed = _nodes(_parse(dot))
@@ -191,7 +193,7 @@ def test_dot_parses_back_with_pydot_and_graphviz(build):
     assert len(agraph.edges()) == len(_edges(_parse(dot)))
 
 
-def test_awkward_names_survive(build):
+def test_awkward_names_survive(build: BuildFn) -> None:
     """``node`` would vanish and ``a:b`` would become a port if they were DOT ids; they are labels here."""
     tg = build(_Awkward())
     assert tg.tie_groups() == [["a:b.weight", "edge.weight", "node.weight"]]
@@ -206,7 +208,7 @@ def test_awkward_names_survive(build):
     assert "<svg" in tg.to_svg()
 
 
-def test_only_allowed_attributes(build):
+def test_only_allowed_attributes(build: BuildFn) -> None:
     for tg in (
         build(PEFT_MODELS["lora-ensure-weight-tying"]()),
         build(MODELS["llama-declared-but-copied"]()),
@@ -220,13 +222,13 @@ def test_only_allowed_attributes(build):
             assert used <= DOT_ATTRIBUTES, used - DOT_ATTRIBUTES
 
 
-def test_attribute_outside_allow_list_is_refused():
+def test_attribute_outside_allow_list_is_refused() -> None:
     with pytest.raises(ValueError, match="allow-list"):
         dot_room.attrs(label="x", URL="http://example.com")
 
 
 @pytest.mark.parametrize("name", sorted(PEFT_MODELS))
-def test_wrapped_slots_show_canonical_and_full_names(build, name):
+def test_wrapped_slots_show_canonical_and_full_names(build: BuildFn, name: str) -> None:
     tg = build(PEFT_MODELS[name]())
     g = _dot(tg)
     G = tg.graph
@@ -258,7 +260,7 @@ def _edge_attrs(g: pydot.Dot, a: str, b: str) -> list[dict[str, str]]:
     return [attrs for u, v, attrs in _edges(g) if {u, v} == {a, b}]
 
 
-def test_shares_edges_styled_by_how(build):
+def test_shares_edges_styled_by_how(build: BuildFn) -> None:
     """same object, view, overlap: each has its own line style (and the legend says which)."""
     m = nn.Module()
     m.a = nn.Linear(4, 4, bias=False)
@@ -290,7 +292,7 @@ def test_shares_edges_styled_by_how(build):
     assert "bytes 32..80" in reads
 
 
-def test_declared_edges_styled_by_status(build):
+def test_declared_edges_styled_by_status(build: BuildFn) -> None:
     """The lying model: lm_head holds a copy; its declared tie is drawn red and dashed, to the embedding."""
     tg = build(MODELS["llama-declared-but-copied"]())
     g = _dot(tg)
@@ -305,7 +307,7 @@ def test_declared_edges_styled_by_status(build):
 
 
 @pytest.mark.parametrize("status", ["tied", "not-tied", "gated-off", "unresolved"])
-def test_every_declared_status_has_a_style(build, status):
+def test_every_declared_status_has_a_style(build: BuildFn, status: str) -> None:
     """A declaration and its declares edge added by hand (TieGraph.from_graph), one per status."""
     G = build(_tiny_tied()).graph.copy()
     G.add_node(
@@ -344,7 +346,7 @@ def test_every_declared_status_has_a_style(build, status):
     assert "<svg" in tg.to_svg(show="groups")
 
 
-def test_modules_to_save_copy_is_drawn_beside_the_tied_original(build):
+def test_modules_to_save_copy_is_drawn_beside_the_tied_original(build: BuildFn) -> None:
     """The untie made visible: both lm_head.weight slots, joined by a 'same name, not shared' edge."""
     tg = build(PEFT_MODELS["modules-to-save-lm-head"]())
     g = _dot(tg)
@@ -355,7 +357,7 @@ def test_modules_to_save_copy_is_drawn_beside_the_tied_original(build):
     assert any(attrs.get("xlabel") == dot_room.SAME_NAME[2] for attrs in _edge_attrs(g, a, b))
 
 
-def test_t5_four_way_share(build):
+def test_t5_four_way_share(build: BuildFn) -> None:
     tg = build(MODELS["t5"]())
     g = _dot(tg)
     names = ["shared.weight", "encoder.embed_tokens.weight", "decoder.embed_tokens.weight", "lm_head.weight"]
@@ -363,7 +365,7 @@ def test_t5_four_way_share(build):
     assert {v for _, v, _ in _edges(g) if v.startswith("t")} == {"t0"}
 
 
-def test_component_option(build):
+def test_component_option(build: BuildFn) -> None:
     tg = build(PEFT_MODELS["lora-ensure-weight-tying"]())
     g = _dot(tg, component="lm_head.lora_A.default.weight")
     assert _drawn_slots(g) == _slot_ids(
@@ -381,7 +383,7 @@ def test_component_option(build):
         tg.to_dot(show="everything")
 
 
-def test_groups_and_no_input_embedding(build):
+def test_groups_and_no_input_embedding(build: BuildFn) -> None:
     class NoEmbedding(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -400,7 +402,7 @@ def test_groups_and_no_input_embedding(build):
 
 
 @pytest.mark.slow
-def test_70b_meta_llama_stays_small(llama70b):
+def test_70b_meta_llama_stays_small(llama70b: tiegraph.TieGraph) -> None:
     """80 identical untied layers: hidden in the default picture, one collapsed node in the whole one."""
     g = _dot(llama70b)
     assert len(_drawn_slots(g)) == 2
@@ -420,7 +422,7 @@ def test_70b_meta_llama_stays_small(llama70b):
     assert len(no_collapse) > 700
 
 
-def test_collapse_keeps_tied_layers_apart(build):
+def test_collapse_keeps_tied_layers_apart(build: BuildFn) -> None:
     """A layer holding a tie breaks the run: layers 0..2 and 4..5 collapse, layer 3 is drawn."""
     blocks = nn.ModuleList(nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4)) for _ in range(6))
     m = nn.Module()
@@ -437,7 +439,7 @@ def test_collapse_keeps_tied_layers_apart(build):
 # ------------------------------------------------------------------------------------------ rendering
 
 
-def test_svg_png_pdf_and_write(build, tmp_path):
+def test_svg_png_pdf_and_write(build: BuildFn, tmp_path: Path) -> None:
     tg = build(_tiny_tied(), input_embedding="embed")
     svg = tg.to_svg()
     assert isinstance(svg, str)
@@ -458,7 +460,7 @@ def test_svg_png_pdf_and_write(build, tmp_path):
         tg.write(tmp_path / "g.json", legend=False)
 
 
-def test_missing_pygraphviz_is_explained(build, monkeypatch):
+def test_missing_pygraphviz_is_explained(build: BuildFn, monkeypatch: pytest.MonkeyPatch) -> None:
     import importlib.util
 
     real = importlib.util.find_spec
@@ -475,7 +477,9 @@ def test_missing_pygraphviz_is_explained(build, monkeypatch):
     assert isinstance(RenderError("x"), tiegraph.TiegraphError)
 
 
-def test_graphviz_crash_is_an_error_not_a_dead_process(build, monkeypatch):
+def test_graphviz_crash_is_an_error_not_a_dead_process(
+    build: BuildFn, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Graphviz segfaults on some layouts; it runs in a child process, so the caller gets a RenderError."""
     monkeypatch.setattr(render_room, "_DRAW", "import os; os.abort()")
     tg = build(_tiny_tied(), input_embedding="embed")
@@ -485,7 +489,7 @@ def test_graphviz_crash_is_an_error_not_a_dead_process(build, monkeypatch):
 
 
 @pytest.mark.parametrize("name", sorted(MODELS) + sorted(PEFT_MODELS))
-def test_every_model_renders(build, name):
+def test_every_model_renders(build: BuildFn, name: str) -> None:
     """Regression: labels on constraint=false edges made Graphviz segfault on T5 (they are xlabels now)."""
     factory = MODELS.get(name) or PEFT_MODELS[name]
     tg = build(factory())
@@ -493,7 +497,7 @@ def test_every_model_renders(build, name):
     assert pygraphviz.AGraph(string=tg.to_dot(show="all")).number_of_nodes() > 0
 
 
-def test_jupyter_reprs(build):
+def test_jupyter_reprs(build: BuildFn) -> None:
     tg = build(MODELS["llama-tied"]())
     svg = tg._repr_svg_()
     assert isinstance(svg, str)
@@ -530,7 +534,7 @@ def _answers(tg: tiegraph.TieGraph) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("name", sorted(MODELS) + sorted(PEFT_MODELS))
-def test_json_round_trip(build, name):
+def test_json_round_trip(build: BuildFn, name: str) -> None:
     factory = MODELS.get(name) or PEFT_MODELS[name]
     tg = build(factory())
     data = tg.to_json()
@@ -550,7 +554,7 @@ def test_json_round_trip(build, name):
     assert nx.node_link_graph(data, edges="edges").number_of_edges() == G.number_of_edges()
 
 
-def test_from_json_refuses_other_data():
+def test_from_json_refuses_other_data() -> None:
     tg = tiegraph.build_graph(_tiny_tied(), input_embedding="embed")
     data = tg.to_json()
     with pytest.raises(GraphFormatError, match="format 99"):
@@ -579,7 +583,7 @@ def _two_paths_one_place() -> nn.Module:
     return Twice()
 
 
-def test_one_place_through_two_wrapper_paths_is_not_a_tie_anywhere(build):
+def test_one_place_through_two_wrapper_paths_is_not_a_tie_anywhere(build: BuildFn) -> None:
     """The repr and the picture captions counted tie groups by slot (1) while tie_groups()
     counts canonical names ([]); all of them now ask TieGraph."""
     model = _two_paths_one_place()
@@ -599,7 +603,7 @@ def test_one_place_through_two_wrapper_paths_is_not_a_tie_anywhere(build):
 
 
 @pytest.mark.parametrize("wrap", [lambda m: m, torch.compile], ids=["plain", "compiled"])
-def test_component_of_the_root_is_every_slot(build, wrap):
+def test_component_of_the_root_is_every_slot(build: BuildFn, wrap: Callable[[nn.Module], nn.Module]) -> None:
     """``component("")`` was every slot from TieGraph but only the root's own slots from the
     graph walk behind to_dot(component=""); both now answer every slot."""
     m = nn.Module()
@@ -617,18 +621,20 @@ def test_component_of_the_root_is_every_slot(build, wrap):
     assert "not drawn" not in _text(_dot(tg, component="").get("label"))
 
 
-def _slot_nodes(tg):
+def _slot_nodes(tg: tiegraph.TieGraph) -> list[str]:
     return [n for n, kind in tg.graph.nodes(data="kind") if kind == "slot"]
 
 
-def test_jupyter_renders_the_picture_once_per_display(build, monkeypatch):
+def test_jupyter_renders_the_picture_once_per_display(
+    build: BuildFn, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """IPython asks for HTML and SVG of one object; Graphviz runs once, not twice."""
     from IPython.core.formatters import DisplayFormatter
 
-    calls = []
+    calls: list[str] = []
     real = render_room.draw
 
-    def counted(dot, format, timeout=120.0):
+    def counted(dot: str, format: str, timeout: float = 120.0) -> bytes:
         calls.append(format)
         return real(dot, format, timeout)
 
@@ -661,7 +667,7 @@ class _DeclaredTiny(nn.Module):
 
 
 @pytest.mark.parametrize(("rankdir", "side"), [("LR", "w"), ("TB", "n")])
-def test_declared_tie_is_drawn_beside_the_share_edge(build, rankdir, side):
+def test_declared_tie_is_drawn_beside_the_share_edge(build: BuildFn, rankdir: str, side: str) -> None:
     """A declared tie coinciding with a share edge was drawn under it. Declared (and
     same-name) edges leave and enter on the side away from the storage, so they curve beside the straight
     share edge, and their labels sit outside the module boxes."""
@@ -673,14 +679,14 @@ def test_declared_tie_is_drawn_beside_the_share_edge(build, rankdir, side):
     assert (declared["tailport"], declared["headport"]) == (side, side)
 
 
-def test_storage_is_labelled_by_what_it_stores(build):
+def test_storage_is_labelled_by_what_it_stores(build: BuildFn) -> None:
     """Storages said 'storage t0'; they say dtype, shape, size and device."""
     g = _dot(build(_DeclaredTiny()))
     (storage,) = [a for n, a in _nodes(g).items() if n.startswith("t")]
     assert _text(storage["label"]).splitlines() == ["storage", "float32 8×4 · 128 B · cpu"]
 
 
-def test_legend_has_an_entry_for_every_node_kind_drawn(build):
+def test_legend_has_an_entry_for_every_node_kind_drawn(build: BuildFn) -> None:
     """A buffer slot of the input embedding was drawn dashed with no legend entry."""
 
     class Embed(nn.Module):

@@ -139,7 +139,7 @@ MIRRORED = {"_tied_weights_keys"}
 
 def _own_private_attributes(tree: ast.Module) -> set[str]:
     """Underscored attributes a module's classes define: methods, class fields, ``self._x =``, slots."""
-    names = set()
+    names: set[object] = set()  # (constants in __slots__ may be any literal; only strings are kept)
     for node in ast.walk(tree):
         if isinstance(node, ast.ClassDef):
             for item in node.body:

@@ -50,7 +50,7 @@ def test_same_answers_as_an_eager_read() -> None:
     """The lazily read metadata equals what the tensors say (every slot, shared or not)."""
     model = Tied()
     tg = tiegraph.build_graph(model)
-    named = dict(model.named_parameters(remove_duplicate=False))
+    named: dict[str, torch.Tensor] = dict(model.named_parameters(remove_duplicate=False))
     named.update(model.named_buffers(remove_duplicate=False))
     nodes = {n: d for n, d in tg.graph.nodes(data=True) if n.startswith("s:")}
     assert set(nodes) == {f"s:{name}" for name in named}
@@ -93,6 +93,7 @@ def test_parameter_turned_buffer_is_unknown() -> None:
     model = Tied()
     tg = tiegraph.build_graph(model)
     weight = model.proj._parameters.pop("weight")
+    assert weight is not None
     model.proj.register_buffer("weight", weight.detach())
     slots = _slot_nodes(tg)
     assert slots["proj.weight"]["tensor"] == "parameter"

@@ -15,6 +15,7 @@ import torch
 from conftest import BuildFn
 from test_deployed import X, tiny_llama
 from torch import nn
+from transformers import LlamaForCausalLM
 
 import tiegraph
 
@@ -73,7 +74,7 @@ TORCHAO = {
 
 
 @pytest.mark.parametrize("where", list(TORCHAO))
-def test_torchao_advice_names_the_quantized_end(build, where):
+def test_torchao_advice_names_the_quantized_end(build: BuildFn, where: str) -> None:
     """Before: every case said "leave lm_head out" and called the quantized embedding "unquantized"."""
     model = tiny_llama(64)
     _torchao(where)(model)
@@ -92,7 +93,7 @@ def test_torchao_advice_names_the_quantized_end(build, where):
 
 
 @pytest.mark.parametrize("where", list(TORCHAO))
-def test_torchao_tie_weights_does_what_the_message_says(build, where):
+def test_torchao_tie_weights_does_what_the_message_says(build: BuildFn, where: str) -> None:
     """The head alone: the float embedding goes back and the head's quantization is gone. A quantized
     embedding: its torchao tensor goes into the head, the forward runs, and the pair is one tensor."""
     model = tiny_llama(64)
@@ -106,7 +107,7 @@ def test_torchao_tie_weights_does_what_the_message_says(build, where):
 
 
 @pytest.mark.parametrize("where", list(TORCHAO))
-def test_torchao_filter_in_the_advice_keeps_one_weight(build, where):
+def test_torchao_filter_in_the_advice_keeps_one_weight(build: BuildFn, where: str) -> None:
     """The filter_fn the message writes, run on a fresh model: the pair stays one unquantized weight."""
     model = tiny_llama(64)
     _torchao(where)(model)
@@ -124,7 +125,7 @@ def test_torchao_filter_in_the_advice_keeps_one_weight(build, where):
     assert build(fresh).audit() == []
 
 
-def _bnb_embedding(model: nn.Module, cls: str) -> None:
+def _bnb_embedding(model: LlamaForCausalLM, cls: str) -> None:
     import bitsandbytes as bnb
 
     embed = getattr(bnb.nn, cls)(64, 64)
@@ -132,7 +133,7 @@ def _bnb_embedding(model: nn.Module, cls: str) -> None:
     model.model.embed_tokens = embed.to("cpu")
 
 
-def _bnb_head(model: nn.Module, cls: str) -> None:
+def _bnb_head(model: LlamaForCausalLM, cls: str) -> None:
     import bitsandbytes as bnb
 
     kwargs = {"quant_type": "fp4"} if cls == "Linear4bit" else {"has_fp16_weights": False}
@@ -152,7 +153,7 @@ BITSANDBYTES = {
 
 
 @pytest.mark.parametrize(("embedding", "head"), list(BITSANDBYTES))
-def test_bitsandbytes_quantized_embedding(build, embedding, head):
+def test_bitsandbytes_quantized_embedding(build: BuildFn, embedding: str, head: str | None) -> None:
     """bitsandbytes' weights compute only in a layer of their own format: the message says whether
     tie_weights() ties the pair again or breaks the forward, as measured here."""
     model = tiny_llama(64)
@@ -171,14 +172,14 @@ def test_bitsandbytes_quantized_embedding(build, embedding, head):
     assert _forward_works(model) == works
 
 
-def _hqq_head(model: nn.Module) -> None:
+def _hqq_head(model: LlamaForCausalLM) -> None:
     from hqq.core.quantize import BaseQuantizeConfig, HQQLinear
 
     config = BaseQuantizeConfig(nbits=4, group_size=64)
     model.lm_head = HQQLinear(model.lm_head, config, compute_dtype=torch.float32, device="cpu")
 
 
-def _quanto_head(model: nn.Module) -> None:
+def _quanto_head(model: LlamaForCausalLM) -> None:
     from optimum.quanto import freeze, qint8, quantize
 
     quantize(model, weights=qint8)
@@ -186,7 +187,7 @@ def _quanto_head(model: nn.Module) -> None:
 
 
 #: the head quantized alone, by each library -> what the message says tie_weights() does
-HEAD_ONLY = {
+HEAD_ONLY: dict[str, tuple[Callable[[LlamaForCausalLM], None], str]] = {
     "quanto": (_quanto_head, "whose QLinear then quantizes it at every forward"),
     "bitsandbytes-nf4": (lambda m: _bnb_head(m, "Linear4bit"), "a Linear4bit that computes only with"),
     "bitsandbytes-int8": (lambda m: _bnb_head(m, "Linear8bitLt"), "a Linear8bitLt that computes only with"),
@@ -195,7 +196,7 @@ HEAD_ONLY = {
 
 
 @pytest.mark.parametrize("library", list(HEAD_ONLY))
-def test_head_only_tie_weights_as_the_message_says(build, library):
+def test_head_only_tie_weights_as_the_message_says(build: BuildFn, library: str) -> None:
     """Each library's head-only case: what tie_weights() does, carried out (torchao's is tested above)."""
     model = tiny_llama(64)
     quantize, said = HEAD_ONLY[library]
@@ -215,7 +216,7 @@ def test_head_only_tie_weights_as_the_message_says(build, library):
     assert torch.equal(before, after)  # quanto: the same weight quantized at forward; hqq: W_q, untouched
 
 
-def test_torch_ao_dynamic_quantization_unties_once(build):
+def test_torch_ao_dynamic_quantization_unties_once(build: BuildFn) -> None:
     """torch.ao's quantize_dynamic packs the tied head's weight (no slot): the tie is lost, and the finding
     says so once, with the quantization kind; tie_weights() raises, as the message says; the advice's
     qconfig keeps the pair one weight."""

@@ -18,6 +18,7 @@ import torch
 from models import llama
 from peft import LoraConfig, get_peft_model
 from torch import nn
+from transformers import PreTrainedModel
 
 import tiegraph
 from tiegraph._graph import view_of
@@ -44,7 +45,12 @@ def _merged(model: nn.Module) -> None:
 
 
 def _replaced(model: nn.Module) -> None:
-    model.model.layers[0].mlp.down_proj = nn.Linear(32, 16, bias=False)
+    model.get_submodule("model.layers.0.mlp").down_proj = nn.Linear(32, 16, bias=False)
+
+
+def _resized(model: nn.Module) -> None:
+    assert isinstance(model, PreTrainedModel)
+    model.resize_token_embeddings(80)
 
 
 STEPS: dict[str, Callable[[nn.Module], object]] = {
@@ -54,7 +60,7 @@ STEPS: dict[str, Callable[[nn.Module], object]] = {
     "to bfloat16": lambda m: m.to(torch.bfloat16),
     "to meta": lambda m: m.to("meta"),
     "replaced module": _replaced,
-    "resize_token_embeddings": lambda m: m.resize_token_embeddings(80),
+    "resize_token_embeddings": _resized,
 }
 
 

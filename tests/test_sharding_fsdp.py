@@ -58,7 +58,8 @@ def references() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     for name in ("identity", "untied"):
         model = llama(name)
         step(model)
-        out[name] = tuple(t.detach() for t in ends(model))
+        embed, head = ends(model)
+        out[name] = (embed.detach(), head.detach())
     return out
 
 

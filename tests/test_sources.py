@@ -28,6 +28,9 @@ class _Tied(nn.Module):
     """An identity tie (head), a view tie (proj: first rows of the embedding), a persistent and a
     non-persistent buffer."""
 
+    kept: torch.Tensor
+    scratch: torch.Tensor
+
     def __init__(self) -> None:
         super().__init__()
         self.embed = nn.Embedding(10, 4)
@@ -40,7 +43,8 @@ class _Tied(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.embed(x)
-        return self.head(h).sum() + self.proj(h).sum() + self.kept.sum() + self.scratch.sum()
+        out: torch.Tensor = self.head(h).sum() + self.proj(h).sum() + self.kept.sum() + self.scratch.sum()
+        return out
 
 
 _TOKENS = torch.tensor([1, 2, 3])
@@ -53,7 +57,8 @@ def _script() -> nn.Module:
 
 
 def _trace() -> nn.Module:
-    return torch.jit.trace(_Tied(), _TOKENS)
+    traced: nn.Module = torch.jit.trace(_Tied(), _TOKENS)
+    return traced
 
 
 @pytest.mark.parametrize("make", [_script, _trace], ids=["script", "trace"])

@@ -8,8 +8,9 @@ on every device in ``devices`` (CPU and meta unless a case says otherwise): on m
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pytest
@@ -329,11 +330,11 @@ def everything_under_the_input_embedding_counts(device: str) -> nn.Module:
     embedding counts its base layer and adapters): a slot tied to ``emb.side.w``, a submodule's slot, makes
     its owner a tied target; ``emb.inner`` itself never is."""
     emb = nn.Module()
-    emb.inner = nn.Embedding(6, 4, device=device)
-    emb.side = holder(w=P(torch.zeros(4, 2, device=device)))
+    emb.inner = inner = nn.Embedding(6, 4, device=device)
+    emb.side = side = holder(w=P(torch.zeros(4, 2, device=device)))
     head = nn.Linear(4, 6, bias=False, device=device)
-    head.weight = emb.inner.weight
-    return tree(emb=emb, head=head, head_side=holder(w=P(emb.side.w.t())))
+    head.weight = inner.weight
+    return tree(emb=emb, head=head, head_side=holder(w=P(side.get_parameter("w").t())))
 
 
 class _Same(nn.Module):
@@ -484,7 +485,13 @@ def set_onto_a_sub_storage_shares(_device: str) -> nn.Module:
 # --------------------------------------------------------------------------------------------------
 # the tests
 
-PARAMS = [pytest.param(c, d, id=f"{c.name}-{d}") for c in CASES for d in c.devices]
+
+def _params(cases: Iterable[Case]) -> list[Any]:
+    """One pytest.param per case and device."""
+    return [pytest.param(c, d, id=f"{c.name}-{d}") for c in cases for d in c.devices]
+
+
+PARAMS = _params(CASES)
 
 
 @pytest.mark.parametrize(("case_", "device"), PARAMS)
@@ -494,7 +501,7 @@ def test_tie_groups(build: BuildFn, case_: Case, device: str) -> None:
     assert tg.tie_groups() == case_.canonical_groups
 
 
-@pytest.mark.parametrize(("case_", "device"), [p for p in PARAMS if p.values[0].components])
+@pytest.mark.parametrize(("case_", "device"), _params(c for c in CASES if c.components))
 def test_component(build: BuildFn, case_: Case, device: str) -> None:
     tg = build(case_.build(device), input_embedding=case_.input_embedding)
     for name, expected in case_.components.items():
@@ -503,7 +510,7 @@ def test_component(build: BuildFn, case_: Case, device: str) -> None:
         assert tg.component(name) == expected, name
 
 
-@pytest.mark.parametrize(("case_", "device"), [p for p in PARAMS if p.values[0].tied is not None])
+@pytest.mark.parametrize(("case_", "device"), _params(c for c in CASES if c.tied is not None))
 def test_tied_to_input_embedding(build: BuildFn, case_: Case, device: str) -> None:
     model = case_.build(device)
     tg = build(model, input_embedding=case_.input_embedding)

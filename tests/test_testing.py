@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 import torch
-from models import llama
+from models import compiled, llama
 from torch import nn
 
 import tiegraph
@@ -73,7 +73,7 @@ def test_a_typo_is_not_a_pass() -> None:
 def test_assert_ties_unchanged_passes_across_wrappers_and_fails_with_the_diff() -> None:
     model = llama(True)
     before = tiegraph.build_graph(model)
-    assert_ties_unchanged(before, torch.compile(model))
+    assert_ties_unchanged(before, compiled(model))
     assert_ties_unchanged(model, model)
     model.lm_head.weight = nn.Parameter(model.lm_head.weight.detach().clone())
     expected = str(tiegraph.diff(before, model))

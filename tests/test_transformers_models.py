@@ -12,15 +12,19 @@ storage kept). The answers are the same, except where the real structure differs
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
-from models import MODELS
+from models import MODELS, llama_declared_but_copied, llama_flag_flipped_off, llama_tied
 from torch import nn
 
 import tiegraph
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 # The embedding tie every Llama-shaped case checks.
 _LLAMA_GROUP = [["lm_head.weight", "model.embed_tokens.weight"]]
@@ -143,7 +147,8 @@ assert set(EXPECTED) == set(MODELS), "every model in the table has an expectatio
 def _init_empty_weights() -> contextlib.AbstractContextManager[None]:
     from accelerate import init_empty_weights
 
-    return init_empty_weights()
+    manager: contextlib.AbstractContextManager[None] = init_empty_weights()
+    return manager
 
 
 #: how a model is built: mode name -> context manager factory.
@@ -158,7 +163,7 @@ MODES: dict[str, Callable[[], contextlib.AbstractContextManager[object]]] = {
 class Case:
     name: str
     mode: str
-    model: nn.Module
+    model: PreTrainedModel
     tg: tiegraph.TieGraph
     expect: Expect
     devices_before: list[tuple[str, str]]
@@ -173,7 +178,7 @@ class Case:
     params=[(name, mode) for mode in MODES for name in MODELS],
     ids=lambda p: f"{p[0]}-{p[1]}",
 )
-def case(request: pytest.FixtureRequest, build: Callable[..., tiegraph.TieGraph]) -> Iterator[Case]:
+def case(request: pytest.FixtureRequest, build: Callable[..., tiegraph.TieGraph]) -> Case:
     """One model, built once per module, shared by the tests below."""
     name, mode = request.param
     torch.manual_seed(0)
@@ -237,7 +242,7 @@ def test_init_empty_weights_breaks_identity_keeps_storage() -> None:
     from accelerate import init_empty_weights
 
     with init_empty_weights():
-        model = MODELS["llama-tied"]()
+        model = llama_tied()
     emb, head = model.model.embed_tokens.weight, model.lm_head.weight
     assert emb is not head
     assert emb.untyped_storage()._cdata == head.untyped_storage()._cdata
@@ -245,14 +250,14 @@ def test_init_empty_weights_breaks_identity_keeps_storage() -> None:
 
 def test_flag_flipped_model_still_shares_one_object() -> None:
     """The flipped-flag model really is tied: the premise of ``llama-flag-flipped-off``."""
-    model = MODELS["llama-flag-flipped-off"]()
+    model = llama_flag_flipped_off()
     assert model.config.tie_word_embeddings is False
     assert model.lm_head.weight is model.model.embed_tokens.weight
 
 
 def test_declared_but_copied_is_declared() -> None:
     """The copied model still declares the tie: the premise of ``llama-declared-but-copied``."""
-    model = MODELS["llama-declared-but-copied"]()
+    model = llama_declared_but_copied()
     assert model.config.tie_word_embeddings is True
     assert model.all_tied_weights_keys == {"lm_head.weight": "model.embed_tokens.weight"}
     assert model.lm_head.weight.data_ptr() != model.model.embed_tokens.weight.data_ptr()

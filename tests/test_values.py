@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -82,7 +83,13 @@ def test_only_the_pair_is_read() -> None:
     seen: set[int] = set()
 
     class Spy(TorchFunctionMode):
-        def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        def __torch_function__(
+            self,
+            func: Callable[..., Any],
+            types: Iterable[type],
+            args: tuple[Any, ...] = (),
+            kwargs: dict[str, Any] | None = None,
+        ) -> Any:
             for value in [*args, *(kwargs or {}).values()]:
                 if isinstance(value, nn.Parameter):
                     seen.add(id(value))
@@ -195,7 +202,13 @@ def test_cpu_offload_compares_the_stores_tensors_only() -> None:
     seen: set[int] = set()
 
     class Spy(TorchFunctionMode):
-        def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        def __torch_function__(
+            self,
+            func: Callable[..., Any],
+            types: Iterable[type],
+            args: tuple[Any, ...] = (),
+            kwargs: dict[str, Any] | None = None,
+        ) -> Any:
             seen.update(id(v) for v in [*args, *(kwargs or {}).values()] if isinstance(v, torch.Tensor))
             return func(*args, **(kwargs or {}))
 

@@ -23,6 +23,8 @@ from ._graph import view_of
 from .errors import NoInputEmbeddingError
 
 if TYPE_CHECKING:
+    from torch.export import ExportedProgram
+
     from ._audit import Finding
     from ._build import InputEmbedding
     from ._graph import TieGraph
@@ -276,8 +278,8 @@ def _findings(tg: TieGraph) -> dict[tuple[str, tuple[str, ...]], Finding]:
 
 
 def diff(
-    before: TieGraph | nn.Module,
-    after: TieGraph | nn.Module,
+    before: TieGraph | nn.Module | ExportedProgram,
+    after: TieGraph | nn.Module | ExportedProgram,
     *,
     input_embedding: InputEmbedding = None,
 ) -> TieDiff:
@@ -286,9 +288,10 @@ def diff(
     Parameters
     ----------
     before, after
-        A :class:`TieGraph` (built, or reloaded from JSON), or an ``nn.Module`` whose graph is built on the
-        spot. A step that changes a model in place (``merge_and_unload``, ``load_state_dict``) needs the
-        ``before`` graph built before the step: ``before = tiegraph.build_graph(model)``.
+        A :class:`TieGraph` (built, or reloaded from JSON), or an ``nn.Module`` (or ``ExportedProgram``)
+        whose graph is built on the spot. A step that changes a model in place (``merge_and_unload``,
+        ``load_state_dict``) needs the ``before`` graph built before the step:
+        ``before = tiegraph.build_graph(model)``.
     input_embedding
         Passed to :func:`tiegraph.build_graph` for a side given as a module.
 

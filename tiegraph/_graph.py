@@ -240,8 +240,8 @@ class TieGraph:
         return to_json(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> TieGraph:
-        """A TieGraph from :meth:`to_json` output."""
+    def from_json(cls, data: dict[str, Any] | str) -> TieGraph:
+        """A TieGraph from :meth:`to_json` output (a dict, or its JSON text)."""
         from .export import from_json
 
         return from_json(data)

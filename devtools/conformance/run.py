@@ -272,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             for helper in HELPERS:
                 run_selection(peer, helper, source, site)
         outcomes = {helper: collect(peer, helper) for helper in HELPERS}
-        entry = {"outcomes": outcomes, "version": VERSIONS[peer], "made": _made(peer)}
+        entry: dict[str, Any] = {"outcomes": outcomes, "version": VERSIONS[peer], "made": _made(peer)}
         entry["calls"] = collect_calls(peer)
         entry["same_calls"] = _same_calls(outcomes, entry["calls"], collect_calls(peer, "tiegraph"))
         for key in ("minutes", "environment"):

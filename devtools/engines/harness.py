@@ -121,7 +121,10 @@ def measure(engine: str, manifest_path: Path, scratch: Path, share: Path | None)
 def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     """Merge rows into a measured table: a row replaces the one of the same engine, arch and situation."""
     old = json.loads(path.read_text()) if path.exists() else []
-    key = lambda r: (r["engine"], r["arch"], r["situation"])  # noqa: E731
+
+    def key(r: dict[str, Any]) -> tuple[str, str, str]:
+        return r["engine"], r["arch"], r["situation"]
+
     merged = {key(r): r for r in old} | {key(r): r for r in rows}
     order = {e: i for i, e in enumerate(envs.ORDER)}
     table = sorted(merged.values(), key=lambda r: (order.get(r["engine"], 99), r["arch"], r["situation"]))
@@ -138,7 +141,7 @@ def generate_folders(scratch: Path) -> Path:
 
 
 def _matches(row: dict[str, Any], predicted: str) -> bool:
-    measured = row["head"]
+    measured: str = row["head"]
     if measured == "neither":
         return predicted in ("random", "uninitialised", "neither")
     if "the folder's head equals its embedding" in row["note"] and measured in ("embedding", "folder-head"):

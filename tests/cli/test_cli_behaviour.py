@@ -267,7 +267,8 @@ def _tiny_adapter(directory: Path, base: Path, name: str | None = None) -> None:
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(base))  # a local directory, nothing downloaded
-    get_peft_model(model, LoraConfig(r=2, target_modules=["lm_head", "q_proj"])).save_pretrained(directory)
+    peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["lm_head", "q_proj"]))
+    peft_model.save_pretrained(str(directory))
     config = json.loads((directory / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == str(base)
     if name is not None:
