@@ -10,7 +10,7 @@ import logging
 import re
 import textwrap
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import pytest
 import torch
@@ -32,6 +32,9 @@ from tiegraph import _audit as audit_module
 from tiegraph._audit import KINDS, Finding, audit
 from tiegraph._finding import Finder, finding
 from tiegraph._graph import TieGraph
+
+if TYPE_CHECKING:
+    from transformers import Blip2ForConditionalGeneration, EncoderDecoderModel, VisionEncoderDecoderModel
 
 
 def _kinds(tg: tiegraph.TieGraph) -> list[str]:
@@ -426,7 +429,7 @@ def test_config_flags_agreeing_is_no_finding(build: Any, flag: bool) -> None:
 # ------------------------------------------------------------- composite models: the submodel's flag governs
 
 
-def _vision_encoder_decoder() -> nn.Module:
+def _vision_encoder_decoder() -> VisionEncoderDecoderModel:
     """ViT + GPT-2. VisionEncoderDecoderModel sets its own flag to False; the decoder declares its head's tie
     and gates it on its own config (GPT-2: True)."""
     from transformers import AutoConfig, VisionEncoderDecoderConfig, VisionEncoderDecoderModel
@@ -444,14 +447,14 @@ def _vision_encoder_decoder() -> nn.Module:
     return VisionEncoderDecoderModel(config)
 
 
-def _blip2(top: bool, text: bool) -> nn.Module:
+def _blip2(top: bool, text: bool) -> Blip2ForConditionalGeneration:
     """Blip-2 (its OPT head tied under the text config) with a top-level flag set to ``top``."""
     model = blip2(text)
     model.config.tie_word_embeddings = top
     return model
 
 
-def _bert2bert() -> nn.Module:
+def _bert2bert() -> EncoderDecoderModel:
     """EncoderDecoderModel of two BERTs: the input embedding is the encoder's; the decoder ties its own."""
     from transformers import AutoConfig, EncoderDecoderConfig, EncoderDecoderModel
 
@@ -617,6 +620,7 @@ def test_root_buffer_sharing_the_embedding(build: Any) -> None:
 
     class Model(nn.Module):
         _tied_weights_keys: ClassVar[Any] = {"head.weight": "embed.weight"}
+        table: torch.Tensor
 
         def __init__(self) -> None:
             super().__init__()

@@ -7,7 +7,7 @@ through the ``build`` fixture, so ``check_invariants`` runs on each.
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import networkx as nx
 import pytest
@@ -18,6 +18,9 @@ from torch import nn
 import tiegraph
 from tiegraph._declared import STATUSES, DeclaredTie
 from tiegraph._graph import TieGraph
+
+if TYPE_CHECKING:
+    from transformers import Blip2ForConditionalGeneration
 
 # ------------------------------------------------------------------------------------- tiny modules
 
@@ -238,7 +241,7 @@ def test_unexpandable_transformers_key_is_unresolved(build: Any) -> None:
     assert "transformers cannot expand it" in bad.note
 
 
-def _blip2(text_tie: bool) -> nn.Module:
+def _blip2(text_tie: bool) -> Blip2ForConditionalGeneration:
     from transformers import AutoConfig, Blip2Config, Blip2ForConditionalGeneration
 
     vision = {

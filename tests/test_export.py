@@ -66,7 +66,7 @@ def _edges(g: pydot.Graph) -> list[tuple[str, str, dict[str, str]]]:
     for sub in [g, *_subgraphs(g)]:
         for e in sub.get_edge_list():
             attrs = {k: _unquote(v) for k, v in e.get_attributes().items()}
-            out.append((e.get_source(), e.get_destination(), attrs))
+            out.append((str(e.get_source()), str(e.get_destination()), attrs))
     return out
 
 
@@ -80,7 +80,7 @@ def _parse(dot: str) -> pydot.Dot:
 
 def _dot(tg: tiegraph.TieGraph, **options: Any) -> pydot.Dot:
     """The picture as written, checked to parse back with Graphviz (fast, C) on the way."""
-    dot = tg.to_pydot(**options)
+    dot: pydot.Dot = tg.to_pydot(**options)
     text = dot.to_string()
     assert pygraphviz.AGraph(string=text).number_of_nodes() == len(_nodes(dot))
     return dot
@@ -121,15 +121,16 @@ class _Awkward(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.add_module("node", nn.Embedding(8, 4))
-        self.add_module("a:b", nn.Linear(4, 8, bias=False))
-        self.add_module("edge", nn.Linear(4, 8, bias=False))
+        node, ab, edge = nn.Embedding(8, 4), nn.Linear(4, 8, bias=False), nn.Linear(4, 8, bias=False)
+        self.add_module("node", node)
+        self.add_module("a:b", ab)
+        self.add_module("edge", edge)
         self.add_module("graph", nn.Linear(4, 4))
-        getattr(self, "a:b").weight = self.node.weight
-        self.edge.weight = self.node.weight
+        ab.weight = node.weight
+        edge.weight = node.weight
 
     def get_input_embeddings(self) -> nn.Module:
-        return self.node
+        return self.get_submodule("node")
 
 
 @pytest.fixture(scope="module")
@@ -424,11 +425,11 @@ def test_70b_meta_llama_stays_small(llama70b: tiegraph.TieGraph) -> None:
 
 def test_collapse_keeps_tied_layers_apart(build: BuildFn) -> None:
     """A layer holding a tie breaks the run: layers 0..2 and 4..5 collapse, layer 3 is drawn."""
-    blocks = nn.ModuleList(nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4)) for _ in range(6))
+    layers = [nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4)) for _ in range(6)]
     m = nn.Module()
-    m.embed = nn.Embedding(8, 4)
-    m.blocks = blocks
-    blocks[3][0].weight = nn.Parameter(m.embed.weight[:4])  # a view: a tie inside layer 3
+    m.embed = embed = nn.Embedding(8, 4)
+    m.blocks = nn.ModuleList(layers)
+    layers[3][0].weight = nn.Parameter(embed.weight[:4])  # a view: a tie inside layer 3
     tg = build(m, input_embedding="embed")
     g = _dot(tg, show="all")
     collapsed = sorted(_text(a["label"]).splitlines()[1] for n, a in _nodes(g).items() if n.startswith("c"))

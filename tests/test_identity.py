@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from typing import TYPE_CHECKING
 
 import pytest
 import torch
@@ -15,8 +16,11 @@ import tiegraph.testing
 from tiegraph._graph import view_of
 from tiegraph._identity import storage_ties
 
+if TYPE_CHECKING:
+    from transformers import LlamaForCausalLM
 
-def _assigned() -> nn.Module:
+
+def _assigned() -> LlamaForCausalLM:
     """A tied Llama reloaded with ``load_state_dict(..., assign=True)``: two Parameters over one tensor."""
     model = llama()
     model.load_state_dict(model.state_dict(), assign=True)

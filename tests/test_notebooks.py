@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 import jupytext
 import nbformat
@@ -20,7 +21,7 @@ import pytest
 from nbclient import NotebookClient
 
 
-def _execute_module():
+def _execute_module() -> ModuleType:
     """``notebooks/execute.py`` (what ``python3 dev.py notebooks`` runs): the same scripts and kernel spec."""
     path = Path(__file__).resolve().parent.parent / "notebooks" / "execute.py"
     spec = importlib.util.spec_from_file_location("notebooks_execute", path)
@@ -35,7 +36,7 @@ execute = _execute_module()
 NOTEBOOKS = execute.scripts()  # the jupytext scripts, not notebooks/execute.py
 
 
-def test_there_are_notebooks():
+def test_there_are_notebooks() -> None:
     assert NOTEBOOKS, "notebooks/ holds no jupytext scripts"
 
 
@@ -69,7 +70,7 @@ def test_notebook_pair_in_sync(path: Path) -> None:
 def kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """A kernel spec running ``sys.executable -m ipykernel_launcher`` with no IPython history database
     (``notebooks/execute.py``'s ``kernel_spec``), found through JUPYTER_PATH."""
-    name = execute.kernel_spec(tmp_path)
+    name: str = execute.kernel_spec(tmp_path)
     monkeypatch.setenv("JUPYTER_PATH", str(tmp_path))
     for var, sub in [
         ("IPYTHONDIR", "ipython"),

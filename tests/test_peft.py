@@ -25,8 +25,9 @@ tables pin (peft 0.21.2, transformers 5.23):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import torch
@@ -35,6 +36,9 @@ from torch import nn
 
 import tiegraph
 import tiegraph.testing
+
+if TYPE_CHECKING:
+    from peft import PeftModel
 
 P = "base_model.model."  # PeftModel.base_model (LoraModel/...Model) .model (LlamaForCausalLM)
 
@@ -146,7 +150,7 @@ class Case:
     params=[(name, mode) for mode in MODES for name in PEFT_MODELS],
     ids=lambda p: f"{p[0]}-{p[1]}",
 )
-def case(request: pytest.FixtureRequest, build: Callable[..., tiegraph.TieGraph]) -> Iterator[Case]:
+def case(request: pytest.FixtureRequest, build: Callable[..., tiegraph.TieGraph]) -> Case:
     """One PEFT model over a fresh tied Llama, built once per module."""
     name, mode = request.param
     torch.manual_seed(0)
@@ -210,11 +214,12 @@ def test_input_embedding_argument_forms(
     case: Case, how: str, build: Callable[..., tiegraph.TieGraph]
 ) -> None:
     """``input_embedding=`` accepts the module object, its canonical path or its full path: same answers."""
-    arg: nn.Module | str = {
+    forms: dict[str, nn.Module | str] = {
         "module": case.model.get_submodule(case.expect.input_embedding_full),
         "canonical": case.expect.input_embedding,
         "full": case.expect.input_embedding_full,
-    }[how]
+    }
+    arg = forms[how]
     tg = build(case.model, input_embedding=arg)
     assert tg.input_embedding(full_paths=True) == case.expect.input_embedding_full
     assert tg.tied_to_input_embedding() == list(case.expect.tied)
@@ -236,8 +241,9 @@ def test_ensure_weight_tying_is_storage_without_identity(
     a storage tie without object identity, on CPU and on meta (storage-object identity)."""
     with torch.device(mode):
         model = PEFT_MODELS["lora-ensure-weight-tying"]()
-    emb = model.base_model.model.model.embed_tokens
-    head = model.base_model.model.lm_head
+    tuned: Any = model.base_model.model  # (PEFT's layers: nn.Module's attributes type them Tensor | Module)
+    emb = tuned.model.embed_tokens
+    head = tuned.lm_head
     for head_w, emb_w in [
         (head.lora_A["default"].weight, emb.lora_embedding_B["default"]),
         (head.lora_B["default"].weight, emb.lora_embedding_A["default"]),
@@ -253,18 +259,19 @@ def test_ensure_weight_tying_is_storage_without_identity(
 
 
 @pytest.fixture(scope="module")
-def mts_lm_head(build: Callable[..., tiegraph.TieGraph]) -> tuple[nn.Module, tiegraph.TieGraph]:
+def mts_lm_head(build: Callable[..., tiegraph.TieGraph]) -> tuple[PeftModel, tiegraph.TieGraph]:
     torch.manual_seed(0)
     model = PEFT_MODELS["modules-to-save-lm-head"]()
     return model, build(model)
 
 
-def test_modules_to_save_active_copy_untied(mts_lm_head: tuple[nn.Module, tiegraph.TieGraph]) -> None:
+def test_modules_to_save_active_copy_untied(mts_lm_head: tuple[PeftModel, tiegraph.TieGraph]) -> None:
     """peft#2777: the active ``modules_to_save.default`` copy shares with nothing (config still says tied)."""
     model, tg = mts_lm_head
     active = P + "lm_head.modules_to_save.default.weight"
     assert model.get_parameter(active) is not model.get_input_embeddings().weight
-    assert model.base_model.model.config.tie_word_embeddings is True
+    tuned: Any = model.base_model.model  # (the wrapped Llama: nn.Module's attributes type it Tensor | Module)
+    assert tuned.config.tie_word_embeddings is True
     assert all(active not in group for group in tg.tie_groups(full_paths=True))
     assert P + "lm_head.modules_to_save.default" not in tg.tied_to_input_embedding(full_paths=True)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import torch
@@ -16,8 +16,11 @@ from torch.overrides import TorchFunctionMode
 import tiegraph
 from tiegraph._values import compare
 
+if TYPE_CHECKING:
+    from transformers import LlamaForCausalLM
 
-def _untied(delta: float = 0.0) -> nn.Module:
+
+def _untied(delta: float = 0.0) -> LlamaForCausalLM:
     """A tied tiny Llama whose lm_head was given its own copy (plus ``delta``): declared, not tied."""
     model = llama(True)
     model.lm_head.weight = nn.Parameter(model.lm_head.weight.detach().clone() + delta)
@@ -128,25 +131,27 @@ def test_compare(a: torch.Tensor, b: torch.Tensor | None, verdict: str) -> None:
 # ------------------------------------------------------------------------------- offloaded by accelerate
 
 
-def _cpu_offload(model: nn.Module, _tmp_path: Path) -> nn.Module:
+def _cpu_offload(model: LlamaForCausalLM, _tmp_path: Path) -> LlamaForCausalLM:
     from accelerate import cpu_offload
 
-    return cpu_offload(model, execution_device="cpu")
+    offloaded: LlamaForCausalLM = cpu_offload(model, execution_device="cpu")
+    return offloaded
 
 
-def _disk_offload(model: nn.Module, tmp_path: Path) -> nn.Module:
+def _disk_offload(model: LlamaForCausalLM, tmp_path: Path) -> LlamaForCausalLM:
     """accelerate's own disk offload: every name in its own ``.dat`` file, read back through a memmap."""
     from accelerate import disk_offload
 
-    return disk_offload(model, tmp_path / "offload", execution_device="cpu")
+    offloaded: LlamaForCausalLM = disk_offload(model, tmp_path / "offload", execution_device="cpu")
+    return offloaded
 
 
-def _disk_from_pretrained(model: nn.Module, tmp_path: Path) -> nn.Module:
+def _disk_from_pretrained(model: LlamaForCausalLM, tmp_path: Path) -> LlamaForCausalLM:
     """Saved, then loaded all to disk: the hooks serve the checkpoint's own safetensors entries."""
-    from transformers import AutoModelForCausalLM
+    from transformers import LlamaForCausalLM
 
     model.save_pretrained(tmp_path / "ckpt")
-    return AutoModelForCausalLM.from_pretrained(
+    return LlamaForCausalLM.from_pretrained(
         tmp_path / "ckpt", device_map={"": "disk"}, offload_folder=tmp_path / "offload"
     )
 

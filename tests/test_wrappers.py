@@ -13,12 +13,12 @@ attributes: ``hasattr(ddp, "get_input_embeddings")`` is False); ``torch.compile(
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pytest
 import torch
-from models import MODELS, PEFT_MODELS, NamedLikeWrappers, Wrapper
+from models import MODELS, PEFT_MODELS, NamedLikeWrappers, Wrapper, compiled
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -95,10 +95,10 @@ class WrapCase:
 #: id -> case. Each case's docstring-worthy reason is in ``why``.
 CASES: dict[str, WrapCase] = {
     "compile": WrapCase(
-        lambda: torch.compile(_llama()), "_orig_mod.", LLAMA, "OptimizedModule keeps the model at _orig_mod"
+        lambda: compiled(_llama()), "_orig_mod.", LLAMA, "OptimizedModule keeps the model at _orig_mod"
     ),
     "compile-meta": WrapCase(
-        lambda: torch.compile(_meta(_llama)()), "_orig_mod.", LLAMA, "torch.compile over a meta model"
+        lambda: compiled(_meta(_llama)()), "_orig_mod.", LLAMA, "torch.compile over a meta model"
     ),
     "ddp": WrapCase(
         lambda: DDP(_llama()),
@@ -123,27 +123,27 @@ CASES: dict[str, WrapCase] = {
         lambda: Wrapper(_meta(_llama)()), "inner.", LLAMA, "a user's wrapper around a meta model"
     ),
     "ddp-compile": WrapCase(
-        lambda: DDP(torch.compile(_llama())), "module._orig_mod.", LLAMA, "DDP(torch.compile(m))", True
+        lambda: DDP(compiled(_llama())), "module._orig_mod.", LLAMA, "DDP(torch.compile(m))", True
     ),
     "compile-ddp": WrapCase(
-        lambda: torch.compile(DDP(_llama())), "_orig_mod.module.", LLAMA, "torch.compile(DDP(m))", True
+        lambda: compiled(DDP(_llama())), "_orig_mod.module.", LLAMA, "torch.compile(DDP(m))", True
     ),
     "user-wrapper-compile": WrapCase(
-        lambda: Wrapper(torch.compile(_llama())), "inner._orig_mod.", LLAMA, "Wrapper(torch.compile(m))"
+        lambda: Wrapper(compiled(_llama())), "inner._orig_mod.", LLAMA, "Wrapper(torch.compile(m))"
     ),
     "peft-compile": WrapCase(
-        lambda: torch.compile(_lora()), "_orig_mod.", PEFT_LORA, "torch.compile(peft_model) (peft#2922 leak)"
+        lambda: compiled(_lora()), "_orig_mod.", PEFT_LORA, "torch.compile(peft_model) (peft#2922 leak)"
     ),
     "peft-ddp": WrapCase(lambda: DDP(_lora()), "module.", PEFT_LORA, "DDP(peft_model)", True),
     "peft-user-wrapper": WrapCase(lambda: Wrapper(_lora()), "inner.", PEFT_LORA, "Wrapper(peft_model)"),
     "peft-compile-user-wrapper": WrapCase(
-        lambda: torch.compile(Wrapper(_lora())),
+        lambda: compiled(Wrapper(_lora())),
         "_orig_mod.inner.",
         PEFT_LORA,
         "torch.compile(Wrapper(peft_model)): three wrapper kinds stacked",
     ),
     "peft-compile-user-wrapper-meta": WrapCase(
-        lambda: torch.compile(Wrapper(_meta(_lora)())),
+        lambda: compiled(Wrapper(_meta(_lora)())),
         "_orig_mod.inner.",
         PEFT_LORA,
         "torch.compile(Wrapper(peft_model)) on meta",
@@ -152,7 +152,7 @@ CASES: dict[str, WrapCase] = {
         NamedLikeWrappers, "", NAMED_LIKE, "submodules called model/module are not wrappers: names kept"
     ),
     "named-like-wrappers-compile": WrapCase(
-        lambda: torch.compile(NamedLikeWrappers()),
+        lambda: compiled(NamedLikeWrappers()),
         "_orig_mod.",
         NAMED_LIKE,
         "only _orig_mod is dropped; the model's own `model`/`module` stay",
@@ -190,7 +190,7 @@ class Case:
         for name, case in CASES.items()
     ],
 )
-def case(request: pytest.FixtureRequest, build: Callable[..., tiegraph.TieGraph]) -> Iterator[Case]:
+def case(request: pytest.FixtureRequest, build: Callable[..., tiegraph.TieGraph]) -> Case:
     """One wrapped model per case, built once per module (DDP cases get the gloo group)."""
     wrap = CASES[request.param]
     if wrap.distributed:
