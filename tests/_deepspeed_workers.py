@@ -117,7 +117,7 @@ def pipeline_case() -> dict[str, Any]:
     import deepspeed
     from deepspeed.pipe import LayerSpec, PipelineModule, TiedLayerSpec
 
-    def head(module: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+    def head(module: nn.Embedding, hidden: torch.Tensor) -> torch.Tensor:
         return hidden @ module.weight.t()
 
     def loss_fn(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

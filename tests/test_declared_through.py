@@ -54,7 +54,7 @@ UTILITIES: dict[str, tuple[Callable[[nn.Module], None], str, bool]] = {
 
 
 def _module(model: nn.Module, end: str) -> nn.Module:
-    return model.lm_head if end == "head" else model.model.embed_tokens
+    return model.get_submodule("lm_head" if end == "head" else "model.embed_tokens")
 
 
 #: spectral_norm is left off the embedding (torch would normalise it over the other dimension)
