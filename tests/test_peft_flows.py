@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import torch
@@ -18,16 +18,20 @@ from torch import nn
 import tiegraph
 from tiegraph.testing import assert_tied, assert_ties_unchanged
 
+if TYPE_CHECKING:
+    from peft import PeftModel
+
 EMB = "model.embed_tokens.weight"
 PAIR = ("lm_head.weight", EMB)
 
 
-def _peft(model: nn.Module, config: Any) -> nn.Module:
+def _peft(model: nn.Module, config: Any) -> PeftModel:
     from peft import get_peft_model
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return get_peft_model(model, config)
+        peft_model: PeftModel = get_peft_model(model, config)
+        return peft_model
 
 
 def _lora(**kwargs: Any) -> Any:
@@ -132,7 +136,8 @@ def test_ensure_weight_tying_merge_keeps_the_tie_but_adds_the_delta_twice() -> N
     embedding = model.model.embed_tokens.weight.detach().clone()
     peft_model = _peft(model, _lora(target_modules=["embed_tokens", "lm_head"], ensure_weight_tying=True))
     assert _kinds(peft_model) == []
-    delta = peft_model.base_model.model.lm_head.get_delta_weight("default").detach().clone()
+    tuned: Any = peft_model.base_model.model  # (PEFT's layers: nn.Module types them Tensor | Module)
+    delta = tuned.lm_head.get_delta_weight("default").detach().clone()
     merged = peft_model.merge_and_unload()
     assert_ties_unchanged(bare, merged)
     assert torch.allclose(merged.model.embed_tokens.weight, embedding + 2 * delta, atol=1e-4)
@@ -248,7 +253,8 @@ def test_modules_to_save_message_claims_nothing_peft_does_not_do(tmp_path: Path)
     assert "merge" not in finding.message
     assert "reloads tied" not in finding.message
     assert "save with config.tie_word_embeddings=False so that a reload keeps both" in finding.message
-    copy = model.base_model.model.lm_head.modules_to_save.default
+    tuned: Any = model.base_model.model  # (PEFT's layers: nn.Module types them Tensor | Module)
+    copy = tuned.lm_head.modules_to_save.default
     with torch.no_grad():
         copy.weight.add_(1.0)  # "trained"
     trained = copy.weight.detach().clone()

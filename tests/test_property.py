@@ -35,6 +35,7 @@ import itertools
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import networkx as nx
 import pytest
@@ -59,7 +60,9 @@ CI_EXAMPLES = 1000
 
 
 def _max_examples() -> int:
-    wanted = settings.default.max_examples
+    default = settings.default
+    assert default is not None  # (a profile is always loaded)
+    wanted = default.max_examples
     if os.environ.get("HYPOTHESIS_PROFILE") == "ci":
         wanted = max(wanted, CI_EXAMPLES)
     return max(MIN_EXAMPLES, wanted)
@@ -104,7 +107,7 @@ class View:
     base: int
     dtype: str | None
     piece: int | None  # shorthand for a leading ("piece", piece) op
-    ops: tuple[tuple, ...]
+    ops: tuple[tuple[Any, ...], ...]
 
 
 @dataclass(frozen=True)
@@ -296,7 +299,7 @@ class Built:
 
     def describe(self) -> str:
         """The resulting slots, one a line: what a failure is about, whatever the recipe did on the way."""
-        storages: dict[tuple, int] = {}
+        storages: dict[tuple[Any, ...], int] = {}
         lines = ["slots (name <- tensor: dtype shape stride offset, storage):"]
         for name, t in slots(self.model):
             number = storages.setdefault(storage_key(t), len(storages))
@@ -313,7 +316,7 @@ def _slice(x: torch.Tensor, var: str, dim: int, start: int, stop: int, step: int
 
 
 def _apply_view_op(
-    x: torch.Tensor, op: tuple, var: str, cut: tuple[int, int, str]
+    x: torch.Tensor, op: tuple[Any, ...], var: str, cut: tuple[int, int, str]
 ) -> tuple[torch.Tensor, str | None]:
     """Apply one view op to ``x`` (named ``var``); return the result and its code (None: op skipped)."""
     kind = op[0]
@@ -373,7 +376,7 @@ def _apply_view_op(
     raise AssertionError(f"unknown view op {op!r}")
 
 
-def _alias(x: torch.Tensor, op: tuple, var: str) -> tuple[torch.Tensor, str | None]:
+def _alias(x: torch.Tensor, op: tuple[Any, ...], var: str) -> tuple[torch.Tensor, str | None]:
     """The same bytes through another storage object at another base pointer (CPU only)."""
     if x.device.type != "cpu":
         return x, None
@@ -390,7 +393,7 @@ def _alias(x: torch.Tensor, op: tuple, var: str) -> tuple[torch.Tensor, str | No
     return y, f"torch.empty(0, dtype={x.dtype}).set_({var}.untyped_storage()[{start}:], {keep}, {sizes})"
 
 
-def _free_name(module: nn.Module, name: str, replaceable: dict) -> str:
+def _free_name(module: nn.Module, name: str, replaceable: dict[str, Any]) -> str:
     """``name`` if free on ``module`` (or already in ``replaceable``), else ``name_1``, ``name_2``, ..."""
     candidate, k = name, 0
     while candidate not in replaceable and hasattr(module, candidate):
@@ -420,9 +423,9 @@ def build_model(recipe: Recipe) -> Built:
         code.append(f"view{i} = {expr}  # shape {tuple(x.shape)}, stride {x.stride()}")
 
     params = []
-    for i, v in enumerate(recipe.params):
-        grad = views[v].is_floating_point()
-        params.append(nn.Parameter(views[v], requires_grad=grad))
+    for i, view in enumerate(recipe.params):
+        grad = views[view].is_floating_point()
+        params.append(nn.Parameter(views[view], requires_grad=grad))
         labels[id(params[-1])] = f"param{i}"
         code.append(f"param{i} = nn.Parameter(view{v}, requires_grad={grad})")
 
@@ -491,13 +494,13 @@ def all_paths(root: nn.Module, module: nn.Module) -> list[str]:
 # The oracle: brute force over bytes, independent of tiegraph.
 
 
-def storage_key(t: torch.Tensor) -> tuple:
+def storage_key(t: torch.Tensor) -> tuple[Any, ...]:
     if t.device.type == "meta":
         return ("meta", t.untyped_storage()._cdata)
     return (str(t.device), t.untyped_storage().data_ptr())
 
 
-def address_space(t: torch.Tensor) -> tuple[tuple, int]:
+def address_space(t: torch.Tensor) -> tuple[tuple[Any, ...], int]:
     """Where ``t``'s storage bytes are numbered from: a real device's addresses from the storage's data
     pointer (two storage objects over one memory meet there), a meta storage's own numbering from 0."""
     if t.device.type == "meta":
@@ -558,7 +561,7 @@ def oracle(model: nn.Module, embedding: nn.Module | None) -> Oracle:
         parent[find(a)] = find(b)
 
     first_by_object: dict[int, str] = {}
-    first_by_byte: dict[tuple, str] = {}
+    first_by_byte: dict[tuple[Any, ...], str] = {}
     for name, t in named:
         if t.numel() == 0:  # empty tensors share with nothing, not even with themselves under another name
             continue
@@ -594,8 +597,8 @@ def oracle(model: nn.Module, embedding: nn.Module | None) -> Oracle:
 # The property.
 
 
-def _identity_snapshot(model: nn.Module) -> list[tuple[str, int, tuple, int]]:
-    return [(name, id(t), storage_key(t), t.storage_offset()) for name, t in slots(model)]
+def _identity_snapshot(model: nn.Module) -> list[tuple[str, int, tuple[Any, ...], int]]:
+    return [(name, id(t), storage_key(t), int(t.storage_offset())) for name, t in slots(model)]
 
 
 def _shares_components(G: nx.MultiDiGraph) -> list[list[str]]:
