@@ -10,7 +10,7 @@ import sys
 import textwrap
 import warnings
 from collections import OrderedDict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import torch
@@ -24,6 +24,10 @@ from tiegraph.compat import (
     patched,
     tie_groups,
 )
+
+if TYPE_CHECKING:
+    from peft import PeftModel
+    from transformers import LlamaForCausalLM
 
 HEAVY = ("transformers", "networkx", "pydot", "peft", "accelerate", "safetensors")
 
@@ -66,19 +70,24 @@ def _sequential(n: int) -> nn.Sequential:
     return nn.Sequential(OrderedDict((f"linear{i}", nn.Linear(3, 4)) for i in range(1, n + 1)))
 
 
+def _tie(model: nn.Module, target: str, source: str) -> None:
+    """``model.<target>.weight = model.<source>.weight``."""
+    model.get_submodule(target).weight = model.get_parameter(f"{source}.weight")
+
+
 def _accelerate_cases() -> list[nn.Module]:
     """accelerate's own ``test_find_tied_parameters`` models (tests/test_modeling_utils.py, 1.15.0)."""
     a = _sequential(4)
-    a.linear2.weight = a.linear1.weight
+    _tie(a, "linear2", "linear1")
     b = _sequential(4)
-    b.linear2.weight = b.linear1.weight
-    b.linear4.weight = b.linear1.weight
+    _tie(b, "linear2", "linear1")
+    _tie(b, "linear4", "linear1")
     c = _sequential(5)
-    c.linear1.weight = c.linear4.weight
-    c.linear2.weight = c.linear3.weight
-    c.linear5.weight = c.linear2.weight
+    _tie(c, "linear1", "linear4")
+    _tie(c, "linear2", "linear3")
+    _tie(c, "linear5", "linear2")
     d = nn.Sequential(OrderedDict([("block1", _sequential(4)), ("block2", _sequential(4))]))
-    d.block1.linear1.weight = d.block2.linear1.weight
+    _tie(d, "block1.linear1", "block2.linear1")
     layer = nn.Linear(10, 10)
     return [_sequential(4), a, b, c, d, nn.Sequential(layer, layer), llama(True), llama(False)]
 
@@ -94,7 +103,7 @@ def test_find_tied_parameters_matches_accelerate_on_identity_ties(case: int, spl
 
 def test_find_tied_parameters_ignores_accelerate_recursion_keywords() -> None:
     model = _sequential(2)
-    model.linear2.weight = model.linear1.weight
+    _tie(model, "linear2", "linear1")
     assert find_tied_parameters(model, named_parameters=None, prefix="") == [
         ["linear1.weight", "linear2.weight"]
     ]
@@ -256,12 +265,13 @@ def test_patched_restores_after_an_error() -> None:
     assert accelerate.big_modeling.find_tied_parameters is before
 
 
-def _peft_model(model: nn.Module, config: Any) -> nn.Module:
+def _peft_model(model: nn.Module, config: Any) -> PeftModel:
     from peft import get_peft_model
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # peft warns about adapting tied and embedding layers: the point here
-        return get_peft_model(model, config)
+        peft_model: PeftModel = get_peft_model(model, config)
+        return peft_model
 
 
 def _lora_both(seed: int = 0) -> Any:
@@ -273,7 +283,7 @@ def _lora_both(seed: int = 0) -> Any:
     )
 
 
-def _pair(tied: bool = True) -> tuple[nn.Module, nn.Module]:
+def _pair(tied: bool = True) -> tuple[LlamaForCausalLM, LlamaForCausalLM]:
     """Two equal tiny Llamas (seeded); ``tied=False``: the head holds a copy, the flag still says tied."""
     models = []
     for _ in range(2):
@@ -292,7 +302,8 @@ def test_patched_lora_ensure_weight_tying_ties_like_peft() -> None:
     with patched():
         got = _peft_model(other, _lora_both())
     assert tie_groups(got, split="object") == tie_groups(ref, split="object")
-    head, embed = got.base_model.model.lm_head, got.base_model.model.model.embed_tokens
+    tuned: Any = got.base_model.model  # (PEFT's layers: nn.Module types them Tensor | Module)
+    head, embed = tuned.lm_head, tuned.model.embed_tokens
     assert head.base_layer.weight is embed.base_layer.weight
     lora_a, lora_b = head.lora_A["default"].weight, embed.lora_embedding_B["default"]
     assert lora_a.untyped_storage()._cdata == lora_b.untyped_storage()._cdata  # peft's transposed tie
@@ -316,7 +327,8 @@ def test_patched_trainable_tokens_ties_the_head_adapter() -> None:
     config = TrainableTokensConfig(target_modules=["embed_tokens"], token_indices=[1, 2])
     with patched():
         got = _peft_model(llama(True), config)
-    head, embed = got.base_model.model.lm_head, got.base_model.model.model.embed_tokens
+    tuned: Any = got.base_model.model  # (PEFT's layers: nn.Module types them Tensor | Module)
+    head, embed = tuned.lm_head, tuned.model.embed_tokens
     assert type(head).__name__ == "TrainableTokensLayer"
     assert head.tied_adapter is embed
 
@@ -337,11 +349,12 @@ def test_patched_leaves_an_untied_head_alone() -> None:
     assert tie_groups(opted) == []
     config = TrainableTokensConfig(target_modules=["embed_tokens"], token_indices=[1, 2])
     assert (
-        type(_peft_model(_pair(tied=False)[0], config).base_model.model.lm_head).__name__
+        type(_peft_model(_pair(tied=False)[0], config).get_submodule("base_model.model.lm_head")).__name__
         == "TrainableTokensLayer"
     )
     with patched():
-        assert type(_peft_model(_pair(tied=False)[0], config).base_model.model.lm_head) is nn.Linear
+        head = _peft_model(_pair(tied=False)[0], config).get_submodule("base_model.model.lm_head")
+        assert type(head) is nn.Linear
 
 
 def test_find_tied_parameters_on_an_offloaded_model_module_tree_or_served() -> None:
