@@ -8,6 +8,7 @@ each. ``docs/peers.md`` lists these tests by name.
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import pytest
 import torch
@@ -58,9 +59,9 @@ class _TwoBarts(nn.Module):
         from transformers import BartConfig, BartModel
 
         super().__init__()
-        sizes = {"vocab_size": 100, "d_model": 32, "encoder_layers": 1, "decoder_layers": 1}
-        heads = {"encoder_attention_heads": 2, "decoder_attention_heads": 2}
-        ffn = {"encoder_ffn_dim": 64, "decoder_ffn_dim": 64}
+        sizes: dict[str, Any] = {"vocab_size": 100, "d_model": 32, "encoder_layers": 1, "decoder_layers": 1}
+        heads: dict[str, Any] = {"encoder_attention_heads": 2, "decoder_attention_heads": 2}
+        ffn: dict[str, Any] = {"encoder_ffn_dim": 64, "decoder_ffn_dim": 64}
         self.m1 = BartModel(BartConfig(**sizes, **heads, **ffn))
         self.m2 = BartModel(BartConfig(**sizes, **heads, **ffn, tie_word_embeddings=False))
         self.config = self.m1.config

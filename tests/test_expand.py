@@ -8,6 +8,7 @@ between two builds is read as it is at the second build.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -41,6 +42,21 @@ def quantized(config: str = "Int8WeightOnlyConfig", layers: int = 3) -> nn.Seque
     return model
 
 
+def weight(model: nn.Sequential, i: int) -> Any:
+    """Layer ``i``'s weight: a torchao or bitsandbytes tensor subclass whose attributes torch's types miss."""
+    return model[i].weight
+
+
+def _recording(group: Callable[..., Any], into: list[Any]) -> Callable[..., Any]:
+    """``group``, keeping what each call answers in ``into``."""
+
+    def recorded(*args: Any) -> Any:
+        into.append(group(*args))
+        return into[-1]
+
+    return recorded
+
+
 def one_by_one(tensors: list[torch.Tensor]) -> tuple[list[int], list[torch.Tensor], list[int], list[Any]]:
     """What :func:`expand` must answer, from :func:`leaves` and :func:`quantization` tensor by tensor."""
     owners: list[int] = []
@@ -58,25 +74,25 @@ def one_by_one(tensors: list[torch.Tensor]) -> tuple[list[int], list[torch.Tenso
 
 def view(tensor: torch.Tensor) -> tuple[int, tuple[int, ...], tuple[int, ...], int]:
     """Which bytes a plain tensor reads: its storage (by identity), shape, strides and offset."""
-    return id(tensor.untyped_storage()), tuple(tensor.shape), tensor.stride(), tensor.storage_offset()
+    return id(tensor.untyped_storage()), tuple(tensor.shape), tensor.stride(), int(tensor.storage_offset())
 
 
 @pytest.mark.parametrize("config", CONFIGS)
-def test_expand_answers_as_leaves_tensor_by_tensor(config, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_expand_answers_as_leaves_tensor_by_tensor(config: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Mixed classes (torchao weights, sparse, plain, an opaque wrapper): input order and leaf order kept."""
     model = quantized(config)
     base = torch.arange(6.0)
     tensors = [
-        model[0].weight,
+        weight(model, 0),
         torch.sparse_coo_tensor(torch.tensor([[0, 1]]), base[:2], (6,)),
-        model[1].weight,
+        weight(model, 1),
         Opaque(base),
         model[0].bias,
-        model[2].weight,
+        weight(model, 2),
     ]
-    batched = []
+    batched: list[Any] = []
     group = _expand._torchao_group
-    monkeypatch.setattr(_expand, "_torchao_group", lambda *a: batched.append(group(*a)) or batched[-1])
+    monkeypatch.setattr(_expand, "_torchao_group", _recording(group, batched))
     got = expand(tensors)
     assert batched
     assert batched[0] is not None  # the torchao weights were read in bulk
@@ -88,23 +104,23 @@ def test_expand_answers_as_leaves_tensor_by_tensor(config, monkeypatch: pytest.M
     assert sorted(map(id, got.read)) == sorted(map(id, got.storages))  # (the same storages, unordered)
     assert got.unknown == unknown == [3]
     assert got.labels == labels
-    assert labels[0] == f"torchao.{type(model[0].weight).__name__}"
+    assert labels[0] == f"torchao.{type(weight(model, 0)).__name__}"
 
 
 def shared_leaves(config: str) -> nn.Sequential:
     """Ties through torchao components: a leaf registered as a buffer, a view of one, its bytes via numpy."""
     model = quantized(config, layers=4)
-    first, second = leaves(model[0].weight).tensors[:2]
+    first, second = leaves(weight(model, 0)).tensors[:2]
     model[1].register_buffer("alias", second)  # another slot's tensor object
     model[2].register_buffer("rows", first[:2])  # a view of a component's storage
-    qdata = leaves(model[3].weight).tensors[0].view(torch.uint8)  # (numpy has no float8)
+    qdata = leaves(weight(model, 3)).tensors[0].view(torch.uint8)  # (numpy has no float8)
     model[3].register_buffer("numpy_alias", torch.from_numpy(qdata.numpy()))
     return model
 
 
 @pytest.mark.parametrize("config", CONFIGS)
 def test_build_answers_the_same_with_the_bulk_reading_off(
-    build: BuildFn, monkeypatch: pytest.MonkeyPatch, config
+    build: BuildFn, monkeypatch: pytest.MonkeyPatch, config: str
 ) -> None:
     """The whole graph (JSON) is the same when every slow slot is read tensor by tensor and every component
     is counted (the bulk reading and the pointer check that skips unshared components switched off)."""
@@ -148,13 +164,13 @@ def bitsandbytes_layers() -> nn.Sequential:
     for layer in layers:
         layer.load_state_dict(nn.Linear(64, 64).state_dict())
     model = model.to("cpu")
-    model[2].register_buffer("alias", model[0].weight.data[:4])  # a plain view of the packed 4-bit bytes
+    model[2].register_buffer("alias", weight(model, 0).data[:4])  # a plain view of the packed 4-bit bytes
     return model
 
 
 def test_subclasses_with_storage_answer_as_leaves_tensor_by_tensor() -> None:
     model = bitsandbytes_layers()
-    tensors = [model[0].weight, model[1].weight, model[0].weight]
+    tensors = [weight(model, 0), weight(model, 1), weight(model, 0)]
     assert {type(t).__name__ for t in tensors} == {"Params4bit", "Int8Params"}
     got = expand(tensors)
     owners, found, unknown, labels = one_by_one(tensors)
@@ -177,7 +193,7 @@ def test_a_bitsandbytes_model_builds_the_same_with_the_bulk_reading_off(
 def test_an_optional_component_set_on_one_tensor_only_is_followed(build: BuildFn) -> None:
     """``act_pre_scale`` (an optional data name of Int8Tensor) set on one weight: that weight reads it."""
     model = quantized()
-    model[0].weight.act_pre_scale = model[2].bias
+    weight(model, 0).act_pre_scale = model[2].bias
     assert build(model).tie_groups() == [["0.weight", "2.bias"]]
 
 
@@ -185,9 +201,9 @@ def test_a_class_changing_its_names_between_builds_is_read_as_it_is_now(
     build: BuildFn, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     model = quantized()
-    kind = type(model[0].weight)
-    model[1].register_buffer("scale_alias", model[0].weight.scale)
-    model[2].register_buffer("zero_alias", model[0].weight.zero_point)
+    kind = type(weight(model, 0))
+    model[1].register_buffer("scale_alias", weight(model, 0).scale)
+    model[2].register_buffer("zero_alias", weight(model, 0).zero_point)
     tied = [["0.weight", "1.scale_alias", "2.zero_alias"]]
     assert build(model).tie_groups() == tied
     monkeypatch.setattr(kind, "tensor_data_names", ["qdata"])
@@ -203,8 +219,8 @@ def test_a_class_replacing_its_flatten_between_builds_is_read_as_it_is_now(
 ) -> None:
     """Regression: ``__tensor_flatten__`` was cached per class for the life of the process."""
     model = quantized()
-    kind = type(model[0].weight)
-    model[1].register_buffer("scale_alias", model[0].weight.scale)
+    kind = type(weight(model, 0))
+    model[1].register_buffer("scale_alias", weight(model, 0).scale)
     assert build(model).tie_groups() == [["0.weight", "1.scale_alias"]]
     monkeypatch.setattr(kind, "__tensor_flatten__", lambda _: (["qdata"], {}))
     assert build(model).tie_groups() == []
@@ -215,16 +231,16 @@ def test_a_class_replacing_its_flatten_between_builds_is_read_as_it_is_now(
 def test_one_tensor_with_its_own_name_list_is_read_with_it(build: BuildFn) -> None:
     """An instance attribute ``tensor_data_names`` is what torchao's ``__tensor_flatten__`` reads for it."""
     model = quantized()
-    model[1].register_buffer("scale_alias", model[0].weight.scale)
-    model[2].register_buffer("other_scale", model[2].weight.scale)
-    model[0].weight.tensor_data_names = ["qdata"]
+    model[1].register_buffer("scale_alias", weight(model, 0).scale)
+    model[2].register_buffer("other_scale", weight(model, 2).scale)
+    weight(model, 0).tensor_data_names = ["qdata"]
     assert build(model).tie_groups() == [["2.other_scale", "2.weight"]]
 
 
 def test_a_missing_attribute_leaves_that_tensor_unknown_as_torchao_would(build: BuildFn) -> None:
     """torchao's ``__tensor_flatten__`` raises when an attribute is gone: that slot's storage is unknown."""
     model = quantized()
-    del model[1].weight.block_size
+    del weight(model, 1).block_size
     with pytest.warns(RuntimeWarning, match=r"storage unknown for 1\.weight"):
         tg = build(model)
     assert tg.tie_groups() == []
@@ -232,11 +248,11 @@ def test_a_missing_attribute_leaves_that_tensor_unknown_as_torchao_would(build: 
 
 @pytest.mark.parametrize("name", ["qdata", "block_size"])
 def test_a_value_whose_property_raises_leaves_that_tensor_unknown(
-    build: BuildFn, monkeypatch: pytest.MonkeyPatch, name
+    build: BuildFn, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
     """A data or attribute name read through a property that raises (not AttributeError): a warning."""
     model = quantized()
-    kind = type(model[0].weight)
+    kind = type(weight(model, 0))
 
     def broken(_tensor: torch.Tensor) -> torch.Tensor:
         raise RuntimeError(f"{name} is not materialized")
@@ -252,14 +268,14 @@ def test_a_class_value_answers_for_an_instance_without_its_own(
 ) -> None:
     """``getattr`` falls back to the class when an instance dict lacks a name: the bulk reading too."""
     model = quantized()
-    kind = type(model[0].weight)
+    kind = type(weight(model, 0))
     shared = torch.zeros(64)
     monkeypatch.setattr(kind, "act_pre_scale", shared, raising=False)
-    del model[0].weight.act_pre_scale  # (the other weights keep their own None)
+    del weight(model, 0).act_pre_scale  # (the other weights keep their own None)
     model[2].register_buffer("alias", shared)
-    batched = []
+    batched: list[Any] = []
     group = _expand._torchao_group
-    monkeypatch.setattr(_expand, "_torchao_group", lambda *a: batched.append(group(*a)) or batched[-1])
+    monkeypatch.setattr(_expand, "_torchao_group", _recording(group, batched))
     on = build(model)
     assert on.tie_groups() == [["0.weight", "2.alias"]]
     assert batched[0] is not None  # (read in bulk, not tensor by tensor)
@@ -273,18 +289,18 @@ def test_a_class_with_its_own_getattribute_is_read_tensor_by_tensor(
 ) -> None:
     """``__getattribute__`` decides every lookup, so the instance dicts are not asked (bulk reading off)."""
     model = quantized()
-    kind = type(model[0].weight)
-    model[1].register_buffer("scale_alias", model[0].weight.scale)
-    swapped = model[2].weight.scale
+    kind = type(weight(model, 0))
+    model[1].register_buffer("scale_alias", weight(model, 0).scale)
+    swapped = weight(model, 2).scale
 
     def lookup(tensor: torch.Tensor, name: str) -> Any:
-        if name == "scale" and tensor is model[0].weight:
+        if name == "scale" and tensor is weight(model, 0):
             return swapped  # (what getattr answers, not what the instance dict holds)
         return object.__getattribute__(tensor, name)
 
-    batched = []
+    batched: list[Any] = []
     group = _expand._torchao_group
-    monkeypatch.setattr(_expand, "_torchao_group", lambda *a: batched.append(group(*a)) or batched[-1])
+    monkeypatch.setattr(_expand, "_torchao_group", _recording(group, batched))
     monkeypatch.setattr(kind, "__getattribute__", lookup, raising=False)
     assert build(model).tie_groups() == [["0.weight", "2.weight"]]
     assert batched == [None]
@@ -292,7 +308,7 @@ def test_a_class_with_its_own_getattribute_is_read_tensor_by_tensor(
 
 def test_quantization_labels_are_one_string_per_class() -> None:
     model = quantized()
-    got = expand([model[0].weight, model[1].weight])
+    got = expand([weight(model, 0), weight(model, 1)])
     assert got.labels[0] == "torchao.Int8Tensor"
     assert got.labels[0] is got.labels[1]
     assert tiegraph.build_graph(model)._index.deployed.slot_quantization == {
