@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from devtools.engines import harness  # noqa: E402
+from devtools.engines import envs, harness  # noqa: E402
 
 
 def _common() -> ModuleType:
@@ -118,12 +118,14 @@ def test_matches(measured: str, note: str, predicted: str, match: bool) -> None:
         ((), {"head": "embedding"}, True),
     ],
 )
-def test_bias_fate_is_compared(companions, row, match):
+def test_bias_fate_is_compared(
+    companions: tuple[tuple[str, str], ...], row: dict[str, str], match: bool
+) -> None:
     """The bias a folder carries (lm_head.bias, final_logits_bias) is kept or dropped as predicted."""
     assert harness._bias_matches(row, harness.predicted_bias(companions)) is match
 
 
-def test_failures_are_reported_not_silent(capsys):
+def test_failures_are_reported_not_silent(capsys: pytest.CaptureFixture[str]) -> None:
     """A runner that stopped, or an engine that did not build, fails the run even when every cell matched."""
     rows = [
         {"engine": "optimum-onnx", "ran": False, "why_not": "the runner stopped (exit 1) after 3 cells"},
@@ -138,7 +140,9 @@ def test_failures_are_reported_not_silent(capsys):
     assert "FAILED optimum-onnx: the runner stopped" in capsys.readouterr().out
 
 
-def test_measure_records_folders_meant_for_other_engines(tmp_path, monkeypatch):
+def test_measure_records_folders_meant_for_other_engines(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A folder whose ``engines`` leave this engine out is a not-run row with its why; the runner skips it."""
     bart = {"arch": "bart", "situation": "x", "engines": ["transformers-5"], "why_not": "no BART"}
     manifest = [{"arch": "llama", "situation": "tied-no-head"}, bart]
@@ -150,7 +154,7 @@ def test_measure_records_folders_meant_for_other_engines(tmp_path, monkeypatch):
         "    print(json.dumps({'engine': 'llama.cpp-convert', 'arch': e['arch'], 'situation': e['situation'],"
         " 'head': 'embedding', 'ran': True}))\n"
     )
-    monkeypatch.setattr(harness.envs, "is_built", lambda _engine: True)
+    monkeypatch.setattr(envs, "is_built", lambda _engine: True)
     command = lambda _engine, manifest, _out: [sys.executable, "-c", runner, str(manifest)]  # noqa: E731
     monkeypatch.setattr(harness, "runner_command", command)
     rows = harness.measure("llama.cpp-convert", path, tmp_path, None)

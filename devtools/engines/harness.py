@@ -161,7 +161,7 @@ def predicted_bias(companions: Any) -> str | None:
 
 def _bias_matches(row: dict[str, Any], predicted: str | None) -> bool:
     """A measured bias fate (the runners' ``bias``) against the predicted one; no bias measured: nothing."""
-    measured = row.get("bias")
+    measured: str | None = row.get("bias")
     if measured is None:  # no bias in the folder, or the load failed before it could be read
         return predicted is None or row["head"] == "load-error"
     return measured == predicted
