@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import _adapters, _checkpoint, _deployed, _identity
+from . import _adapters, _checkpoint, _deployed, _identity, _parametrized
 from ._canonical import join
 from ._finding import Finder, Finding, finding, kinds
 from ._graph import view_of
@@ -492,6 +492,7 @@ FINDERS: list[Finder] = [
     Finder(_checkpoint.KINDS, _checkpoint.findings),
     Finder(declaration_lint.KINDS, declaration_lint.findings),
     Finder(_identity.KINDS, _identity.findings),
+    Finder(_parametrized.KINDS, _parametrized.findings),
 ]
 
 

@@ -70,6 +70,11 @@ class GraphView:
         """Parent module path of ``i`` (-1 for the root)."""
         return self._idx.m_parent[i]
 
+    def module_defines(self, i: int, attr: str) -> bool | None:
+        """Whether module path ``i``'s class has ``attr`` (None: a graph read back keeps no classes)."""
+        types = self._idx.m_type
+        return None if types is None else hasattr(types[i], attr)
+
     def is_input_embedding_alias(self, i: int) -> bool:
         """Module path ``i`` is, or lies under, another path of the input embedding's module object."""
         return self._idx.under_alias_of_input_embedding(i)
