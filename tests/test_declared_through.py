@@ -54,10 +54,12 @@ UTILITIES: dict[str, tuple[Callable[[nn.Module], None], str, bool]] = {
 
 
 def _expected(utility: str, storage_only: bool) -> list[str]:
-    """The findings left: storage-only-tie (weight_norm's direction), and parametrized-tied-weight for a
-    parametrization with one original (the head computes W / sigma, the embedding W)."""
+    """The findings left: storage-only-tie (weight_norm's direction), parametrized-tied-weight for a
+    parametrization with one original (the head computes W / sigma, the embedding W), pruned-tied-weight."""
     if utility == "spectral_norm":
         return ["parametrized-tied-weight"]
+    if utility == "prune":  # the pruned end computes W * mask
+        return ["pruned-tied-weight"]
     return ["storage-only-tie"] if storage_only else []
 
 

@@ -14,7 +14,7 @@ import torch
 from conftest import BuildFn
 from models import llama
 from torch import nn
-from torch.nn.utils import parametrizations, parametrize
+from torch.nn.utils import parametrizations, parametrize, prune
 
 import tiegraph
 
@@ -106,3 +106,30 @@ def test_read_back_from_json_hedges(build: BuildFn) -> None:
     (finding,) = again.audit()
     assert finding.kind == "parametrized-tied-weight"
     assert "may hold right_inverse's output" in finding.message
+
+
+def test_pruning_a_tied_head(build: BuildFn) -> None:
+    """Pruning keeps the embedding's Parameter as weight_orig (the tie is intact) but the head computes
+    W * mask, and prune.remove writes the mask into the shared tensor: the embedding is pruned too."""
+    model = llama()
+    trained = model.model.embed_tokens.weight.detach().clone()
+    prune.l1_unstructured(model.lm_head, "weight", amount=0.5)
+    (finding,) = build(model).audit()
+    assert finding.kind == "pruned-tied-weight"
+    assert finding.severity == "warning"
+    assert finding.paths == ("lm_head.weight_orig", "model.embed_tokens.weight")
+    assert "would write the mask into the shared tensor, pruning model.embed_tokens.weight as well" in (
+        finding.message
+    )
+    prune.remove(model.lm_head, "weight")
+    embedding = model.model.embed_tokens.weight
+    assert model.lm_head.weight is embedding
+    assert int((embedding == 0).sum()) >= embedding.numel() // 2 > int((trained == 0).sum())
+
+    model = llama()  # the advice: untie first, from the bytes that are still the trained ones
+    trained = model.model.embed_tokens.weight.detach().clone()
+    prune.l1_unstructured(model.lm_head, "weight", amount=0.5)
+    model.lm_head.weight_orig = torch.nn.Parameter(model.lm_head.weight_orig.detach().clone())
+    assert "pruned-tied-weight" not in _kinds(build(model).audit())
+    prune.remove(model.lm_head, "weight")
+    assert torch.equal(model.model.embed_tokens.weight, trained)

@@ -11,6 +11,9 @@ the trained values back. ``spectral_norm``'s ``right_inverse`` returns ``W`` unc
 
 - ``parametrized-tied-weight`` (an error): one end of a tie group is a parametrization's single original,
   another end is a plain slot.
+- ``pruned-tied-weight`` (a warning): the same with ``torch.nn.utils.prune``, whose hook keeps the tensor at
+  ``<name>_orig`` beside a ``<name>_mask`` buffer: the pruned end computes ``W * mask``, the other ``W``, and
+  ``prune.remove`` writes the mask into the shared tensor (measured: the embedding is pruned too).
 """
 
 from __future__ import annotations
@@ -38,6 +41,16 @@ KINDS: dict[str, str] = kinds(
             "({recover}model.{module}.{attr} = torch.nn.Parameter(model.{module}.{attr}.detach().clone()), "
             "then register_parametrization).",
         ),
+        "pruned-tied-weight": (
+            "warning",
+            "{module} is pruned (torch.nn.utils.prune: {attr}_orig and {attr}_mask) but {attr}_orig is the "
+            "tensor tied to {others}: {module}'s forward uses {attr}_orig * {attr}_mask while {others} {use} "
+            "it unmasked, so the tied ends compute different weights, and "
+            "prune.remove(model.{module}, {attr!r}) would write the mask into the shared tensor, pruning "
+            "{others} as well; to prune {module} alone, untie it first (model.{module}.{attr}_orig = "
+            "torch.nn.Parameter(model.{module}.{attr}_orig.detach().clone()): the bytes are still the "
+            "trained ones); to prune both ends, prune.remove is what does it.",
+        ),
     }
 )
 
@@ -64,7 +77,43 @@ _UNKNOWN = (
 
 
 def findings(view: GraphView) -> list[Finding]:
-    """``parametrized-tied-weight`` for every parametrization whose original is tied to a plain slot."""
+    """Every parametrization whose original is tied to a plain slot; every pruned slot tied to another."""
+    return _parametrized(view) + _pruned(view)
+
+
+def _pruned(view: GraphView) -> list[Finding]:
+    """``pruned-tied-weight``: a tied ``<name>_orig`` beside a ``<name>_mask`` buffer on its module."""
+    out = []
+    for group in view.groups():
+        for s in group:
+            base, _, tail = view.slot_attr(s).rpartition("_")
+            if tail != "orig" or not base or not _has_mask(view, s, base):
+                continue
+            owner = view.slot_owner(s)
+            others = sorted({view.slot_canonical(o) for o in group if view.slot_owner(o) != owner})
+            if not others:
+                continue
+            module = view.module_belongs(owner)
+            found = finding(
+                KINDS,
+                "pruned-tied-weight",
+                [view.slot_canonical(s), *others],
+                module=module,
+                attr=base,
+                others=" and ".join(others),
+                use="uses" if len(others) == 1 else "use",
+            )
+            out.append(found)
+    return out
+
+
+def _has_mask(view: GraphView, s: int, base: str) -> bool:
+    """Whether slot ``s``'s module holds ``<base>_mask`` (pruning's; the old spectral_norm has none)."""
+    owner, mask = view.slot_owner(s), "_".join((base, "mask"))
+    return any(view.slot_owner(m) == owner and view.slot_attr(m) == mask for m in range(view.num_slots))
+
+
+def _parametrized(view: GraphView) -> list[Finding]:
     lists = {i for i in range(view.num_modules) if view.module_cls(i) == "ParametrizationList"}
     if not lists:
         return []
