@@ -69,12 +69,9 @@ def answers(tg: tiegraph.TieGraph) -> None:
     print("tie groups:")
     for group in tg.tie_groups():
         print("    ", group)
-    G = tg.graph
-    for u, v, kind, d in G.edges(keys=True, data=True):
-        if kind == "declares":
-            target, source = G.nodes[u], G.nodes[v]
-            where = f"   (full: {target['name']})" if target["name"] != target["canonical"] else ""
-            print(f"declared: {target['canonical']} -> {source['canonical']}: {d['status']}{where}")
+    for tie in tg.declared_ties():
+        where = f"   (full: {tie.target_path})" if tie.target_path != tie.target else ""
+        print(f"declared: {tie.target} -> {tie.source}: {tie.status}{where}")
 
 
 # %% [markdown]
@@ -124,13 +121,16 @@ display(tg)
 #
 # PEFT keeps the original `lm_head` (still tied) and trains a deep copy,
 # `lm_head.modules_to_save.default`, which is the one the forward pass uses. Both are named
-# `lm_head.weight` canonically; the red dotted edge joins two slots with one name and different memory.
+# `lm_head.weight` canonically; the copy the forward uses decides every answer, so nothing is tied any more.
+# The original, which the forward no longer uses, is drawn beside it as a fact of its own (the red dotted
+# edge joins two slots with one name and different memory), and its full path asks about it from memory.
 # After training, the saved `lm_head.weight` is no longer the embedding.
 
 # %%
 saved = get_peft_model(tiny_llama(), LoraConfig(r=2, target_modules=["q_proj"], modules_to_save=["lm_head"]))
 tg = tiegraph.build_graph(saved)
 answers(tg)
+print("the unused original:   ", tg.component("base_model.model.lm_head.original_module", full_paths=True))
 display(tg)
 
 # %% [markdown]

@@ -289,6 +289,16 @@ def modules_to_save_embed_tokens() -> PeftModel:
     return _peft(LoraConfig(r=2, target_modules=["q_proj"], modules_to_save=["embed_tokens"]))
 
 
+def modules_to_save_ensure_weight_tying() -> PeftModel:
+    """``modules_to_save=["lm_head"]`` with ``ensure_weight_tying=True``: peft saves ``embed_tokens`` too and
+    makes the ``lm_head`` copy's weight the embedding copy's, so the copies the forward uses stay tied."""
+    from peft import LoraConfig
+
+    return _peft(
+        LoraConfig(r=2, target_modules=["q_proj"], modules_to_save=["lm_head"], ensure_weight_tying=True)
+    )
+
+
 def trainable_tokens() -> PeftModel:
     """``TrainableTokensConfig`` on ``embed_tokens`` of a tied model: peft wraps the tied lm_head too."""
     from peft import TrainableTokensConfig
@@ -309,6 +319,7 @@ PEFT_MODELS: dict[str, Callable[[], PeftModel]] = {
     "lora-ensure-weight-tying": lora_ensure_weight_tying,
     "modules-to-save-lm-head": modules_to_save_lm_head,
     "modules-to-save-embed-tokens": modules_to_save_embed_tokens,
+    "modules-to-save-ensure-weight-tying": modules_to_save_ensure_weight_tying,
     "trainable-tokens": trainable_tokens,
     "lora-trainable-token-indices": lora_trainable_token_indices,
 }

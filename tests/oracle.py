@@ -14,7 +14,14 @@ import networkx as nx
 
 from tiegraph.errors import NoInputEmbeddingError, PathNotFoundError
 
-__all__ = ["component", "input_embedding", "resolve_slots", "tie_groups", "tied_to_input_embedding"]
+__all__ = [
+    "component",
+    "input_embedding",
+    "resolve_slots",
+    "tie_groups",
+    "tied_to_input_embedding",
+    "unused_slots",
+]
 
 
 def _shares_components(G: nx.MultiDiGraph) -> dict[str, int]:
@@ -27,6 +34,47 @@ def _shares_components(G: nx.MultiDiGraph) -> dict[str, int]:
     for i, members in enumerate(nx.connected_components(H)):
         for node in members:
             number[node] = i
+    return number
+
+
+def unused_slots(G: nx.MultiDiGraph) -> set[str]:
+    """Slot nodes the forward does not use: the ``original_module`` a PEFT ``modules_to_save`` copy stands in
+    for (the active adapter's, when it has one here), and the other adapters' copies."""
+    prefixes: list[str] = []
+    for wrapper in G.graph.get("modules_to_save") or []:
+        active, adapters = wrapper["active"], wrapper["adapters"]
+        used = active[0] if active and set(active) <= set(adapters) else None
+        base = wrapper["path"] + "." if wrapper["path"] else ""
+        if used is not None:
+            prefixes.append(base + "original_module.")
+        prefixes += [f"{base}modules_to_save.{name}." for name in adapters if name != used]
+    if not prefixes:
+        return set()
+    return {n for n, d in G.nodes(data=True) if d["kind"] == "slot" and d["name"].startswith(tuple(prefixes))}
+
+
+def _used_components(G: nx.MultiDiGraph) -> dict[str, int]:
+    """Component number of every slot node over the slots the forward uses (unused ones each alone).
+
+    Sharing is a property of tensors: two used slots share when their tensors are joined by ``shares`` edges
+    through tensors some used slot holds, whichever slot the edges were recorded on.
+    """
+    unused = unused_slots(G)
+    if not unused:
+        return _shares_components(G)
+    edges = [(u, v) for u, v, kind in G.edges(keys=True) if kind == "shares"]
+    tied = {n for edge in edges for n in edge}
+    obj = {n: G.nodes[n]["object"] for n in tied}
+    alive = {obj[n] for n in tied if n not in unused}
+    T = nx.Graph()
+    T.add_nodes_from(alive)
+    T.add_edges_from((obj[u], obj[v]) for u, v in edges if obj[u] in alive and obj[v] in alive)
+    of_object = {o: i for i, members in enumerate(nx.connected_components(T)) for o in members}
+    slots = [n for n, kind in G.nodes(data="kind") if kind == "slot"]
+    number: dict[str, int] = {}
+    for i, node in enumerate(slots, start=len(of_object)):
+        used_and_tied = node in tied and node not in unused
+        number[node] = of_object[obj[node]] if used_and_tied else i
     return number
 
 
@@ -54,7 +102,7 @@ def tie_groups(G: nx.MultiDiGraph, *, full_paths: bool = False) -> list[list[str
     [['a.weight', 'b.weight']]
     """
     groups: dict[int, list[tuple[str, str]]] = {}
-    for node, number in _shares_components(G).items():
+    for node, number in _used_components(G).items():
         data = G.nodes[node]
         groups.setdefault(number, []).append((data["name"], data["canonical"]))
     return format_groups(groups.values(), full_paths)
@@ -82,8 +130,8 @@ def tied_to_input_embedding(G: nx.MultiDiGraph, *, full_paths: bool = False) -> 
     """Module paths that own a slot in the component of the input embedding, other than the embedding; a
     slot of the root module (path '') named by its slot name."""
     inside, primary = _inside(G)
-    number = _shares_components(G)
-    wanted = {number[s] for s in inside}
+    number = _used_components(G)
+    wanted = {number[s] for s in inside - unused_slots(G)}
     pairs: set[tuple[str, str]] = set()
     for node, n in number.items():
         if n in wanted and node not in inside:
@@ -110,7 +158,14 @@ def tied_to_input_embedding(G: nx.MultiDiGraph, *, full_paths: bool = False) -> 
 
 
 def resolve_slots(G: nx.MultiDiGraph, name: str) -> list[str]:
-    """Slot nodes named by a full or canonical slot name, or under a full or canonical module path."""
+    """Slot nodes named by a full or canonical slot name, or under a full or canonical module path: those
+    the forward uses, or all of them when it uses none."""
+    found = _named_slots(G, name)
+    unused = unused_slots(G)
+    return [n for n in found if n not in unused] or found
+
+
+def _named_slots(G: nx.MultiDiGraph, name: str) -> list[str]:
     node = "s:" + name
     if node in G and G.nodes[node]["kind"] == "slot":
         return [node]
@@ -143,8 +198,10 @@ def resolve_slots(G: nx.MultiDiGraph, name: str) -> list[str]:
 
 
 def component(G: nx.MultiDiGraph, name: str, *, full_paths: bool = False) -> list[str]:
-    """The slots that share with a slot, or with any slot of a module, including those slots themselves."""
-    number = _shares_components(G)
-    wanted = {number[s] for s in resolve_slots(G, name)}
+    """The slots that share with a slot, or with any slot of a module, including those slots themselves; only
+    slots the forward uses, unless the name reaches none of them (then from memory, over every slot)."""
+    slots = resolve_slots(G, name)
+    number = _shares_components(G) if set(slots) <= unused_slots(G) else _used_components(G)
+    wanted = {number[s] for s in slots}
     key = "name" if full_paths else "canonical"
     return sorted({G.nodes[n][key] for n, i in number.items() if i in wanted})

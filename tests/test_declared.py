@@ -321,12 +321,14 @@ def test_declaration_resolves_through_peft_and_compile(build: Any) -> None:
     )
 
 
-def test_modules_to_save_gives_one_entry_per_copy(build: Any) -> None:
-    """modules_to_save keeps original_module (tied) and an active deepcopy (not tied): one entry each."""
-    ties = build(modules_to_save_lm_head()).declared_ties()
-    got = sorted((t.target_copy, t.status, t.target_path) for t in ties)
-    assert got == [
-        ("active", "not-tied", "base_model.model.lm_head.modules_to_save.default.weight"),
-        ("original", "tied", "base_model.model.lm_head.original_module.weight"),
-    ]
+def test_modules_to_save_declared_ties_are_the_forwards(build: Any) -> None:
+    """modules_to_save keeps original_module (tied) and an active deepcopy (not tied): the declared ties are
+    judged on the copy the forward uses, so the one entry is the active copy's, not tied. The original's
+    entry stays in the graph's record (its JSON ``declared`` list), marked ``original``."""
+    tg = build(modules_to_save_lm_head())
+    ties = tg.declared_ties()
+    got = [(t.target_copy, t.status, t.target_path) for t in ties]
+    assert got == [("active", "not-tied", "base_model.model.lm_head.modules_to_save.default.weight")]
     assert {t.target for t in ties} == {"lm_head.weight"}
+    recorded = sorted((d["target_copy"], d["status"]) for d in tg.graph.graph["declared"])
+    assert recorded == [("active", "not-tied"), ("original", "tied")]

@@ -12,9 +12,13 @@ tables pin (peft 0.21.2, transformers 5.23):
   ``lm_head.lora_B.default.weight`` (64, 2) reads ``embed_tokens.lora_embedding_A.default`` (2, 64).
 * ``modules_to_save=["lm_head"]``: ``lm_head`` is a ``ModulesToSaveWrapper``; ``original_module.weight`` is
   still the embedding's object; the active copy ``modules_to_save.default.weight`` is a deepcopy, tied to
-  nothing (peft#2777).
+  nothing (peft#2777). The copy the forward uses decides every answer, so nothing is tied.
 * ``modules_to_save=["embed_tokens"]``: the input embedding itself is the wrapper; ``lm_head.weight`` is
-  tied to its ``original_module.weight``, not to the active copy. peft's own helper answers ``[]``.
+  tied to its ``original_module.weight``, not to the active copy the forward embeds with: nothing is tied.
+  peft's own helper answers ``[]`` too.
+* ``modules_to_save=["lm_head"]`` with ``ensure_weight_tying=True``: peft saves ``embed_tokens`` as well and
+  gives the ``lm_head`` copy the embedding copy's weight; the originals are tied to each other, and so are
+  the copies the forward uses, which decide.
 * ``TrainableTokensConfig`` on ``embed_tokens`` of a tied model: peft wraps the tied ``lm_head`` too
   (``TrainableTokensLayer``, a tuner layer); three groups: ``base_layer.weight``, the
   ``trainable_tokens_delta`` ParameterDict entry (one object in both layers) and the
@@ -108,17 +112,34 @@ EXPECTED: dict[str, Expect] = {
         ],
     ),
     "modules-to-save-lm-head": Expect(
-        "peft#2777: modules_to_save deep-copies lm_head; original_module stays tied, the active copy not",
-        tied_full=_full(["lm_head.original_module"]),
-        groups=[_BASE_GROUP],
-        groups_full=[_full(["lm_head.original_module.weight", "model.embed_tokens.weight"])],
+        "peft#2777: modules_to_save deep-copies lm_head; the copy the forward uses is tied to nothing (only "
+        "original_module, which it no longer uses, still is)",
+        tied_full=[],
+        groups=[],
+        groups_full=[],
+        tied=(),
     ),
     "modules-to-save-embed-tokens": Expect(
-        "modules_to_save on the embedding: lm_head shares with embed_tokens.original_module (inside the "
-        "input embedding), not with the active copy; peft's helper answers []",
-        tied_full=_full(["lm_head"]),
+        "modules_to_save on the embedding: lm_head shares with embed_tokens.original_module, not with the "
+        "active copy the forward embeds with; peft's helper answers [] too",
+        tied_full=[],
+        groups=[],
+        groups_full=[],
+        tied=(),
+    ),
+    "modules-to-save-ensure-weight-tying": Expect(
+        "ensure_weight_tying with modules_to_save: the lm_head copy holds the embedding copy's weight, so "
+        "the copies the forward uses are tied (the originals too, but they count in no answer)",
+        tied_full=_full(["lm_head.modules_to_save.default"]),
         groups=[_BASE_GROUP],
-        groups_full=[_full(["lm_head.weight", "model.embed_tokens.original_module.weight"])],
+        groups_full=[
+            _full(
+                [
+                    "lm_head.modules_to_save.default.weight",
+                    "model.embed_tokens.modules_to_save.default.weight",
+                ]
+            )
+        ],
     ),
     "trainable-tokens": _trainable_tokens(
         "trainable tokens on a tied embedding: peft wraps lm_head too and shares base weight, delta "
@@ -277,8 +298,9 @@ def test_modules_to_save_active_copy_untied(mts_lm_head: tuple[PeftModel, tiegra
 
 
 def test_peft_helper_disagrees_where_reference_says() -> None:
-    """peft's ``_get_module_names_tied_with_embedding`` answers [] for modules_to_save on embed_tokens and
-    current paths (``lm_head.base_layer``) for LoRA; tiegraph answers ``["lm_head"]`` in both."""
+    """peft's ``_get_module_names_tied_with_embedding`` answers current paths (``lm_head.base_layer``) for
+    LoRA, where tiegraph answers ``["lm_head"]``; for modules_to_save on embed_tokens both answer ``[]`` (the
+    embedding copy the forward uses is tied to nothing)."""
     from peft.utils.other import _get_module_names_tied_with_embedding
 
     torch.manual_seed(0)
@@ -286,7 +308,7 @@ def test_peft_helper_disagrees_where_reference_says() -> None:
     lora = PEFT_MODELS["lora-lm-head"]()
     assert _get_module_names_tied_with_embedding(mts) == []
     assert _get_module_names_tied_with_embedding(lora) == ["lm_head.base_layer"]
-    assert tiegraph.tied_to_input_embedding(mts) == ["lm_head"]
+    assert tiegraph.tied_to_input_embedding(mts) == []
     assert tiegraph.tied_to_input_embedding(lora) == ["lm_head"]
 
 

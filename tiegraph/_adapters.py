@@ -1,4 +1,4 @@
-"""PEFT flows: adapters on a module whose weight is tied to a module outside it.
+"""PEFT flows: adapters on a module whose weight is tied to a module outside it; ``modules_to_save`` copies.
 
 A PEFT tuner layer (LoRA and the others) keeps the module it adapts as ``base_layer``; merging
 (``merge_and_unload()``, ``merge_adapter()``) adds the adapter's delta to ``base_layer.weight`` in place. When
@@ -13,14 +13,18 @@ own canonical path (the wrapper rule removed the segment), so a graph reloaded f
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ._canonical import join
+from ._copies import copy_in_use
 from ._finding import Finding, finding, kinds
 
 if TYPE_CHECKING:
+    from ._declared import Declaration
     from ._view import GraphView
 
-__all__ = ["KINDS", "findings", "tuner_layers"]
+__all__ = ["KINDS", "CopyFacts", "copy_facts", "findings", "original_still_tied", "tuner_layers"]
 
 #: The finding kinds of this room, with the sentence each one says.
 KINDS: dict[str, str] = kinds(
@@ -107,3 +111,59 @@ def findings(view: GraphView) -> list[Finding]:
             )
         )
     return out
+
+
+@dataclass(frozen=True)
+class CopyFacts:
+    """One PEFT ``ModulesToSaveWrapper``: the copy the forward uses, and what each other copy shares.
+
+    ``module`` is the canonical path, ``path`` the full one; ``uses`` names the copy the forward uses
+    (``modules_to_save.<adapter>``, or ``original_module``); ``not_used`` maps every other copy, in the same
+    form, to the canonical names of the slots its own slots share memory with (from memory: these copies
+    count in no query, see :mod:`tiegraph._copies`). An other end that is itself a copy the forward does not
+    use is marked ``(not used)``.
+    """
+
+    module: str
+    path: str
+    uses: str
+    not_used: dict[str, list[str]]
+
+
+def copy_facts(view: GraphView) -> list[CopyFacts]:
+    """Every ``ModulesToSaveWrapper`` the build found, as :class:`CopyFacts`, in the order found."""
+    out: list[CopyFacts] = []
+    for wrapper in view.modules_to_save:
+        used = copy_in_use(wrapper)
+        copies = ["original_module", *(f"modules_to_save.{name}" for name in wrapper.adapters)]
+        uses = "original_module" if used is None else f"modules_to_save.{used}"
+        not_used: dict[str, list[str]] = {}
+        for name in copies:
+            if name != uses:
+                not_used[name] = _shared_from_memory(view, join(wrapper.path, name) + ".")
+        out.append(CopyFacts(wrapper.canonical, wrapper.path, uses, not_used))
+    return out
+
+
+def original_still_tied(view: GraphView, tie: Declaration) -> str:
+    """The phrase saying the ``original_module`` an untied copy stands in for is tied ('' when it is not)."""
+    for other in view.all_declarations:
+        if (
+            (other.target, other.source) == (tie.target, tie.source)
+            and other.status == "tied"
+            and "original" in (other.target_copy, other.source_copy)
+        ):
+            return " and its original_module, which the forward no longer uses, is still tied to it"
+    return ""
+
+
+def _shared_from_memory(view: GraphView, prefix: str) -> list[str]:
+    """Canonical names of the slots outside ``prefix`` sharing memory with a slot under it."""
+    inside = [s for s in range(view.num_slots) if view.slot_name(s).startswith(prefix)]
+    groups = {view.memory_group_of(s) for s in inside}
+    found = {
+        view.slot_canonical(t) + ("" if view.is_used(t) else " (not used)")
+        for t in range(view.num_slots)
+        if view.memory_group_of(t) in groups and not view.slot_name(t).startswith(prefix)
+    }
+    return sorted(found)

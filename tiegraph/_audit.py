@@ -50,8 +50,8 @@ _PAIR_KINDS: dict[str, str] = kinds(
         ),
         "modules-to-save-copy-untied": (
             "warning",
-            "The active PEFT modules_to_save copy {copy} is not tied to {other}, although {declared_by} "
-            "declares the tie and its original_module is tied (peft#2777): training updates the copy alone, "
+            "The PEFT modules_to_save copy {copy}, the one the forward uses, is not tied to {other}, "
+            "although {declared_by} declares the tie{original} (peft#2777): training updates the copy alone, "
             "so the head and the embedding part ways; leave {module} out of modules_to_save to train them as "
             "one weight, or keep the copy and save with config.tie_word_embeddings=False so that a reload "
             "keeps both.",
@@ -215,8 +215,6 @@ def _untied_pair(view: GraphView, tie: Declaration) -> list[Finding]:
     """A ``not-tied`` pair: its PEFT copy, a dtype or shape that cannot be one weight, or not-tied itself."""
     pair = [tie.target, tie.source]
     t, s = tie.target_slot, tie.source_slot
-    if {"inactive", "original"} & {tie.target_copy, tie.source_copy}:
-        return []  # judged on the copies a forward uses: an active copy stands in for its original
     if "active" in (tie.target_copy, tie.source_copy):
         active = tie.target_copy == "active"
         copy, other = (tie.target_path, tie.source) if active else (tie.source_path, tie.target)
@@ -228,6 +226,7 @@ def _untied_pair(view: GraphView, tie: Declaration) -> list[Finding]:
                 copy=copy,
                 other=other,
                 declared_by=tie.declarer,
+                original=_adapters.original_still_tied(view, tie),
                 module=module,
             )
         ]

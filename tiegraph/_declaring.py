@@ -36,6 +36,7 @@ from typing import Any
 from torch import nn
 
 from ._canonical import join
+from ._copies import copy_prefixes
 from ._declared import Declaration
 from ._index import Index
 from ._records import CopyWrapper, TieConfig
@@ -213,7 +214,6 @@ def _modules_to_save(
     wrapper = getattr(peft_other, "ModulesToSaveWrapper", None)
     if not isinstance(wrapper, type):
         return []
-    prefixes: list[tuple[str, str]] = []
     found: list[CopyWrapper] = []
     seen: set[int] = set()
     for i in instances(wrapper):
@@ -221,7 +221,6 @@ def _modules_to_save(
             continue
         seen.add(index.object_of(i))
         module = modules[i]
-        path = index.path_of(i)
         disabled = bool(getattr(module, "disable_adapters", False))
         try:
             active = [] if disabled else [str(a) for a in getattr(module, "active_adapters", ())]
@@ -229,14 +228,9 @@ def _modules_to_save(
             active = []
         copies = getattr(module, "modules_to_save", None)
         names = [str(n) for n in copies] if isinstance(copies, nn.ModuleDict) else []
-        prefixes.append((join(path, "original_module") + ".", "active" if not active else "original"))
-        for name in names:
-            prefixes.append(
-                (join(path, f"modules_to_save.{name}") + ".", "active" if name in active else "inactive")
-            )
-        found.append(CopyWrapper(path, index.belongs_of(i), active, names))
+        found.append(CopyWrapper(index.path_of(i), index.belongs_of(i), active, names))
     index.modules_to_save = found
-    return prefixes
+    return copy_prefixes(found)
 
 
 class _Names:

@@ -6,8 +6,8 @@ graph after it. Both sides are named canonically, so a bare model and its PEFT-,
 DDP-wrapped self line up, and a graph reloaded from JSON compares like a freshly built one.
 
 Each side is judged on the tensors a forward uses: where PEFT's ``modules_to_save`` keeps an
-``original_module`` and copies under one canonical name, the active copy speaks for that name (the original
-only when no copy is active; inactive copies never).
+``original_module`` and copies under one canonical name, the copy the forward uses speaks for that name
+(the rule every query follows, :mod:`tiegraph._copies`).
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from torch import nn
 
-from ._canonical import join
 from ._graph import view_of
 from .errors import NoInputEmbeddingError
 
@@ -28,7 +27,6 @@ if TYPE_CHECKING:
     from ._audit import Finding
     from ._build import InputEmbedding
     from ._graph import TieGraph
-    from ._view import GraphView
 
 __all__ = ["SlotChange", "TieDiff", "diff", "live_slots"]
 
@@ -165,22 +163,6 @@ def _sentences(pairs: list[tuple[str, str]], d: TieDiff, mark: Any) -> Iterable[
 # ---------------------------------------------------------------------------------------------- sides
 
 
-def copy_kinds(view: GraphView) -> list[tuple[str, str]]:
-    """``(full path prefix, kind)`` of every PEFT ``modules_to_save`` copy the builder recorded.
-
-    ``kind`` is ``"active"`` (the copy a forward uses; the ``original_module`` when no copy is active),
-    ``"original"`` (an ``original_module`` a copy stands in for) or ``"inactive"``.
-    """
-    out: list[tuple[str, str]] = []
-    for wrapper in view.modules_to_save:
-        path, active = wrapper.path, list(wrapper.active)
-        out.append((join(path, "original_module") + ".", "original" if active else "active"))
-        for name in wrapper.adapters:
-            kind = "active" if name in active else "inactive"
-            out.append((join(path, f"modules_to_save.{name}") + ".", kind))
-    return out
-
-
 def live_slots(tg: TieGraph) -> dict[str, int]:
     """Canonical slot name -> the slot a forward uses under that name (see the module docstring).
 
@@ -193,19 +175,11 @@ def live_slots(tg: TieGraph) -> dict[str, int]:
     {'a.weight': 0}
     """
     view = view_of(tg)
-    kinds = copy_kinds(view)
-    rank = {"active": 0, "": 0, "original": 1, "inactive": 2}
-    best: dict[str, tuple[int, int]] = {}
+    best: dict[str, int] = {}
     for s in range(view.num_slots):
-        kind = ""
-        if kinds:
-            name = view.slot_name(s)
-            kind = next((k for prefix, k in kinds if name.startswith(prefix)), "")
-        canon = view.slot_canonical(s)
-        key = (rank[kind], s)
-        if canon not in best or key < best[canon]:
-            best[canon] = key
-    return {canon: s for canon, (_, s) in best.items()}
+        if view.is_used(s):
+            best.setdefault(view.slot_canonical(s), s)
+    return best
 
 
 @dataclass

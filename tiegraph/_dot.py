@@ -234,6 +234,7 @@ class _Drawing:
             lines.append(small("input embedding", color="#8a6d00", size=10))
         elif wrapper:
             lines.append(small("wrapper: not part of canonical names", size=9))
+        lines += pic.copy_notes(module)
         cluster = self.pydot.Cluster(
             f"m{module}",
             **attrs(

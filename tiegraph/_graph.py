@@ -25,6 +25,7 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 from ._compare import verdicts
+from ._copies import forward_of
 from ._index import Index
 from ._placement import place, slot_facts
 from ._view import GraphView, resolve_slots
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 
     from ._acceptance import Acceptance
     from ._audit import Finding
+    from ._copies import Forward
     from ._declared import DeclaredTie
 
 
@@ -101,13 +103,9 @@ class TieGraph:
         return tg
 
     # ------------------------------------------------------------------ queries
-    def _slot_roots(self) -> list[int]:
-        """Share-component number of every slot; an empty tensor's slots each stand alone."""
-        return self._index.s_root
-
-    def _groups(self) -> dict[int, list[int]]:
-        """Slots per share component (only components with two or more slots): the index's tie-group map."""
-        return self._index.groups()
+    def _forward(self) -> Forward:
+        """Which PEFT copies the forward uses, and the tie groups of the slots it uses (see ``_copies``)."""
+        return forward_of(self._index)
 
     def input_embedding(self, *, full_paths: bool = False) -> str | None:
         """Path of the input embedding (canonical by default), or None when none was found.
@@ -128,7 +126,8 @@ class TieGraph:
         Every module path (aliases included) owning a slot that shares memory, directly or through its tie
         group, with a slot inside the input embedding; the embedding's own paths (every path of its module
         object, such as PEFT's ``word_embeddings``) and paths under them excluded. A slot of the root
-        module (whose path is ``''``) is named by its slot name instead.
+        module (whose path is ``''``) is named by its slot name instead. Where PEFT's ``modules_to_save``
+        keeps an ``original_module`` and copies, only the copy the forward uses counts, at either end.
 
         Raises
         ------
@@ -140,9 +139,10 @@ class TieGraph:
             raise NoInputEmbeddingError(
                 idx.ie_note or "the model has no input embedding; pass input_embedding="
             )
+        forward = self._forward()
         inside = set(idx.ie_slots)
-        groups = self._groups()
-        wanted = {idx.root_of_slot(s) for s in idx.ie_slots}
+        groups = forward.groups
+        wanted = {forward.root_of(s) for s in idx.ie_slots if forward.used(s)}
         owner_of = idx.owner_of
         pairs = {(owner_of(s), s) for root in wanted for s in groups.get(root, ()) if s not in inside}
         pairs = {(o, s) for o, s in pairs if not idx.under_alias_of_input_embedding(o)}
@@ -159,12 +159,13 @@ class TieGraph:
         """Every group of two or more slots that share memory: slot names, each group sorted, groups sorted.
 
         In canonical form, slots that name the same place (a shared module seen through two wrapper
-        paths) count once, and a group left with one name is dropped.
+        paths) count once, and a group left with one name is dropped. Only slots the forward uses count:
+        the ``original_module`` a PEFT ``modules_to_save`` copy stands in for, and inactive copies, do not.
         """
         idx = self._index
         key = idx.slot_name_of if full_paths else idx.slot_canon_of
         found: set[tuple[str, ...]] = set()
-        for slots in self._groups().values():
+        for slots in self._forward().groups.values():
             names = sorted({key(s) for s in slots})
             if len(names) >= 2:
                 found.add(tuple(names))
@@ -173,7 +174,10 @@ class TieGraph:
     def component(self, name: str, *, full_paths: bool = False) -> list[str]:
         """The slots sharing memory with a slot, or with any slot of a module (those slots included).
 
-        ``name`` is a full or canonical slot name or module path.
+        ``name`` is a full or canonical slot name or module path. Only slots the forward uses count (see
+        :meth:`tie_groups`); a full path that reaches only slots the forward does not use (under an
+        ``original_module`` a copy stands in for, or an inactive copy) asks about that copy itself, and is
+        answered from memory over every slot.
 
         Raises
         ------
@@ -181,10 +185,19 @@ class TieGraph:
             If ``name`` names no slot or module; the message lists the nearest names.
         """
         idx = self._index
-        slot_roots = self._slot_roots()
-        roots = {slot_roots[s] for s in resolve_slots(idx, name)}
+        forward = self._forward()
+        slots = resolve_slots(idx, name)
         key = idx.s_name.__getitem__ if full_paths else idx.slot_canon_of
-        return sorted({key(s) for s, root in enumerate(slot_roots) if root in roots})
+        if not forward.unused:
+            slot_roots = idx.s_root
+            roots = {slot_roots[s] for s in slots}
+            return sorted({key(s) for s, root in enumerate(slot_roots) if root in roots})
+        if forward.unused.issuperset(slots):  # a copy the forward does not use, named by its full path
+            memory = idx.s_root
+            roots = {memory[s] for s in slots}
+            return sorted({key(s) for s, root in enumerate(memory) if root in roots})
+        roots = {forward.root_of(s) for s in slots}
+        return sorted({key(s) for s in range(idx.num_slots) if forward.root_of(s) in roots})
 
     # ------------------------------------------------------------------ declared ties and audit
     # (implemented in declared.py / audit.py; these methods only delegate)
@@ -328,6 +341,7 @@ def amend(
         index.declared = verdicts(index, values_of)
     if checkpoint is not None:
         index.checkpoint = checkpoint
+    index.forward = None
     tg._graph = None
     tg._view_cache = None
     tg._svg, tg._svg_done = None, False

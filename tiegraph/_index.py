@@ -52,6 +52,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, overload
 from ._records import CopyWrapper, Deployed, SlotMeta, TieConfig
 
 if TYPE_CHECKING:
+    from ._copies import Forward
     from ._declared import Declaration
 
 T = TypeVar("T")
@@ -160,6 +161,7 @@ class Index:
         self.model_roots: list[str] = []  # full paths of the outermost model roots (several: none is used)
         self.tie_config: TieConfig | None = None
         self.modules_to_save: list[CopyWrapper] = []
+        self.forward: Forward | None = None  # which PEFT copies the forward uses (tiegraph._copies)
         self.deployed = Deployed()
         self.checkpoint: dict[str, Any] | None = None  # a checkpoint's findings (tiegraph._checkpoint)
         self.cut: dict[str, str] = {}  # full slot name -> the fully_shard call holding it (tiegraph.sharding)
@@ -232,6 +234,7 @@ class Index:
         flags = attrs.get("tie_config")
         self.tie_config = TieConfig(**flags) if isinstance(flags, dict) else None
         self.modules_to_save = [CopyWrapper(**w) for w in attrs.get("modules_to_save") or []]
+        self.forward = None
         device_map = attrs.get("device_map")
         self.deployed.device_map = dict(device_map) if isinstance(device_map, dict) else None
         self.deployed.served_from = dict(attrs.get("served_from") or {})

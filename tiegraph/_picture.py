@@ -11,6 +11,7 @@ import html
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from ._copies import ACTIVE, ORIGINAL, copy_prefixes
 from ._graph import view_of
 from ._text import plural
 
@@ -102,6 +103,9 @@ class Picture:
         self.declared_ends = {s for d in self.declares for s in (d.target_slot, d.source_slot)}
         self.embedding_slots = set(view.input_embedding_slots)
         self.embedding_module = view.input_embedding_module
+        # PEFT copies the forward does not use: drawn beside the copy that stands in for them, as facts
+        self.unused = {s for s in self.slots if not view.is_used(s)}
+        self.copies = {prefix[:-1]: kind for prefix, kind in copy_prefixes(view.modules_to_save)}
 
     # ------------------------------------------------------------------ names
     def path(self, module: int) -> str:
@@ -136,7 +140,18 @@ class Picture:
         }
         names = {self.canonical(s) for s in chosen}
         extra |= {s for s in self.slots if self.canonical(s) in names}
-        return chosen | self.components(extra)
+        found = chosen | self.components(extra)
+        # the copies the forward does not use, under the name of a drawn slot (the original_module)
+        names = {self.canonical(s) for s in found}
+        return found | {s for s in self.unused if self.canonical(s) in names}
+
+    def copy_notes(self, module: int) -> list[str]:
+        """A cluster label's line saying what a PEFT ``modules_to_save`` copy is to the forward (or none)."""
+        kind = self.copies.get(self.path(module))
+        if kind is None:
+            return []
+        note = "not used by the forward" + (": a modules_to_save copy stands in" if kind == ORIGINAL else "")
+        return [small(esc("the copy the forward uses" if kind == ACTIVE else note), size=9)]
 
     def signature(self, module: int) -> tuple[Any, ...]:
         """What makes two numbered siblings 'identical': classes, relative names, slot shapes and dtypes."""
@@ -169,6 +184,7 @@ def select(pic: Picture, show: str, component: str | None) -> tuple[set[int], st
         return chosen, f"Slots sharing memory with <B>{esc(component or '(the whole model)')}</B>", notes
     if show == "embedding":
         seeds = [s for s in pic.slots if s in pic.embedding_slots]
+        memory = {pic.view.memory_group_of(s) for s in seeds}
         if seeds:
             chosen = pic.with_neighbours(pic.components(seeds))
             name = esc(pic.tg.input_embedding() or pic.tg.input_embedding(full_paths=True))
@@ -176,7 +192,8 @@ def select(pic: Picture, show: str, component: str | None) -> tuple[set[int], st
             title = f"Tie group{'' if groups == 1 else 's'} of the input embedding <B>{name}</B>"
             if not groups:
                 title = f"The input embedding <B>{name}</B>"
-                notes.append("it shares memory with nothing")
+                unused = any(pic.view.memory_group_of(s) in memory for s in pic.unused)
+                notes.append("it shares memory with nothing" + (" the forward uses" if unused else ""))
             return chosen, title, notes
         notes.append("no input embedding was found: showing every tie group")
         show = "groups"

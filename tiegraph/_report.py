@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from ._acceptance import accept as apply_acceptances
+from ._adapters import copy_facts
 from ._audit import audit
 from ._deployed import deployed_rows
 from ._finding import SEVERITIES, Finding
@@ -94,9 +95,7 @@ def _head_lines(tg: TieGraph, view: GraphView) -> list[str]:
         said.append(f"config.text_config.tie_word_embeddings={flags.text_tie_word_embeddings}")
     if said:
         lines.append(", ".join(said))
-    for wrapper in view.modules_to_save:
-        active = ", ".join(wrapper.active) or "none (original_module)"
-        lines.append(f"modules_to_save: {wrapper.canonical} [{wrapper.path}], active copy: {active}")
+    lines += _copy_lines(view)
     return lines
 
 
@@ -174,6 +173,17 @@ def findings_lines(findings: Sequence[Finding]) -> list[str]:
     return lines
 
 
+def _copy_lines(view: GraphView) -> list[str]:
+    """Per PEFT ``modules_to_save`` wrapper: the copy the forward uses, and what the others share (facts)."""
+    lines = []
+    for facts in copy_facts(view):
+        line = f"modules_to_save: {facts.module} [{facts.path}], the forward uses {facts.uses}"
+        for name, shared in facts.not_used.items():
+            line += f"; {name} (not used) shares memory with {', '.join(shared) or 'nothing'}"
+        lines += textwrap.wrap(line, _WIDTH, subsequent_indent="    ")
+    return lines
+
+
 def _both(canonical: str | None, full: str | None) -> str:
     if canonical is None:
         return "none"
@@ -181,7 +191,8 @@ def _both(canonical: str | None, full: str | None) -> str:
 
 
 def _copy(kind: str) -> str:
-    return f" ({kind} copy)" if kind else ""
+    """A PEFT copy's mark (only the copies the forward uses reach the table)."""
+    return " (the copy the forward uses)" if kind else ""
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:

@@ -14,11 +14,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ._copies import UNUSED, forward_of
 from ._placement import execution_device_of, placement_of, quantization_of
 from ._records import CopyWrapper, TieConfig
 from .errors import PathNotFoundError
 
 if TYPE_CHECKING:
+    from ._copies import Forward
     from ._declared import Declaration
     from ._graph import TieGraph
     from ._index import Index
@@ -43,6 +45,10 @@ class GraphView:
     def __init__(self, tg: TieGraph, index: Index) -> None:
         self.tg = tg
         self._idx = index
+
+    @property
+    def _forward(self) -> Forward:
+        return forward_of(self._idx)
 
     # ------------------------------------------------------------------ modules
     @property
@@ -140,16 +146,27 @@ class GraphView:
         return idx.st_id[number], idx.st_device[number], idx.st_nbytes[number]
 
     def group_of(self, s: int) -> int:
-        """The share component of slot ``s`` (a number; equal for slots that share memory)."""
+        """The tie group number of slot ``s`` (equal for slots that share memory), over the slots in use.
+
+        Slots the forward does not use (see :mod:`tiegraph._copies`) each have a number of their own.
+        """
+        return self._forward.root_of(s)
+
+    def memory_group_of(self, s: int) -> int:
+        """The share component of slot ``s`` over every slot, used by the forward or not (memory alone)."""
         return self._idx.s_root[s]
 
     def groups(self) -> list[list[int]]:
-        """Slots per share component with two or more slots, each in slot order, in order of first slot."""
-        return list(self._idx.groups().values())
+        """Tie groups of the slots in use, each in slot order, in order of first slot."""
+        return list(self._forward.groups.values())
 
     def tie_group(self, s: int) -> Sequence[int]:
-        """Slot ``s``'s tie group (``s`` included), in slot order; empty when ``s`` shares nothing."""
-        return self._idx.groups().get(self._idx.root_of_slot(s), ())
+        """Slot ``s``'s tie group (``s`` included), in slot order; empty when ``s`` shares nothing in use."""
+        return self._forward.groups.get(self._forward.root_of(s), ())
+
+    def is_used(self, s: int) -> bool:
+        """Whether the forward uses slot ``s`` (False inside a PEFT copy another copy stands in for)."""
+        return self._forward.used(s)
 
     def shares(self) -> Sequence[tuple[int, int, str]]:
         """The sharing pairs ``(slot, slot, how)`` the builder recorded."""
@@ -157,6 +174,9 @@ class GraphView:
 
     def resolve(self, name: str) -> list[int]:
         """Slots a full or canonical slot name names, or every slot under a module path (``""``: all).
+
+        Only the slots in use, unless the name reaches none of those (a full path into a copy the forward
+        does not use): then those slots.
 
         Raises :class:`~tiegraph.errors.PathNotFoundError` naming the nearest names.
         """
@@ -207,7 +227,15 @@ class GraphView:
     # ------------------------------------------------------------------ the model's own words
     @property
     def declarations(self) -> Sequence[Declaration]:
-        """Every declared pair, in declaration order."""
+        """Every declared pair between slots in use, in declaration order (see :mod:`tiegraph._copies`)."""
+        declared = self._idx.declared
+        if not self._forward.unused:
+            return declared
+        return [d for d in declared if UNUSED.isdisjoint((d.target_copy, d.source_copy))]
+
+    @property
+    def all_declarations(self) -> Sequence[Declaration]:
+        """Every declared pair, those of PEFT copies the forward does not use included."""
         return self._idx.declared
 
     @property
@@ -250,8 +278,17 @@ class GraphView:
 def resolve_slots(idx: Index, name: str) -> list[int]:
     """Slots a full or canonical slot name names, or every slot under a module path (``""``: all).
 
-    Raises :class:`~tiegraph.errors.PathNotFoundError` naming the nearest names.
+    Only the slots the forward uses (see :mod:`tiegraph._copies`), unless the name reaches none of those (a
+    full path into a PEFT copy the forward does not use): then those slots. Raises
+    :class:`~tiegraph.errors.PathNotFoundError` naming the nearest names.
     """
+    found = _named_slots(idx, name)
+    unused = forward_of(idx).unused
+    used = [s for s in found if s not in unused] if unused else found
+    return used or found
+
+
+def _named_slots(idx: Index, name: str) -> list[int]:
     if not isinstance(name, str):
         raise TypeError(f"expected a slot or module name (str), got {type(name).__name__}")
     for names in (idx.s_name, idx.s_canon):

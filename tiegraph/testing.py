@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from torch import nn
 
 from ._acceptance import accept as apply_acceptances
-from ._diff import as_graph, diff, live_slots
+from ._diff import as_graph, diff
 from ._graph import view_of
 from .errors import TiegraphError
 
@@ -42,20 +42,21 @@ __all__ = [
 def _shared(model: TieGraph | nn.Module, a: str, b: str) -> tuple[list[tuple[str, str]], list[str]]:
     """Pairs (slot of a, slot of b) that share memory, and a phrase per slot of ``a`` saying what it shares.
 
-    Slots are the ones a forward uses (the active ``modules_to_save`` copy, not the original).
+    Slots are the ones a forward uses (the active ``modules_to_save`` copy, not the original); a full path
+    into a copy the forward does not use asks about that copy, and is answered from memory.
     """
     view = view_of(as_graph(model, "model", None))
-    live = set(live_slots(view.tg).values())
-    side_a = [s for s in view.resolve(a) if s in live]
-    side_b = [s for s in view.resolve(b) if s in live]
+    side_a, side_b = view.resolve(a), view.resolve(b)
     if side_a and set(side_a) == set(side_b):
         names = ", ".join(sorted({view.slot_canonical(s) for s in side_a}))
         raise TiegraphError(
             f"{_name(a)} and {_name(b)} name the same slots ({names}): name two different modules or slots"
         )
+    memory = not all(map(view.is_used, side_a + side_b))
+    group = view.memory_group_of if memory else view.group_of
+    slots = [s for s in range(view.num_slots) if memory or view.is_used(s)]
     only_a = [s for s in side_a if s not in set(side_b)]
     only_b = [s for s in side_b if s not in set(side_a)]
-    group = view.group_of
     by_group: dict[int, list[int]] = {}
     for s in only_b:
         by_group.setdefault(group(s), []).append(s)
@@ -65,7 +66,7 @@ def _shared(model: TieGraph | nn.Module, a: str, b: str) -> tuple[list[tuple[str
     )
     phrases = []
     for s in only_a:
-        others = sorted({canon(t) for t in live if group(t) == group(s) and canon(t) != canon(s)})
+        others = sorted({canon(t) for t in slots if group(t) == group(s) and canon(t) != canon(s)})
         phrases.append(f"{canon(s)} shares memory with {', '.join(others) if others else 'nothing'}")
     return pairs, sorted(set(phrases))
 

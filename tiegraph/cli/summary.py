@@ -40,8 +40,12 @@ def summarise(tg: TieGraph, *, accept: Iterable[Acceptance | str] = ()) -> dict[
     its canonical path unless it is the root); ``declared_by_canonical`` is that canonical path (``""``:
     the root) and ``declared_by_cls`` the class. Each finding has its ``severity`` and whether it is
     ``accepted`` (``accept``: see :mod:`tiegraph._acceptance`; acceptances that match nothing are findings).
+    Every answer is about the PEFT copies the forward uses; ``modules_to_save`` (only when the model has
+    such wrappers) says which copy that is and what each other copy shares memory with.
     """
     from .._acceptance import accept as apply_acceptances
+    from .._adapters import copy_facts
+    from .._graph import view_of
     from ..errors import NoInputEmbeddingError
 
     out: dict[str, Any] = {"input_embedding": tg.input_embedding()}
@@ -61,6 +65,11 @@ def summarise(tg: TieGraph, *, accept: Iterable[Acceptance | str] = ()) -> dict[
         }
         for d in tg.declared_ties()
     ]
+    copies = copy_facts(view_of(tg))
+    if copies:  # which PEFT copy the forward uses; what the others share (they count in no answer above)
+        out["modules_to_save"] = [
+            {"module": c.module, "path": c.path, "uses": c.uses, "not_used": c.not_used} for c in copies
+        ]
     found = apply_acceptances(tg.audit(), accept)
     out["findings"] = [_plain(f, ("kind", "severity", "accepted", "paths", "message")) for f in found]
     return out
