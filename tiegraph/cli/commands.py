@@ -95,22 +95,9 @@ def inspect_command(args: argparse.Namespace) -> int:
         )
         _emit(text + "\n", args.output)
     elif fmt == "json":
-        data = {
-            "tiegraph": __version__,
-            "spec": built.spec,
-            "kind": built.kind,
-            "class": built.cls,
-            "source": built.source,
-            "overrides": built.overrides,
-            "notes": built.notes,
-            "wrappers": wrappers,
-            "parameters": summaries.count_parameters(model),
-            **summary,
-            "checkpoint": _checkpoint_json(built, checkpoint_lines),
-            "shard_plan": [dict(dataclasses.asdict(f), severity=f.severity) for f in plan],
-            "engines": engine_data,
-            "graph": tg.to_json(),
-        }
+        data = summaries.inspect_data(
+            built, wrappers, model, summary, checkpoint_lines, plan, engine_data, tg
+        )
         _emit(json.dumps(data, indent=1, default=str) + "\n", args.output)
     elif fmt == "dot":
         _emit(tg.to_dot(), args.output)
@@ -214,21 +201,6 @@ def _write(path: Path, text: str) -> None:
         path.write_text(text)
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror or exc}") from None
-
-
-def _checkpoint_json(built: Built, lines: list[str]) -> dict[str, Any] | None:
-    files = built.checkpoint
-    if files is None:
-        return None
-    return {
-        "directory": str(files.directory),
-        "files": files.files,
-        "index": files.index,
-        "skipped": files.skipped,
-        "missing_shards": files.missing_shards,
-        "tensors": len(files.keys),
-        "report": lines,
-    }
 
 
 def _emit(text: str, output: str | None) -> None:

@@ -99,107 +99,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tiegraph {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
-    p = _command(
-        sub,
-        "inspect",
-        "report the ties of one model type, checkpoint directory or factory",
-        "Build a model on the meta device and report its ties, declarations and audit findings.",
-        INSPECT_EXAMPLES,
-        common,
-    )
-    p.add_argument(
-        "spec", metavar="SPEC", help="model type, checkpoint directory, or package.module:callable"
-    )
-    build = p.add_argument_group("building")
-    build.add_argument(
-        "--class", dest="cls", metavar="NAME", help="transformers class to build (LlamaForCausalLM)"
-    )
-    build.add_argument("--task", choices=list(TASKS), help="pick the head by task (default: the natural one)")
-    build.add_argument(
-        "--set",
-        dest="sets",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config field; typed (true, 3, 0.5, null, text); nested keys like text_config.x=1",
-    )
-    build.add_argument("--trust-remote-code", action="store_true", help="let a checkpoint's own code run")
-    build.add_argument("--allow-code", action="store_true", help="allow package.module:callable SPECs")
-    build.add_argument("--meta", action="store_true", help="call a factory under torch.device('meta')")
-    build.add_argument("--input-embedding", metavar="PATH", help="name the input embedding module yourself")
-    wrap = p.add_argument_group("wrapping")
-    wrap.add_argument(
-        "--peft",
-        action="append",
-        default=[],
-        metavar="KIND:MODULES",
-        help="lora:lm_head,q_proj | lora-tied:lm_head (ensure_weight_tying) | modules-to-save:lm_head",
-    )
-    wrap.add_argument("--compile", action="store_true", help="wrap in torch.compile (nothing is compiled)")
-    wrap.add_argument(
-        "--shard-plan",
-        metavar="PLAN",
-        help="check an FSDP2 plan before sharding: calls split by ';', modules of one call by ',', 'root', "
-        "'each:LlamaDecoderLayer', or 'policy:LlamaDecoderLayer' (accelerate's layer-class wrap policy)",
-    )
-    out = p.add_argument_group("output")
-    out.add_argument("--format", choices=FORMATS, help="output format (default: from -o's suffix, else text)")
-    out.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
-    out.add_argument("--check-values", action="store_true", help="compare saved copies of tied tensors")
-    out.add_argument(
-        "--engines",
-        action="store_true",
-        help="say what each engine (transformers, vLLM, llama.cpp, MLX, ONNX, SGLang) puts in the head "
-        "when it loads this checkpoint directory, or a hub id (org/name) read from the local hub cache",
-    )
-    out.add_argument(
-        "--strict", action="store_true", help="exit 1 when the audit finds an error or a warning not accepted"
-    )
-    _add_accept(out)
-    p.set_defaults(func=commands.inspect_command)
-
-    s = _command(
-        sub,
-        "survey",
-        "build every architecture of transformers on meta and tabulate its ties",
-        "Build every architecture in transformers' auto mappings from its default config on the "
-        "meta device, in parallel worker processes, and tabulate its ties, declarations and findings.",
-        SURVEY_EXAMPLES,
-        common,
-    )
-    s.add_argument(
-        "--tasks",
-        default=None,
-        metavar="TASK[,TASK...]",
-        help=f"tasks to survey (default: all but base): {', '.join(TASKS)}",
-    )
-    s.add_argument("--only", default=None, metavar="TYPE[,TYPE...]", help="only these model types")
-    s.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N architectures")
-    s.add_argument(
-        "--jobs", "-j", type=int, default=None, metavar="N", help="worker processes (default: cores)"
-    )
-    s.add_argument(
-        "--time-limit", type=float, default=60.0, metavar="S", help="seconds per model (default 60)"
-    )
-    s.add_argument("--json", metavar="FILE", help="write every row as JSON")
-    s.add_argument("--markdown", metavar="FILE", help="write the table as a markdown document")
-    s.add_argument("--compare", metavar="OLD.json", help="show what changed since a survey saved with --json")
-    s.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
-    s.set_defaults(func=commands.survey_command)
-
+    _add_inspect(sub, common)
+    _add_survey(sub, common)
     _add_diff(sub, common)
-
-    d = _command(
-        sub,
-        "demo",
-        "a tour of tiny models, wrapped and not, with pictures",
-        "Build a few tiny models (tied Llama, PEFT LoRA, modules_to_save, torch.compile, T5, a "
-        "declaration that lies), print a short report for each and write their pictures to a folder.",
-        DEMO_EXAMPLES,
-        common,
-    )
-    d.add_argument("--out", metavar="DIR", help="folder for the pictures (default: a new temporary folder)")
-    d.set_defaults(func=commands.demo_command)
+    _add_demo(sub, common)
     return parser
 
 
@@ -252,6 +155,113 @@ or input, 3 internal error.
 """
 
 
+def _add_building(p: argparse.ArgumentParser, *, cls_help: str, set_help: str) -> None:
+    """The building options ``inspect`` and ``diff`` share (one set, two helps for --class and --set)."""
+    build = p.add_argument_group("building")
+    build.add_argument("--class", dest="cls", metavar="NAME", help=cls_help)
+    build.add_argument("--task", choices=list(TASKS), help="pick the head by task (default: the natural one)")
+    build.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help=set_help)
+    build.add_argument("--trust-remote-code", action="store_true", help="let a checkpoint's own code run")
+    build.add_argument("--allow-code", action="store_true", help="allow package.module:callable SPECs")
+    build.add_argument("--meta", action="store_true", help="call a factory under torch.device('meta')")
+    build.add_argument("--input-embedding", metavar="PATH", help="name the input embedding module yourself")
+
+
+def _add_inspect(sub: Any, common: argparse.ArgumentParser) -> None:
+    p = _command(
+        sub,
+        "inspect",
+        "report the ties of one model type, checkpoint directory or factory",
+        "Build a model on the meta device and report its ties, declarations and audit findings.",
+        INSPECT_EXAMPLES,
+        common,
+    )
+    p.add_argument(
+        "spec", metavar="SPEC", help="model type, checkpoint directory, or package.module:callable"
+    )
+    _add_building(
+        p,
+        cls_help="transformers class to build (LlamaForCausalLM)",
+        set_help="override a config field; typed (true, 3, 0.5, null, text); nested keys like "
+        "text_config.x=1",
+    )
+    wrap = p.add_argument_group("wrapping")
+    wrap.add_argument(
+        "--peft",
+        action="append",
+        default=[],
+        metavar="KIND:MODULES",
+        help="lora:lm_head,q_proj | lora-tied:lm_head (ensure_weight_tying) | modules-to-save:lm_head",
+    )
+    wrap.add_argument("--compile", action="store_true", help="wrap in torch.compile (nothing is compiled)")
+    wrap.add_argument(
+        "--shard-plan",
+        metavar="PLAN",
+        help="check an FSDP2 plan before sharding: calls split by ';', modules of one call by ',', 'root', "
+        "'each:LlamaDecoderLayer', or 'policy:LlamaDecoderLayer' (accelerate's layer-class wrap policy)",
+    )
+    out = p.add_argument_group("output")
+    out.add_argument("--format", choices=FORMATS, help="output format (default: from -o's suffix, else text)")
+    out.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of stdout")
+    out.add_argument("--check-values", action="store_true", help="compare saved copies of tied tensors")
+    out.add_argument(
+        "--engines",
+        action="store_true",
+        help="say what each engine (transformers, vLLM, llama.cpp, MLX, ONNX, SGLang) puts in the head "
+        "when it loads this checkpoint directory, or a hub id (org/name) read from the local hub cache",
+    )
+    out.add_argument(
+        "--strict", action="store_true", help="exit 1 when the audit finds an error or a warning not accepted"
+    )
+    _add_accept(out)
+    p.set_defaults(func=commands.inspect_command)
+
+
+def _add_survey(sub: Any, common: argparse.ArgumentParser) -> None:
+    s = _command(
+        sub,
+        "survey",
+        "build every architecture of transformers on meta and tabulate its ties",
+        "Build every architecture in transformers' auto mappings from its default config on the "
+        "meta device, in parallel worker processes, and tabulate its ties, declarations and findings.",
+        SURVEY_EXAMPLES,
+        common,
+    )
+    s.add_argument(
+        "--tasks",
+        default=None,
+        metavar="TASK[,TASK...]",
+        help=f"tasks to survey (default: all but base): {', '.join(TASKS)}",
+    )
+    s.add_argument("--only", default=None, metavar="TYPE[,TYPE...]", help="only these model types")
+    s.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N architectures")
+    s.add_argument(
+        "--jobs", "-j", type=int, default=None, metavar="N", help="worker processes (default: cores)"
+    )
+    s.add_argument(
+        "--time-limit", type=float, default=60.0, metavar="S", help="seconds per model (default 60)"
+    )
+    s.add_argument("--json", metavar="FILE", help="write every row as JSON")
+    s.add_argument("--markdown", metavar="FILE", help="write the table as a markdown document")
+    s.add_argument("--compare", metavar="OLD.json", help="show what changed since a survey saved with --json")
+    s.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    s.set_defaults(func=commands.survey_command)
+
+
+def _add_demo(sub: Any, common: argparse.ArgumentParser) -> None:
+    d = _command(
+        sub,
+        "demo",
+        "a tour of tiny models, wrapped and not, with pictures",
+        "Build a few tiny models (tied Llama, PEFT LoRA, modules_to_save, torch.compile, T5, a "
+        "declaration that lies), print a short report for each and write their pictures to a folder.",
+        DEMO_EXAMPLES,
+        common,
+    )
+    d.add_argument("--out", metavar="DIR", help="folder for the pictures (default: a new temporary folder)")
+    d.set_defaults(func=commands.demo_command)
+
+
 def _add_diff(sub: Any, common: argparse.ArgumentParser) -> None:
     p = _command(
         sub,
@@ -264,16 +274,7 @@ def _add_diff(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.add_argument("a", metavar="A", help="SPEC or inspect JSON file: before")
     p.add_argument("b", metavar="B", help="SPEC or inspect JSON file: after (wrapping flags apply here)")
-    build = p.add_argument_group("building")
-    build.add_argument("--class", dest="cls", metavar="NAME", help="transformers class to build")
-    build.add_argument("--task", choices=list(TASKS), help="pick the head by task (default: the natural one)")
-    build.add_argument(
-        "--set", dest="sets", action="append", default=[], metavar="KEY=VALUE", help="override B's config"
-    )
-    build.add_argument("--trust-remote-code", action="store_true", help="let a checkpoint's own code run")
-    build.add_argument("--allow-code", action="store_true", help="allow package.module:callable SPECs")
-    build.add_argument("--meta", action="store_true", help="call a factory under torch.device('meta')")
-    build.add_argument("--input-embedding", metavar="PATH", help="name the input embedding module yourself")
+    _add_building(p, cls_help="transformers class to build", set_help="override B's config")
     wrap = p.add_argument_group("wrapping B")
     wrap.add_argument("--peft", action="append", default=[], metavar="KIND:MODULES", help="as for inspect")
     wrap.add_argument("--compile", action="store_true", help="wrap B in torch.compile")

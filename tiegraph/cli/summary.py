@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
+
+from .. import __version__
 
 if TYPE_CHECKING:
     from torch import nn
 
     from .._acceptance import Acceptance
     from .._graph import TieGraph
+    from .specs import Built
 
-__all__ = ["count_parameters", "human_count", "summarise"]
+__all__ = ["count_parameters", "human_count", "inspect_data", "summarise"]
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -85,3 +89,48 @@ def _plain(obj: Any, names: Sequence[str]) -> dict[str, Any]:
     if out.get("message") is None and "message" in names:
         out["message"] = str(obj)
     return out
+
+
+def inspect_data(
+    built: Built,
+    wrappers: list[str],
+    model: nn.Module,
+    summary: dict[str, Any],
+    checkpoint_lines: list[str],
+    plan: list[Any],
+    engine_data: dict[str, Any] | None,
+    tg: TieGraph,
+) -> dict[str, Any]:
+    """``tiegraph inspect --format json``: what was built and how, the summary, and the graph itself."""
+    return {
+        "tiegraph": __version__,
+        "spec": built.spec,
+        "kind": built.kind,
+        "class": built.cls,
+        "source": built.source,
+        "overrides": built.overrides,
+        "notes": built.notes,
+        "wrappers": wrappers,
+        "parameters": count_parameters(model),
+        **summary,
+        "checkpoint": _checkpoint_data(built, checkpoint_lines),
+        "shard_plan": [dict(dataclasses.asdict(f), severity=f.severity) for f in plan],
+        "engines": engine_data,
+        "graph": tg.to_json(),
+    }
+
+
+def _checkpoint_data(built: Built, lines: list[str]) -> dict[str, Any] | None:
+    """What ``inspect`` read of a checkpoint directory, and its report lines (None: no directory)."""
+    files = built.checkpoint
+    if files is None:
+        return None
+    return {
+        "directory": str(files.directory),
+        "files": files.files,
+        "index": files.index,
+        "skipped": files.skipped,
+        "missing_shards": files.missing_shards,
+        "tensors": len(files.keys),
+        "report": lines,
+    }

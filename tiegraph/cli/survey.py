@@ -133,22 +133,7 @@ def survey_one(item: Item, time_limit: float = 60.0) -> dict[str, Any]:
         try:
             model, attempt = build_repaired(model_type, cls, auto, _build_on_meta)
         except RepairFailed as failed:
-            row["repairs"] = list(dict.fromkeys(failed.attempt.repairs))
-            row["errors"] = failed.attempt.errors
-            if isinstance(failed.last, ImportError):
-                package = _needed_package(failed.last)
-                row["status"] = "needs-dependency"
-                row["reason"] = f"needs {package}" + (
-                    f": {NOT_INSTALLABLE[package]}" if package in NOT_INSTALLABLE else ""
-                )
-            elif (plain := _fails_in_transformers(model_type, cls, auto)) is not None:
-                row["status"] = "transformers-bug"
-                row["reason"] = (
-                    f"{plain} (also built by transformers alone; after repairs: {failed.attempt.errors[-1]})"
-                )
-            else:
-                row["status"] = "tiegraph-bug"
-                row["reason"] = f"builds in transformers alone but not on tiegraph's meta device: {failed}"
+            row.update(_not_built(failed, model_type, cls, auto))
             return row
         row["repairs"] = list(dict.fromkeys(attempt.repairs))
         if attempt.repairs:
@@ -172,6 +157,29 @@ def survey_one(item: Item, time_limit: float = 60.0) -> dict[str, Any]:
                 signal.signal(signal.SIGALRM, previous)
         row["seconds"] = round(time.perf_counter() - start, 3)
         row["cpu_seconds"] = round(time.process_time() - cpu, 3)
+    return row
+
+
+def _not_built(failed: RepairFailed, model_type: str, cls: type, auto: Any) -> dict[str, Any]:
+    """A row's repairs, errors, status and reason when no repair made the default config build."""
+    row: dict[str, Any] = {
+        "repairs": list(dict.fromkeys(failed.attempt.repairs)),
+        "errors": failed.attempt.errors,
+    }
+    if isinstance(failed.last, ImportError):
+        package = _needed_package(failed.last)
+        row["status"] = "needs-dependency"
+        row["reason"] = f"needs {package}" + (
+            f": {NOT_INSTALLABLE[package]}" if package in NOT_INSTALLABLE else ""
+        )
+    elif (plain := _fails_in_transformers(model_type, cls, auto)) is not None:
+        row["status"] = "transformers-bug"
+        row["reason"] = (
+            f"{plain} (also built by transformers alone; after repairs: {failed.attempt.errors[-1]})"
+        )
+    else:
+        row["status"] = "tiegraph-bug"
+        row["reason"] = f"builds in transformers alone but not on tiegraph's meta device: {failed}"
     return row
 
 

@@ -257,8 +257,29 @@ def format_markdown(rows: Sequence[dict[str, Any]], timing: dict[str, Any], meta
         "",
         format_summary(rows, timing),
     ]
+    out += _findings_section(rows)
+    out += _failed_section(rows)
+    out += _repaired_section(rows)
+    out += [
+        "",
+        f"## All architectures ({len(rows)})",
+        "",
+        "Columns: **tied targets** are the modules that really share memory with the input embedding "
+        "(canonical paths); **groups** counts tie groups (largest size when above 2); **declared** counts "
+        "the declared ties by status; **findings** lists the audit's finding kinds; **repairs** the config "
+        "repairs the build needed.",
+        "",
+        "| " + " | ".join(HEADER) + " |",
+        "|" + "---|" * len(HEADER),
+    ]
+    out.extend("| " + " | ".join(_md(c) for c in _cells(r)) + " |" for r in rows if r["status"] == "ok")
+    return "\n".join(out) + "\n"
+
+
+def _findings_section(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """Findings by kind: a table per kind of the architectures that have it, and what it means."""
     grouped = _findings_by_kind(rows)
-    out += ["", f"## Findings by kind ({_plural(sum(map(len, grouped.values())), 'finding')})", ""]
+    out = ["", f"## Findings by kind ({_plural(sum(map(len, grouped.values())), 'finding')})", ""]
     if not grouped:
         out.append("None.")
     for kind, items in grouped.items():
@@ -275,8 +296,13 @@ def format_markdown(rows: Sequence[dict[str, Any]], timing: dict[str, Any], meta
         out.append("")
         out.append(f"What it means: {_md(str(items[0][1]['message']))}")
         out.append("")
+    return out
+
+
+def _failed_section(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The architectures not built, with why, and what each failure status means."""
     failed = [r for r in rows if r["status"] != "ok"]
-    out += [f"## Not built ({len(failed)})", ""]
+    out = [f"## Not built ({len(failed)})", ""]
     if failed:
         out += ["| architecture | class | why | detail |", "|---|---|---|---|"]
         out.extend(
@@ -287,8 +313,13 @@ def format_markdown(rows: Sequence[dict[str, Any]], timing: dict[str, Any], meta
         out.extend(f"- `{s}`: {why}" for s, why in FAILURES.items() if any(r["status"] == s for r in failed))
     else:
         out.append("Every architecture was built.")
+    return out
+
+
+def _repaired_section(rows: Sequence[dict[str, Any]]) -> list[str]:
+    """The repairs in the order they are tried, and the architectures whose default config needed them."""
     repaired = [r for r in rows if r["status"] == "ok" and r.get("repairs")]
-    out += [
+    out = [
         "",
         f"## Repaired default configs ({len(repaired)})",
         "",
@@ -308,20 +339,7 @@ def format_markdown(rows: Sequence[dict[str, Any]], timing: dict[str, Any], meta
                 f"| {r['model_type']} | {r['class']} | {_md(_short(r.get('default_error', ''), 160))} | "
                 f"{', '.join(r['repairs'])} | {_md(changes)} |"
             )
-    out += [
-        "",
-        f"## All architectures ({len(rows)})",
-        "",
-        "Columns: **tied targets** are the modules that really share memory with the input embedding "
-        "(canonical paths); **groups** counts tie groups (largest size when above 2); **declared** counts "
-        "the declared ties by status; **findings** lists the audit's finding kinds; **repairs** the config "
-        "repairs the build needed.",
-        "",
-        "| " + " | ".join(HEADER) + " |",
-        "|" + "---|" * len(HEADER),
-    ]
-    out.extend("| " + " | ".join(_md(c) for c in _cells(r)) + " |" for r in rows if r["status"] == "ok")
-    return "\n".join(out) + "\n"
+    return out
 
 
 def _short(text: str, limit: int = 80) -> str:
