@@ -28,6 +28,7 @@ from ._compare import verdicts
 from ._copies import forward_of
 from ._index import Index
 from ._placement import place, slot_facts
+from ._records import graph_attrs
 from ._view import GraphView, resolve_slots
 from .errors import NoInputEmbeddingError
 
@@ -381,7 +382,7 @@ def to_networkx(idx: Index) -> nx.MultiDiGraph:
     G.graph["input_embedding_slots"] = [s_nodes[s] for s in idx.ie_slots]
     G.graph["input_embedding_note"] = idx.ie_note
     G.graph["declared"] = [d.to_dict() for d in idx.declared]
-    G.graph.update(idx.graph_attrs())
+    G.graph.update(graph_attrs(idx))
     return G
 
 

@@ -199,56 +199,6 @@ class Index:
         self._built = lazy
         self.__dict__.update(_NOT_COMPUTED if lazy else {"_" + name: [] for name in _LAZY_FIELDS})
 
-    # ------------------------------------------------------------------ extras as graph attributes
-    def graph_attrs(self) -> dict[str, Any]:
-        """The typed extras as plain JSON-able graph attributes (what ``to_networkx`` stores)."""
-        out: dict[str, Any] = {"model_root": self.model_root}
-        if self.tie_config is not None:
-            out["tie_config"] = self.tie_config.as_dict()
-        if self.modules_to_save:
-            out["modules_to_save"] = [w.as_dict() for w in self.modules_to_save]
-        if len(self.model_roots) > 1:
-            out["model_roots"] = list(self.model_roots)
-        if self.deployed.device_map is not None:
-            out["device_map"] = dict(self.deployed.device_map)
-        if self.deployed.served_from:
-            out["served_from"] = dict(self.deployed.served_from)
-        if self.deployed.quantized_layer_slots:
-            out["quantized_layer_slots"] = list(self.deployed.quantized_layer_slots)
-        if self.deployed.packed_layers:
-            out["packed_layers"] = dict(self.deployed.packed_layers)
-        if self.deployed.pointer_aliases:
-            out["pointer_aliases"] = [[names, layouts] for names, layouts in self.deployed.pointer_aliases]
-        if self.checkpoint is not None:
-            out["checkpoint"] = self.checkpoint
-        if self.cut:
-            out["fsdp_groups"] = dict(self.cut)
-        if self.engine:
-            out["engine"] = dict(self.engine)
-        return out
-
-    def set_graph_attrs(self, attrs: dict[str, Any]) -> None:
-        """Read back what :meth:`graph_attrs` wrote (unknown keys are ignored)."""
-        self.model_root = attrs.get("model_root")
-        self.model_roots = list(attrs.get("model_roots") or ([self.model_root] if self.model_root else []))
-        flags = attrs.get("tie_config")
-        self.tie_config = TieConfig(**flags) if isinstance(flags, dict) else None
-        self.modules_to_save = [CopyWrapper(**w) for w in attrs.get("modules_to_save") or []]
-        self.forward = None
-        device_map = attrs.get("device_map")
-        self.deployed.device_map = dict(device_map) if isinstance(device_map, dict) else None
-        self.deployed.served_from = dict(attrs.get("served_from") or {})
-        self.deployed.quantized_layer_slots = [int(s) for s in attrs.get("quantized_layer_slots") or []]
-        self.deployed.packed_layers = dict(attrs.get("packed_layers") or {})
-        self.deployed.pointer_aliases = [
-            ([str(n) for n in names], [str(x) for x in layouts])
-            for names, layouts in attrs.get("pointer_aliases") or []
-        ]
-        checkpoint = attrs.get("checkpoint")
-        self.checkpoint = checkpoint if isinstance(checkpoint, dict) else None
-        self.cut = dict(attrs.get("fsdp_groups") or {})
-        self.engine = dict(attrs.get("engine") or {})
-
     # ------------------------------------------------------------------ derived fields
     def path_of(self, i: int) -> str:
         """Full path of module path ``i`` (without naming every module)."""

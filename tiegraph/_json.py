@@ -17,6 +17,7 @@ from ._declared import STATUSES, Declaration
 from ._graph import NODE_KINDS, SHARE_HOWS, module_node
 from ._index import Index
 from ._placement import read_slot_facts
+from ._records import set_graph_attrs
 from ._storage import Components
 from .errors import GraphFormatError
 
@@ -133,7 +134,7 @@ def from_networkx(G: nx.MultiDiGraph) -> Index:
         "input_embedding_note",
         "declared",
     }
-    idx.set_graph_attrs({k: v for k, v in G.graph.items() if k not in reserved})
+    set_graph_attrs(idx, {k: v for k, v in G.graph.items() if k not in reserved})
     read_slot_facts(idx, read.facts)
     return idx
 

@@ -1,11 +1,18 @@
-"""The small records an index holds beside its lists: slot metadata, tie flags, PEFT copies, placement."""
+"""The small records an index holds beside its lists (slot metadata, tie flags, PEFT copies, placement).
+
+And the extras as plain graph attributes: :func:`graph_attrs` writes them, :func:`set_graph_attrs` reads
+them back.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-__all__ = ["CopyWrapper", "Deployed", "SlotMeta", "TieConfig"]
+if TYPE_CHECKING:
+    from ._index import Index
+
+__all__ = ["CopyWrapper", "Deployed", "SlotMeta", "TieConfig", "graph_attrs", "set_graph_attrs"]
 
 
 class SlotMeta(NamedTuple):
@@ -64,3 +71,54 @@ class Deployed:
     packed_layers: dict[str, str] = field(default_factory=dict)  # torch.ao layer's full path -> its label
     # (slot names, their layouts) that accelerate's hooks serve by data pointer as another slot's tensor
     pointer_aliases: list[tuple[list[str], list[str]]] = field(default_factory=list)
+
+
+def graph_attrs(index: Index) -> dict[str, Any]:
+    """An index's typed extras as plain JSON-able graph attributes (what ``to_networkx`` stores)."""
+    out: dict[str, Any] = {"model_root": index.model_root}
+    if index.tie_config is not None:
+        out["tie_config"] = index.tie_config.as_dict()
+    if index.modules_to_save:
+        out["modules_to_save"] = [w.as_dict() for w in index.modules_to_save]
+    if len(index.model_roots) > 1:
+        out["model_roots"] = list(index.model_roots)
+    if index.deployed.device_map is not None:
+        out["device_map"] = dict(index.deployed.device_map)
+    if index.deployed.served_from:
+        out["served_from"] = dict(index.deployed.served_from)
+    if index.deployed.quantized_layer_slots:
+        out["quantized_layer_slots"] = list(index.deployed.quantized_layer_slots)
+    if index.deployed.packed_layers:
+        out["packed_layers"] = dict(index.deployed.packed_layers)
+    if index.deployed.pointer_aliases:
+        out["pointer_aliases"] = [[names, layouts] for names, layouts in index.deployed.pointer_aliases]
+    if index.checkpoint is not None:
+        out["checkpoint"] = index.checkpoint
+    if index.cut:
+        out["fsdp_groups"] = dict(index.cut)
+    if index.engine:
+        out["engine"] = dict(index.engine)
+    return out
+
+
+def set_graph_attrs(index: Index, attrs: dict[str, Any]) -> None:
+    """Read back into an index what :func:`graph_attrs` wrote (unknown keys are ignored)."""
+    index.model_root = attrs.get("model_root")
+    index.model_roots = list(attrs.get("model_roots") or ([index.model_root] if index.model_root else []))
+    flags = attrs.get("tie_config")
+    index.tie_config = TieConfig(**flags) if isinstance(flags, dict) else None
+    index.modules_to_save = [CopyWrapper(**w) for w in attrs.get("modules_to_save") or []]
+    index.forward = None
+    device_map = attrs.get("device_map")
+    index.deployed.device_map = dict(device_map) if isinstance(device_map, dict) else None
+    index.deployed.served_from = dict(attrs.get("served_from") or {})
+    index.deployed.quantized_layer_slots = [int(s) for s in attrs.get("quantized_layer_slots") or []]
+    index.deployed.packed_layers = dict(attrs.get("packed_layers") or {})
+    index.deployed.pointer_aliases = [
+        ([str(n) for n in names], [str(x) for x in layouts])
+        for names, layouts in attrs.get("pointer_aliases") or []
+    ]
+    checkpoint = attrs.get("checkpoint")
+    index.checkpoint = checkpoint if isinstance(checkpoint, dict) else None
+    index.cut = dict(attrs.get("fsdp_groups") or {})
+    index.engine = dict(attrs.get("engine") or {})
