@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .specs import parse_value
+from .overrides import parse_value
 
 __all__ = ["REPAIRS", "Attempt", "RepairFailed", "build_repaired"]
 

@@ -1,8 +1,8 @@
 """Build the model a command-line SPEC names: a transformers model type, or ``package.module:callable``.
 
 Models are built on the meta device from configs (no weights are downloaded, read or allocated); ``--set``
-overrides are parsed and applied here. A checkpoint directory's model is built from its ``config.json``,
-and its safetensors headers are read by :mod:`tiegraph._checkpoint`.
+overrides (:mod:`tiegraph.cli.overrides`) are applied to them. A checkpoint directory's model is built from
+its ``config.json``, and its safetensors headers are read by :mod:`tiegraph._checkpoint`.
 Bad input raises :class:`UsageError` with a one-line message naming the problem.
 """
 
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .._text import did_you_mean, one_line
-from ..errors import TiegraphError
+from .overrides import UsageError, apply_sets, parse_sets
 
 if TYPE_CHECKING:
     from torch import nn
@@ -70,12 +70,7 @@ TASK_ORDER = (
     "base",
 )
 
-_KEY = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
 _FACTORY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-
-
-class UsageError(TiegraphError):
-    """Bad command-line input: the message is one line naming the problem (the CLI exits with 2)."""
 
 
 @dataclass
@@ -133,64 +128,6 @@ def on_meta() -> Iterator[None]:
     finally:
         for name, fn in saved.items():
             setattr(init, name, fn)
-
-
-# ---------------------------------------------------------------------------------------------- --set
-def parse_value(text: str) -> Any:
-    """A ``--set`` value: JSON (``true``, ``3``, ``0.5``, ``null``, ``[1, 2]``, ``"x"``), else the string."""
-    lowered = {"True": "true", "False": "false", "None": "null"}.get(text, text)
-    try:
-        return json.loads(lowered)
-    except ValueError:
-        return text
-
-
-def parse_sets(items: Sequence[str]) -> list[tuple[list[str], Any]]:
-    """Parse ``key=value`` overrides into (key path, typed value) pairs.
-
-    Examples
-    --------
-    >>> parse_sets(["num_hidden_layers=2", "text_config.tie_word_embeddings=true", "act=gelu"])
-    [(['num_hidden_layers'], 2), (['text_config', 'tie_word_embeddings'], True), (['act'], 'gelu')]
-    """
-    out = []
-    for item in items:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not _KEY.match(key):
-            raise UsageError(f"bad --set {item!r}: expected key=value, e.g. tie_word_embeddings=true")
-        out.append((key.split("."), parse_value(value.strip())))
-    return out
-
-
-def _config_keys(config: Any) -> list[str]:
-    keys = set(config.to_dict()) | set(getattr(config, "attribute_map", {}) or {})
-    return sorted(k for k in keys if not k.startswith("_"))
-
-
-def _apply_sets(config: Any, sets: Sequence[tuple[list[str], Any]], *, check_only: bool = False) -> None:
-    """Set overrides on a config (nested keys walk sub-configs); unknown keys are an error with matches.
-
-    With ``check_only``, only check that every key names a field (nothing is set).
-    """
-    for path, value in sets:
-        target = config
-        for i, part in enumerate(path):
-            last = i == len(path) - 1
-            keys = _config_keys(target)
-            if not hasattr(target, part) or (not last and not hasattr(getattr(target, part), "to_dict")):
-                where = ".".join(path[:i]) or type(config).__name__
-                what = "field" if last else "sub-config"
-                raise UsageError(
-                    f"bad --set {'.'.join(path)}: {where} has no {what} {part!r}" + did_you_mean(part, keys)
-                )
-            if last and not check_only:
-                try:
-                    setattr(target, part, value)
-                except Exception as exc:  # config validators raise assorted types
-                    raise UsageError(f"bad --set {'.'.join(path)}={value!r}: {one_line(exc)}") from None
-            elif not last:
-                target = getattr(target, part)
 
 
 # ---------------------------------------------------------------------------------------------- model types
@@ -283,13 +220,13 @@ def build_model_type(
     top = {path[0]: value for path, value in sets if len(path) == 1}
     try:
         if top:
-            _apply_sets(AutoConfig.for_model(model_type), sets, check_only=True)
+            apply_sets(AutoConfig.for_model(model_type), sets, check_only=True)
         config = AutoConfig.for_model(model_type, **top)
     except UsageError:
         raise
     except Exception as exc:
         raise UsageError(f"the {model_type} config rejects --set {top}: {one_line(exc)}") from None
-    _apply_sets(config, [(p, v) for p, v in sets if len(p) > 1])
+    apply_sets(config, [(p, v) for p, v in sets if len(p) > 1])
     cls, picked = _pick_class(model_type, cls_name, task)
     # Through the task's auto class when picked by task: it passes composite configs' text config on.
     model = _build_meta(cls, config, auto=TASKS[picked][0] if picked else "")
@@ -500,7 +437,7 @@ def build_checkpoint(
                 "rerun with --trust-remote-code if you trust it"
             ) from None
         raise UsageError(f"unreadable config.json in {directory}: {message}") from None
-    _apply_sets(config, sets)
+    apply_sets(config, sets)
     files = read_checkpoint(directory)
     if cls_name or task:
         cls, picked = _pick_class(config.model_type, cls_name, task)
