@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from ._finding import Finding, finding, kinds
 from ._graph import amend
 from ._text import one_line, plural
+from .engines._facts import PICKLE_SUFFIXES
 from .errors import CheckpointError
 
 if TYPE_CHECKING:
@@ -26,9 +27,6 @@ if TYPE_CHECKING:
     from ._view import GraphView
 
 __all__ = ["KINDS", "CheckpointFiles", "check_checkpoint", "findings", "read_checkpoint"]
-
-#: Files never opened: they are pickles, and unpickling runs code.
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 
 @dataclass

@@ -63,8 +63,11 @@ def not_found(message: str, name: str, *choices: Iterable[str]) -> str:
     return f"{message}; the model has no named modules or slots"
 
 
-def one_line(exc: BaseException) -> str:
-    r"""An exception's message on one line (whitespace runs collapsed), at most 300 characters.
+def one_line(exc: BaseException, limit: int | None = 300) -> str:
+    r"""An exception's message on one line (whitespace runs collapsed), at most ``limit`` characters.
+
+    The one helper that turns an exception into a line: the library's messages and the command line's
+    (``limit=None``: the whole message) both use it.
 
     Examples
     --------
@@ -73,4 +76,4 @@ def one_line(exc: BaseException) -> str:
     """
     text = " ".join(str(exc).split())
     text = text if text else type(exc).__name__
-    return text if len(text) <= 300 else text[:297] + "..."
+    return text if limit is None or len(text) <= limit else text[: limit - 3] + "..."

@@ -20,8 +20,8 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+from .._text import one_line
 from ..errors import TiegraphError
-from .commands import error_line
 from .parser import UsageExit, build_parser, command_parser
 from .specs import UsageError
 
@@ -70,7 +70,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except (UsageError, TiegraphError) as exc:
-        print(f"tiegraph {args.command}: error: {error_line(exc)}", file=sys.stderr)
+        print(f"tiegraph {args.command}: error: {one_line(exc, limit=None)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("tiegraph: interrupted", file=sys.stderr)
@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"tiegraph {args.command}: internal error: {type(exc).__name__}", file=sys.stderr)
         else:
             print(
-                f"tiegraph {args.command}: internal error: {type(exc).__name__}: {error_line(exc)} "
+                f"tiegraph {args.command}: internal error: {type(exc).__name__}: {one_line(exc, limit=None)} "
                 "(rerun with -v for the traceback)",
                 file=sys.stderr,
             )

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from .._text import did_you_mean, plural
+from .._text import did_you_mean, one_line, plural
 from .specs import TASKS, UsageError
 
 if TYPE_CHECKING:
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from .specs import Built
 
 
-__all__ = ["demo_command", "diff_command", "error_line", "inspect_command", "survey_command"]
+__all__ = ["demo_command", "diff_command", "inspect_command", "survey_command"]
 
 
 SUFFIXES = {
@@ -42,11 +42,6 @@ SUFFIXES = {
     ".png": "png",
     ".pdf": "pdf",
 }
-
-
-def error_line(exc: BaseException) -> str:
-    """An exception's message on one line (whitespace runs collapsed), or its type's name."""
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 # ---------------------------------------------------------------------------------------------- inspect
@@ -314,7 +309,7 @@ def _read_survey(path: str) -> dict[str, Any]:
     try:
         data = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
-        raise UsageError(f"cannot read --compare {path}: {error_line(exc)}") from None
+        raise UsageError(f"cannot read --compare {path}: {one_line(exc, limit=None)}") from None
     if not isinstance(data, dict) or not isinstance(data.get("results"), list):
         raise UsageError(f"--compare {path} is not a survey written by --json (no results list)")
     return data
@@ -399,7 +394,7 @@ def _read_graph(path: Path) -> TieGraph:
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise UsageError(f"{path} is not a JSON graph: {error_line(exc)}") from None
+        raise UsageError(f"{path} is not a JSON graph: {one_line(exc, limit=None)}") from None
     # inspect's JSON holds the graph under "graph"; TieGraph.to_json() data has its own "graph" (the graph's
     # attributes) beside "nodes"
     if isinstance(data, dict) and "nodes" not in data and isinstance(data.get("graph"), dict):

@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._text import one_line
 from .overrides import parse_value
 
 __all__ = ["REPAIRS", "Attempt", "RepairFailed", "build_repaired"]
@@ -82,11 +83,6 @@ class RepairFailed(Exception):
         super().__init__(attempt.errors[0] if attempt.errors else str(exc))
         self.attempt = attempt
         self.last = exc
-
-
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return f"{type(exc).__name__}: {text if len(text) <= 300 else text[:297] + '...'}"
 
 
 def _configs(config: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -363,7 +359,7 @@ def build_repaired(
             return build(functools.partial(maker, config)), attempt
         except Exception as exc:
             last = exc
-            attempt.errors.append(_one_line(exc))
+            attempt.errors.append(f"{type(exc).__name__}: {one_line(exc)}")
             if isinstance(exc, ImportError):  # a missing package: no config repair brings it
                 raise RepairFailed(attempt, exc) from exc
             for name, repair in _REPAIR_FUNCTIONS.items():

@@ -56,6 +56,7 @@ COMPANION_SUFFIXES = (
 #: Companions that sit elsewhere in the files, by exact key suffix.
 COMPANION_KEYS = ("final_logits_bias",)
 
+#: Files never opened: they are pickles, and unpickling runs code (the checkpoint reader skips them too).
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 
