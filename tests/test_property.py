@@ -427,7 +427,7 @@ def build_model(recipe: Recipe) -> Built:
         grad = views[view].is_floating_point()
         params.append(nn.Parameter(views[view], requires_grad=grad))
         labels[id(params[-1])] = f"param{i}"
-        code.append(f"param{i} = nn.Parameter(view{v}, requires_grad={grad})")
+        code.append(f"param{i} = nn.Parameter(view{view}, requires_grad={grad})")
 
     modules: list[nn.Module] = []
     for i, kind in enumerate(recipe.modules):
