@@ -202,12 +202,8 @@ _view_ops = st.one_of(
 )
 
 
-@st.composite
-def recipes(draw: st.DrawFn) -> Recipe:
-    mode = draw(st.sampled_from(["cpu", "meta", "mixed"]))
-    device = _devices if mode == "mixed" else st.just(mode)
-
-    bases = tuple(
+def _draw_bases(draw: st.DrawFn, device: st.SearchStrategy[str]) -> tuple[Base, ...]:
+    return tuple(
         draw(
             st.builds(
                 Base,
@@ -218,30 +214,23 @@ def recipes(draw: st.DrawFn) -> Recipe:
         )
         for _ in range(draw(st.integers(1, 2)))
     )
-    cut = draw(_cuts)
-    views = tuple(
+
+
+def _draw_views(draw: st.DrawFn, bases: int) -> tuple[View, ...]:
+    return tuple(
         View(
-            draw(st.integers(0, len(bases) - 1)),
+            draw(st.integers(0, bases - 1)),
             draw(st.one_of(st.none(), st.sampled_from(sorted(VIEW_DTYPES)))),
             draw(st.one_of(st.none(), st.integers(0, 2))),
             tuple(draw(st.lists(_view_ops, max_size=3))),
         )
         for _ in range(draw(st.integers(2, 6)))
     )
-    params = tuple(draw(st.lists(st.integers(0, len(views) - 1), min_size=1, max_size=5)))
 
-    embeddings = st.builds(
-        Embedding,
-        num=st.integers(0, 4),
-        dim=st.integers(1, 3),
-        device=device,
-        weight=st.one_of(st.none(), st.integers(0, len(params) - 1)),
-    )
-    kinds = st.one_of(st.sampled_from(["module", "module", "list", "dict"]), embeddings)
-    # modules[1] is always an nn.Embedding, the usual input embedding.
-    modules = ("module", draw(embeddings), *draw(st.lists(kinds, max_size=4)))
-    n = len(modules)
 
+def _draw_ops(
+    draw: st.DrawFn, params: tuple[int, ...], views: int, n: int
+) -> tuple[Child | Param | Buffer, ...]:
     module_index = st.integers(0, n - 1)
     # Every Parameter object is registered once, and every view no Parameter is made from is registered
     # once as a buffer; then random operations nest modules and alias parameters, buffers and modules.
@@ -250,7 +239,7 @@ def recipes(draw: st.DrawFn) -> Recipe:
     ]
     ops += [
         Buffer(draw(module_index), v, draw(st.sampled_from(BUFFER_NAMES)), draw(st.booleans()))
-        for v in range(len(views))
+        for v in range(views)
         if v not in params
     ]
     op_kinds = ["param", "buffer", "child", "child"]
@@ -265,24 +254,50 @@ def recipes(draw: st.DrawFn) -> Recipe:
             param = draw(st.integers(0, len(params) - 1))
             ops.append(Param(draw(module_index), param, draw(st.sampled_from(PARAM_NAMES))))
         else:
-            view, name = draw(st.integers(0, len(views) - 1)), draw(st.sampled_from(BUFFER_NAMES))
+            view, name = draw(st.integers(0, views - 1)), draw(st.sampled_from(BUFFER_NAMES))
             ops.append(Buffer(draw(module_index), view, name, draw(st.booleans())))
+    return tuple(ops)
 
-    embedding = None
-    if draw(st.sampled_from(range(10))):  # about one recipe in ten names no input embedding
-        embedding = draw(
-            st.builds(
-                InputEmbedding,
-                # mostly an nn.Embedding, sometimes any non-root module (which may contain others)
-                module=st.one_of(
-                    st.sampled_from([i for i, kind in enumerate(modules) if isinstance(kind, Embedding)]),
-                    st.integers(1, n - 1),
-                ),
-                how=st.sampled_from(["module", "path"]),
-                path_pick=st.integers(0, 3),
-            )
+
+def _draw_embedding(draw: st.DrawFn, modules: tuple[str | Embedding, ...]) -> InputEmbedding | None:
+    if not draw(st.sampled_from(range(10))):  # about one recipe in ten names no input embedding
+        return None
+    return draw(
+        st.builds(
+            InputEmbedding,
+            # mostly an nn.Embedding, sometimes any non-root module (which may contain others)
+            module=st.one_of(
+                st.sampled_from([i for i, kind in enumerate(modules) if isinstance(kind, Embedding)]),
+                st.integers(1, len(modules) - 1),
+            ),
+            how=st.sampled_from(["module", "path"]),
+            path_pick=st.integers(0, 3),
         )
-    return Recipe(bases, cut, views, params, modules, tuple(ops), embedding)
+    )
+
+
+@st.composite
+def recipes(draw: st.DrawFn) -> Recipe:
+    # The helpers draw in the order of the fields; each takes `draw`, so the draws are this function's own.
+    mode = draw(st.sampled_from(["cpu", "meta", "mixed"]))
+    device = _devices if mode == "mixed" else st.just(mode)
+    bases = _draw_bases(draw, device)
+    cut = draw(_cuts)
+    views = _draw_views(draw, len(bases))
+    params = tuple(draw(st.lists(st.integers(0, len(views) - 1), min_size=1, max_size=5)))
+
+    embeddings = st.builds(
+        Embedding,
+        num=st.integers(0, 4),
+        dim=st.integers(1, 3),
+        device=device,
+        weight=st.one_of(st.none(), st.integers(0, len(params) - 1)),
+    )
+    kinds = st.one_of(st.sampled_from(["module", "module", "list", "dict"]), embeddings)
+    # modules[1] is always an nn.Embedding, the usual input embedding.
+    modules = ("module", draw(embeddings), *draw(st.lists(kinds, max_size=4)))
+    ops = _draw_ops(draw, params, len(views), len(modules))
+    return Recipe(bases, cut, views, params, modules, ops, _draw_embedding(draw, modules))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -319,15 +334,22 @@ def _apply_view_op(
     x: torch.Tensor, op: tuple[Any, ...], var: str, cut: tuple[int, int, str]
 ) -> tuple[torch.Tensor, str | None]:
     """Apply one view op to ``x`` (named ``var``); return the result and its code (None: op skipped)."""
+    if op[0] in ("slice", "piece", "select"):
+        return _index_op(x, op, var, cut)
+    if op[0] in ("numpy", "substorage"):
+        return _alias(x, op, var)
+    return _shape_op(x, op, var)
+
+
+def _index_op(
+    x: torch.Tensor, op: tuple[Any, ...], var: str, cut: tuple[int, int, str]
+) -> tuple[torch.Tensor, str | None]:
+    """A slice, a piece of the recipe's ``cut`` or a select, along one dimension (skipped on a 0-d tensor)."""
     kind = op[0]
-    if kind == "t":
-        if x.dim() < 2:
-            return x, None
-        return x.transpose(0, 1), f"{var}.transpose(0, 1)"
+    if x.dim() == 0:
+        return x, None
     if kind == "slice":
         _, dim, start, stop, step = op
-        if x.dim() == 0:
-            return x, None
         dim %= x.dim()
         size = x.shape[dim]
         start %= size + 1
@@ -336,23 +358,27 @@ def _apply_view_op(
     if kind == "piece":
         dim, m, style = cut
         k = op[1]
-        if x.dim() == 0:
-            return x, None
         dim %= x.dim()
         k %= m
         size = x.shape[dim]
         if style == "interleaved":
             return _slice(x, var, dim, k, size, m)
         return _slice(x, var, dim, k * size // m, (k + 1) * size // m, 1)
-    if kind == "select":
-        _, dim, index = op
-        if x.dim() == 0:
+    _, dim, index = op  # select
+    dim %= x.dim()
+    if x.shape[dim] == 0:
+        return x, None
+    index %= x.shape[dim]
+    return x.select(dim, index), f"{var}.select({dim}, {index})"
+
+
+def _shape_op(x: torch.Tensor, op: tuple[Any, ...], var: str) -> tuple[torch.Tensor, str | None]:
+    """A transpose, reshape, split, detach, dtype reinterpretation or expand of ``x``."""
+    kind = op[0]
+    if kind == "t":
+        if x.dim() < 2:
             return x, None
-        dim %= x.dim()
-        if x.shape[dim] == 0:
-            return x, None
-        index %= x.shape[dim]
-        return x.select(dim, index), f"{var}.select({dim}, {index})"
+        return x.transpose(0, 1), f"{var}.transpose(0, 1)"
     if kind == "reshape":  # copies (a new storage) when the view is not viewable as 1-D
         return x.reshape(-1), f"{var}.reshape(-1)"
     if kind == "split":
@@ -371,8 +397,6 @@ def _apply_view_op(
     if kind == "expand":
         _, times = op
         return x.unsqueeze(0).expand(times, *x.shape), f"{var}.unsqueeze(0).expand({times}, *{var}.shape)"
-    if kind in ("numpy", "substorage"):
-        return _alias(x, op, var)
     raise AssertionError(f"unknown view op {op!r}")
 
 
@@ -405,6 +429,17 @@ def _free_name(module: nn.Module, name: str, replaceable: dict[str, Any]) -> str
 def build_model(recipe: Recipe) -> Built:
     code: list[str] = []
     labels: dict[int, str] = {}
+    views = _build_views(recipe, code, labels)
+    params = _build_params(recipe, views, code, labels)
+    modules = _build_modules(recipe, params, code, labels)
+    for op in recipe.ops:
+        _register(op, modules, params, views, code)
+    root = modules[0]
+    argument, embedding_module = _name_input_embedding(recipe, modules, code)
+    return Built(root, argument, embedding_module, code, labels)
+
+
+def _build_views(recipe: Recipe, code: list[str], labels: dict[int, str]) -> list[torch.Tensor]:
     bases = []
     for i, b in enumerate(recipe.bases):
         bases.append(torch.zeros(b.shape, dtype=DTYPES[b.dtype], device=b.device))
@@ -421,14 +456,24 @@ def build_model(recipe: Recipe) -> Built:
         views.append(x)
         labels.setdefault(id(x), f"view{i}")
         code.append(f"view{i} = {expr}  # shape {tuple(x.shape)}, stride {x.stride()}")
+    return views
 
+
+def _build_params(
+    recipe: Recipe, views: list[torch.Tensor], code: list[str], labels: dict[int, str]
+) -> list[nn.Parameter]:
     params = []
     for i, view in enumerate(recipe.params):
         grad = views[view].is_floating_point()
         params.append(nn.Parameter(views[view], requires_grad=grad))
         labels[id(params[-1])] = f"param{i}"
         code.append(f"param{i} = nn.Parameter(view{view}, requires_grad={grad})")
+    return params
 
+
+def _build_modules(
+    recipe: Recipe, params: list[nn.Parameter], code: list[str], labels: dict[int, str]
+) -> list[nn.Module]:
     modules: list[nn.Module] = []
     for i, kind in enumerate(recipe.modules):
         if isinstance(kind, Embedding):
@@ -442,48 +487,57 @@ def build_model(recipe: Recipe) -> Built:
             cls = {"module": nn.Module, "list": nn.ModuleList, "dict": nn.ModuleDict}[kind]
             modules.append(cls())
             code.append(f"m{i} = nn.{cls.__name__}()")
+    return modules
 
-    for op in recipe.ops:
-        if isinstance(op, Child):
-            parent, child = modules[op.parent], modules[op.child]
-            if isinstance(parent, nn.ModuleList):
-                parent.append(child)
-                code.append(f"m{op.parent}.append(m{op.child})")
-            else:
-                name = _free_name(parent, op.name, {})
-                parent.add_module(name, child)
-                code.append(f"m{op.parent}.add_module({name!r}, m{op.child})")
-        elif isinstance(op, Param):
-            module = modules[op.module]
-            name = _free_name(module, op.name, module._parameters)
-            module.register_parameter(name, params[op.param])
-            code.append(f"m{op.module}.register_parameter({name!r}, param{op.param})")
-        else:
-            module = modules[op.module]
-            name = _free_name(module, op.name, module._buffers)
-            module.register_buffer(name, views[op.view], persistent=op.persistent)
-            code.append(f"m{op.module}.register_buffer({name!r}, view{op.view}, persistent={op.persistent})")
 
-    root = modules[0]
-    embedding_module: nn.Module | None = None
-    argument: nn.Module | str | None = None
-    if recipe.embedding is not None:
-        embedding_module = modules[recipe.embedding.module]
-        paths = all_paths(root, embedding_module)
-        if not paths:  # make sure the chosen module is in the tree
-            name = _free_name(root, "emb", {})
-            root.add_module(name, embedding_module)
-            code.append(f"m0.add_module({name!r}, m{recipe.embedding.module})")
-            paths = all_paths(root, embedding_module)
-        if recipe.embedding.how == "module":
-            argument = embedding_module
-            code.append(f"input_embedding = m{recipe.embedding.module}")
+def _register(
+    op: Child | Param | Buffer,
+    modules: list[nn.Module],
+    params: list[nn.Parameter],
+    views: list[torch.Tensor],
+    code: list[str],
+) -> None:
+    if isinstance(op, Child):
+        parent, child = modules[op.parent], modules[op.child]
+        if isinstance(parent, nn.ModuleList):
+            parent.append(child)
+            code.append(f"m{op.parent}.append(m{op.child})")
         else:
-            argument = paths[recipe.embedding.path_pick % len(paths)]
-            code.append(f"input_embedding = {argument!r}")
+            name = _free_name(parent, op.name, {})
+            parent.add_module(name, child)
+            code.append(f"m{op.parent}.add_module({name!r}, m{op.child})")
+    elif isinstance(op, Param):
+        module = modules[op.module]
+        name = _free_name(module, op.name, module._parameters)
+        module.register_parameter(name, params[op.param])
+        code.append(f"m{op.module}.register_parameter({name!r}, param{op.param})")
     else:
+        module = modules[op.module]
+        name = _free_name(module, op.name, module._buffers)
+        module.register_buffer(name, views[op.view], persistent=op.persistent)
+        code.append(f"m{op.module}.register_buffer({name!r}, view{op.view}, persistent={op.persistent})")
+
+
+def _name_input_embedding(
+    recipe: Recipe, modules: list[nn.Module], code: list[str]
+) -> tuple[nn.Module | str | None, nn.Module | None]:
+    """(what ``build_graph`` is given as ``input_embedding``, the module it names), adding it if needed."""
+    if recipe.embedding is None:
         code.append("input_embedding = None")
-    return Built(root, argument, embedding_module, code, labels)
+        return None, None
+    root, embedding_module = modules[0], modules[recipe.embedding.module]
+    paths = all_paths(root, embedding_module)
+    if not paths:  # make sure the chosen module is in the tree
+        name = _free_name(root, "emb", {})
+        root.add_module(name, embedding_module)
+        code.append(f"m0.add_module({name!r}, m{recipe.embedding.module})")
+        paths = all_paths(root, embedding_module)
+    if recipe.embedding.how == "module":
+        code.append(f"input_embedding = m{recipe.embedding.module}")
+        return embedding_module, embedding_module
+    argument = paths[recipe.embedding.path_pick % len(paths)]
+    code.append(f"input_embedding = {argument!r}")
+    return argument, embedding_module
 
 
 def all_paths(root: nn.Module, module: nn.Module) -> list[str]:
