@@ -25,7 +25,11 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urldefrag, urljoin, urlparse
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
 
 #: Pages the site must have (paths relative to the site root).
 REQUIRED = [
@@ -83,10 +87,108 @@ IDS_JS = """() => Array.from(document.querySelectorAll('[id]')).map(e => e.id)
     .concat(Array.from(document.querySelectorAll('a[name]')).map(e => e.name))"""
 
 
+class _Crawl:
+    """A breadth-first walk of the site from ``index.html`` in one page, noting what a reader trips on.
+
+    After :meth:`run`, ``problems`` holds each page's problems in the order the pages were opened, then the
+    links whose ``#fragment`` names no element of the page they lead to; ``seen`` holds every URL opened.
+    """
+
+    def __init__(self, page: Page, base: str) -> None:
+        self.page, self.base = page, base
+        self.problems: list[str] = []
+        self.seen: set[str] = set()
+        self.failed: list[str] = []  # what the open page's requests and scripts reported
+        self.ids: dict[str, set[str]] = {}
+        self.fragments: list[tuple[str, str, str]] = []  # (from page, to page, fragment)
+        page.on("pageerror", lambda exc: self.failed.append(f"JavaScript error: {exc}"))
+        page.on(
+            "requestfailed",
+            lambda r: (
+                self.failed.append(f"request failed: {r.url} ({r.failure})")
+                if r.url.startswith(base)
+                else None
+            ),
+        )
+        page.on(
+            "response",
+            lambda r: (
+                self.failed.append(f"HTTP {r.status}: {r.url}")
+                if r.url.startswith(base) and r.status >= 400
+                else None
+            ),
+        )
+
+    def run(self) -> None:
+        queue = [self.base + "index.html"]
+        while queue:
+            url = queue.pop(0)
+            if url in self.seen:
+                continue
+            self.seen.add(url)
+            queue += self._visit(url)
+        for source, target, fragment in self.fragments:
+            if target in self.ids and fragment not in self.ids[target]:
+                self.problems.append(f"{source}: link to {target}#{fragment}: no such anchor")
+
+    def _visit(self, url: str) -> list[str]:
+        """Open one page and note its problems; the pages it links to that are not opened yet."""
+        self.failed.clear()
+        response = self.page.goto(url, wait_until="load")
+        rel = url[len(self.base) :]
+        if response is None or response.status >= 400:
+            self.problems.append(f"{rel}: missing page (HTTP {response.status if response else '?'})")
+            return []
+        self.page.wait_for_load_state("networkidle")
+        self.problems += [f"{rel}: {f}" for f in self.failed]
+        self.problems += [
+            f"{rel}: image does not load: {i['src'][:120]}"
+            for i in self.page.evaluate(IMAGES_JS)
+            if not i["ok"]
+        ]
+        self.ids[rel] = set(self.page.evaluate(IDS_JS))
+        targets = (self._follow(url, rel, href) for href in self.page.evaluate(LINKS_JS))
+        return [t for t in targets if t is not None and t not in self.seen]
+
+    def _follow(self, url: str, rel: str, href: str) -> str | None:
+        """The site page a link leads to; a link to another file of the site is fetched and checked here."""
+        target, fragment = urldefrag(urljoin(url, href))
+        if not target.startswith(self.base) or urlparse(target).path.startswith("/_sources/"):
+            return None
+        if target.endswith("/"):
+            target += "index.html"
+        if fragment:
+            self.fragments.append((rel, target[len(self.base) :], fragment))
+        if target.endswith(".html"):
+            return target
+        status = self.page.request.get(target).status
+        if status >= 400:
+            self.problems.append(f"{rel}: broken link to {target[len(self.base) :]} (HTTP {status})")
+        return None
+
+
+def coverage(site: Path, reached: set[str]) -> list[str]:
+    """Required pages not reached (or not built), and built pages no link reaches."""
+    problems = [
+        f"required page missing: {r}" for r in REQUIRED if r not in reached or not (site / r).exists()
+    ]
+    built = {str(p.relative_to(site)) for p in site.rglob("*.html") if "_static" not in p.parts}
+    orphans = sorted(built - reached - UNLINKED_OK - {p for p in built if p.startswith("_")})
+    return problems + [f"page not linked from the site: {o}" for o in orphans]
+
+
+def take_screenshots(page: Page, base: str, site: Path, screenshots: Path) -> None:
+    screenshots.mkdir(parents=True, exist_ok=True)
+    for name, rel in [("landing", "index.html"), ("recipe", "recipes/lora-tied-head.html")]:
+        if (site / rel).exists():
+            page.goto(base + rel, wait_until="networkidle")
+            page.screenshot(path=str(screenshots / f"{name}.png"), full_page=False)
+            print(f"check_site: screenshot {screenshots / (name + '.png')}")
+
+
 def check(site: Path, screenshots: Path | None) -> list[str]:
     from playwright.sync_api import sync_playwright
 
-    problems: list[str] = []
     server, base = serve(site)
     user_data = tempfile.mkdtemp(prefix="tiegraph-chromium-")
     try:
@@ -99,78 +201,13 @@ def check(site: Path, screenshots: Path | None) -> list[str]:
                 viewport={"width": 1280, "height": 900},
             )
             page = context.new_page()
-            failed: list[str] = []
-            page.on("pageerror", lambda exc: failed.append(f"JavaScript error: {exc}"))
-            page.on(
-                "requestfailed",
-                lambda r: (
-                    failed.append(f"request failed: {r.url} ({r.failure})")
-                    if r.url.startswith(base)
-                    else None
-                ),
-            )
-            page.on(
-                "response",
-                lambda r: (
-                    failed.append(f"HTTP {r.status}: {r.url}")
-                    if r.url.startswith(base) and r.status >= 400
-                    else None
-                ),
-            )
-            ids: dict[str, set[str]] = {}
-            fragments: list[tuple[str, str, str]] = []  # (from page, to page, fragment)
-            queue, seen = [base + "index.html"], set()
-            while queue:
-                url = queue.pop(0)
-                if url in seen:
-                    continue
-                seen.add(url)
-                failed.clear()
-                response = page.goto(url, wait_until="load")
-                rel = url[len(base) :]
-                if response is None or response.status >= 400:
-                    problems.append(f"{rel}: missing page (HTTP {response.status if response else '?'})")
-                    continue
-                page.wait_for_load_state("networkidle")
-                problems += [f"{rel}: {f}" for f in failed]
-                problems += [
-                    f"{rel}: image does not load: {i['src'][:120]}"
-                    for i in page.evaluate(IMAGES_JS)
-                    if not i["ok"]
-                ]
-                ids[rel] = set(page.evaluate(IDS_JS))
-                for href in page.evaluate(LINKS_JS):
-                    target, fragment = urldefrag(urljoin(url, href))
-                    if not target.startswith(base) or urlparse(target).path.startswith("/_sources/"):
-                        continue
-                    if target.endswith("/"):
-                        target += "index.html"
-                    if fragment:
-                        fragments.append((rel, target[len(base) :], fragment))
-                    if target.endswith(".html") and target not in seen:
-                        queue.append(target)
-                    elif not target.endswith(".html"):
-                        status = page.request.get(target).status
-                        if status >= 400:
-                            problems.append(f"{rel}: broken link to {target[len(base) :]} (HTTP {status})")
-            for source, target, fragment in fragments:
-                if target in ids and fragment not in ids[target]:
-                    problems.append(f"{source}: link to {target}#{fragment}: no such anchor")
-            reached = {u[len(base) :] for u in seen}
-            problems += [
-                f"required page missing: {r}" for r in REQUIRED if r not in reached or not (site / r).exists()
-            ]
-            built = {str(p.relative_to(site)) for p in site.rglob("*.html") if "_static" not in p.parts}
-            orphans = sorted(built - reached - UNLINKED_OK - {p for p in built if p.startswith("_")})
-            problems += [f"page not linked from the site: {o}" for o in orphans]
+            crawl = _Crawl(page, base)
+            crawl.run()
+            reached = {u[len(base) :] for u in crawl.seen}
+            problems = crawl.problems + coverage(site, reached)
             print(f"check_site: {len(reached)} pages opened in {chromium()}", flush=True)
             if screenshots:
-                screenshots.mkdir(parents=True, exist_ok=True)
-                for name, rel in [("landing", "index.html"), ("recipe", "recipes/lora-tied-head.html")]:
-                    if (site / rel).exists():
-                        page.goto(base + rel, wait_until="networkidle")
-                        page.screenshot(path=str(screenshots / f"{name}.png"), full_page=False)
-                        print(f"check_site: screenshot {screenshots / (name + '.png')}")
+                take_screenshots(page, base, site, screenshots)
             context.close()
     finally:
         server.shutdown()
