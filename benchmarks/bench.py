@@ -90,7 +90,8 @@ def _llama(device: str, **overrides: Any) -> nn.Module:
 
     config = AutoConfig.for_model("llama", tie_word_embeddings=True, **overrides)
     with torch.device(device):
-        return AutoModelForCausalLM.from_config(config)
+        model: nn.Module = AutoModelForCausalLM.from_config(config)
+    return model
 
 
 def llama_70b_meta() -> nn.Module:
@@ -112,7 +113,8 @@ def deepseek_v3_meta() -> nn.Module:
 
     config = AutoConfig.for_model("deepseek_v3")
     with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config)
+        model: nn.Module = AutoModelForCausalLM.from_config(config)
+    return model
 
 
 def t5_cpu(layers: int = 12) -> nn.Module:
@@ -130,7 +132,8 @@ def t5_cpu(layers: int = 12) -> nn.Module:
         vocab_size=512,
         tie_word_embeddings=True,
     )
-    return AutoModelForSeq2SeqLM.from_config(config)
+    model: nn.Module = AutoModelForSeq2SeqLM.from_config(config)
+    return model
 
 
 def llama_thin_cpu(layers: int = 400) -> nn.Module:
@@ -157,7 +160,7 @@ class _Block(nn.Module):
     def __init__(self, width: int, layers: int, number: int) -> None:
         super().__init__()
         self.layers = nn.ModuleList(_Layer(width) for _ in range(layers))
-        first = self.layers[0].weight
+        first: torch.Tensor = self.layers[0].weight  # type: ignore[assignment]  # a _Layer's Parameter
         self.layers[-1].weight = first  # a tie inside the block
         # a view: a row slice (or, every other block, the transpose) of the first weight, as a buffer
         self.register_buffer("rows", first.detach()[:2] if number % 2 else first.detach().t())
@@ -297,7 +300,7 @@ def read_floor(model: nn.Module) -> list[int]:
     tensors = slots_of(walk(model), keys=False).tensors
     kinds = list(map(type, tensors))
     parts = list(compress(tensors, map(_PLAIN.__contains__, kinds)))
-    wrappers: dict[type, list[Any]] = {}
+    wrappers: dict[Any, list[Any]] = {}  # subclass -> its tensors; each class has __tensor_flatten__
     for t, kind in zip(tensors, kinds, strict=True):
         if kind not in _PLAIN:
             wrappers.setdefault(kind, []).append(t)

@@ -80,10 +80,11 @@ def tied_lines(works: list[Any], ratio: Callable[..., float | None]) -> list[str
     """The tied-query targets, warm and cold, with the read floor beside each."""
     lines = []
     for w in works:
-        for when, get in (
+        getters: tuple[tuple[str, Callable[..., float | None]], ...] = (
             ("warm", lambda t, b, w=w: ratio(w, t, b, True)),
             ("cold", lambda t, b, w=w: _cold_ratio(w, t, b)),
-        ):
+        )
+        for when, get in getters:
             peer, floor = get("tg tied", "accelerate"), get("read floor", "accelerate")
             over_floor = get("tg tied", "read floor")
             exempt = floor is not None and floor > FLOOR_EXEMPTS_ABOVE
