@@ -14,11 +14,14 @@ import json
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 VOCAB = 320  # sentencepiece with byte fallback needs 256 + specials; a multiple of 64 for vLLM's padding
 PADDED_HEAD = 384  # vocab-mismatch: a head padded past the embedding's vocabulary
@@ -125,16 +128,17 @@ def _add_tokenizer(folder: Path, sp_model: Path) -> None:
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
-def _base_model(arch: str) -> torch.nn.Module:
+def _base_model(arch: str) -> PreTrainedModel:
     """An untied tiny model (its head is a random tensor distinct from the embedding), seeded."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     torch.manual_seed(SEEDS[arch])
     config = AutoConfig.for_model(ARCHES[arch], **SIZES, tie_word_embeddings=False)
-    return AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    model: PreTrainedModel = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    return model
 
 
-def _base_vlm() -> torch.nn.Module:
+def _base_vlm() -> PreTrainedModel:
     """A tiny LLaVA (CLIP vision tower, llama text model), untied, seeded."""
     from transformers import AutoConfig, CLIPVisionConfig, LlavaConfig, LlavaForConditionalGeneration
 
@@ -152,10 +156,11 @@ def _base_vlm() -> torch.nn.Module:
     config = LlavaConfig(
         text_config=text, vision_config=vision, image_token_index=VOCAB - 1, tie_word_embeddings=False
     )
-    return LlavaForConditionalGeneration(config).eval()
+    model: LlavaForConditionalGeneration = LlavaForConditionalGeneration(config).eval()
+    return model
 
 
-def _base_bart() -> torch.nn.Module:
+def _base_bart() -> PreTrainedModel:
     """A tiny BART, tied as BART ships, with a learned (non-zero) ``final_logits_bias``, seeded."""
     from transformers import BartConfig, BartForConditionalGeneration
 
@@ -172,7 +177,7 @@ def _base_bart() -> torch.nn.Module:
         max_position_embeddings=128,
         tie_word_embeddings=True,
     )
-    model = BartForConditionalGeneration(config).eval()
+    model: BartForConditionalGeneration = BartForConditionalGeneration(config).eval()
     with torch.no_grad():
         model.final_logits_bias.copy_(torch.randn(model.final_logits_bias.shape))
     return model
@@ -263,7 +268,7 @@ def make_folder(base: Path, out: Path, refs: Path, arch: str, situation: str) ->
     tensors = load_file(str(base / "model.safetensors"))
     _head_tensors(tensors, head, situation)
     _write_tensors(folder, tensors, sharded=situation == "sharded")
-    arrays = {"embedding": tensors[_embedding_key(tensors)].float().numpy()}
+    arrays: dict[str, Any] = {"embedding": tensors[_embedding_key(tensors)].float().numpy()}
     head_key = next((k for k in tensors if k.endswith(HEAD)), None)  # a VLM saves language_model.lm_head
     if head_key is not None:
         arrays["head"] = tensors[head_key].float().numpy()
@@ -282,7 +287,7 @@ APART = ("text-config-only", "final-logits-bias")  # situations of their own bas
 
 
 def _folders(
-    model: torch.nn.Module, out: Path, refs: Path, sp_model: Path, arch: str, key: str, wanted: list[str]
+    model: PreTrainedModel, out: Path, refs: Path, sp_model: Path, arch: str, key: str, wanted: list[str]
 ) -> list[dict[str, Any]]:
     """Save one base model, then every wanted situation of it."""
     base = out / "base" / f"{arch}{key and '-' + key}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import TYPE_CHECKING
 
 import torch
 import torch.distributed as dist
@@ -27,6 +28,9 @@ import tiegraph  # noqa: E402
 import tiegraph.distributed  # noqa: E402
 import tiegraph.sharding  # noqa: E402
 
+if TYPE_CHECKING:
+    from transformers import LlamaForCausalLM
+
 deepspeed.init_distributed(dist_backend="gloo")
 
 
@@ -42,16 +46,17 @@ def section(name: str) -> None:
     say(f"== {name} ==")
 
 
-def tiny_llama() -> nn.Module:
+def tiny_llama() -> LlamaForCausalLM:
     torch.manual_seed(0)
     config = AutoConfig.for_model(
         "llama", hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
         num_key_value_heads=2, vocab_size=64, tie_word_embeddings=True,
     )  # fmt: skip
-    return AutoModelForCausalLM.from_config(config)
+    model: LlamaForCausalLM = AutoModelForCausalLM.from_config(config)
+    return model
 
 
-def zero3(model: nn.Module) -> nn.Module:
+def zero3(model: nn.Module) -> deepspeed.DeepSpeedEngine:
     config = {
         "train_batch_size": 2 * world, "train_micro_batch_size_per_gpu": 2,
         "zero_optimization": {"stage": 3}, "zero_allow_untested_optimizer": True,
@@ -86,7 +91,7 @@ section("pipeline")
 from deepspeed.pipe import LayerSpec, PipelineModule, TiedLayerSpec  # noqa: E402
 
 
-def head(embedding: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+def head(embedding: nn.Embedding, hidden: torch.Tensor) -> torch.Tensor:
     return hidden @ embedding.weight.t()
 
 

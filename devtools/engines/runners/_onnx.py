@@ -18,13 +18,15 @@ def _const(graph: Any, name: str, producers: dict[str, Any]) -> np.ndarray | Non
 
     inits = {i.name: i for i in graph.initializer}
     if name in inits:
-        return numpy_helper.to_array(inits[name]).astype(np.float32)
+        value: np.ndarray = numpy_helper.to_array(inits[name]).astype(np.float32)
+        return value
     node = producers.get(name)
     if node is None or node.op_type not in ("Transpose", "Cast", "Identity", "DequantizeLinear"):
         return None
     inner = _const(graph, node.input[0], producers)
     if inner is not None and node.op_type == "Transpose":
-        return inner.T
+        transposed: np.ndarray = inner.T
+        return transposed
     return inner
 
 

@@ -25,7 +25,7 @@ def load(entry: dict[str, Any]) -> Loaded:
     """Load with the Auto class a user would call and read what the head holds."""
     from transformers import AutoModelForCausalLM, AutoModelForImageTextToText, AutoModelForSeq2SeqLM
 
-    auto = AutoModelForImageTextToText if entry["vlm"] else AutoModelForCausalLM
+    auto: Any = AutoModelForImageTextToText if entry["vlm"] else AutoModelForCausalLM  # (three Auto classes)
     auto = AutoModelForSeq2SeqLM if entry.get("seq2seq") else auto
     dtype_key = "dtype" if transformers.__version__.startswith("5") else "torch_dtype"
     model = auto.from_pretrained(entry["folder"], **{dtype_key: torch.float32})
