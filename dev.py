@@ -5,7 +5,7 @@ Usage::
 
     python3 dev.py demo  [tiegraph demo args]   # short report of the ties of a few tiny models
     python3 dev.py test  [pytest args]          # the whole test suite (on 2 processes unless -n is given)
-    python3 dev.py check                        # ruff check, ruff format --check, mypy (package, tests)
+    python3 dev.py check                        # ruff check, ruff format --check, mypy (strict)
     python3 dev.py docs  [sphinx-build args]    # the documentation site in docs/_build/html (warnings fail)
     python3 dev.py site                         # open the built site in headless Chromium, check every page
     python3 dev.py notebooks                    # execute notebooks/*.py into notebooks/*.ipynb with outputs
@@ -236,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     codes = [
         _exec([PY, "-m", "ruff", "check", "."]),
         _exec([PY, "-m", "ruff", "format", "--check", "."]),
-        _exec([PY, "-m", "mypy"]),  # strict; [tool.mypy] files: the package and the tests
+        _exec([PY, "-m", "mypy"]),  # strict; [tool.mypy] files: package, tests, benchmarks, devtools
     ]
     return next((c for c in codes if c != 0), 0)
 
