@@ -649,7 +649,7 @@ def test_jupyter_renders_the_picture_once_per_display(
     assert calls == ["svg"], "a second display reuses the picture"
 
 
-# ------------------------------------------------------------------------------------------ wording (12.11)
+# ------------------------------------------------------------------------------------------ wording
 
 
 class _DeclaredTiny(nn.Module):
