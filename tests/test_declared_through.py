@@ -54,13 +54,17 @@ UTILITIES: dict[str, tuple[Callable[[nn.Module], None], str, bool]] = {
 
 
 def _expected(utility: str, storage_only: bool) -> list[str]:
-    """The findings left: storage-only-tie (weight_norm's direction), parametrized-tied-weight for a
-    parametrization with one original (the head computes W / sigma, the embedding W), pruned-tied-weight."""
+    """The findings left: storage-only-tie and weight-normed-tied-weight (weight_norm's direction, a new
+    Parameter, computed into g * v / ||v||), parametrized-tied-weight for a parametrization with one original
+    and spectral-normed-tied-weight for the hook-based one (the head computes W / sigma, the embedding W),
+    pruned-tied-weight (W * mask)."""
     if utility == "spectral_norm":
         return ["parametrized-tied-weight"]
-    if utility == "prune":  # the pruned end computes W * mask
+    if utility == "old-spectral_norm":
+        return ["spectral-normed-tied-weight"]
+    if utility == "prune":
         return ["pruned-tied-weight"]
-    return ["storage-only-tie"] if storage_only else []
+    return ["storage-only-tie", "weight-normed-tied-weight"] if storage_only else []
 
 
 def _module(model: nn.Module, end: str) -> nn.Module:
@@ -101,8 +105,8 @@ def test_weight_norm_storage_only_tie_is_real_and_its_advice_works(build: BuildF
     apply, carrier, _ = UTILITIES[utility]
     model = llama()
     apply(model.lm_head)
-    (found,) = build(model).audit()
-    assert found.kind == "storage-only-tie"
+    found, normed = build(model).audit()
+    assert (found.kind, normed.kind) == ("storage-only-tie", "weight-normed-tied-weight")
     path = f"lm_head.{carrier}"
     owner, _, attr = path.rpartition(".")
     model.half()
@@ -115,7 +119,7 @@ def test_weight_norm_storage_only_tie_is_real_and_its_advice_works(build: BuildF
     apply(model.lm_head)
     assert f"model.{path} = model.model.embed_tokens.weight" in found.message
     setattr(model.get_submodule(owner), attr, model.model.embed_tokens.weight)
-    assert build(model).audit() == []
+    assert [f.kind for f in build(model).audit()] == ["weight-normed-tied-weight"]  # g still trains apart
     model.half()
     assert model.get_submodule(owner).get_parameter(attr) is model.model.embed_tokens.weight
 

@@ -14,6 +14,15 @@ the trained values back. ``spectral_norm``'s ``right_inverse`` returns ``W`` unc
 - ``pruned-tied-weight`` (a warning): the same with ``torch.nn.utils.prune``, whose hook keeps the tensor at
   ``<name>_orig`` beside a ``<name>_mask`` buffer: the pruned end computes ``W * mask``, the other ``W``, and
   ``prune.remove`` writes the mask into the shared tensor (measured: the embedding is pruned too).
+- ``spectral-normed-tied-weight`` (an error, as ``parametrized-tied-weight`` says of the new
+  ``spectral_norm``): the hook-based ``torch.nn.utils.spectral_norm`` keeps the shared Parameter at
+  ``<name>_orig`` beside ``<name>_u`` and ``<name>_v`` buffers; that end computes ``W / sigma``, the other
+  ``W``. Registering rewrites nothing (measured), so untying ``<name>_orig`` loses nothing.
+- ``weight-normed-tied-weight`` (a warning): ``weight_norm`` (``<name>_g``/``<name>_v`` from the hook-based
+  one, ``original0``/``original1`` from ``parametrizations.weight_norm``) makes the direction ``v`` a new
+  Parameter over the shared bytes (``storage-only-tie`` says what a cast does to that) and computes
+  ``g * v / ||v||``: equal to the other end at registration, drifting apart once ``g`` trains (measured: one
+  SGD step on ``g``), and NaN in every row where ``v`` is zero (an embedding's padding row).
 """
 
 from __future__ import annotations
@@ -51,6 +60,25 @@ KINDS: dict[str, str] = kinds(
             "torch.nn.Parameter(model.{module}.{attr}_orig.detach().clone()): the bytes are still the "
             "trained ones); to prune both ends, prune.remove is what does it.",
         ),
+        "spectral-normed-tied-weight": (
+            "error",
+            "{module} is normalised by the hook-based torch.nn.utils.spectral_norm ({attr}_orig, {attr}_u, "
+            "{attr}_v) but {attr}_orig is the tensor tied to {others}: {module}'s forward uses {attr}_orig / "
+            "sigma (its largest singular value, estimated from {attr}_u and {attr}_v) while {others} {use} "
+            "it undivided, so the tied ends compute different weights; registering rewrote nothing, so to "
+            "normalise {module} alone, untie it (model.{module}.{attr}_orig = "
+            "torch.nn.Parameter(model.{module}.{attr}_orig.detach().clone()): the bytes are still the "
+            "trained ones).",
+        ),
+        "weight-normed-tied-weight": (
+            "warning",
+            "{module} computes its {attr} by weight_norm as g * v / ||v|| (g: {g}, v: {v}) and v is the "
+            "tensor tied to {others}, which {use} v itself: the tied ends are equal only while g holds the "
+            "norm of v, as registering set it, and drift apart once g trains (a row where v is zero, such as "
+            "an embedding's padding row, is NaN in {module}'s {attr}); keep it so only if {module} is meant "
+            "to learn a scale of its own over the tied direction, else untie it (model.{v} = "
+            "torch.nn.Parameter(model.{v}.detach().clone()): v holds the trained bytes, so nothing is lost).",
+        ),
     }
 )
 
@@ -77,40 +105,76 @@ _UNKNOWN = (
 
 
 def findings(view: GraphView) -> list[Finding]:
-    """Every parametrization whose original is tied to a plain slot; every pruned slot tied to another."""
-    return _parametrized(view) + _pruned(view)
+    """Every parametrization whose original is tied to a plain slot; every re-parametrized tied slot.
+
+    Re-parametrized: pruning, the hook-based ``spectral_norm`` and both ``weight_norm`` APIs.
+    """
+    return _parametrized(view) + _hooked(view)
 
 
-def _pruned(view: GraphView) -> list[Finding]:
-    """``pruned-tied-weight``: a tied ``<name>_orig`` beside a ``<name>_mask`` buffer on its module."""
+#: torch's re-parametrizations that keep a tied tensor under a name of their own: (the kept slot's suffix
+#: after ``<name>_``, the slots its module holds beside it (suffix, is a Parameter), finding kind). The new
+#: ``weight_norm``'s ``original1`` is found by its class (:func:`_kept_by`).
+_HOOKED = (
+    ("orig", (("mask", False),), "pruned-tied-weight"),
+    ("orig", (("u", False), ("v", False)), "spectral-normed-tied-weight"),
+    ("v", (("g", True),), "weight-normed-tied-weight"),
+)
+
+
+def _hooked(view: GraphView) -> list[Finding]:
+    """A tied slot a re-parametrization keeps, beside the slots it adds on the same module."""
     out = []
     for group in view.groups():
         for s in group:
-            base, _, tail = view.slot_attr(s).rpartition("_")
-            if tail != "orig" or not base or not _has_mask(view, s, base):
-                continue
+            found = _kept_by(view, s)
             owner = view.slot_owner(s)
             others = sorted({view.slot_canonical(o) for o in group if view.slot_owner(o) != owner})
-            if not others:
+            if found is None or not others:
                 continue
-            module = view.module_belongs(owner)
-            found = finding(
-                KINDS,
-                "pruned-tied-weight",
-                [view.slot_canonical(s), *others],
-                module=module,
-                attr=base,
-                others=" and ".join(others),
-                use="uses" if len(others) == 1 else "use",
-            )
-            out.append(found)
+            kind, module, attr, g = found
+            fields = {"module": module, "attr": attr, "others": " and ".join(others)}
+            if g >= 0:
+                fields.update(g=view.slot_canonical(g), v=view.slot_canonical(s))
+            paths = [view.slot_canonical(s), *others]
+            out.append(finding(KINDS, kind, paths, use="uses" if len(others) == 1 else "use", **fields))
     return out
 
 
-def _has_mask(view: GraphView, s: int, base: str) -> bool:
-    """Whether slot ``s``'s module holds ``<base>_mask`` (pruning's; the old spectral_norm has none)."""
-    owner, mask = view.slot_owner(s), "_".join((base, "mask"))
-    return any(view.slot_owner(m) == owner and view.slot_attr(m) == mask for m in range(view.num_slots))
+def _kept_by(view: GraphView, s: int) -> tuple[str, str, str, int] | None:
+    """``(kind, module, parametrized name, weight_norm's g slot or -1)`` for a re-parametrization's slot.
+
+    Slot ``s`` is a tensor one of :data:`_HOOKED` keeps, or ``parametrizations.weight_norm``'s direction
+    ``original1``; None for any other slot.
+    """
+    attr, owner = view.slot_attr(s), view.slot_owner(s)
+    base, _, tail = attr.rpartition("_")
+    if attr == "original1" and view.module_cls(owner) == "ParametrizationList":
+        steps = [
+            view.module_cls(i).lstrip("_") for i in range(view.num_modules) if view.module_parent(i) == owner
+        ]
+        norm = _held(view, owner).get("original0")
+        if steps != ["WeightNorm"] or norm is None:  # torch's _WeightNorm
+            return None
+        name = view.module_canonical(owner).rpartition(".")[2]
+        return "weight-normed-tied-weight", view.module_belongs(owner), name, norm[1]
+    if not base or all(tail != suffix for suffix, _, _ in _HOOKED):
+        return None
+    held = _held(view, owner)
+    for suffix, beside, kind in _HOOKED:
+        if tail == suffix and all(held.get(f"{base}_{b}", (None,))[0] is param for b, param in beside):
+            g = held["_".join((base, "g"))][1] if kind == "weight-normed-tied-weight" else -1
+            return kind, view.module_belongs(owner), base, g
+    return None
+
+
+def _held(view: GraphView, owner: int) -> dict[str, tuple[bool, int]]:
+    """Module path ``owner``'s slots: attribute -> (is a Parameter, slot)."""
+    return {
+        view.slot_attr(m): (view.is_parameter(m), m)
+        for m in range(view.num_slots)
+        if view.slot_owner(m) == owner
+    }
 
 
 def _parametrized(view: GraphView) -> list[Finding]:
