@@ -5,7 +5,8 @@
 ``weight_orig``, the old ``weight_norm`` to ``weight_g``/``weight_v``; ``weight`` is then a computed
 attribute, no slot. The declared ``lm_head.weight`` names the tensor that carries the tie: it is never an
 ``unresolved-declaration`` (which said "fix that _tied_weights_keys entry"), and the tie is judged on the
-memory as for any slot. Real torch utilities on a tiny transformers Llama built from its config.
+memory as for any slot. Real torch utilities on a tiny transformers Llama built from its config, and on
+plain modules declaring a dict or a transformers 4 list (whose input-embedding end resolves so too).
 """
 
 from __future__ import annotations
@@ -124,18 +125,37 @@ def test_weight_norm_storage_only_tie_is_real_and_its_advice_works(build: BuildF
     assert model.get_submodule(owner).get_parameter(attr) is model.model.embed_tokens.weight
 
 
-@pytest.mark.parametrize("utility", ["weight_norm", "prune"])
-def test_an_untied_copy_stays_declared_not_tied(build: BuildFn, utility: str) -> None:
-    """A head holding its own copy, then re-parametrized: the declaration still resolves, and the pair is
-    judged not tied (the finding that says so), not an entry to fix."""
+@pytest.mark.parametrize("declared", ["dict", "list"])
+@pytest.mark.parametrize("utility", ["weight_norm", "old-weight_norm", "prune"])
+def test_an_untied_copy_stays_declared_not_tied(build: BuildFn, utility: str, declared: str) -> None:
+    """A head holding its own copy, then re-parametrized: the declaration (a dict on the Llama, a
+    transformers 4 list) still resolves, and the pair is judged not tied (the finding that says so), not an
+    entry to fix."""
     apply, carrier, _ = UTILITIES[utility]
-    model = llama()
-    model.lm_head.weight = nn.Parameter(model.lm_head.weight.detach().clone())
-    apply(model.lm_head)
+    model: nn.Module = llama() if declared == "dict" else Listed()
+    head, embedding = ("lm_head", "model.embed_tokens") if declared == "dict" else ("head", "embed")
+    module = model.get_submodule(head)
+    module.weight = nn.Parameter(module.get_parameter("weight").detach().clone())
+    apply(module)
     found = build(model).audit()
     assert "unresolved-declaration" not in [f.kind for f in found]
-    (declared,) = [f for f in found if f.kind == "declared-not-tied"]
-    assert declared.paths == (f"lm_head.{carrier}", "model.embed_tokens.weight")
+    (declared_not_tied,) = [f for f in found if f.kind == "declared-not-tied"]
+    assert declared_not_tied.paths == tuple(sorted((f"{head}.{carrier}", f"{embedding}.weight")))
+
+
+class Listed(nn.Module):
+    """A transformers 4 style list: the target is tied to the input embedding's slot of its attribute."""
+
+    _tied_weights_keys = ["head.weight"]  # noqa: RUF012
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(10, 4)
+        self.head = nn.Linear(4, 10, bias=False)
+        self.head.weight = self.embed.weight
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.embed
 
 
 class Plain(nn.Module):
@@ -157,3 +177,21 @@ def test_plain_module_declaration_resolves_through(build: BuildFn, utility: str)
     apply(model.head)
     kinds = [f.kind for f in build(model).audit()]
     assert kinds == _expected(utility, storage_only)
+
+
+#: every utility on either end (spectral_norm too: the embedding end of a list resolved by attribute alone)
+LISTED = [(u, end) for u in UTILITIES for end in ("head", "embed")]
+
+
+@pytest.mark.parametrize(("utility", "end"), LISTED)
+def test_list_declaration_resolves_through(build: BuildFn, utility: str, end: str) -> None:
+    """A list's target and the input embedding's slot resolve through their carriers as a dict's do: the
+    re-parametrized end is the tensor that carries it, on the head or on the embedding."""
+    apply, carrier, storage_only = UTILITIES[utility]
+    model = Listed()
+    apply(model.get_submodule(end))
+    tg = build(model)
+    assert [f.kind for f in tg.audit()] == _expected(utility, storage_only)
+    (tie,) = tg.declared_ties()
+    assert (tie.status, tie.declared_as) == ("tied", ("head.weight", "<input embedding>"))
+    assert f"{end}.{carrier}" == (tie.target if end == "head" else tie.source)

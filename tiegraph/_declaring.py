@@ -14,7 +14,7 @@ Where declarations come from (every distinct module object of the tree, nested s
   (PEFT, ``torch.compile``, DDP) match without a second walk. The declaring module's own
   ``config.tie_word_embeddings`` gates it exactly as transformers does (missing flag: off); a gated-off
   declaration is still recorded, with status ``gated-off``.
-- transformers 4 style lists (targets tied to the input embedding) on any module.
+- transformers 4 style lists on any module (targets tied to the input embedding; re-parametrized: carriers).
 - any other ``nn.Module`` with a ``_tied_weights_keys`` dict (and a ``PreTrainedModel`` that overrides
   ``get_expanded_tied_weights_keys``): keys are parameter names, module names or regexes relative to that
   module, resolved by tiegraph (a module or regex key pairs the slots under it with the source's slots of
@@ -40,7 +40,7 @@ from ._copies import copy_prefixes
 from ._declared import Declaration
 from ._index import Index
 from ._records import CopyWrapper, TieConfig
-from ._reparametrized import carrier
+from ._reparametrized import carrier, embedding_name
 
 __all__ = ["capture_declarations"]
 
@@ -378,8 +378,8 @@ class _Reader:
         for target in targets:
             raw = (target, "<input embedding>")
             matches = self._match(target)
-            if not matches:
-                pairs.append((-1, -1, raw, raw, self._nothing(target)))
+            if not matches:  # re-parametrized, or a name that names nothing
+                pairs.extend(self._carried(target, raw) or [(-1, -1, raw, raw, self._nothing(target))])
                 continue
             if not embedding:
                 why = idx.ie_note or "the model has no input embedding"
@@ -390,12 +390,18 @@ class _Reader:
                 source = next((s for s in embedding if idx.s_attr[s] == attr), -1)
                 if source < 0 and len(embedding) == 1:
                     source = embedding[0]
-                if source < 0:
+                if source < 0:  # the embedding's re-parametrized, or it has no such attribute
                     note = f"the input embedding has no {attr!r} to tie {name!r} to"
-                    pairs.append((-1, -1, raw, (name, raw[1]), note))
+                    pairs.extend(self._carried(name, raw) or [(-1, -1, raw, (name, raw[1]), note)])
                     continue
                 pairs.extend((t, source, raw, ("", ""), "") for t in self.named(name))
         return pairs
+
+    def _carried(self, target: str, raw: tuple[str, str]) -> list[_Pair]:
+        """A list's target and its input-embedding end, through their carriers ([]: they do not resolve)."""
+        source = embedding_name(self.index, self.canon, target.rpartition(".")[2])
+        pairs = self._pairs_by_name(target, source, raw) if source is not None else []
+        return pairs if all(t >= 0 for t, *_ in pairs) else []
 
     def _pairs_by_name(self, target: str, source: str, raw: tuple[str, str]) -> list[_Pair]:
         targets, sources = self.named(target), self.named(source)

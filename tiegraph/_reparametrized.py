@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterable
 from ._canonical import join
 from ._index import Index
 
-__all__ = ["carrier"]
+__all__ = ["carrier", "embedding_name"]
 
 #: What torch's hook-based re-parametrizations append to the name of the tensor they keep, after ``_``.
 SUFFIXES = ("orig", "v")
@@ -43,3 +43,17 @@ def carrier(
         return shared[:1]
     shape = index.meta_of(others[0]).shape
     return [s for s in found if shape is not None and index.meta_of(s).shape == shape][:1]
+
+
+def embedding_name(index: Index, canon: str, attr: str) -> str | None:
+    """The input embedding's ``attr`` named relative to the declaring module at canonical path ``canon``.
+
+    A transformers 4 list ties each target to the input embedding's slot of the same attribute; named so,
+    either end resolves through :func:`carrier` as a dict's names do. None: the input embedding is no
+    module under ``canon``.
+    """
+    prefix = canon + "." if canon else ""
+    module = index.canon_of(index.ie_module) if index.ie_module >= 0 else ""
+    if index.ie_module < 0 or not module.startswith(prefix):
+        return None
+    return join(module[len(prefix) :], attr)
