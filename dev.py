@@ -236,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     codes = [
         _exec([PY, "-m", "ruff", "check", "."]),
         _exec([PY, "-m", "ruff", "format", "--check", "."]),
-        _exec([PY, "-m", "mypy"]),  # strict; [tool.mypy] files: package, tests, benchmarks, devtools
+        _exec([PY, "-m", "mypy"]),  # strict over [tool.mypy] files: the package, tests, scripts, notebooks
     ]
     return next((c for c in codes if c != 0), 0)
 

@@ -53,7 +53,7 @@ def kernel_spec(directory: Path) -> str:
 
 def execute(script: Path, kernel: str, timeout: int = 600) -> nbformat.NotebookNode:
     """The notebook of ``script``, executed in ``kernel``, metadata as plain Jupyter writes it."""
-    nb = jupytext.read(script)
+    nb: nbformat.NotebookNode = jupytext.read(script)
     client = NotebookClient(
         nb,
         kernel_name=kernel,

@@ -33,7 +33,7 @@ import warnings
 import torch
 from IPython.display import SVG, display
 from torch import nn
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, LlamaForCausalLM
 
 import tiegraph
 
@@ -54,10 +54,11 @@ TINY_LLAMA = dict(
 )
 
 
-def tiny_llama(tie_word_embeddings: bool = True) -> nn.Module:
+def tiny_llama(tie_word_embeddings: bool = True) -> LlamaForCausalLM:
     """A one-layer Llama with hidden size 16, built from a config."""
     config = AutoConfig.for_model("llama", tie_word_embeddings=tie_word_embeddings, **TINY_LLAMA)
-    return AutoModelForCausalLM.from_config(config)
+    model: LlamaForCausalLM = AutoModelForCausalLM.from_config(config)
+    return model
 
 
 def answers(tg: tiegraph.TieGraph) -> None:
@@ -150,6 +151,7 @@ class TrainingWrapper(nn.Module):
 
 
 compiled = torch.compile(TrainingWrapper(tiny_llama()))
+assert isinstance(compiled, nn.Module)  # an OptimizedModule: the model under `_orig_mod`
 tg = tiegraph.build_graph(compiled)
 answers(tg)
 display(tg)
