@@ -24,7 +24,7 @@ from tiegraph import _dot as dot_room
 from tiegraph import _json as json_room
 from tiegraph import _render as render_room
 from tiegraph import export
-from tiegraph._declared import Declaration
+from tiegraph._declared import Declaration, DeclaredTie
 from tiegraph.errors import PathNotFoundError
 from tiegraph.export import DOT_ATTRIBUTES, GraphFormatError, RenderError
 
@@ -322,9 +322,7 @@ def test_every_declared_status_has_a_style(build: BuildFn, status: str) -> None:
     )  # fmt: skip
     G.add_edge("m:other", "s:other.weight", key="owns", kind="owns", attr="weight")
     slots = [n for n, kind in G.nodes(data="kind") if kind == "slot"]
-    declared = Declaration(
-        target_slot=slots.index("s:other.weight"),
-        source_slot=slots.index("s:embed.weight"),
+    tie = DeclaredTie(
         target="other.weight",
         source="embed.weight",
         target_path="other.weight",
@@ -332,6 +330,9 @@ def test_every_declared_status_has_a_style(build: BuildFn, status: str) -> None:
         declared_by="",
         declared_by_cls="Module",
         status=status,
+    )
+    declared = Declaration(
+        tie, target_slot=slots.index("s:other.weight"), source_slot=slots.index("s:embed.weight")
     ).to_dict()
     G.graph["declared"] = [declared]
     edge = {k: v for k, v in declared.items() if k not in ("target_slot", "source_slot")}

@@ -145,9 +145,10 @@ def copy_facts(view: GraphView) -> list[CopyFacts]:
     return out
 
 
-def original_still_tied(view: GraphView, tie: Declaration) -> str:
+def original_still_tied(view: GraphView, d: Declaration) -> str:
     """The phrase saying the ``original_module`` an untied copy stands in for is tied ('' when it is not)."""
-    for other in view.all_declarations:
+    tie = d.tie
+    for other in (o.tie for o in view.all_declarations):
         if (
             (other.target, other.source) == (tie.target, tie.source)
             and other.status == "tied"

@@ -22,6 +22,7 @@ from ._canonical import join
 from ._finding import Finder, Finding, finding, kinds
 from ._graph import view_of
 from ._storage import Components
+from ._tie_flag import FLAG, flag_honored, governing_flag
 from ._values import sentence
 from .engines import _lint as declaration_lint
 from .errors import NoInputEmbeddingError
@@ -31,7 +32,6 @@ from .sharding import _kept, _zero
 if TYPE_CHECKING:
     from ._declared import Declaration
     from ._graph import TieGraph
-    from ._records import TieConfig
     from ._view import GraphView
 
 __all__ = ["FINDERS", "KINDS", "Finder", "Finding", "audit", "finding"]
@@ -172,17 +172,18 @@ def core_findings(view: GraphView) -> list[Finding]:
     ie = set(view.input_embedding_slots)
     # their own kinds say more than declared-not-tied: a device split, a quantized end, an FSDP2 or ZeRO-3 cut
     placed_or_quantized = {**_deployed.untied_pairs(view), **cut.split_pairs(view), **_zero.split_pairs(view)}
-    for tie in view.declarations:
-        if (tie.target, tie.source) not in placed_or_quantized:
-            found.extend(_pair_findings(view, tie, ie))
+    for d in view.declarations:
+        if (d.tie.target, d.tie.source) not in placed_or_quantized:
+            found.extend(_pair_findings(view, d, ie))
     found.extend(_group_findings(view))
     found.extend(_flag_findings(view, ie, found))
     found.extend(_flags_disagree(view))
     return found
 
 
-def _pair_findings(view: GraphView, tie: Declaration, ie: set[int]) -> list[Finding]:
+def _pair_findings(view: GraphView, d: Declaration, ie: set[int]) -> list[Finding]:
     """What one declared pair says: the most specific reason first."""
+    tie = d.tie
     pair = [tie.target, tie.source]
     if tie.status == "unresolved":
         raw = f"{{{tie.declared_as[0]!r}: {tie.declared_as[1]!r}}}"
@@ -192,9 +193,9 @@ def _pair_findings(view: GraphView, tie: Declaration, ie: set[int]) -> list[Find
     if tie.status == "gated-off":
         if not tie.shares:
             return []
-        return [_core("tied-although-config-says-not", pair, flag=join(tie.declared_by, _FLAG))]
+        return [_core("tied-although-config-says-not", pair, flag=join(tie.declared_by, FLAG))]
     found = []
-    if tie.target_slot in ie and tie.source_slot not in ie:
+    if d.target_slot in ie and d.source_slot not in ie:
         found.append(
             _core(
                 "input-embedding-is-declared-target",
@@ -205,16 +206,17 @@ def _pair_findings(view: GraphView, tie: Declaration, ie: set[int]) -> list[Find
             )
         )
     if tie.status != "tied":
-        found.extend(_untied_pair(view, tie))
+        found.extend(_untied_pair(view, d))
     elif tie.listed is False:
         found.append(_core("stale-tied-weights-keys", pair, target=tie.target, source=tie.source))
     return found
 
 
-def _untied_pair(view: GraphView, tie: Declaration) -> list[Finding]:
+def _untied_pair(view: GraphView, d: Declaration) -> list[Finding]:
     """A ``not-tied`` pair: its PEFT copy, a dtype or shape that cannot be one weight, or not-tied itself."""
+    tie = d.tie
     pair = [tie.target, tie.source]
-    t, s = tie.target_slot, tie.source_slot
+    t, s = d.target_slot, d.source_slot
     if "active" in (tie.target_copy, tie.source_copy):
         active = tie.target_copy == "active"
         copy, other = (tie.target_path, tie.source) if active else (tie.source_path, tie.target)
@@ -226,7 +228,7 @@ def _untied_pair(view: GraphView, tie: Declaration) -> list[Finding]:
                 copy=copy,
                 other=other,
                 declared_by=tie.declarer,
-                original=_adapters.original_still_tied(view, tie),
+                original=_adapters.original_still_tied(view, d),
                 module=module,
             )
         ]
@@ -251,14 +253,14 @@ def _flag_findings(view: GraphView, ie: set[int], found: list[Finding]) -> list[
     """The governing tie flag against the input embedding's ties (``found``: the pair and group findings)."""
     if not ie:
         return []
-    flag_name, flag = _governing_flag(view)
+    flag_name, flag = governing_flag(view)
     if flag is None:
         return []
     tg = view.tg
     tied_to = tg.tied_to_input_embedding()
     embedding = tg.input_embedding() or ""
     if flag:
-        resolved = any(tie.status in ("tied", "not-tied") for tie in view.declarations)
+        resolved = any(d.tie.status in ("tied", "not-tied") for d in view.declarations)
         # a split device map, a quantization, an FSDP2 cut or a PEFT copy explains an untied embedding
         # better than a flag
         explained = (
@@ -267,7 +269,7 @@ def _flag_findings(view: GraphView, ie: set[int], found: list[Finding]) -> list[
             or bool(_zero.split_pairs(view))
             or any(f.kind == "modules-to-save-copy-untied" for f in found)
         )
-        if not tied_to and resolved and not explained and not _flag_honored(view):
+        if not tied_to and resolved and not explained and not flag_honored(view):
             return [
                 _core("config-says-tied-but-nothing-is", [embedding], flag=flag_name, embedding=embedding)
             ]
@@ -276,80 +278,6 @@ def _flag_findings(view: GraphView, ie: set[int], found: list[Finding]) -> list[
     if tied_to and not explained_gated:
         return [_core("tied-although-config-says-not", [embedding, *tied_to], flag=flag_name)]
     return []
-
-
-_FLAG = "config.tie_word_embeddings"
-
-
-def _flag_honored(view: GraphView) -> bool:
-    """True when every tie the flag turns on is made and none of them pairs the input embedding.
-
-    Then an untied input embedding is what the model's own code does for this configuration (Marian with
-    ``share_encoder_decoder_embeddings=False`` ties its head to the decoder's embedding, not to the
-    encoder's, which ``get_input_embeddings()`` returns), and setting the flag False would untie, on the
-    next reload, the ties it does turn on.
-    """
-    ie = set(view.input_embedding_slots)
-    on = [d for d in view.declarations if d.flag and d.resolved]
-    return bool(on) and all(
-        d.status == "tied" and d.target_slot not in ie and d.source_slot not in ie for d in on
-    )
-
-
-def _governing_flag(view: GraphView) -> tuple[str, bool | None]:
-    """The tie flag that governs the input embedding's ties, and its name (None: no flag governs them).
-
-    transformers gates every ``_tied_weights_keys`` on the declaring module's own config, so in a composite
-    model (a language model inside a vision-language model, the decoder of an encoder-decoder) the flag that
-    counts is that submodel's (text) config's, not the top-level one. In order:
-
-    1. the flag of the declarations that pair a slot of the input embedding (on if any of them is on);
-    2. else the flag of the deepest declaring module that holds the input embedding;
-    3. else, when no declaration has a config flag (none at all, or plain modules' own), the top-level flag
-       (its text config's when it has none): :func:`_effective_flag`.
-
-    An input embedding beside which only other submodels declare ties (the encoder's embedding of an
-    encoder-decoder whose decoder ties its head) is governed by no flag.
-
-    Examples
-    --------
-    A vision-encoder-decoder model sets its top-level flag to False, while its decoder (GPT-2 here)
-    declares and ties its own head under its own config:
-
-    >>> import tiegraph
-    >>> from transformers import AutoConfig, VisionEncoderDecoderConfig, VisionEncoderDecoderModel
-    >>> vit = AutoConfig.for_model("vit", hidden_size=16, intermediate_size=16, num_hidden_layers=1,
-    ...                            num_attention_heads=2, image_size=16, patch_size=8)
-    >>> gpt2 = AutoConfig.for_model("gpt2", n_embd=16, n_layer=1, n_head=2, vocab_size=64, n_positions=16)
-    >>> model = VisionEncoderDecoderModel(VisionEncoderDecoderConfig.from_encoder_decoder_configs(vit, gpt2))
-    >>> model.config.tie_word_embeddings, model.decoder.config.tie_word_embeddings
-    (False, True)
-    >>> _governing_flag(view_of(tiegraph.build_graph(model)))
-    ('decoder.config.tie_word_embeddings', True)
-    """
-    ie = set(view.input_embedding_slots)
-    flagged = [d for d in view.declarations if d.flag is not None]
-    pairing = [d for d in flagged if d.resolved and (d.target_slot in ie or d.source_slot in ie)]
-    if pairing:
-        chosen = next((d for d in pairing if d.flag), pairing[0])
-        return join(chosen.declared_by, _FLAG), chosen.flag
-    embedding = view.tg.input_embedding() or ""
-    holding = [d for d in flagged if not d.declared_by or embedding.startswith(d.declared_by + ".")]
-    if holding:
-        deepest = max(holding, key=lambda d: d.declared_by.count(".") + bool(d.declared_by))
-        return join(deepest.declared_by, _FLAG), deepest.flag
-    if flagged:
-        return _FLAG, None
-    return _effective_flag(view.tie_config)
-
-
-def _effective_flag(flags: TieConfig) -> tuple[str, bool | None]:
-    """The flag transformers reads for the top-level tie: the config's own, else its text config's."""
-    if flags.tie_word_embeddings is not None:
-        return "config.tie_word_embeddings", flags.tie_word_embeddings
-    if flags.text_tie_word_embeddings is not None:
-        return "config.text_config.tie_word_embeddings", flags.text_tie_word_embeddings
-    return "config.tie_word_embeddings", None
 
 
 def _flags_disagree(view: GraphView) -> list[Finding]:
@@ -369,7 +297,7 @@ def _flags_disagree(view: GraphView) -> list[Finding]:
     except NoInputEmbeddingError:
         state = ""
     state = f"the input embedding is {state or 'tied to nothing'}" if embedding is not None else ""
-    declared = next((d for d in view.declarations if d.status != "unresolved"), None)
+    declared = next((d.tie for d in view.declarations if d.tie.status != "unresolved"), None)
     if declared is None:
         obeys = "transformers obeys neither: no _tied_weights_keys declares a tie"
     else:

@@ -71,7 +71,7 @@ def verdicts(idx: Index, model: nn.Module) -> list[Declaration]:
     """
     found: list[str] = []
     for entry in idx.declared:
-        target, source, status = entry.target_slot, entry.source_slot, entry.status
+        target, source, status = entry.target_slot, entry.source_slot, entry.tie.status
         if target < 0 or source < 0:
             found.append("unknown")
         elif status == "tied":
@@ -79,5 +79,6 @@ def verdicts(idx: Index, model: nn.Module) -> list[Declaration]:
         else:
             found.append(compare(_tensor(model, idx, target), _tensor(model, idx, source)))
     return [
-        dataclasses.replace(entry, values=verdict) for entry, verdict in zip(idx.declared, found, strict=True)
+        dataclasses.replace(entry, tie=dataclasses.replace(entry.tie, values=verdict))
+        for entry, verdict in zip(idx.declared, found, strict=True)
     ]

@@ -9,7 +9,7 @@ source slot). :func:`declared_ties` gives their public form, :class:`DeclaredTie
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ._graph import view_of
@@ -120,91 +120,71 @@ def declarer(path: str, cls: str) -> str:
 
 @dataclass(frozen=True)
 class Declaration:
-    """One declared pair as the builder records it (internal): :class:`DeclaredTie` plus slot numbers.
+    """One declared pair as the builder records it (internal): its public :class:`DeclaredTie`, plus slots.
 
-    ``target_slot`` and ``source_slot`` number the slots in the index (-1 for an ``unresolved`` pair); the
-    other fields are those of :class:`DeclaredTie`, plus how the declaration was written (``style``:
-    ``dict`` or ``list``) and who expanded it (``expanded_by``: ``transformers`` or ``tiegraph``).
-    Plain JSON-able data: :meth:`to_dict` / :meth:`from_dict` carry it through the graph and its JSON.
+    ``tie`` is the public record; ``target_slot`` and ``source_slot`` number the slots in the index (-1 for
+    an ``unresolved`` pair); ``style`` is how the declaration was written (``dict`` or ``list``) and
+    ``expanded_by`` who expanded it (``transformers`` or ``tiegraph``). Plain JSON-able data:
+    :meth:`to_dict` / :meth:`from_dict` carry it through the graph and its JSON.
     """
 
-    target_slot: int
-    source_slot: int
-    target: str
-    source: str
-    declared_by: str
-    declared_by_cls: str
-    status: str
-    target_path: str = ""
-    source_path: str = ""
-    declared_by_path: str = ""
-    declared_as: tuple[str, str] = ("", "")
+    tie: DeclaredTie
+    target_slot: int = -1
+    source_slot: int = -1
     style: str = "dict"
     expanded_by: str = "tiegraph"
-    shares: bool = False
-    flag: bool | None = None
-    listed: bool | None = None
-    target_copy: str = ""
-    source_copy: str = ""
-    note: str = ""
-    values: str | None = None
-
-    @property
-    def declarer(self) -> str:
-        """The declaring module as reports name it (see :attr:`DeclaredTie.declarer`)."""
-        return declarer(self.declared_by, self.declared_by_cls)
 
     @property
     def resolved(self) -> bool:
         """Whether both ends name a slot (false only for ``unresolved`` declarations)."""
         return self.target_slot >= 0 and self.source_slot >= 0
 
-    def public(self) -> DeclaredTie:
-        """The public record (no slot numbers)."""
-        return DeclaredTie(
-            target=self.target,
-            source=self.source,
-            declared_by=self.declared_by,
-            status=self.status,
-            target_path=self.target_path,
-            source_path=self.source_path,
-            declared_by_path=self.declared_by_path,
-            declared_by_cls=self.declared_by_cls,
-            declared_as=self.declared_as,
-            shares=self.shares,
-            flag=self.flag,
-            listed=self.listed,
-            target_copy=self.target_copy,
-            source_copy=self.source_copy,
-            note=self.note,
-            values=self.values,
-        )
-
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON data (the graph's ``declared`` list and ``declares`` edge attributes).
+        """Plain JSON data (the graph's ``declared`` list and ``declares`` edge attributes), in a fixed order.
 
         ``target`` and ``source`` are written ``target_canonical`` and ``source_canonical``: node-link data
         and pydot reserve the plain names.
         """
-        data = asdict(self)
-        data["target_canonical"] = data.pop("target")
-        data["source_canonical"] = data.pop("source")
-        data["declared_as"] = list(self.declared_as)
-        return data
+        tie = self.tie
+        return {
+            "target_slot": self.target_slot,
+            "source_slot": self.source_slot,
+            "declared_by": tie.declared_by,
+            "declared_by_cls": tie.declared_by_cls,
+            "status": tie.status,
+            "target_path": tie.target_path,
+            "source_path": tie.source_path,
+            "declared_by_path": tie.declared_by_path,
+            "declared_as": list(tie.declared_as),
+            "style": self.style,
+            "expanded_by": self.expanded_by,
+            "shares": tie.shares,
+            "flag": tie.flag,
+            "listed": tie.listed,
+            "target_copy": tie.target_copy,
+            "source_copy": tie.source_copy,
+            "note": tie.note,
+            "values": tie.values,
+            "target_canonical": tie.target,
+            "source_canonical": tie.source,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Declaration:
         """Read :meth:`to_dict` output."""
-        fields = {f.name for f in dataclasses.fields(cls)}
+        fields = {f.name for f in dataclasses.fields(DeclaredTie)}
         values = {k: v for k, v in data.items() if k in fields}
         values["target"] = data["target_canonical"]
         values["source"] = data["source_canonical"]
-        values.setdefault("declared_by_cls", "")
         raw = values.get("declared_as") or ("", "")
         values["declared_as"] = (str(raw[0]), str(raw[1]))
-        values["target_slot"] = int(values.get("target_slot", -1))
-        values["source_slot"] = int(values.get("source_slot", -1))
-        return cls(**values)
+        return cls(
+            DeclaredTie(**values),
+            target_slot=int(data.get("target_slot", -1)),
+            source_slot=int(data.get("source_slot", -1)),
+            style=data.get("style", "dict"),
+            expanded_by=data.get("expanded_by", "tiegraph"),
+        )
 
 
 def declared_ties(tg: TieGraph) -> list[DeclaredTie]:
@@ -237,4 +217,4 @@ def declared_ties(tg: TieGraph) -> list[DeclaredTie]:
     >>> [(t.target, t.source, t.status) for t in tiegraph.build_graph(Tiny()).declared_ties()]
     [('head.weight', 'embed.weight', 'tied')]
     """
-    return [d.public() for d in view_of(tg).declarations]
+    return [d.tie for d in view_of(tg).declarations]

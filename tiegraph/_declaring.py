@@ -37,7 +37,7 @@ from torch import nn
 
 from ._canonical import join
 from ._copies import copy_prefixes
-from ._declared import Declaration
+from ._declared import Declaration, DeclaredTie
 from ._index import Index
 from ._records import CopyWrapper, TieConfig
 from ._reparametrized import carrier, embedding_name
@@ -440,30 +440,25 @@ class _Reader:
     def record(self, pairs: list[_Pair], listed_in: dict[str, Any] | None, root_relative: bool) -> None:
         idx = self.index
         t_root, s_tensor = idx.t_root, idx.s_tensor
-        common: dict[str, Any] = {
+        by: dict[str, Any] = {
             "declared_by": idx.belongs_of(self.module),
             "declared_by_path": self.path,
             "declared_by_cls": idx.m_cls[self.module],
-            "style": self.style,
-            "expanded_by": self.expanded_by,
             "flag": self.flag,
         }
         for target, source, raw, unresolved, note in pairs:
             if target < 0 or source < 0:
-                idx.declared.append(
-                    Declaration(
-                        target_slot=-1,
-                        source_slot=-1,
-                        target=join(self.canon, unresolved[0]),
-                        source=join(self.canon, unresolved[1]),
-                        target_path=join(self.path, unresolved[0]),
-                        source_path=join(self.path, unresolved[1]),
-                        declared_as=raw,
-                        status="unresolved",
-                        note=note,
-                        **common,
-                    )
+                tie = DeclaredTie(
+                    target=join(self.canon, unresolved[0]),
+                    source=join(self.canon, unresolved[1]),
+                    target_path=join(self.path, unresolved[0]),
+                    source_path=join(self.path, unresolved[1]),
+                    declared_as=raw,
+                    status="unresolved",
+                    note=note,
+                    **by,
                 )
+                idx.declared.append(Declaration(tie, style=self.style, expanded_by=self.expanded_by))
                 continue
             shares = t_root[s_tensor[target]] == t_root[s_tensor[source]]
             status = "gated-off" if self.gated else "tied" if shares else "not-tied"
@@ -475,22 +470,21 @@ class _Reader:
                         key[len(self.canon) + 1 :] if self.canon and key.startswith(self.canon + ".") else key
                     )
                 listed = key in listed_in
+            tie = DeclaredTie(
+                target=idx.slot_canon_of(target),
+                source=idx.slot_canon_of(source),
+                target_path=idx.s_name[target],
+                source_path=idx.s_name[source],
+                declared_as=raw,
+                status=status,
+                shares=shares,
+                listed=listed,
+                target_copy=self._copy(idx.s_name[target]),
+                source_copy=self._copy(idx.s_name[source]),
+                **by,
+            )
             idx.declared.append(
-                Declaration(
-                    target_slot=target,
-                    source_slot=source,
-                    target=idx.slot_canon_of(target),
-                    source=idx.slot_canon_of(source),
-                    target_path=idx.s_name[target],
-                    source_path=idx.s_name[source],
-                    declared_as=raw,
-                    status=status,
-                    shares=shares,
-                    listed=listed,
-                    target_copy=self._copy(idx.s_name[target]),
-                    source_copy=self._copy(idx.s_name[source]),
-                    **common,
-                )
+                Declaration(tie, target, source, style=self.style, expanded_by=self.expanded_by)
             )
 
     def _copy(self, name: str) -> str:

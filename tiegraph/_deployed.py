@@ -209,12 +209,13 @@ def untied_pairs(view: GraphView) -> dict[tuple[str, str], str]:
     """
     out: dict[tuple[str, str], str] = {}
     layers = _layer_labels(view)
-    for tie in view.declarations:
+    for d in view.declarations:
+        tie = d.tie
         if tie.status == "unresolved" and {_module_of(tie.target), _module_of(tie.source)} & layers.keys():
             out[(tie.target, tie.source)] = "untied-by-quantization"  # hqq's W_q, torch.ao's packed weight
         if tie.status != "not-tied":
             continue
-        t, s = tie.target_slot, tie.source_slot
+        t, s = d.target_slot, d.source_slot
         if view.quantization(t) or view.quantization(s):
             out[(tie.target, tie.source)] = "untied-by-quantization"
         elif (
@@ -270,13 +271,14 @@ def findings(view: GraphView) -> list[Finding]:
     """
     out: list[Finding] = []
     explained = untied_pairs(view)
-    for tie in view.declarations:
+    for d in view.declarations:
+        tie = d.tie
         kind = explained.get((tie.target, tie.source))
         if kind == "untied-by-quantization":
-            out.append(_untied_by_quantization(view, tie))
+            out.append(_untied_by_quantization(view, d))
         elif kind is not None:
             values = sentence(tie.values, tie.target, tie.source)
-            out.append(_split(view, [tie.target_slot, tie.source_slot], [tie.target, tie.source], values))
+            out.append(_split(view, [d.target_slot, d.source_slot], [tie.target, tie.source], values))
     for slots in view.groups():
         places = {view.placement(s) for s in slots}
         if len(places) > 1 or _served_apart(view, slots):
@@ -318,11 +320,12 @@ def _served_apart(view: GraphView, slots: list[int]) -> bool:
     return len(files) > 1
 
 
-def _untied_by_quantization(view: GraphView, tie: Declaration) -> Finding:
+def _untied_by_quantization(view: GraphView, d: Declaration) -> Finding:
+    tie = d.tie
     layers = _layer_labels(view) if tie.status == "unresolved" else {}
     ends = [
         _end(view, slot, name, layers)
-        for slot, name in ((tie.target_slot, tie.target), (tie.source_slot, tie.source))
+        for slot, name in ((d.target_slot, tie.target), (d.source_slot, tie.source))
     ]
     (module, target_q, target_cls), (_, source_q, _) = ends
     return finding(

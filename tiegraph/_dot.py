@@ -392,13 +392,13 @@ class _Drawing:
         for d in pic.declares:
             u, v = d.target_slot, d.source_slot
             if u in chosen and v in chosen:
-                color, style, text = DECLARED_STYLE.get(d.status, DECLARED_STYLE["unresolved"])
-                tip = f"{text}: {pic.name(u)} -> {pic.name(v)} (declared by {d.declared_by or '(root)'})"
-                xlabel = None if d.status == "tied" else plain(text)
+                color, style, text = DECLARED_STYLE.get(d.tie.status, DECLARED_STYLE["unresolved"])
+                tip = f"{text}: {pic.name(u)} -> {pic.name(v)} (declared by {d.tie.declared_by or '(root)'})"
+                xlabel = None if d.tie.status == "tied" else plain(text)
                 self.relation(
                     u, v, color, style, tip, fontcolor=color, xlabel=xlabel, tailport=aside, headport=aside
                 )
-                self.used.add(f"declares:{d.status}")
+                self.used.add(f"declares:{d.tie.status}")
         by_name: dict[str, list[int]] = {}
         for s in self.slot_order:
             by_name.setdefault(pic.canonical(s), []).append(s)
@@ -426,7 +426,7 @@ class _Drawing:
     def add_caption(self, title: str) -> None:
         """The picture's title, its model class and the notes, top left."""
         view = self.view
-        unresolved = [d for d in view.declarations if d.status == "unresolved"]
+        unresolved = [d for d in view.declarations if d.tie.status == "unresolved"]
         if unresolved:
             self.notes.append(
                 f"{plural(len(unresolved), 'declared tie')} unresolved (the names match nothing)"

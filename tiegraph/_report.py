@@ -132,7 +132,7 @@ def _group_lines(view: GraphView) -> list[str]:
 
 def _declared_lines(view: GraphView) -> list[str]:
     """The Declared ties section: a table, with full paths and copies under the rows that need them."""
-    ties = view.declarations
+    ties = [d.tie for d in view.declarations]
     lines = ["", f"Declared ties ({len(ties)})"]
     rows = []
     below: dict[int, str] = {}

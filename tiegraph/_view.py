@@ -231,7 +231,7 @@ class GraphView:
         declared = self._idx.declared
         if not self._forward.unused:
             return declared
-        return [d for d in declared if UNUSED.isdisjoint((d.target_copy, d.source_copy))]
+        return [d for d in declared if UNUSED.isdisjoint((d.tie.target_copy, d.tie.source_copy))]
 
     @property
     def all_declarations(self) -> Sequence[Declaration]:

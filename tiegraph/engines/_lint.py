@@ -69,35 +69,40 @@ def findings(view: GraphView) -> list[Finding]:
     embedding = set(view.input_embedding_slots)
     version = installed_version("transformers") or ""
     for d in view.declarations:
-        who = f"{d.declared_by_cls} ({d.declared_by})" if d.declared_by else d.declared_by_cls or "the model"
-        if d.style == "list" and d.flag is not None and _major() >= 5:
+        tie = d.tie
+        who = (
+            f"{tie.declared_by_cls} ({tie.declared_by})"
+            if tie.declared_by
+            else tie.declared_by_cls or "the model"
+        )
+        if d.style == "list" and tie.flag is not None and _major() >= 5:
             out.append(
                 finding(
                     KINDS,
                     "list-tied-weights-keys",
-                    [d.target],
+                    [tie.target],
                     declared_by=who,
-                    declared_as=d.declared_as[0],
+                    declared_as=tie.declared_as[0],
                     version=version,
-                    target=d.target,
-                    source=d.source,
+                    target=tie.target,
+                    source=tie.source,
                 )
             )
         word = d.target_slot in embedding or d.source_slot in embedding
-        if d.status == "gated-off" and d.flag is False and d.resolved and embedding and not word:
+        if tie.status == "gated-off" and tie.flag is False and d.resolved and embedding and not word:
             flag = (
-                f"{d.declared_by}.config.tie_word_embeddings"
-                if d.declared_by
+                f"{tie.declared_by}.config.tie_word_embeddings"
+                if tie.declared_by
                 else "config.tie_word_embeddings"
             )
             out.append(
                 finding(
                     KINDS,
                     "non-word-tie-gated-off",
-                    [d.target, d.source],
+                    [tie.target, tie.source],
                     declared_by=who,
-                    target=d.target,
-                    source=d.source,
+                    target=tie.target,
+                    source=tie.source,
                     flag=flag,
                 )
             )

@@ -38,10 +38,11 @@ def split_pairs(view: GraphView) -> dict[tuple[str, str], str]:
     if not cut:
         return {}
     out = {}
-    for tie in view.declarations:
+    for d in view.declarations:
+        tie = d.tie
         if tie.status != "not-tied":
             continue
-        ends = [view.slot_name(tie.target_slot), view.slot_name(tie.source_slot)]
+        ends = [view.slot_name(d.target_slot), view.slot_name(d.source_slot)]
         if any(cut.get(name, NO_CALL) != NO_CALL for name in ends):
             out[(tie.target, tie.source)] = "fsdp-split-tie"
     return out
@@ -51,10 +52,11 @@ def findings(view: GraphView) -> list[Finding]:
     """``fsdp-split-tie`` for every declared pair :func:`split_pairs` returns."""
     pairs = split_pairs(view)
     found = []
-    for tie in view.declarations:
+    for d in view.declarations:
+        tie = d.tie
         if (tie.target, tie.source) not in pairs:
             continue
-        names = [view.slot_name(tie.source_slot), view.slot_name(tie.target_slot)]
+        names = [view.slot_name(d.source_slot), view.slot_name(d.target_slot)]
         calls = [view.fsdp_groups.get(name, NO_CALL) for name in names]
         where = "; ".join(f"{name}: {call}" for name, call in zip(names, calls, strict=True))
         owners = list(dict.fromkeys(expr(name.rpartition(".")[0]) for name in names))

@@ -57,10 +57,11 @@ def split_pairs(view: GraphView) -> dict[tuple[str, str], str]:
     if not ids:
         return {}
     out = {}
-    for tie in view.declarations:
+    for d in view.declarations:
+        tie = d.tie
         if tie.status != "not-tied":
             continue
-        ends = [ids.get(view.slot_name(tie.target_slot)), ids.get(view.slot_name(tie.source_slot))]
+        ends = [ids.get(view.slot_name(d.target_slot)), ids.get(view.slot_name(d.source_slot))]
         if None not in ends and ends[0] != ends[1]:
             out[(tie.target, tie.source)] = "zero3-split-tie"
     return out
@@ -71,10 +72,11 @@ def findings(view: GraphView) -> list[Finding]:
     pairs = split_pairs(view)
     ids = view.engine.get(ZERO3) or {}
     found = []
-    for tie in view.declarations:
+    for d in view.declarations:
+        tie = d.tie
         if (tie.target, tie.source) not in pairs:
             continue
-        names = [view.slot_name(tie.target_slot), view.slot_name(tie.source_slot)]
+        names = [view.slot_name(d.target_slot), view.slot_name(d.source_slot)]
         where = ", ".join(f"{name}: ds_id {ids[name]}" for name in names)
         fields = {"target": tie.target, "source": tie.source, "where": where}
         by = tie.declared_by_cls or "the model"
