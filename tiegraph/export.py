@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ._dot import DOT_ATTRIBUTES, to_dot, to_pydot
+from ._formats import FORMAT_OF_SUFFIX
 from ._json import FORMAT_VERSION, from_json, lint, to_json
 from ._render import render, to_svg
 from .errors import ConfigurationError, GraphFormatError, RenderError
@@ -68,7 +69,7 @@ __all__ = [
 ]
 
 #: File suffixes :func:`write` understands.
-SUFFIXES = (".dot", ".gv", ".svg", ".png", ".pdf", ".json")
+SUFFIXES = tuple(suffix for suffix, fmt in FORMAT_OF_SUFFIX.items() if fmt != "text")
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -98,16 +99,16 @@ def write(tg: TieGraph, path: str | os.PathLike[str], **options: Any) -> None:
     True
     """
     target = Path(path)
-    suffix = target.suffix.lower()
-    if suffix not in SUFFIXES:
+    fmt = FORMAT_OF_SUFFIX.get(target.suffix.lower())
+    if fmt is None or fmt == "text":
         raise ConfigurationError(
             f"cannot write {str(path)!r}: unknown suffix {target.suffix!r}; use one of {', '.join(SUFFIXES)}"
         )
-    if suffix == ".json":
+    if fmt == "json":
         if options:
             raise ConfigurationError(f"picture options {sorted(options)} do not apply to .json")
         target.write_text(json.dumps(to_json(tg), indent=1) + "\n", encoding="utf-8")
-    elif suffix in (".dot", ".gv"):
+    elif fmt == "dot":
         target.write_text(to_dot(tg, **options), encoding="utf-8")
     else:
-        target.write_bytes(render(tg, suffix[1:], **options))
+        target.write_bytes(render(tg, fmt, **options))

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from .._formats import FORMAT_OF_SUFFIX
 from .._text import did_you_mean, one_line, plural
 from .specs import TASKS, UsageError
 
@@ -33,21 +34,10 @@ if TYPE_CHECKING:
 __all__ = ["demo_command", "diff_command", "inspect_command", "survey_command"]
 
 
-SUFFIXES = {
-    ".txt": "text",
-    ".json": "json",
-    ".dot": "dot",
-    ".gv": "dot",
-    ".svg": "svg",
-    ".png": "png",
-    ".pdf": "pdf",
-}
-
-
 # ---------------------------------------------------------------------------------------------- inspect
 def _output_format(fmt: str | None, output: str | None) -> str:
     if output:
-        by_suffix = SUFFIXES.get(Path(output).suffix.lower())
+        by_suffix = FORMAT_OF_SUFFIX.get(Path(output).suffix.lower())
         if fmt is None and by_suffix is None:
             raise UsageError(f"cannot tell the format of {output} from its suffix; pass --format")
         fmt = fmt or by_suffix
