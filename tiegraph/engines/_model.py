@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import TYPE_CHECKING, Any
 
+from .._text import one_line
 from ..errors import TiegraphError
 from ._facts import FolderFacts, facts_of
 
@@ -40,8 +41,9 @@ def saved_keys(model: nn.Module) -> dict[str, Any]:
         state = dict(model.state_dict())
         return remove_tied_weights_from_state_dict(state, model)  # type: ignore[arg-type]
     except Exception as exc:
-        message = " ".join(str(exc).split())
-        raise SaveError(f"save_pretrained would fail: {type(exc).__name__}: {message}") from None
+        raise SaveError(
+            f"save_pretrained would fail: {type(exc).__name__}: {one_line(exc, limit=None)}"
+        ) from None
 
 
 def _shares(a: Any, b: Any) -> bool:
