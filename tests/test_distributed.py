@@ -214,6 +214,15 @@ def test_compare_reports_input_embedding_and_orders_kinds() -> None:
     assert all(isinstance(d, Disagreement) and str(d).startswith(d.kind) for d in found)
 
 
+def test_compare_names_the_summary_that_lacks_a_key() -> None:
+    with pytest.raises(tiegraph.ConfigurationError, match=r"rank 0 has no 'input_embedding', 'tie_groups'"):
+        compare([{}])
+    tied = rank_summary(_tiny(tied=True), input_embedding="embed")
+    lacking = {k: v for k, v in tied.items() if k != "tied"}
+    with pytest.raises(tiegraph.ConfigurationError, match=r"rank 1 has no 'tied': compare\(\) takes"):
+        compare([dict(tied, rank=0), dict(lacking, rank=1)])
+
+
 def _tiny(*, tied: bool) -> nn.Module:
     m = nn.Module()
     m.embed, m.head = nn.Embedding(8, 4), nn.Linear(4, 8, bias=False)

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from torch import nn
 
 from ._build import InputEmbedding, build_graph
-from .errors import NoInputEmbeddingError, TiegraphError
+from .errors import ConfigurationError, NoInputEmbeddingError, TiegraphError
 from .sharding._replicas import ReplicaMismatch, check_tied_replicas
 
 if TYPE_CHECKING:
@@ -203,6 +203,11 @@ def compare(summaries: list[dict[str, Any]]) -> list[Disagreement]:
 
     Pure and deterministic: every rank calls it on the same gathered list and gets the same answer.
 
+    Raises
+    ------
+    ConfigurationError
+        If a summary of a rank that built its graph lacks a key :func:`rank_summary` writes.
+
     Examples
     --------
     >>> tied = {"rank": 0, "input_embedding": "embed", "tie_groups": [["embed.weight", "head.weight"]],
@@ -232,6 +237,7 @@ def compare(summaries: list[dict[str, Any]]) -> list[Disagreement]:
         )
     if errors:
         return found
+    _check_keys(ranks, summaries)
     # a pipeline stage without the input embedding (None, with its slot list) is no disagreement
     embeddings = {
         r: s["input_embedding"]
@@ -267,6 +273,22 @@ def compare(summaries: list[dict[str, Any]]) -> list[Disagreement]:
         summaries,
     )
     return found
+
+
+#: The keys :func:`compare` reads from the summary of a rank that built its graph.
+_KEYS = ("input_embedding", "tie_groups", "tied")
+
+
+def _check_keys(ranks: list[int], summaries: list[dict[str, Any]]) -> None:
+    """Raise :class:`~tiegraph.errors.ConfigurationError` for the first summary lacking a key of ``_KEYS``."""
+    for rank, summary in zip(ranks, summaries, strict=True):
+        missing = [key for key in _KEYS if key not in summary]
+        if missing:
+            raise ConfigurationError(
+                f"the summary of rank {rank} has no {', '.join(map(repr, missing))}: compare() takes what "
+                f"rank_summary() returns, one per rank (keys {', '.join(map(repr, _KEYS))}; 'error' when its "
+                "build failed)"
+            )
 
 
 def _judges(summary: dict[str, Any], kind: str, value: Any) -> bool:
