@@ -399,3 +399,14 @@ def test_quantized_head_is_said_unknown_never_guessed(tmp_path: Path) -> None:
     result = outcomes(folder)
     assert {o.head for o in result} == {"unknown"}
     assert {o.finding_kind for o in result} == {None}
+
+
+def test_lint_names_a_nested_declarer_path_first() -> None:
+    """Every report names a declaring module the same way: its path, then its class."""
+    pair = torch.nn.Module()
+    pair.student, pair.teacher = _list_style_llama(False), _list_style_llama(False)
+    found = [f for f in tiegraph.build_graph(pair).audit() if f.kind == "list-tied-weights-keys"]
+    assert sorted(f.message.split(" declares ")[0] for f in found) == [
+        "student (OldStyleLlama)",
+        "teacher (OldStyleLlama)",
+    ]

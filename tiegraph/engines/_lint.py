@@ -70,11 +70,7 @@ def findings(view: GraphView) -> list[Finding]:
     version = installed_version("transformers") or ""
     for d in view.declarations:
         tie = d.tie
-        who = (
-            f"{tie.declared_by_cls} ({tie.declared_by})"
-            if tie.declared_by
-            else tie.declared_by_cls or "the model"
-        )
+        who = tie.declarer
         if d.style == "list" and tie.flag is not None and _major() >= 5:
             out.append(
                 finding(
