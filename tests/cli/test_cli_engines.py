@@ -75,6 +75,13 @@ def test_inspect_engines_hub_id_offline_from_the_hub_cache(tmp_path: Path) -> No
         [*run, "org/tiny", "--engines", "--check-values"], capture_output=True, text=True, env=env, cwd=root
     )
     assert done.returncode == 0, done.stderr
+    first = done.stdout.splitlines()[0]  # the hub id the user gave, not the hub cache folder
+    assert first.startswith(
+        "org/tiny: LlamaForCausalLM (its config.json in the local hub cache: revision main"
+    )
+    assert "snapshot 111111111111)" in first
+    assert str(tmp_path) not in first
+    assert f"checkpoint: {tmp_path / 'hub'}" in done.stdout  # where the files are read from
     assert "Engines (what each puts in the head when it loads org/tiny)" in done.stdout
     assert "[error] engine-replaces-embedding: ort-genai-builder" in done.stdout
     done = subprocess.run(

@@ -60,6 +60,7 @@ def inspect_command(args: argparse.Namespace) -> int:
     peft = wrap.parse_peft(args.peft)
     _needs_a_directory(args)
     built, model, wrappers, tg = _build(args.spec, args, sets, peft, compile=args.compile)
+    built = engines.named_as_given(built, args)  # a hub id: its id and snapshot, not the cache folder
     checkpoint_lines: list[str] = []
     if built.checkpoint is not None:  # its problems are recorded as findings of tg
         checkpoint_lines = _checkpoint.check_checkpoint(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,14 @@ if TYPE_CHECKING:
     from .._graph import TieGraph
     from .specs import Built
 
-__all__ = ["as_loaded_side", "engine_kinds", "engines_section", "hub_snapshot", "strict_reason"]
+__all__ = [
+    "as_loaded_side",
+    "engine_kinds",
+    "engines_section",
+    "hub_snapshot",
+    "named_as_given",
+    "strict_reason",
+]
 
 
 def hub_snapshot(spec: str) -> str | None:
@@ -40,6 +48,19 @@ def hub_snapshot(spec: str) -> str | None:
         return str(snapshot(spec))
     except FolderError as error:
         raise UsageError(str(error)) from None
+
+
+def named_as_given(built: Built, args: argparse.Namespace) -> Built:
+    """``built`` named as the user wrote SPEC: a hub id and its snapshot, not the hub cache's folder.
+
+    The ``checkpoint:`` line still shows the folder the files are read from.
+    """
+    hub_id = getattr(args, "hub_id", None)
+    if hub_id is None:
+        return built
+    snapshot = Path(built.spec).name  # the hub cache names each snapshot folder by its commit
+    where = f"{built.source} in the local hub cache: revision main, snapshot {snapshot[:12]}"
+    return dataclasses.replace(built, spec=hub_id, source=where)
 
 
 def engine_kinds() -> set[str]:
