@@ -20,10 +20,10 @@ sys.path.insert(0, str(ROOT))
 from devtools.engines import envs, harness  # noqa: E402
 
 
-def _common() -> ModuleType:
-    """The runners' shared module (it lives beside scripts that run in the engines' venvs, not a package)."""
-    name = "devtools_engines_runners_common"
-    spec = importlib.util.spec_from_file_location(name, ROOT / "devtools/engines/runners/_common.py")
+def _runner_module(file: str) -> ModuleType:
+    """A module of the runners (they live beside each other and run in the engines' venvs, not a package)."""
+    name = "devtools_engines_runners_" + file.removesuffix(".py").lstrip("_")
+    spec = importlib.util.spec_from_file_location(name, ROOT / "devtools/engines/runners" / file)
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -32,7 +32,7 @@ def _common() -> ModuleType:
     return module
 
 
-common = _common()
+common = _runner_module("_common.py")
 RNG = np.random.default_rng(0)
 EMB = RNG.standard_normal((8, 4)).astype(np.float32)
 HEAD = RNG.standard_normal((8, 4)).astype(np.float32)
@@ -162,3 +162,24 @@ def test_measure_records_folders_meant_for_other_engines(
         ("llama", True, None),
         ("bart", False, "no BART"),
     ]
+
+
+def test_llama_runner_reads_the_head_and_its_bias_from_the_logits() -> None:
+    """The runtime exposes no weights: the head is the folder tensor whose product with the hidden state
+    (plus the folder's bias, when the runtime adds it) gives the runtime's logits.
+    """
+    which = _runner_module("llama_runner.py").which_head
+    hidden = RNG.standard_normal(4)
+    bias = RNG.standard_normal(8).astype(np.float32)
+    ref = {"embedding": EMB, "head": HEAD}
+    assert common.classify(which(ref, EMB @ hidden, hidden), ref)[0] == "embedding"
+    assert common.classify(which(ref, HEAD @ hidden, hidden), ref)[0] == "folder-head"
+    assert common.classify(which(ref, hidden.sum() * np.ones(8), hidden), ref)[0] == "neither"
+    with_bias = {"embedding": EMB, "bias": bias}
+    kept = which(with_bias, EMB @ hidden + bias, hidden)
+    dropped = which(with_bias, EMB @ hidden, hidden)
+    assert common.classify(kept, with_bias)[0] == "embedding"
+    assert (common.bias_outcome(kept, with_bias), common.bias_outcome(dropped, with_bias)) == (
+        "kept",
+        "dropped",
+    )

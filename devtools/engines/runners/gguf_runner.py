@@ -3,7 +3,8 @@
 Runs in the llama.cpp-convert engine venv: ``python gguf_runner.py SCRIPT MANIFEST OUT``. The cell's head is
 what the GGUF gives the runtime: ``output.weight`` when the converter wrote one, else ``token_embd.weight``
 (llama.cpp's loader, ``llama_model::load_tensors`` in src/llama-model.cpp, falls back to the token
-embedding when ``output.weight`` is absent).
+embedding when ``output.weight`` is absent). The GGUF is kept beside the folder (``<folder>.gguf``): the
+llama.cpp runtime's runner loads it.
 """
 
 from __future__ import annotations
@@ -41,13 +42,15 @@ def _tensors(path: Path) -> dict[str, np.ndarray]:
 def load(entry: dict[str, Any]) -> Loaded:
     """Convert to f32 GGUF; a failed conversion raises with the converter's last lines."""
     out = WORK / "model.gguf"  # a neutral name: the converter prints it
+    kept = Path(entry["folder"].rstrip("/") + ".gguf")  # beside the folder; llama_runner.kept_gguf
+    kept.unlink(missing_ok=True)  # no GGUF of an earlier run stays when this conversion fails
     cmd = [sys.executable, str(SCRIPT), entry["folder"], "--outfile", str(out), "--outtype", "f32"]
     done = subprocess.run(cmd, capture_output=True, text=True)
     lines = (done.stdout + done.stderr).splitlines()
     if done.returncode != 0:
         raise RuntimeError(" | ".join(lines[-2:]))
     found = _tensors(out)
-    out.unlink()
+    out.replace(kept)  # llama_runner.py loads this GGUF with the runtime instead of converting again
     emb = found.get("token_embd.weight")
     said = [line for line in lines if "WARNING" in line or "ERROR" in line]
     bias = found.get("output.bias")

@@ -3,7 +3,8 @@
 Runs in the llama.cpp-runtime engine venv: ``python llama_runner.py CONVERT_PY SCRIPT MANIFEST OUT`` (the
 converter runs in its own venv). The runtime exposes no weights, so the head is read from its outputs: the
 final hidden states (an embedding context with pooling ``NONE`` returns the output norm's result) times the
-folder's embedding and times its head, compared with the logits the runtime computed for the same tokens.
+folder's embedding and times its head (plus the folder's head bias, when it has one), compared with the
+logits the runtime computed for the same tokens. A GGUF the runtime refuses is the cell's ``load-error``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import numpy as np
 from _common import Loaded, main
 
-WORK = Path(tempfile.mkdtemp(prefix="tiegraph-llama-"))
 TEXT = "the model ties its head"
 
 
@@ -48,22 +48,53 @@ def _run(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return logits, np.array(per_token[-1], dtype=np.float64)
 
 
-def load(entry: dict[str, Any]) -> Loaded:
-    """Which of the folder's tensors reproduces the runtime's logits from its own hidden state."""
-    out = WORK / "model.gguf"  # a neutral name: the converter prints it
-    _convert(entry["folder"], out)
-    logits, hidden = _run(out)
-    out.unlink()
-    ref = dict(np.load(entry["ref"]))
+def _close(a: np.ndarray, b: np.ndarray) -> bool:
+    return bool(np.allclose(a, b, rtol=1e-3, atol=1e-3))
+
+
+def which_head(ref: dict[str, np.ndarray], logits: np.ndarray, hidden: np.ndarray) -> Loaded:
+    """The folder tensor (and bias) whose product with the runtime's hidden state gives its logits."""
+    bias = ref.get("bias")
     for name in ("head", "embedding"):
-        if name in ref:
-            rows = min(ref[name].shape[0], logits.shape[0])
-            guess = ref[name][:rows].astype(np.float64) @ hidden
-            if np.allclose(guess, logits[:rows], rtol=1e-3, atol=1e-3):
-                return Loaded(head=ref[name], note=f"logits = hidden @ folder {name}")
-    return Loaded(
-        head=np.full((1, ref["embedding"].shape[1]), np.nan, np.float32), note="logits match neither"
-    )
+        if name not in ref:
+            continue
+        rows = min(ref[name].shape[0], logits.shape[0])
+        guess = ref[name][:rows].astype(np.float64) @ hidden
+        if bias is not None and _close(guess + bias[:rows], logits[:rows]):
+            return Loaded(head=ref[name], bias=bias, note=f"logits = hidden @ folder {name} + folder bias")
+        if _close(guess, logits[:rows]):
+            return Loaded(head=ref[name], note=f"logits = hidden @ folder {name}")
+    return Loaded(head=np.full_like(ref["embedding"], np.nan), note="logits match neither")
+
+
+def kept_gguf(folder: str) -> Path:
+    """Where the converter's runner keeps the GGUF it wrote from ``folder`` (beside it, not inside)."""
+    return Path(folder.rstrip("/") + ".gguf")
+
+
+def _fresh_gguf(folder: str) -> Path | None:
+    """The converter runner's GGUF of this folder, when it was written after the folder (this run's)."""
+    kept = kept_gguf(folder)
+    config = Path(folder) / "config.json"
+    if kept.is_file() and config.is_file() and kept.stat().st_mtime >= config.stat().st_mtime:
+        return kept
+    return None
+
+
+def load(entry: dict[str, Any]) -> Loaded:
+    """Which of the folder's tensors (and its head bias) reproduces the runtime's logits.
+
+    The GGUF is the one the converter's runner wrote this run; without it (run alone, or the conversion
+    failed) the folder is converted here, and a failed conversion is the cell's error.
+    """
+    ref = dict(np.load(entry["ref"]))
+    kept = _fresh_gguf(entry["folder"])
+    if kept is not None:
+        return which_head(ref, *_run(kept))
+    with tempfile.TemporaryDirectory(prefix="tiegraph-llama-") as work:
+        out = Path(work) / "model.gguf"  # a neutral name: the converter prints it
+        _convert(entry["folder"], out)
+        return which_head(ref, *_run(out))
 
 
 if __name__ == "__main__":
