@@ -183,3 +183,14 @@ def test_llama_runner_reads_the_head_and_its_bias_from_the_logits() -> None:
         "kept",
         "dropped",
     )
+
+
+def test_kept_gguf_is_used_only_for_the_same_files(tmp_path: Path) -> None:
+    """The runtime loads the converter's GGUF only when the folder's files are the ones it was made from."""
+    folder = tmp_path / "tied-no-head"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    before = common.folder_digest(str(folder))
+    assert common.kept_gguf(str(folder) + "/") == tmp_path / "tied-no-head.gguf"
+    (folder / "config.json").write_text('{"tie_word_embeddings": false}')
+    assert common.folder_digest(str(folder)) != before

@@ -9,6 +9,7 @@ holds none), or raises: an exception is the cell's ``load-error``.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -41,6 +42,21 @@ class Loaded:
     has_bias_slot: bool = False
     note: str = ""
     extra_lines: list[str] = field(default_factory=list)
+
+
+def kept_gguf(folder: str) -> Path:
+    """Where the converter's runner keeps the GGUF it wrote from ``folder`` (beside it, not inside); the
+    llama.cpp runtime's runner loads it when its ``.sha256`` file is :func:`folder_digest` of the folder.
+    """
+    return Path(folder.rstrip("/") + ".gguf")
+
+
+def folder_digest(folder: str) -> str:
+    """The sha256 of a folder's files (names and bytes): what a kept GGUF was converted from."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).iterdir() if p.is_file()):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
 
 
 def same(a: np.ndarray | None, b: np.ndarray | None) -> bool:

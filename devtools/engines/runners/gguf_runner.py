@@ -19,7 +19,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
-from _common import Loaded, main
+from _common import Loaded, folder_digest, kept_gguf, main
 
 SCRIPT = Path(sys.argv.pop(1)) if __name__ == "__main__" else Path()
 WORK = Path(tempfile.mkdtemp(prefix="tiegraph-gguf-"))
@@ -42,7 +42,7 @@ def _tensors(path: Path) -> dict[str, np.ndarray]:
 def load(entry: dict[str, Any]) -> Loaded:
     """Convert to f32 GGUF; a failed conversion raises with the converter's last lines."""
     out = WORK / "model.gguf"  # a neutral name: the converter prints it
-    kept = Path(entry["folder"].rstrip("/") + ".gguf")  # beside the folder; llama_runner.kept_gguf
+    kept = kept_gguf(entry["folder"])  # the runtime's runner loads it instead of converting again
     kept.unlink(missing_ok=True)  # no GGUF of an earlier run stays when this conversion fails
     cmd = [sys.executable, str(SCRIPT), entry["folder"], "--outfile", str(out), "--outtype", "f32"]
     done = subprocess.run(cmd, capture_output=True, text=True)
@@ -50,7 +50,8 @@ def load(entry: dict[str, Any]) -> Loaded:
     if done.returncode != 0:
         raise RuntimeError(" | ".join(lines[-2:]))
     found = _tensors(out)
-    out.replace(kept)  # llama_runner.py loads this GGUF with the runtime instead of converting again
+    out.replace(kept)
+    kept.with_suffix(".sha256").write_text(folder_digest(entry["folder"]))
     emb = found.get("token_embd.weight")
     said = [line for line in lines if "WARNING" in line or "ERROR" in line]
     bias = found.get("output.bias")

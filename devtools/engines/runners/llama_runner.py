@@ -19,7 +19,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np
-from _common import Loaded, main
+from _common import Loaded, folder_digest, kept_gguf, main
 
 TEXT = "the model ties its head"
 
@@ -67,16 +67,11 @@ def which_head(ref: dict[str, np.ndarray], logits: np.ndarray, hidden: np.ndarra
     return Loaded(head=np.full_like(ref["embedding"], np.nan), note="logits match neither")
 
 
-def kept_gguf(folder: str) -> Path:
-    """Where the converter's runner keeps the GGUF it wrote from ``folder`` (beside it, not inside)."""
-    return Path(folder.rstrip("/") + ".gguf")
-
-
 def _fresh_gguf(folder: str) -> Path | None:
-    """The converter runner's GGUF of this folder, when it was written after the folder (this run's)."""
+    """The GGUF the converter's runner wrote from exactly these files, if it kept one."""
     kept = kept_gguf(folder)
-    config = Path(folder) / "config.json"
-    if kept.is_file() and config.is_file() and kept.stat().st_mtime >= config.stat().st_mtime:
+    stamp = kept.with_suffix(".sha256")
+    if kept.is_file() and stamp.is_file() and stamp.read_text() == folder_digest(folder):
         return kept
     return None
 
@@ -84,8 +79,8 @@ def _fresh_gguf(folder: str) -> Path | None:
 def load(entry: dict[str, Any]) -> Loaded:
     """Which of the folder's tensors (and its head bias) reproduces the runtime's logits.
 
-    The GGUF is the one the converter's runner wrote this run; without it (run alone, or the conversion
-    failed) the folder is converted here, and a failed conversion is the cell's error.
+    The GGUF is the one the converter's runner kept for exactly these files; without it (the runtime run
+    alone, or the conversion failed) the folder is converted here, and a failed conversion is the error.
     """
     ref = dict(np.load(entry["ref"]))
     kept = _fresh_gguf(entry["folder"])
