@@ -9,6 +9,8 @@ logits the runtime computed for the same tokens. A GGUF the runtime refuses is t
 
 from __future__ import annotations
 
+import contextlib
+import io
 import subprocess
 import sys
 import tempfile
@@ -31,11 +33,27 @@ def _convert(folder: str, out: Path) -> None:
         raise RuntimeError("converter: " + " | ".join((done.stdout + done.stderr).splitlines()[-2:]))
 
 
+def _refused(path: Path) -> str:
+    """llama.cpp's own reason for refusing a GGUF: its log's error lines, from loading it again verbosely
+    (``verbose=False`` discards them; ``verbose=True`` prints the whole log to ``sys.stderr``).
+    """
+    from llama_cpp import Llama
+
+    log = io.StringIO()
+    with contextlib.redirect_stderr(log), contextlib.suppress(ValueError):
+        Llama(model_path=str(path), n_ctx=64, verbose=True).close()
+    errors = [" ".join(line.split()) for line in log.getvalue().splitlines() if "error" in line.lower()]
+    return " | ".join(errors) or "llama.cpp logged no error line"
+
+
 def _run(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """The last token's logits and final hidden state, computed by the runtime for the same text."""
     from llama_cpp import LLAMA_POOLING_TYPE_NONE, Llama
 
-    llm = Llama(model_path=str(path), n_ctx=64, logits_all=True, verbose=False, seed=0)
+    try:
+        llm = Llama(model_path=str(path), n_ctx=64, logits_all=True, verbose=False, seed=0)
+    except ValueError as exc:  # "Failed to load model from file": the reason is in llama.cpp's log
+        raise RuntimeError(f"{exc}: {_refused(path)}") from None
     tokens = llm.tokenize(TEXT.encode())
     llm.eval(tokens)
     logits = np.array(llm.scores[len(tokens) - 1], dtype=np.float64)
