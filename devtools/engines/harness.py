@@ -283,6 +283,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--build-only", action="store_true", help="build the cached engine venvs, measure nothing")
     p.add_argument("--no-build", action="store_true", help="measure only the engines already built")
     p.add_argument("--scratch", type=Path, default=envs.CACHE / "scratch", help="where the folders go")
+    p.add_argument(
+        "--keep-folders",
+        action="store_true",
+        help="measure the folders an earlier run wrote in --scratch (the runtime then loads its GGUFs)",
+    )
     p.add_argument("--share", type=Path, help="also merge rows into this table as they arrive")
     p.add_argument("--docs", type=Path, default=ROOT / "docs" / "engines-verified.md")
     p.add_argument("--measured", type=Path, default=MEASURED, help="the measured table to merge rows into")
@@ -370,7 +375,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.build_only:
         return 1 if failures else 0
     args.scratch.mkdir(parents=True, exist_ok=True)
-    manifest_path = generate_folders(args.scratch)
+    manifest_path = args.scratch / "folders" / "manifest.json"
+    if not (args.keep_folders and manifest_path.is_file()):
+        manifest_path = generate_folders(args.scratch)
     manifest = json.loads(manifest_path.read_text())
     rows: list[dict[str, Any]] = []
     today = datetime.date.today().isoformat()
