@@ -376,6 +376,8 @@ def test_report_lines_and_json_name_versions_and_what_was_not_run(tmp_path: Path
     assert "transformers-5     transformers 5.24: folder-head, warns" in text
     assert "sglang" in text
     assert "[rule read from source, not run here]" in text
+    (runtime,) = [line for line in text.splitlines() if line.strip().startswith("llama.cpp-runtime")]
+    assert "not run here" not in runtime  # built from the sdist and run by dev.py engines
     data = engines_json(facts, result)
     assert data["head_state"] == "different"
     assert {o["engine"] for o in data["outcomes"]} == set(engines.ENGINE_IDS)
