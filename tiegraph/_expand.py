@@ -10,7 +10,7 @@ import sys
 from collections import deque
 from collections.abc import Container, Sequence
 from itertools import chain, compress, repeat
-from operator import attrgetter, eq, gt, is_, is_not, itemgetter, not_
+from operator import attrgetter, gt, is_, is_not, not_
 from types import GetSetDescriptorType
 from typing import Any, NamedTuple
 
@@ -271,7 +271,6 @@ class _Partial(NamedTuple):
 _INSTANCE, _DEFAULT, _BASE, _DESCRIPTOR = range(4)
 _TENSOR_BASE = torch._C.TensorBase
 _GETATTRIBUTE: Any = object.__getattribute__  # (torch.Tensor's: attribute lookup as instance dicts see it)
-_NOT_CALLED = frozenset({_INSTANCE, _DEFAULT, _BASE})  # how attribute names resolve without a call
 
 
 def _resolve(kind: type, name: str) -> tuple[int, Any]:
@@ -321,9 +320,10 @@ def _torchao_group(kind: type, group: list[torch.Tensor], positions: list[int]) 
     and the ``optional_tensor_data_names`` whose value is not None; it raises when the class lacks
     ``tensor_data_names`` or ``tensor_attribute_names`` or an optional or attribute value is missing;
     :func:`_collect` then follows each name's value that is a tensor. How each name resolves is decided once
-    (:func:`_resolve`); the name lists must be plain class values that no instance overrides. When every
-    data and attribute value lives in the instance dicts (``vars``; torchao's own classes), one
-    ``itemgetter`` pass over them reads them all; otherwise one pass per name, as ``getattr`` answers.
+    (:func:`_resolve`); the name lists must be plain class values that no instance overrides. Values are
+    read one C-level pass per name, from the instance dicts (``vars``; torchao's own classes) where they
+    live there, else as ``getattr`` answers. (One ``itemgetter`` pass over the dicts for every name is
+    about as fast but holds a row tuple per tensor at once: half the slow path's peak memory.)
 
     Returns, in the common case (every value a plain, strided, non-nested tensor with a readable storage),
     a block: the positions, one tensor column per data name that is set, and their storages column after
@@ -405,11 +405,6 @@ def _data_columns(
     """
     resolved = [_resolve(kind, name) for name in (*data, *attributes)]
     hows = [how for how, _ in resolved]
-    if len(data) > 1 and set(hows[: len(data)]) == {_INSTANCE} and set(hows[len(data) :]) <= _NOT_CALLED:
-        # (the common case: every value in the instance dicts) one pass for them all, then columns
-        kept = compress(attributes, map(eq, hows[len(data) :], repeat(_INSTANCE)))
-        wanted = [*data, *kept]
-        return list(zip(*map(itemgetter(*wanted), dicts), strict=True))[: len(data)]  # type: ignore[return-value]
     for name, how in zip(attributes, hows[len(data) :], strict=True):
         if how == _INSTANCE and not all(map(dict.__contains__, dicts, repeat(name))):
             return None  # missing: torchao's __tensor_flatten__ raises, leaves() says so

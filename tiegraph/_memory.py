@@ -43,7 +43,8 @@ def read_once(storages: list[Any], counts: Counter[Any]) -> bool:
         return False
     if not (all(map(_RESIZABLE, storages)) and all(map(_RESIZABLE, counts))):
         return False
-    return len(set(storages)) == len(storages) and not any(map(counts.__contains__, storages))
+    # (a dict, not a set: a set of n keys takes a table of up to 8n slots, the dict's is under half that)
+    return len(dict.fromkeys(storages)) == len(storages) and not any(map(counts.__contains__, storages))
 
 
 def merge_overlapping(counts: Counter[Any]) -> dict[Any, Any]:

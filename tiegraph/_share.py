@@ -102,19 +102,18 @@ _NO_SLOW = _Slow([], [], [], [], False)
 
 
 def _slow_pieces(index: Index, tensors: list[Any], slow: list[int], counts: Counter[Any]) -> _Slow:
-    """Read the slow path's slots in bulk: record their quantization labels, count their storages."""
+    """Read the slow path's slots in bulk: record their quantization labels, count their storages.
+
+    The labels are recorded once the storages are counted (they stay in the index; the count's transient
+    then no longer adds to them).
+    """
     labels = index.deployed.slot_quantization
     labelled = set(compress(count(), map(labels.__contains__, slow))) if labels else ()
     found = slow_parts(list(map(tensors.__getitem__, slow)), labelled)
-    named = cast("Iterable[tuple[int, str]]", compress(zip(slow, found.labels, strict=True), found.labels))
-    if labels:  # (labels of quantized layer classes, recorded first, stand)
-        for s, label in named:
-            labels.setdefault(s, label)
-    else:
-        labels.update(named)
     unknown = list(map(slow.__getitem__, found.unknown))
     read = found.read
     apart = bool(read) and read_once(read, counts)
+    _record_labels(labels, slow, found.labels)
     if not read or apart:
         return _Slow([], [], [], unknown, apart)
     part_slots = list(map(slow.__getitem__, found.owners))
@@ -128,6 +127,16 @@ def _slow_pieces(index: Index, tensors: list[Any], slow: list[int], counts: Coun
         part_keys = [storage._cdata for storage in part_keys]
     counts.update(part_keys)
     return _Slow(part_slots, part_tensors, part_keys, unknown, apart)
+
+
+def _record_labels(labels: dict[int, str], slow: list[int], found: list[str | None]) -> None:
+    """Record the slow slots' quantization labels (those of quantized layer classes, set first, stand)."""
+    named = cast("Iterable[tuple[int, str]]", compress(zip(slow, found, strict=True), found))
+    if labels:
+        for s, label in named:
+            labels.setdefault(s, label)
+    else:
+        labels.update(named)
 
 
 def _pieces(
