@@ -105,7 +105,8 @@ def _private_in_chain(node: ast.Attribute, bound: dict[str, str]) -> str | None:
 FOREIGN_PRIVATE_READERS = {
     "tiegraph._walk": "the walk reads nn.Module's dicts (_modules, _parameters, _buffers) and storage keys",
     "tiegraph._tensors": "tensor subclasses and sparse layouts keep their parts in private attributes",
-    "tiegraph._storage": "DTensor and FSDP1 flat parameters keep their local shards and views privately",
+    "tiegraph._storage": "FSDP1 flat parameters keep their views privately",
+    "tiegraph._extent": "a DTensor keeps its local shard privately",
     "tiegraph._served": "accelerate's offload hooks live in _hf_hook",
     "tiegraph._sharded": "an FSDP2-sharded model keeps its state and unsharded parameters privately",
     "tiegraph._share": "storage keys fall back to _cdata on a torch without storage identity",

@@ -19,16 +19,13 @@ from typing import Any
 
 import torch
 
-from ._storage import Extent
+from ._extent import Extents, shift
 from ._walk import STORAGE_IDENTITY
 
-__all__ = ["Extents", "merge_overlapping", "read_once", "rebase"]
+__all__ = ["merge_overlapping", "read_once", "rebase"]
 
 _DATA_PTR = torch.UntypedStorage.data_ptr
 _RESIZABLE, _NBYTES = torch.UntypedStorage.resizable, torch.UntypedStorage.nbytes
-
-#: byte starts and stops of distinct tensors, and the full Extent of the non-contiguous ones
-Extents = tuple[list[int], list[int], dict[int, Extent]]
 
 
 def read_once(storages: list[Any], counts: Counter[Any]) -> bool:
@@ -87,14 +84,5 @@ def merge_overlapping(counts: Counter[Any]) -> dict[Any, Any]:
 
 def rebase(parts: list[torch.Tensor], homes: list[Any], extents: Extents) -> None:
     """Extents of tensors on a storage merged into another at a lower pointer, made relative to that one."""
-    starts, stops, strided = extents
     for n, (tensor, home) in enumerate(zip(parts, homes, strict=True)):
-        shift = _DATA_PTR(tensor.untyped_storage()) - _DATA_PTR(home)
-        if shift and stops[n]:
-            starts[n] += shift
-            stops[n] += shift
-            found = strided.get(n)
-            if found is not None:
-                strided[n] = found._replace(
-                    start=found.start + shift, stop=found.stop + shift, offset=found.offset + shift
-                )
+        shift(extents, n, _DATA_PTR(tensor.untyped_storage()) - _DATA_PTR(home))

@@ -28,9 +28,10 @@ import torch
 from torch import nn
 
 from ._engine_marks import with_partitions
+from ._extent import extents
 from ._index import Index
 from ._records import SlotMeta
-from ._storage import PLAIN_TYPES, Extent, FlatViews, slow_components, strided_extent
+from ._storage import PLAIN_TYPES, FlatViews, slow_components
 from ._tensors import ragged_shape
 from ._walk import Keys, flat_views, hooked_paths, key_of, serve_hooked, slots_of, storages, walk
 
@@ -49,24 +50,6 @@ def shape_of(tensor: Any, flat: FlatViews) -> tuple[int, ...]:
         return tuple(tensor.shape)
     except (RuntimeError, NotImplementedError, TypeError, AttributeError):
         return ragged_shape(tensor)  # nested: -1 for ragged dimensions
-
-
-def byte_extent(tensor: torch.Tensor) -> tuple[int, int, Extent | None]:
-    """Byte extent (start, stop) of a plain tensor in its storage, and its full Extent when not contiguous."""
-    try:
-        if tensor.is_nested:  # (strided nested: its buffer; the slow path may say better)
-            raise NotImplementedError
-        nbytes = int(tensor.nbytes)
-        if not nbytes:
-            return 0, 0, None
-        itemsize = tensor.element_size()
-        offset = int(tensor.storage_offset()) * itemsize
-        if tensor.is_contiguous():
-            return offset, offset + nbytes, None
-        found = strided_extent(tensor, offset, itemsize)
-        return offset, found.stop, found
-    except (RuntimeError, NotImplementedError, TypeError):
-        return 0, int(tensor.untyped_storage().nbytes()), None
 
 
 def parts_of(tensor: Any) -> list[torch.Tensor] | None:
@@ -269,8 +252,7 @@ def read_metadata(index: Index, tensors: list[Any], flat: FlatViews) -> None:
     st_nbytes: list[int] = []
     storages = (st_pointer, st_device, st_nbytes)
     t_storage: list[int] = []
-    t_start: list[int] = []
-    t_stop: list[int] = []
+    read: list[Any] = []  # the tensors whose storage was read: their byte extents, in one pass after
     t_dtype: list[str] = []
     t_shape: list[tuple[int, ...] | None] = []
     t_device: list[str] = []
@@ -284,11 +266,12 @@ def read_metadata(index: Index, tensors: list[Any], flat: FlatViews) -> None:
         t_dtype.append(meta.dtype)
         t_shape.append(meta.shape)
         t_grad.append(meta.requires_grad)
-        st, start, stop = _placed(parts[0], storage_number, storages) if parts else (-1, 0, 0)
+        st = _placed(parts[0], storage_number, storages) if parts else -1
         t_storage.append(st)
-        t_start.append(start)
-        t_stop.append(stop)
-    index.t_storage, index.t_start, index.t_stop = t_storage, t_start, t_stop
+        if parts and st >= 0:
+            read.append(parts[0])
+    index.t_storage = t_storage
+    index.t_start, index.t_stop = _starts_stops(t_storage, read)
     index.t_dtype, index.t_shape, index.t_device, index.t_grad = t_dtype, t_shape, t_device, t_grad
     index.st_pointer, index.st_device, index.st_nbytes = st_pointer, st_device, st_nbytes
     index.st_id = [
@@ -311,15 +294,24 @@ def _first_meta(
     return meta
 
 
-def _placed(
-    local: Any, numbers: dict[Any, int], storages: tuple[list[int], list[str], list[int]]
-) -> tuple[int, int, int]:
-    """(storage number, byte start, byte stop) of a tensor's bytes ; (-1, 0, 0): none."""
+def _starts_stops(t_storage: list[int], read: list[Any]) -> tuple[list[int], list[int]]:
+    """Byte start and stop per distinct tensor: those of ``read`` (the tensors with a storage) in order."""
+    starts, stops, _ = extents(read)
+    if len(read) == len(t_storage):
+        return starts, stops
+    t_start, t_stop = [0] * len(t_storage), [0] * len(t_storage)
+    for n, start, stop in zip((n for n, st in enumerate(t_storage) if st >= 0), starts, stops, strict=True):
+        t_start[n], t_stop[n] = start, stop
+    return t_start, t_stop
+
+
+def _placed(local: Any, numbers: dict[Any, int], storages: tuple[list[int], list[str], list[int]]) -> int:
+    """The storage number of a tensor's bytes, the storage recorded on first sight; -1: none."""
     try:
         storage = local.untyped_storage()
         pointer = storage.data_ptr()
     except (RuntimeError, NotImplementedError, TypeError, AttributeError):
-        return -1, 0, 0
+        return -1
     st_pointer, st_device, st_nbytes = storages
     sname = str(local.device)
     key: object = (sname, pointer) if pointer else key_of(storage)
@@ -329,5 +321,4 @@ def _placed(
         st_pointer.append(pointer)
         st_device.append(sname)
         st_nbytes.append(storage.nbytes())
-    start, stop, _ = byte_extent(local)
-    return st, start, stop
+    return st

@@ -12,25 +12,24 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable
 from itertools import compress, count, repeat
-from operator import add, attrgetter, is_not, lt, mul, ne, not_
+from operator import attrgetter, is_not, lt, ne, not_
 from typing import Any, NamedTuple, cast
 
 import torch
 
 from ._caller import outside_stacklevel
+from ._extent import Extent, extents
 from ._index import Index
-from ._memory import Extents, merge_overlapping, read_once, rebase
-from ._metadata import byte_extent, parts_of, shape_of, slot_meta
+from ._memory import merge_overlapping, read_once, rebase
+from ._metadata import parts_of, shape_of, slot_meta
 from ._storage import (
     NO_FLAT_VIEWS,
     PLAIN_TYPES,
     Components,
-    Extent,
     FlatViews,
     share_components,
     slow_components,
     slow_parts,
-    strided_extent,
 )
 from ._tensors import leaves
 from ._walk import STORAGE_IDENTITY, Keys
@@ -41,8 +40,6 @@ _DATA_PTR = torch.UntypedStorage.data_ptr
 _DTYPE, _DEVICE, _SHAPE = attrgetter("dtype"), attrgetter("device"), attrgetter("shape")
 _GRAD, _NBYTES = attrgetter("requires_grad"), attrgetter("nbytes")
 _NESTED, _TENSOR_OF = attrgetter("is_nested"), attrgetter("tensor")
-_OFFSET, _ITEMSIZE = torch.Tensor.storage_offset, torch.Tensor.element_size
-_CONTIGUOUS = torch.Tensor.is_contiguous
 
 
 class _Piece(NamedTuple):
@@ -160,19 +157,6 @@ def _pieces(
     return pieces
 
 
-def _extents(chosen: list[torch.Tensor], homes: list[Any] | None = None) -> Extents:
-    """Byte extents (start, stop) of plain tensors in bulk, and the full Extent of the non-contiguous ones.
-
-    ``homes``: each tensor's storage key after :func:`~tiegraph._memory.merge_overlapping` merged some
-    (else None); the extents of tensors whose storage was merged into one at a lower pointer are made
-    relative to that one.
-    """
-    found = _bulk_extents(chosen)
-    if homes is not None:
-        rebase(chosen, homes, found)
-    return found
-
-
 def _layouts(
     index: Index,
     slots: list[int],
@@ -186,26 +170,6 @@ def _layouts(
         if own is None or own[n]:
             extent = strided.get(n)
             index.layouts[slot] = (starts[n], stops[n], None if extent is None else extent.strides)
-
-
-def _bulk_extents(chosen: list[torch.Tensor]) -> Extents:
-    try:
-        itemsizes = list(map(_ITEMSIZE, chosen))
-        starts = list(map(mul, map(_OFFSET, chosen), itemsizes))
-        nbytes = list(map(_NBYTES, chosen))
-        contiguous = list(map(_CONTIGUOUS, chosen))
-    except (RuntimeError, NotImplementedError, TypeError, AttributeError):
-        rows = list(map(byte_extent, chosen))
-        return [r[0] for r in rows], [r[1] for r in rows], {n: r[2] for n, r in enumerate(rows) if r[2]}
-    stops = list(map(add, starts, nbytes))
-    strided: dict[int, Extent] = {}
-    for n in compress(range(len(chosen)), map(not_, contiguous)):
-        if nbytes[n]:
-            extent = strided[n] = strided_extent(chosen[n], starts[n], itemsizes[n])
-            stops[n] = extent.stop
-    for n in compress(range(len(chosen)), map(not_, nbytes)):
-        starts[n] = stops[n] = 0
-    return starts, stops, strided
 
 
 def _unnest(piece: _Piece) -> list[_Piece]:
@@ -272,7 +236,10 @@ def _groups(
         else:
             empty.add(s)
     owner, parts, homes = _distinct_pieces(tensors, pieces, joined, shares, empty)
-    starts, stops, strided = _extents(parts, homes if merged else None)
+    found = extents(parts)
+    if merged:  # (extents on a storage merged into one at a lower pointer: made relative to it)
+        rebase(parts, homes, found)
+    starts, stops, strided = found
     _layouts(
         index, owner, starts, stops, strided, [parts[n] is tensors[slot] for n, slot in enumerate(owner)]
     )
@@ -374,7 +341,10 @@ def _plain_groups(
     if len(set(homes)) == len(homes):  # one tensor object per storage (most ties): its slots are the group
         group = firsts
     else:
-        starts, stops, strided = _extents(parts, homes if merged else None)
+        found = extents(parts)
+        if merged:
+            rebase(parts, homes, found)
+        starts, stops, strided = found
         _layouts(index, distinct, starts, stops, strided)
         buckets: dict[Any, list[int]] = {}
         for n in compress(range(len(parts)), stops):  # (empty tensors read no byte: in no bucket)

@@ -1,7 +1,8 @@
-"""The share relation: storage ids, exact byte extents and the overlap sweep.
+"""The share relation: storage ids, and the overlap sweep over exact byte extents.
 
 Two tensors share when some byte of storage belongs to both. A tensor's bytes are
-``(storage_offset + sum(i_k * stride_k)) * itemsize + [0, itemsize)`` over its index box. Dense tensors
+``(storage_offset + sum(i_k * stride_k)) * itemsize + [0, itemsize)`` over its index box (read from
+metadata by :func:`tiegraph._extent.extents`, the one rule for every kind of tensor). Dense tensors
 (contiguous, transposed, any permutation without gaps) cover their whole extent, so two dense tensors on one
 storage share exactly when their extents overlap. Otherwise an exact bounded integer search decides (the same
 problem ``numpy.shares_memory`` solves). Only tensor metadata is read, never data.
@@ -19,20 +20,18 @@ import torch
 
 from ._caller import outside_stacklevel
 from ._expand import Expanded, expand
+from ._extent import Extent
 from ._tensors import leaves
 
 __all__ = [
     "PLAIN_TYPES",
     "Components",
-    "Extent",
     "FlatViews",
-    "extent_of",
     "flat_param_views",
     "share_components",
     "shares",
     "slow_components",
     "slow_parts",
-    "strided_extent",
 ]
 
 #: Tensor types the builder handles in bulk (C-level passes); other types go to :func:`slow_components`.
@@ -83,34 +82,6 @@ class Components(Generic[K]):
             ra, rb = rb, ra
         self.parent[rb] = ra
         return True
-
-
-class Extent(NamedTuple):
-    """The bytes a tensor reads, relative to the start of its storage."""
-
-    start: int
-    stop: int
-    dense: bool
-    offset: int  # storage offset in bytes
-    sizes: tuple[int, ...]
-    strides: tuple[int, ...]  # in elements
-    itemsize: int
-
-
-def _dense(sizes: Sequence[int], strides: Sequence[int]) -> bool:
-    """True when the elements tile ``[0, numel)`` with no gap and no repeat, in some dimension order."""
-    expected = 1
-    for stride, size in sorted((st, sz) for sz, st in zip(sizes, strides, strict=True) if sz != 1):
-        if stride != expected:
-            return False
-        expected *= size
-    return True
-
-
-def _local(tensor: torch.Tensor) -> torch.Tensor:
-    """The tensor that owns memory: a DTensor's local shard, else the tensor itself."""
-    local = getattr(tensor, "_local_tensor", None)
-    return local if isinstance(local, torch.Tensor) else tensor
 
 
 def slow_components(tensor: torch.Tensor) -> list[torch.Tensor] | None:
@@ -225,32 +196,6 @@ def flat_param_views(modules: Iterable[object]) -> FlatViews:
     return views
 
 
-def extent_of(tensor: torch.Tensor) -> Extent | None:
-    """The bytes a tensor reads within its storage (None when empty), from metadata only.
-
-    The builder inlines the contiguous case of this rule in its per-tensor loop and calls
-    :func:`strided_extent` for the rest; storage identity is decided there too (``build._share``).
-
-    Examples
-    --------
-    >>> import torch
-    >>> w = torch.zeros(4, 3)
-    >>> extent_of(w)[:3], extent_of(w.t())[:3]
-    ((0, 48, True), (0, 48, True))
-    >>> extent_of(w[1:, ::2])[:3]
-    (12, 48, False)
-    """
-    local = _local(tensor)
-    nbytes = int(local.nbytes)
-    if not nbytes:
-        return None
-    itemsize = local.element_size()
-    offset = int(local.storage_offset()) * itemsize
-    if local.is_contiguous():
-        return Extent(offset, offset + nbytes, True, offset, (), (), itemsize)
-    return strided_extent(local, offset, itemsize)
-
-
 class _Undecided(Exception):
     pass
 
@@ -326,8 +271,10 @@ def shares(a: Extent, b: Extent) -> bool:
     Examples
     --------
     >>> import torch
+    >>> from tiegraph._extent import strided_extent
     >>> x = torch.zeros(10)
-    >>> ext = extent_of
+    >>> def ext(t):
+    ...     return strided_extent(t, t.storage_offset() * t.element_size(), t.element_size())
     >>> shares(ext(x[0::2]), ext(x[1::2])), shares(ext(x[:4]), ext(x[4:])), shares(ext(x), ext(x[3:5]))
     (False, False, True)
     """
@@ -372,16 +319,6 @@ def _how(a: Extent, b: Extent) -> str:
     ):
         return "view"
     return "overlap"
-
-
-def strided_extent(tensor: torch.Tensor, offset: int, itemsize: int) -> Extent:
-    """The extent of a non-contiguous tensor whose storage offset is ``offset`` bytes."""
-    sizes = tuple(tensor.shape)
-    strides = tuple(tensor.stride())
-    span = sum((size - 1) * stride for size, stride in zip(sizes, strides, strict=True))
-    return Extent(
-        offset, offset + (span + 1) * itemsize, _dense(sizes, strides), offset, sizes, strides, itemsize
-    )
 
 
 def share_components(

@@ -8,8 +8,9 @@ from typing import Any, NamedTuple
 from torch import nn
 
 from .._canonical import Namer
+from .._extent import extents
 from .._index import Index
-from .._storage import extent_of, share_components
+from .._storage import share_components
 from .._walk import STORAGE_IDENTITY, aliased, object_numbers, slots_of, walk
 from ._groups import parameter_test
 
@@ -163,20 +164,19 @@ def _sharing(near: list[int], own: list[int], tensors: list[Any], keys: list[Any
     """The slots of ``near`` in a share component with a slot of ``own`` (exact bytes, by storage)."""
     slots = own + near
     objects = {id(tensors[s]) for s in own}
+    read = [n for n, s in enumerate(slots) if keys[s] is not None]  # (a storage to read extents on)
+    starts, stops = [0] * len(slots), [0] * len(slots)
+    found = extents([tensors[slots[n]] for n in read])
+    strided = {read[i]: e for i, e in found[2].items()}
     buckets: dict[Any, list[int]] = {}
-    for n, s in enumerate(slots):
-        if keys[s] is not None:
-            buckets.setdefault(keys[s], []).append(n)
-    extents = [extent_of(tensors[s]) if keys[s] is not None else None for s in slots]
-    starts = [e.start if e else 0 for e in extents]
-    stops = [e.stop if e else 0 for e in extents]
-    strided = {n: e for n, e in enumerate(extents) if e is not None and not e.dense}
-    for bucket in buckets.values():
-        bucket[:] = [n for n in bucket if extents[n] is not None]
+    for n, start, stop in zip(read, found[0], found[1], strict=True):
+        starts[n], stops[n] = start, stop
+        if stop:  # (an empty tensor reads no byte: in no bucket)
+            buckets.setdefault(keys[slots[n]], []).append(n)
     roots, _ = share_components(len(slots), buckets, starts, stops, strided)
-    wanted = {roots[n] for n in range(len(own)) if extents[n] is not None}
+    wanted = {roots[n] for n in range(len(own)) if stops[n]}
     return [
         s
         for n, s in enumerate(near, start=len(own))
-        if id(tensors[s]) in objects or (extents[n] is not None and roots[n] in wanted)
+        if id(tensors[s]) in objects or (stops[n] and roots[n] in wanted)
     ]

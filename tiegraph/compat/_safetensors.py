@@ -9,7 +9,8 @@ from typing import Any, NamedTuple
 
 import torch
 
-from .._storage import Extent, extent_of, share_components, slow_components
+from .._extent import extents, shift
+from .._storage import share_components, slow_components
 
 __all__ = ["find_shared_tensors"]
 
@@ -155,14 +156,10 @@ def _pieces(name: str, tensor: torch.Tensor, exact: bool) -> list[_Piece]:
     return found
 
 
-def _span(tensor: torch.Tensor) -> tuple[int, int]:
-    extent = extent_of(tensor)
-    return (extent.start, extent.stop) if extent is not None else (0, 0)
-
-
 def _span_groups(members: list[_Piece]) -> list[set[str]]:
     """The peer's split of one storage by byte spans, with the sweep keeping the furthest stop seen."""
-    spans = sorted((*_span(p.tensor), p.name) for p in members)
+    starts, stops, _ = extents([p.tensor for p in members])
+    spans = sorted(zip(starts, stops, (p.name for p in members), strict=True))
     groups: list[set[str]] = []
     furthest = -1
     for start, stop, name in spans:
@@ -174,22 +171,17 @@ def _span_groups(members: list[_Piece]) -> list[set[str]]:
     return groups
 
 
-def _address(tensor: torch.Tensor) -> Extent | None:
-    """The tensor's extent in addresses (its storage's data pointer added; 0 on meta)."""
-    extent = extent_of(tensor)
-    base = tensor.untyped_storage().data_ptr()
-    if extent is None or not base:
-        return extent
-    return extent._replace(start=extent.start + base, stop=extent.stop + base, offset=extent.offset + base)
-
-
 def _exact_groups(members: list[_Piece]) -> list[set[str]]:
-    """Components of the exact share relation over the pieces on one storage, ordered by first byte."""
-    extents = [_address(p.tensor) for p in members]
-    starts = [e.start if e else 0 for e in extents]
-    stops = [e.stop if e else 0 for e in extents]
-    strided = {i: e for i, e in enumerate(extents) if e is not None and not e.dense}
-    bucket = [i for i, e in enumerate(extents) if e is not None]
+    """Components of the exact share relation over the pieces on one storage, ordered by first byte.
+
+    Extents are in addresses (each storage's data pointer added; 0 on meta): one bucket may hold several
+    storages of a device.
+    """
+    found = extents([p.tensor for p in members])
+    for n, piece in enumerate(members):
+        shift(found, n, piece.tensor.untyped_storage().data_ptr())
+    starts, stops, strided = found
+    bucket = [i for i, stop in enumerate(stops) if stop]  # (an empty tensor reads no byte)
     roots, _ = share_components(len(members), {0: bucket}, starts, stops, strided)
     parts: dict[int, set[str]] = {}
     for i in sorted(range(len(members)), key=lambda i: (starts[i], stops[i], members[i].name)):
