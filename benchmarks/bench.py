@@ -30,6 +30,7 @@ and the retained bytes of the lazily built networkx graph (``TieGraph.graph``), 
 Usage::
 
     .venv/bin/python benchmarks/bench.py                       # every workload, prints the tables
+    .venv/bin/python benchmarks/bench.py --publish             # RESULTS.md, the README, the docs page
     .venv/bin/python benchmarks/bench.py --markdown benchmarks/RESULTS.md
     .venv/bin/python benchmarks/bench.py --smoke               # tiny workloads, a few rounds (CI)
     .venv/bin/python benchmarks/bench.py --only llama-70b-meta --repeats 300
@@ -608,7 +609,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--markdown", metavar="FILE", help="also write the tables as markdown to FILE")
     parser.add_argument("--only", action="append", metavar="NAME", help="run only these workloads")
     parser.add_argument("--repeats", type=int, help="rounds per workload (default: per workload)")
+    parser.add_argument(
+        "--publish", action="store_true", help="write RESULTS.md, the README's and the docs' tables"
+    )
     args = parser.parse_args(argv)
+    if args.publish and (args.smoke or args.only):
+        parser.error("--publish needs the full run (no --smoke, no --only)")
     plan = SMOKE if args.smoke else FULL
     if args.only:
         plan = [entry for entry in plan if entry[0] in args.only]
@@ -632,6 +638,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.only:
         text += replica_check_cost(args.smoke)
     print(text)
+    if args.publish:
+        import publish
+
+        found = [*targets.tied_lines(works, ratio), *targets.other_lines(works, ratio, DROP_INS)]
+        found += targets.cli_lines(cli) if cli else []
+        for path in publish.publish(works, text, ratio, machine(), found):
+            print(f"wrote {path}", file=sys.stderr)
     if args.markdown:
         with open(args.markdown, "w") as out:
             out.write("## tiegraph benchmark results\n\n")
