@@ -20,6 +20,24 @@ if TYPE_CHECKING:
     from transformers import LlamaForCausalLM
 
 
+class _Seen(TorchFunctionMode):
+    """Records the id of every ``kind`` instance a torch function is called with, while active."""
+
+    def __init__(self, kind: type[torch.Tensor]) -> None:
+        super().__init__()
+        self.kind, self.ids = kind, set[int]()
+
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Iterable[type],
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        self.ids.update(id(v) for v in [*args, *(kwargs or {}).values()] if isinstance(v, self.kind))
+        return func(*args, **(kwargs or {}))
+
+
 def _untied(delta: float = 0.0) -> LlamaForCausalLM:
     """A tied tiny Llama whose lm_head was given its own copy (plus ``delta``): declared, not tied."""
     model = llama(True)
@@ -83,25 +101,12 @@ def test_only_the_pair_is_read() -> None:
 
     model = _untied()
     pair = {id(model.lm_head.weight), id(model.model.embed_tokens.weight)}
-    seen: set[int] = set()
-
-    class Spy(TorchFunctionMode):
-        def __torch_function__(
-            self,
-            func: Callable[..., Any],
-            types: Iterable[type],
-            args: tuple[Any, ...] = (),
-            kwargs: dict[str, Any] | None = None,
-        ) -> Any:
-            for value in [*args, *(kwargs or {}).values()]:
-                if isinstance(value, nn.Parameter):
-                    seen.add(id(value))
-            return func(*args, **(kwargs or {}))
+    spy = _Seen(nn.Parameter)
 
     tg = tiegraph.build_graph(model)
-    with Spy():
+    with spy:
         record_values(tg, model)
-    assert seen == pair
+    assert spy.ids == pair
     assert _tie(tg).values == "equal"
 
 
@@ -204,24 +209,13 @@ def test_cpu_offload_compares_the_stores_tensors_only() -> None:
     model = cpu_offload(_untied(), execution_device="cpu")
     store = model.lm_head._hf_hook.weights_map.dataset
     pair = {id(store["lm_head.weight"]), id(store["model.embed_tokens.weight"])}
-    seen: set[int] = set()
-
-    class Spy(TorchFunctionMode):
-        def __torch_function__(
-            self,
-            func: Callable[..., Any],
-            types: Iterable[type],
-            args: tuple[Any, ...] = (),
-            kwargs: dict[str, Any] | None = None,
-        ) -> Any:
-            seen.update(id(v) for v in [*args, *(kwargs or {}).values()] if isinstance(v, torch.Tensor))
-            return func(*args, **(kwargs or {}))
+    spy = _Seen(torch.Tensor)
 
     tg = tiegraph.build_graph(model)
-    with Spy():
+    with spy:
         record_values(tg, model)
-    assert pair <= seen
-    assert not seen & {id(t) for t in store.values()} - pair
+    assert pair <= spy.ids
+    assert not spy.ids & {id(t) for t in store.values()} - pair
     assert _tie(tg).values == "equal"
 
 
