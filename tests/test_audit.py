@@ -76,7 +76,7 @@ def test_agreeing_models_have_no_findings(build: Any, factory: Any) -> None:
 
 
 def test_every_finding_kind_has_a_one_sentence_template() -> None:
-    """The kinds table holds the issue's kinds, each an actionable sentence ending in a period."""
+    """The kinds table holds every documented finding kind, each an actionable sentence ending in a period."""
     required = {
         "declared-not-tied",
         "tied-not-declared",

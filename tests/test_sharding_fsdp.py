@@ -29,7 +29,7 @@ from tiegraph.sharding._fsdp import outcomes
 WORLD = 2
 TIMEOUT = 300  # seconds for both ranks; about 40 s on a busy 2-core machine
 TOLERANCE = 1e-5
-EXPECTED = {  # the verdicts of the issue text, pinned so that a rule change shows here first
+EXPECTED = {  # the verdict each wrapping layout must get, pinned so that a rule change shows here first
     "root-only": ["kept"],
     "layers+root": ["kept"],
     "group+layers+root": ["kept"],
