@@ -33,7 +33,7 @@ from ._view import GraphView, resolve_slots
 from .errors import NoInputEmbeddingError
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping
 
     import networkx as nx
     from torch import nn
@@ -136,25 +136,43 @@ class TieGraph:
             If no input embedding was found; pass ``input_embedding=`` to :func:`build_graph`.
         """
         idx = self._index
-        if idx.ie_module < 0 and not idx.ie_slots:
+        inside = idx.ie_slots
+        if idx.ie_module < 0 and not inside:
             raise NoInputEmbeddingError(
                 idx.ie_note or "the model has no input embedding; pass input_embedding="
             )
-        forward = self._forward()
-        inside = set(idx.ie_slots)
-        groups = forward.groups
-        wanted = {forward.root_of(s) for s in idx.ie_slots if forward.used(s)}
-        owner_of = idx.owner_of
-        pairs = {(owner_of(s), s) for root in wanted for s in groups.get(root, ()) if s not in inside}
-        pairs = {(o, s) for o, s in pairs if not idx.under_alias_of_input_embedding(o)}
-        if idx.ie_module < 0:
-            embedding = owner_of(idx.ie_slots[0])
-            pairs = {(o, s) for o, s in pairs if o != embedding}
+        # One loop, no Forward made when the model holds no PEFT copy: then every slot is used and the tie
+        # groups in use are the index's own (what Forward gives in that case).
+        if idx.modules_to_save:
+            forward = self._forward()
+            groups, root_of, unused = forward.groups, forward.root_of, forward.unused
+        else:
+            groups, root_of, unused = idx.groups(), idx.root_of_slot, frozenset()
+        owner_of, aliased = idx.owner_of, idx.under_alias_of_input_embedding
+        embedding = owner_of(inside[0]) if idx.ie_module < 0 else -1  # a tensor's owner is not a target
         # a slot of the root module is named by itself: the root's path is '' (a buffer on the model)
+        m_name: Callable[[int], str]
         if full_paths:
-            return sorted({idx.m_path[o] or idx.slot_name_of(s) for o, s in pairs})
-        own = self.input_embedding()
-        return sorted({idx.belongs_of(o) or idx.slot_canon_of(s) for o, s in pairs} - {own})
+            m_name, s_name = idx.m_path.__getitem__, idx.slot_name_of
+        else:
+            m_name, s_name = idx.belongs_of, idx.slot_canon_of
+        found: set[str] = set()
+        roots: set[int] = set()
+        members = set(inside)
+        for slot in inside:
+            if slot in unused:
+                continue
+            root = root_of(slot)
+            if root in roots:
+                continue
+            roots.add(root)
+            for s in groups.get(root, ()):
+                o = owner_of(s)
+                if s not in members and o != embedding and not aliased(o):
+                    found.add(m_name(o) or s_name(s))
+        if not full_paths:
+            found.discard(self.input_embedding() or "")  # (never None here: the embedding was found)
+        return sorted(found)
 
     def tie_groups(self, *, full_paths: bool = False) -> list[list[str]]:
         """Every group of two or more slots that share memory: slot names, each group sorted, groups sorted.
