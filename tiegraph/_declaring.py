@@ -30,6 +30,7 @@ import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from types import SimpleNamespace
 from typing import Any
 
@@ -43,6 +44,8 @@ from ._records import CopyWrapper, TieConfig
 from ._reparametrized import carrier, embedding_name
 
 __all__ = ["capture_declarations"]
+
+_TIED = "_tied_weights_keys"
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -75,79 +78,78 @@ def capture_declarations(
     are expanded against the index's slot names when ``index.declared`` is first read (no model needed).
     """
     model = modules[root] if root >= 0 else modules[0]
-    index.tie_config = _config_flags(model)
+    root_config = model.__dict__.get("config")
+    index.tie_config = flags = _config_flags(root_config)
     copies = _modules_to_save(index, modules, instances)
-    root_keys = _instance_attr(model, "all_tied_weights_keys")
-    root_path = index.path_of(root) if root >= 0 else ""
-    captured: list[_Declaring] = []
     seen: set[int] = set()
-    firsts = [i for i in declaring if not (index.object_of(i) in seen or seen.add(index.object_of(i)))]  # type: ignore[func-returns-value]
-    for i, raw in _declaring([modules[i] for i in firsts]):
-        i, module = firsts[i], modules[firsts[i]]
-        is_pretrained = _is_pretrained(module)
-        by_transformers = (
-            isinstance(raw, dict)
-            and is_pretrained
-            and type(module).get_expanded_tied_weights_keys is _expander()  # type: ignore[attr-defined]
-        )
-        config = _instance_attr(module, "config")
+    firsts: list[int] = []
+    for i in declaring:
+        number = index.object_of(i)
+        if number not in seen:
+            seen.add(number)
+            firsts.append(i)
+    found = _declaring([modules[i] for i in firsts])
+    if not found:  # (nothing to expand: index.declared reads as empty)
+        return
+    root_keys = model.__dict__.get("all_tied_weights_keys")
+    root_path = index.path_of(root) if root >= 0 else ""
+    base = _transformers_base()
+    expander = getattr(base, "get_expanded_tied_weights_keys", None)
+    captured: list[_Declaring] = []
+    for number, raw in found:
+        i = firsts[number]
+        module = modules[i]
+        own = module.__dict__
+        pretrained = base is not None and isinstance(module, base)
+        expanded_by = type(module).get_expanded_tied_weights_keys if pretrained else None  # type: ignore[attr-defined]
+        by_transformers = isinstance(raw, dict) and pretrained and expanded_by is expander
+        config = own.get("config")
         keys: object = root_keys if _under(index.path_of(i), root_path) else None
         if not isinstance(keys, dict):
-            keys = _instance_attr(module, "all_tied_weights_keys")
-        listed = keys if isinstance(keys, dict) else None
-        flag = _flag(config) if config is not None else None
+            keys = own.get("all_tied_weights_keys")
+        # the root's flag was read already, from the same config object
+        flag = flags.tie_word_embeddings if config is root_config else _flag(config)
         # copies: a graph records the declarations as they were at build (transformers edits them in place)
-        raw = dict(raw) if isinstance(raw, dict) else list(raw)
-        listed = dict(listed) if listed is not None else None
-        captured.append(_Declaring(i, raw, is_pretrained, by_transformers, flag, listed, root_keys is keys))
+        listed = dict(keys) if isinstance(keys, dict) else None
+        captured.append(_Declaring(i, raw, pretrained, by_transformers, flag, listed, root_keys is keys))
+    index.declared_filler = partial(_expand, captured, copies)
 
-    def expand(index: Index) -> None:
-        for declaring in captured:
-            reader = _Reader(index, declaring, copies)
-            if isinstance(declaring.raw, dict):
-                pairs = (
-                    reader.expand_transformers(declaring.raw)
-                    if declaring.by_transformers
-                    else reader.expand_plain(declaring.raw)
-                )
-            else:
-                pairs = reader.expand_list(declaring.raw)
-            reader.record(pairs, declaring.listed_in, declaring.root_relative)
 
-    index.declared_filler = expand
+def _expand(captured: list[_Declaring], copies: list[tuple[str, str]], index: Index) -> None:
+    """Expand the captured declarations against the index's slot names, recording each declared pair."""
+    for declaring in captured:
+        reader = _Reader(index, declaring, copies)
+        if isinstance(declaring.raw, dict):
+            pairs = (
+                reader.expand_transformers(declaring.raw)
+                if declaring.by_transformers
+                else reader.expand_plain(declaring.raw)
+            )
+        else:
+            pairs = reader.expand_list(declaring.raw)
+        reader.record(pairs, declaring.listed_in, declaring.root_relative)
 
 
 def _under(path: str, prefix: str) -> bool:
     return not prefix or path == prefix or path.startswith(prefix + ".")
 
 
-def _instance_attr(module: nn.Module, name: str) -> object:
-    return vars(module).get(name)
-
-
 def _declaring(objects: list[nn.Module]) -> list[tuple[int, dict[str, str] | list[str]]]:
     """``(object number, raw declaration)`` of every module with its own ``_tied_weights_keys``.
 
-    Read from the instance ``__dict__``, else the class (cached per type); never through ``getattr``.
+    Read from the instance ``__dict__``, else the class (the first class of its MRO that holds the name);
+    never through ``getattr``. The result is a new plain dict or list (:func:`_plain`).
     """
-    by_type: dict[type, object] = {}
     out: list[tuple[int, dict[str, str] | list[str]]] = []
     for number, module in enumerate(objects):
-        own = module.__dict__
-        if "_tied_weights_keys" in own:
-            found = own["_tied_weights_keys"]
-        else:
-            kind = type(module)
-            found = by_type.get(kind, by_type)
-            if found is by_type:
-                found = by_type[kind] = next(
-                    (
-                        k.__dict__["_tied_weights_keys"]
-                        for k in kind.__mro__
-                        if "_tied_weights_keys" in k.__dict__
-                    ),
-                    None,
-                )
+        found = module.__dict__.get(_TIED, _TIED)
+        if found is _TIED:
+            found = None
+            for kind in type(module).__mro__:
+                held = kind.__dict__
+                if _TIED in held:
+                    found = held[_TIED]
+                    break
         if found:
             raw = _plain(found)
             if raw:
@@ -172,19 +174,13 @@ def _transformers_base() -> type | None:
     return found if isinstance(found, type) else None
 
 
-def _is_pretrained(module: nn.Module) -> bool:
-    base = _transformers_base()
-    return base is not None and isinstance(module, base)
-
-
 def _expander() -> Any:
     base = _transformers_base()
     return getattr(base, "get_expanded_tied_weights_keys", None)
 
 
-def _config_flags(model: nn.Module) -> TieConfig:
+def _config_flags(config: object) -> TieConfig:
     """The root model's ``tie_word_embeddings`` and, for composite models, its text config's."""
-    config = _instance_attr(model, "config")
     out = TieConfig()
     if config is None:
         return out
