@@ -59,6 +59,8 @@ class WrapperRule:
         module_name, parts = self._where
         obj: object = sys.modules.get(module_name)
         for part in parts:
+            if obj is None:  # (its package not imported: the usual case, and no AttributeError to make)
+                return None
             obj = getattr(obj, part, None)
         return obj if isinstance(obj, type) else None
 
@@ -225,6 +227,8 @@ class Namer:
         """First path of every outermost model root (non-wrapper, model type, no model root above it)."""
         types = self.types
         is_root = self.resolver.is_root
+        if types and is_root(types[0]):  # the model itself (every other path lies under it): no scan
+            return [0]
         verdict = {kind: is_root(kind) for kind in set(types)}
         if not any(verdict.values()):
             return []
