@@ -599,3 +599,22 @@ def test_json_text_round_trip_diffs_empty_for_non_float8_quantization(
     assert back.audit() == tg.audit()
     assert not tiegraph.diff(tg, back)
     assert back.to_json() == tg.to_json()
+
+
+class _Marked(torch.Tensor):
+    """A tensor subclass with nothing of its own: the pre-flight reads it object by object."""
+
+
+@pytest.mark.parametrize("kind", ["cpu", "meta", "subclass"])
+def test_transposed_tie_found_alike_on_every_path(kind: str) -> None:
+    """The pre-flight reads pointers in bulk on real memory and on meta, object by object for a subclass:
+    one finding, the same slots and layouts on each."""
+    with torch.device("meta" if kind == "meta" else "cpu"):
+        model = _Transposed(8, 4)
+    if kind == "subclass":
+        model.proj.weight = nn.Parameter(model.embed.weight.t().as_subclass(_Marked))
+    (found,) = [
+        f for f in tiegraph.check_device_map(model, {"": "cpu"}, input_embedding="embed") if f.kind == _WRONG
+    ]
+    assert found.paths == ("embed.weight", "lm_head.weight", "proj.weight")
+    assert "shape (4, 8), stride (1, 4)" in found.message
