@@ -14,7 +14,7 @@ shared storages; the input embedding; the declaring modules' raw declarations an
 :meth:`TieGraph.tied_to_input_embedding` and :meth:`TieGraph.tie_groups` need, so ``build_graph`` + one query
 costs about one module walk.
 
-Derived on first read, each group at once (a :class:`_Lazy` field is ``None`` until then):
+Derived on first read, each group at once (a :class:`_Lazy` field's value is not in the index until then):
 
 - slots: ``s_owner`` and ``s_param`` expanded from the runs, ``m_object`` (``range`` unless the build found
   module aliases); meanwhile :meth:`Index.owner_of`, :meth:`Index.slot_start` and :meth:`Index.object_of`
@@ -41,7 +41,6 @@ lists appended to, as before): only indexes made by the builder are lazy.
 
 from __future__ import annotations
 
-import weakref
 from array import array
 from bisect import bisect_left, bisect_right
 from collections.abc import Callable
@@ -103,7 +102,6 @@ _LAZY_META = (
     "st_id",
 )
 _LAZY_FIELDS = (*_LAZY_SLOTS, *_LAZY_NAMES, *_LAZY_NUMBERS, *_LAZY_META, "declared")
-_NOT_COMPUTED: dict[str, Any] = dict.fromkeys(("_" + name for name in _LAZY_FIELDS), None)
 
 
 class Index:
@@ -137,42 +135,60 @@ class Index:
     st_id: _Lazy[list[str]] = _Lazy("_fill_meta")  # ``device:0xpointer`` or ``device:storage-N``
     declared: _Lazy[list[Declaration]] = _Lazy("_fill_declared")
 
+    # Fields whose value is immutable (None, a number, a flag, a string) and that are only ever reassigned,
+    # never changed in place, default here on the class: a build sets few of them, so an index's instance
+    # dict holds only what it was given (mutable containers are made per instance in ``__init__``).
+    m_type: list[type] | None = None  # class per path (builder only; graphs give m_cls)
+    _d_start: list[int] | None = None  # first slot of every run, and the slot count last
+    objects_distinct = True  # (builder) no module object under two paths: m_object is range
+    ie_module = -1  # primary module path index; -1 when none or when it is a tensor
+    ie_note = ""  # why there is none, when there is none
+    model_root: str | None = None  # full path of the one model root (None: none, or several)
+    tie_config: TieConfig | None = None
+    forward: Forward | None = None  # which PEFT copies the forward uses (tiegraph._copies)
+    checkpoint: dict[str, Any] | None = None  # a checkpoint's findings (tiegraph._checkpoint)
+    namer: Callable[[Index, int], tuple[str, str]] | None = None
+    slot_namer: Callable[[Index, int], str] | None = None
+    _m_named = _s_named = False  # every module / slot named already
+    _groups: dict[int, list[int]] | None = None
+    # on-demand sources (builder only): a weak reference to the model (its callback fills the metadata when
+    # the model dies, see tiegraph._metadata.watch)
+    model_ref: Callable[[], Any] | None = None
+    # what the build captured of every slot (builder only): requires_grad, and the witness the metadata
+    # re-walk checks a slot against (see tiegraph._metadata)
+    b_grad: bytes | None = None
+    witness: array[int] | None = None
+    meta_filler: Callable[[Index], None] | None = None
+    declared_filler: Callable[[Index], None] | None = None
+    # a fresh index (filled by hand, e.g. from a graph) holds every field as a plain list; the builder's
+    # (``lazy``) derives them on first read (a private ``_name`` absent from the instance dict: not computed)
+    # and keeps share data in root_of/same_as
+    _built = False
+
     def __init__(self, lazy: bool = False) -> None:
         # module paths
         self.m_parent: list[int] = []  # -1 for the root
         self.m_name: list[str] = []  # segment under the parent
-        self.m_type: list[type] | None = None  # class per path (builder only; graphs give m_cls)
         # slots
         self.s_attr: list[str] = []
         # the builder's compact form of s_owner/s_param: one run per non-empty ``_parameters`` (number
         # ``2 * path``) or ``_buffers`` (``2 * path + 1``) dict, in slot order, and its number of slots
         self.d_number: list[int] = []
         self.d_size: list[int] = []
-        self._d_start: list[int] | None = None  # first slot of every run, and the slot count last
-        self.objects_distinct = True  # (builder) no module object under two paths: m_object is range
         # sharing pairs between slots: (slot, slot, how)
         self.shares: list[tuple[int, int, str]] = []
         # input embedding
-        self.ie_module = -1  # primary module path index; -1 when none or when it is a tensor
         self.ie_slots: list[int] = []  # slots inside the input embedding
-        self.ie_note = ""  # why there is none, when there is none
         # what the model says about ties beyond its declarations (typed; plain data)
-        self.model_root: str | None = None  # full path of the one model root (None: none, or several)
         self.model_roots: list[str] = []  # full paths of the outermost model roots (several: none is used)
-        self.tie_config: TieConfig | None = None
         self.modules_to_save: list[CopyWrapper] = []
-        self.forward: Forward | None = None  # which PEFT copies the forward uses (tiegraph._copies)
         self.deployed = Deployed()
-        self.checkpoint: dict[str, Any] | None = None  # a checkpoint's findings (tiegraph._checkpoint)
         self.cut: dict[str, str] = {}  # full slot name -> the fully_shard call holding it (tiegraph.sharding)
         self.engine: dict[str, Any] = {}  # plain data other engines' marks give (tiegraph._engine_marks)
         # canonical names: either given whole (from a graph) or computed on demand by a namer
         self._m_canon: list[str | None] = []
         self._m_belongs: list[str | None] = []
         self._s_canon: list[str | None] = []
-        self.namer: Callable[[Index, int], tuple[str, str]] | None = None
-        self.slot_namer: Callable[[Index, int], str] | None = None
-        self._m_named = self._s_named = False  # every module / slot named already
         # the builder's share data (slots only where they differ from "alone")
         self.same_as: dict[int, int] = {}  # slot -> first slot holding the same tensor object
         self.root_of: dict[int, int] = {}  # slot -> smallest slot of its tie group (grouped slots only)
@@ -184,20 +200,10 @@ class Index:
         # metadata read at build, for the slots on shared storages: a SlotMeta, or the raw
         # (torch.dtype, shape, torch.device, requires_grad) the builder read in bulk (named on first use)
         self.known: dict[int, SlotMeta | tuple[Any, tuple[int, ...], Any, bool]] = {}
-        self._groups: dict[int, list[int]] | None = None
-        # on-demand sources (builder only)
-        self.model_ref: Callable[[], Any] | None = None  # a weak reference to the model
-        self.watch: weakref.finalize[Any, Any] | None = None  # fills the metadata when the model dies
-        # what the build captured of every slot (builder only): requires_grad, and the witness the
-        # metadata re-walk checks a slot against (see tiegraph._metadata)
-        self.b_grad: bytes | None = None
-        self.witness: array[int] | None = None
-        self.meta_filler: Callable[[Index], None] | None = None
-        self.declared_filler: Callable[[Index], None] | None = None
-        # a fresh index (filled by hand, e.g. from a graph) holds every field as a plain list; the
-        # builder's (``lazy``) derives them on first read and keeps share data in root_of/same_as
-        self._built = lazy
-        self.__dict__.update(_NOT_COMPUTED if lazy else {"_" + name: [] for name in _LAZY_FIELDS})
+        if lazy:
+            self._built = True
+        else:
+            self.__dict__.update({"_" + name: [] for name in _LAZY_FIELDS})
 
     # ------------------------------------------------------------------ derived fields
     def path_of(self, i: int) -> str:
