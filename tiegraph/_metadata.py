@@ -19,8 +19,11 @@ pass over every tensor costs about 8% of a build, and dtype changes only with a 
 
 from __future__ import annotations
 
+import sys
 import weakref
 from array import array
+from collections.abc import Callable
+from functools import partial
 from operator import attrgetter
 from typing import Any
 
@@ -84,26 +87,32 @@ def watch(index: Index, model: nn.Module) -> None:
     """Let the index read metadata from the model on first use, and at the latest when the model dies.
 
     The index keeps a weak reference to the model. So that ``build_graph(make_model()).to_json()`` still
-    works, a finalizer holds the model's instance ``__dict__`` (not the model): while the model lives, that
-    costs nothing (the model holds it anyway); when the model is collected, the finalizer fills the index's
-    metadata from the dict (one re-walk) and lets it go. It is detached as soon as the metadata is filled or
-    the index dies, so no model outlives its own lifetime because of a graph.
+    works, the reference's callback holds the model's instance ``__dict__`` (not the model): while the model
+    lives, that costs nothing (the model holds it anyway); when the model is collected, the callback fills
+    the index's metadata from the dict (one re-walk) and lets it go. The index holds the reference alone, so
+    it goes (callback and dict with it) as soon as the metadata is filled or the index dies, and no model
+    outlives its own lifetime because of a graph. At interpreter shutdown the callback does nothing.
+    (One ``weakref.ref`` with a callback: two ``weakref.finalize`` objects, one on the model and one on the
+    index to detach it, cost several times more per build.)
     """
-    index.model_ref = weakref.ref(model)
     index.meta_filler = fill_metadata
-    watch = weakref.finalize(model, _on_model_death, weakref.ref(index), type(model), model.__dict__)
-    watch.atexit = False
-    index.watch = watch
-    weakref.finalize(index, watch.detach).atexit = False
+    on_death = partial(_on_model_death, weakref.ref(index), type(model), model.__dict__)
+    index.model_ref = weakref.ref(model, on_death)
 
 
 class _Shell:
     """Stands in for a collected model whose instance ``__dict__`` is still held (see :func:`watch`)."""
 
 
-def _on_model_death(index_ref: weakref.ref[Index], kind: type, state: dict[str, Any]) -> None:
+def _on_model_death(
+    index_ref: weakref.ref[Index],
+    kind: type,
+    state: dict[str, Any],
+    _model_ref: object,
+    finalizing: Callable[[], bool] = sys.is_finalizing,  # (bound now: module globals are gone at shutdown)
+) -> None:
     index = index_ref()
-    if index is None or index.meta_filler is None:
+    if index is None or index.meta_filler is None or finalizing():
         return
     shell: Any
     try:
@@ -114,7 +123,7 @@ def _on_model_death(index_ref: weakref.ref[Index], kind: type, state: dict[str, 
     index.model_ref = lambda: shell
     try:
         fill_metadata(index)
-    except Exception:  # (a finalizer cannot raise: what was not read is reported unknown instead)
+    except Exception:  # (a weakref callback cannot raise: what was not read is reported unknown instead)
         pass
     finally:
         index.model_ref = None
@@ -155,7 +164,7 @@ def witnesses(tensors: list[Any], found: Keys) -> array[int]:
     """Per slot: its storage's C++ identity (``_cdata``), or its tensor object's for the slow path."""
     keys = found.keys
     if not found.slow:
-        return array("Q", map(_CDATA, keys) if keys and not isinstance(keys[0], int) else keys)
+        return array("Q", list(map(_CDATA, keys)) if keys and not isinstance(keys[0], int) else keys)
     out = array("Q", map(id, tensors))
     for s, key in enumerate(keys):
         if key is not None:
@@ -197,9 +206,7 @@ def fill_metadata(index: Index) -> None:
     with torch._C.DisableTorchFunctionSubclass():
         read_metadata(index, tensors, flat)
     index.meta_filler = None
-    if index.watch is not None:
-        index.watch.detach()
-        index.watch = None
+    index.model_ref = None  # (and the death callback with the model's ``__dict__``)
 
 
 def _by_name(
