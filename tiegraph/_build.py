@@ -58,6 +58,7 @@ aliasing make them wrong).
 
 from __future__ import annotations
 
+import sys
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import torch
@@ -72,18 +73,24 @@ from ._engine_marks import record_kept, record_zero3, with_partitions
 from ._graph import TieGraph
 from ._index import Index
 from ._metadata import capture, watch
+from ._served import annotate
 from ._sharded import record_cut
 from ._share import share
 from ._sources import as_module
+from ._storage import NO_FLAT_VIEWS
 from ._walk import (
+    FSDP1,
+    FSDP2,
+    PACKED_LAYER,
+    QUANTIZED_LAYER,
     Tree,
     aliased,
+    class_marks,
     declaring,
     flat_views,
     hooked_paths,
     instances,
     object_numbers,
-    serve_hooked,
     slots_of,
     storages,
     walk,
@@ -156,13 +163,15 @@ def build_graph(
     [['embed.weight', 'head.weight']]
     """
     model = as_module(model, "build_graph")
-    index, tree, tensors, namer = shared_slots(model, record=True)
-    types, modules, kinds = tree.types, tree.modules, set(tree.types)
-    record_cut(index, modules, tensors, kinds)  # which FSDP2 call holds each slot (a class check when none)
-    record_zero3(index, tensors)  # each ZeRO-3 parameter's ds_id (a sys.modules check without deepspeed)
-    record_kept(index, modules, tensors)  # ties DeepSpeed pipelines and Megatron-core keep by their own means
+    (index, tree, tensors, namer), kinds, marks = _shared(model, True, True)
+    modules = tree.modules
+    if marks & FSDP2:
+        record_cut(index, modules, tensors)  # which FSDP2 call holds each slot
+    if "deepspeed" in sys.modules or "megatron.core" in sys.modules:
+        record_zero3(index, tensors)  # each ZeRO-3 parameter's ds_id
+        record_kept(index, modules, tensors)  # ties DeepSpeed pipelines and Megatron-core keep themselves
     find_input_embedding(index, modules, tensors, namer, input_embedding)
-    capture_declarations(index, modules, declaring(tree, types, kinds), namer.root, instances(types))
+    capture_declarations(index, modules, declaring(tree, kinds, marks), namer.root, instances(tree.types))
     watch(index, model)
     if check_values:  # the one step that reads tensor data, and only when asked
         index.declared = verdicts(index, model)
@@ -187,6 +196,16 @@ def shared_slots(model: nn.Module, *, serve: bool = True, record: bool = False) 
     ``record`` (a graph that outlives this call) every slot's dtype, requires_grad and storage witness are
     captured (:func:`tiegraph._metadata.capture`).
     """
+    return _shared(model, serve, record)[0]
+
+
+def _shared(model: nn.Module, serve: bool, record: bool) -> tuple[Shared, set[type], int]:
+    """:func:`shared_slots`, with the tree's set of module classes and their :func:`class_marks`.
+
+    A plain model's checks for what the steps past the slots look for (hooked modules, quantized and
+    packed layer classes, FSDP1 flat views, ZeRO-3 partitions; FSDP2 cuts and declaring classes in
+    :func:`build_graph`) come down to one subset test of its classes and the walk's empty ``special``.
+    """
     tree = walk(model)
     index = Index(lazy=True)
     index.m_parent, index.m_name = tree.parents, tree.names
@@ -195,19 +214,25 @@ def shared_slots(model: nn.Module, *, serve: bool = True, record: bool = False) 
         index.objects_distinct = False
         index.m_object = object_numbers(tree.modules)
     kinds = set(types)
-    hooked = hooked_paths(tree) if serve else []
+    marks = class_marks(kinds)
+    hooked = hooked_paths(tree) if serve and tree.special else []
     slots = slots_of(tree)
     index.d_number, index.d_size, index.s_attr = tree.numbers, slots.sizes, slots.attrs
     found = slots.keys
-    if serve_hooked(index, tree.modules, slots.tensors, hooked, kinds, record=True) or found is None:
+    if hooked or marks & (QUANTIZED_LAYER | PACKED_LAYER):  # served tensors may replace some slots' own
+        annotate(index, tree.modules, slots.tensors, hooked, kinds, record=True)
+        found = storages(slots.tensors)
+    elif found is None:
         found = storages(slots.tensors)
     namer = Namer(index)
     namer.attach()
-    flat = with_partitions(flat_views(tree.modules, kinds), slots.tensors)  # FSDP1, ZeRO-3 placeholders
+    flat = flat_views(tree.modules, kinds) if marks & FSDP1 else NO_FLAT_VIEWS
+    if "deepspeed" in sys.modules:
+        flat = with_partitions(flat, slots.tensors)  # ZeRO-3 placeholders
     with torch._C.DisableTorchFunctionSubclass():  # subclass metadata reads skip __torch_function__
         share(index, slots.tensors, flat, found)
         if record:  # what the graph must still answer for after the model changes
             capture(index, slots.tensors, found, hooked, flat)
     if record and index.same_as:  # (one object under several names: what accelerate's hooks key ties by)
         record_pointer_aliases(index, tree.modules, slots.tensors)
-    return Shared(index, tree, slots.tensors, namer)
+    return Shared(index, tree, slots.tensors, namer), kinds, marks

@@ -1,7 +1,7 @@
 """Build step: which FSDP2 ``fully_shard`` call holds each parameter slot of an already-sharded model.
 
-:func:`record_cut` runs once per build: one check over the model's distinct classes when no module is an
-``FSDPModule``, else it reads each FSDP2 state's modules and parameters (torch keeps them privately) and
+:func:`record_cut` runs when the builder's class marks (:func:`is_fsdp2_type`, decided once per class)
+find an ``FSDPModule``: it reads each FSDP2 state's modules and parameters (torch keeps them privately) and
 records the call text per parameter slot in ``index.cut``. :mod:`tiegraph.sharding._after` explains a
 declared pair the cut split; :mod:`tiegraph.sharding` writes plans with the same call text.
 """
@@ -16,19 +16,20 @@ from torch import nn
 if TYPE_CHECKING:
     from ._index import Index
 
-__all__ = ["NO_CALL", "call_text", "expr", "record_cut"]
+__all__ = ["NO_CALL", "call_text", "expr", "is_fsdp2_type", "record_cut"]
 
 NO_CALL = "no fully_shard call"
 
 
-def _fsdp_classes(kinds: set[type]) -> bool:
-    if not any(kind.__name__.startswith("FSDP") for kind in kinds):
+def is_fsdp2_type(kind: type) -> bool:
+    """Whether module class ``kind`` is an FSDP2 ``FSDPModule`` (``fully_shard`` names its classes FSDP*)."""
+    if not kind.__name__.startswith("FSDP"):
         return False
     try:
         from torch.distributed.fsdp import FSDPModule
     except ImportError:  # a torch without FSDP2
         return False
-    return any(issubclass(kind, FSDPModule) for kind in kinds)
+    return issubclass(kind, FSDPModule)
 
 
 def _groups(modules: list[nn.Module], path_of: dict[int, str]) -> dict[int, str]:
@@ -53,10 +54,11 @@ def _groups(modules: list[nn.Module], path_of: dict[int, str]) -> dict[int, str]
     return held
 
 
-def record_cut(index: Index, modules: list[nn.Module], tensors: list[Any], kinds: set[type]) -> None:
-    """The builder's hook: record the ``fully_shard`` call of every parameter slot of an FSDP2 model."""
-    if not _fsdp_classes(kinds):
-        return
+def record_cut(index: Index, modules: list[nn.Module], tensors: list[Any]) -> None:
+    """The builder's hook: record the ``fully_shard`` call of every parameter slot of an FSDP2 model.
+
+    Called only when some module class :func:`is_fsdp2_type` (the builder's class marks).
+    """
     path_of: dict[int, str] = {}
     for i, module in enumerate(modules):
         path_of.setdefault(id(module), index.path_of(i))

@@ -18,6 +18,7 @@ from torch import nn
 
 from ._quantization import is_packed_layer_type, is_quantized_layer_type
 from ._served import HOOK, annotate
+from ._sharded import is_fsdp2_type
 from ._storage import NO_FLAT_VIEWS, PLAIN_TYPES, FlatViews, flat_param_views
 from .errors import CycleError, TiegraphError
 
@@ -224,13 +225,31 @@ def _path(parents: list[int], names: list[str], i: int) -> str:
     return ".".join(reversed(parts))
 
 
-def declaring(tree: Tree, types: list[type], kinds: set[type]) -> list[int]:
-    """Module paths whose instance (the walk's flag) or class holds ``_tied_weights_keys``."""
-    by_class = {kind for kind in kinds if _class_declares(kind)}
-    found = {i for i in tree.special if _TIED in tree.modules[i].__dict__}
-    if by_class:
-        found.update(compress(range(len(types)), map(by_class.__contains__, types)))
-    return sorted(found)
+def declaring(tree: Tree, kinds: set[type], marks: int) -> list[int]:
+    """Module paths whose instance (the walk's flag) or class holds ``_tied_weights_keys``.
+
+    ``marks`` are the tree's :func:`class_marks`: without :data:`DECLARES` no class is asked again.
+    """
+    special = tree.special
+    found = [i for i in special if _TIED in tree.modules[i].__dict__] if special else []
+    if not marks & DECLARES:
+        return found
+    for kind in kinds:
+        if _class_declares(kind):
+            found.extend(_positions(tree.types, kind))
+    return sorted(set(found))
+
+
+def _positions(items: list[Any], value: object) -> list[int]:
+    """Where ``value`` sits in ``items`` (``list.index`` scans in C: a few hits in a long list are cheap)."""
+    out: list[int] = []
+    i = -1
+    try:
+        while True:
+            i = items.index(value, i + 1)
+            out.append(i)
+    except ValueError:
+        return out
 
 
 @functools.lru_cache(maxsize=4096)
@@ -242,12 +261,50 @@ def instances(types: list[type]) -> Callable[[type], list[int]]:
     """``instances(cls)``: the module paths whose module is a ``cls`` (decided once per class)."""
 
     def instances(cls: type) -> list[int]:
-        verdict = {kind: issubclass(kind, cls) for kind in set(types)}
-        if not any(verdict.values()):
-            return []
-        return list(compress(range(len(types)), map(verdict.__getitem__, types)))
+        found = [kind for kind in set(types) if issubclass(kind, cls)]
+        if len(found) < 2:
+            return _positions(types, found[0]) if found else []
+        return sorted(chain.from_iterable(_positions(types, kind) for kind in found))
 
     return instances
+
+
+#: A module class's marks (:func:`class_marks`): what the build steps after the slots look for in a tree.
+QUANTIZED_LAYER, PACKED_LAYER, FSDP1, FSDP2, DECLARES = 1, 2, 4, 8, 16
+
+_UNMARKED: set[type] = set()  # classes found to carry no mark (a plain model's, after its first build)
+
+
+def class_marks(kinds: set[type]) -> int:
+    """The marks of a tree's module classes, or'ed: one subset test when every class is known unmarked.
+
+    Each class is decided once (:func:`_class_mark`): a class's bases do not change, and a subclass of an
+    FSDP class exists only once FSDP is imported. Quantized and packed layers call for
+    :func:`tiegraph._served.annotate`, FSDP1 for :func:`flat_views`, FSDP2 for
+    :func:`tiegraph._sharded.record_cut`, a declaring class for :func:`declaring`.
+    """
+    if kinds <= _UNMARKED:
+        return 0
+    marks = 0
+    for kind in kinds:
+        mark = _class_mark(kind)
+        marks |= mark
+        if not mark and len(_UNMARKED) < 4096:
+            _UNMARKED.add(kind)
+    return marks
+
+
+@functools.lru_cache(maxsize=4096)
+def _class_mark(kind: type) -> int:
+    fsdp = sys.modules.get("torch.distributed.fsdp.fully_sharded_data_parallel")
+    fsdp1 = getattr(fsdp, "FullyShardedDataParallel", None)
+    return (
+        (QUANTIZED_LAYER if is_quantized_layer_type(kind) else 0)
+        | (PACKED_LAYER if is_packed_layer_type(kind) else 0)
+        | (FSDP1 if isinstance(fsdp1, type) and issubclass(kind, fsdp1) else 0)
+        | (FSDP2 if is_fsdp2_type(kind) else 0)
+        | (DECLARES if _class_declares(kind) else 0)
+    )
 
 
 class Slots(NamedTuple):
