@@ -38,7 +38,7 @@ is in cache. The rooms:
    distinct tensors, and the groups read off :func:`~tiegraph._storage.share_components`' components;
    slow-path components, FSDP1 flat views and nested tensors take the general ``_groups``. The candidates'
    dtype/shape/device/requires_grad are read at build (so a graph answers for its tie groups after the model
-   changed), and every slot's dtype, requires_grad and storage witness are captured in three C-level passes;
+   changed), and every slot's requires_grad and storage witness are captured in two C-level passes; dtype,
    shape, device and extents are read on first use by re-walking the model through a weak reference, slot by
    slot where the witness still holds, unknown elsewhere (:mod:`tiegraph._metadata`). Declarations are
    captured raw and expanded on first use; the input embedding is found without a pass over every path
@@ -141,10 +141,10 @@ def build_graph(
     Notes
     -----
     One pass over the module tree, O(modules + slots) mostly C-level work plus a sort per shared storage; no
-    tensor data is read. The graph is a record of the model at build: dtype and requires_grad of every slot
-    are captured then; shape, device and byte extents of slots outside tie groups are read on first use
-    (exports, the audit) from slots that still hold what they held at build, and are unknown for the others
-    (see the concepts page, "A graph is a record").
+    tensor data is read. The graph is a record of the model at build: requires_grad and a storage witness of
+    every slot are captured then; dtype, shape, device and byte extents of slots outside tie groups are read
+    on first use (exports, the audit) from slots that still hold what they held at build, and are unknown for
+    the others (see the concepts page, "A graph is a record").
 
     Examples
     --------
@@ -193,7 +193,7 @@ def shared_slots(model: nn.Module, *, serve: bool = True, record: bool = False) 
     :func:`build_graph` continues from here; :mod:`tiegraph.compat` stops here (its drop-ins need only the
     tie groups). With ``serve=False`` the slots of modules carrying accelerate hooks keep the tensors the
     module tree holds (what accelerate's own helpers see) instead of the tensors the hooks serve. With
-    ``record`` (a graph that outlives this call) every slot's dtype, requires_grad and storage witness are
+    ``record`` (a graph that outlives this call) every slot's requires_grad and storage witness are
     captured (:func:`tiegraph._metadata.capture`).
     """
     return _shared(model, serve, record)[0]
