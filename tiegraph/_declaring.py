@@ -93,8 +93,7 @@ def capture_declarations(
         return
     root_keys = model.__dict__.get("all_tied_weights_keys")
     root_path = index.path_of(root) if root >= 0 else ""
-    base = _transformers_base()
-    expander = getattr(base, "get_expanded_tied_weights_keys", None)
+    base, expander = _transformers_base(), _expander()
     captured: list[_Declaring] = []
     for number, raw in found:
         i = firsts[number]
